@@ -1,0 +1,33 @@
+"""cnnlens: look inside convolutional networks.
+
+Explain single predictions (attribution maps), score how faithful those
+explanations are, and analyse the model itself. See README.md for a tour.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CheckpointError,
+    CnnlensError,
+    ConfigError,
+    DataError,
+    InputError,
+    LayerError,
+    TargetError,
+)
+from .types import Curve, Explanation
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "CnnlensError",
+    "ConfigError",
+    "Curve",
+    "DataError",
+    "Explanation",
+    "InputError",
+    "LayerError",
+    "TargetError",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Readers for data sets on disk, one module per format."""
