@@ -6,6 +6,9 @@ explanations are, and analyse the model itself. See README.md for a tour.
 
 from __future__ import annotations
 
+from .attribution import explain, methods
+from .checkpoint import load, save
+from .cost import macs
 from .errors import (
     CheckpointError,
     CnnlensError,
@@ -30,4 +33,9 @@ __all__ = [
     "LayerError",
     "TargetError",
     "__version__",
+    "explain",
+    "load",
+    "macs",
+    "methods",
+    "save",
 ]

@@ -127,7 +127,9 @@ def final_linear(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str, 
     return name, module
 
 
-def penultimate_features(model: nn.Module, x: torch.Tensor, head: str | None = None) -> torch.Tensor:
+def penultimate_features(
+    model: nn.Module, x: torch.Tensor, head: str | None = None
+) -> torch.Tensor:
     """The vector the final linear layer reads, ``[N,D]``, from one forward."""
     name = head or final_linear(model, x)[0]
     captured: list[torch.Tensor] = []

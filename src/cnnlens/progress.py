@@ -43,10 +43,12 @@ class Progress:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
-                Progress as RichProgress,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
             )
 
             self._bar = RichProgress(
@@ -69,9 +71,7 @@ class Progress:
         if self._bar is not None:
             elapsed = max(time.perf_counter() - self._start, 1e-9)
             text = " ".join(f"{k}={v:.4g}" for k, v in info.items())
-            self._bar.update(
-                self._task, advance=n, rate=f"{self.done / elapsed:.1f}/s", info=text
-            )
+            self._bar.update(self._task, advance=n, rate=f"{self.done / elapsed:.1f}/s", info=text)
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:

@@ -128,9 +128,7 @@ class TensorDataset(ImageDataset):
         if images.shape[0] == 0:
             raise DataError(f"{name}: the data set is empty")
         if labels.shape[0] != images.shape[0]:
-            raise DataError(
-                f"{name}: {images.shape[0]} images but {labels.shape[0]} labels"
-            )
+            raise DataError(f"{name}: {images.shape[0]} images but {labels.shape[0]} labels")
         self.images = images
         self.labels = labels.long()
         self.classes = list(classes)

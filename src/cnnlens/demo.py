@@ -1,0 +1,48 @@
+"""The demo job behind ``make demo``: everything on offline data, on a laptop CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .progress import log_line
+from .report import ReportContext, build_report
+from .workflows import DEMO_CONFIG, train_classifier
+
+QUICK_SIZES = {"n_train": 2000, "n_test": 500}
+
+
+def run_demo(
+    *, out: str | Path = "runs/demo", quick: bool = False, epochs: int | None = None, seed: int = 0
+) -> Path:
+    """Train (or reuse) ResNet-20 on ``shapes`` in ``out`` and write ``out/report.html``.
+
+    ``quick`` trains on 2,000 images for 2 epochs and reports on 500 test
+    images: a smoke test of the whole pipeline, not a good model.
+    """
+    out = Path(out)
+    config = dataclasses.replace(DEMO_CONFIG, seed=seed)
+    if quick:
+        config = dataclasses.replace(config, epochs=2)
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    options = {"n": QUICK_SIZES["n_train"]} if quick else {}
+    log_line(f"demo: ResNet-20 on shapes, {config.epochs} epochs, output in {out}")
+    run = train_classifier(
+        data="shapes", arch="resnet20", out=out, config=config, data_options=options
+    )
+    test = run.test
+    if quick:
+        test = test.subset(range(min(QUICK_SIZES["n_test"], len(test))))
+    state = "reused the saved model" if run.reused else f"trained in {run.seconds:.0f} s"
+    log_line(f"demo: {state}; test accuracy {100 * run.test_accuracy:.2f} %")
+    ctx = ReportContext(
+        model=run.model,
+        train=run.train,
+        test=test,
+        out=out,
+        history=run.history,
+        title="cnnlens demo: ResNet-20 on shapes",
+        options={"quick": quick},
+    )
+    return build_report(ctx, out / "report.html")

@@ -1,0 +1,304 @@
+"""The one training loop of cnnlens.
+
+:func:`fit` trains any ``nn.Module`` on any cnnlens data set with an
+:class:`~cnnlens.train.objectives.Objective`: seeded data order and
+augmentation per epoch (so a resumed run repeats an uninterrupted one
+exactly), an lr schedule computed from the global step, evaluation each
+epoch, early stopping, per-epoch callbacks, atomic checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..data.base import ImageDataset, TensorDataset
+from ..errors import ConfigError
+from ..io import write_json
+from ..progress import Progress, log_line
+from .augment import augment
+from .config import TrainConfig
+from .objectives import Alternating, Classification, Objective, trainable_parameters
+from .state import load_state, save_state
+
+Callback = Callable[[int, nn.Module, dict], "dict | None"]
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch records (``history``), the best validation accuracy and its epoch."""
+
+    history: list[dict] = field(default_factory=list)
+    best_accuracy: float | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _targets(dataset: ImageDataset, kind: str) -> torch.Tensor:
+    if kind == "label":
+        return dataset.labels
+    if kind == "attributes":
+        if dataset.attributes is None:
+            raise ConfigError(f"{dataset.name} has no attributes to train on")
+        return dataset.attributes.float()
+    raise ConfigError(f"targets must be 'label' or 'attributes', got {kind!r}")
+
+
+def _batches(
+    dataset: ImageDataset,
+    targets: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised batches on ``device``; shuffled when a generator is given."""
+    n = len(dataset)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if isinstance(dataset, TensorDataset):
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            x = dataset.raw_batch(idx).to(device)
+            yield dataset.normalize(x), targets[idx].to(device)
+        return
+    loader = DataLoader(
+        torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False
+    )
+    for start, (x, _y) in zip(range(0, n, batch_size), loader, strict=False):
+        yield x.to(device), targets[order[start : start + batch_size]].to(device)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    objective: Objective | None = None,
+    targets: str = "label",
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on ``dataset`` (model mode restored)."""
+    objective = objective or Classification("bce" if targets == "attributes" else "ce")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    try:
+        for x, y in _batches(dataset, _targets(dataset, targets), batch_size, device, None):
+            for k, v in objective.eval_step(model, x, y).items():
+                sums[k] = sums.get(k, 0.0) + v
+    finally:
+        model.train(was_training)
+    count = max(sums.pop("count", 1.0), 1.0)
+    return {"loss": sums.pop("loss", 0.0) / count, "accuracy": sums.pop("correct", 0.0) / count}
+
+
+def fit(
+    model: nn.Module,
+    train: ImageDataset,
+    val: ImageDataset | None = None,
+    *,
+    config: TrainConfig | None = None,
+    objective: Objective | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    trainable: Sequence[str] | None = None,
+    targets: str = "label",
+    callbacks: Sequence[Callback] = (),
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place; return its per-epoch history.
+
+    ``trainable`` restricts training to named submodules (e.g. ``["head"]``);
+    the other parameters are frozen and their BatchNorm statistics kept.
+    ``targets="attributes"`` trains multi-label on the data set's attributes
+    (use ``Classification("bce")``). With ``out``, every epoch is checkpointed
+    under ``out/checkpoints`` and ``resume=True`` continues from the last one.
+    """
+    config = config or TrainConfig()
+    objective = objective or Classification("bce" if targets == "attributes" else "ce")
+    train_targets = _targets(train, targets)
+    if isinstance(objective, Alternating):
+        objective.bind(model)
+
+    params = trainable_parameters(model, trainable)
+    frozen_flags = [(p, p.requires_grad) for p in model.parameters()]
+    chosen = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+    frozen_modules = [] if trainable is None else _modules_outside(model, trainable)
+
+    groups = objective.parameter_groups(params)
+    configs = objective.optimizer_configs(config.optimizer)
+    optimizers = {g: configs[g].build(ps) for g, ps in groups.items()}
+    base_lrs = {g: [pg["lr"] for pg in opt.param_groups] for g, opt in optimizers.items()}
+
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    result = TrainResult()
+    start_epoch = 1
+    ckpt_dir = Path(out) / "checkpoints" if out is not None else None
+    run_facts = {"config": config.to_dict(), "trainable": list(trainable or [])}
+
+    if resume and ckpt_dir is not None:
+        state = load_state(ckpt_dir)
+        if state is not None:
+            if state.get("config") != run_facts["config"]:
+                raise ConfigError(
+                    f"cannot resume from {ckpt_dir}: it was trained with another configuration"
+                )
+            model.load_state_dict(state["model"])
+            for g, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][g])
+            result.history = state["history"]
+            start_epoch = state["epoch"] + 1
+            _update_best(result)
+
+    t0 = time.perf_counter()
+    patience_left = config.patience
+    best_state = None
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            record = _train_epoch(
+                model,
+                train,
+                train_targets,
+                objective,
+                optimizers,
+                base_lrs,
+                config,
+                epoch,
+                steps_per_epoch,
+                total_steps,
+                frozen_modules,
+                desc,
+            )
+            if val is not None:
+                metrics = evaluate(
+                    model,
+                    val,
+                    objective=objective,
+                    targets=targets,
+                    batch_size=config.eval_batch_size,
+                )
+                record["val_loss"], record["val_accuracy"] = metrics["loss"], metrics["accuracy"]
+            for callback in callbacks:
+                extra = callback(epoch, model, record)
+                if extra:
+                    record.update(extra)
+            result.history.append(record)
+            improved = _update_best(result)
+            _log_epoch(desc, record, config.epochs)
+            if config.patience and improved:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if ckpt_dir is not None:
+                save_state(
+                    ckpt_dir,
+                    epoch=epoch,
+                    model=model,
+                    optimizers=optimizers,
+                    history=result.history,
+                    extra=run_facts,
+                )
+            if config.patience and val is not None:
+                patience_left = config.patience if improved else patience_left - 1
+                if patience_left <= 0 and epoch < config.epochs:
+                    result.stopped_early = True
+                    break
+    finally:
+        for p, flag in frozen_flags:
+            p.requires_grad_(flag)
+    if best_state is not None and result.stopped_early:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    if out is not None:
+        write_json(Path(out) / "history.json", result.history)
+    return result
+
+
+def _modules_outside(model: nn.Module, trainable: Sequence[str]) -> list[nn.Module]:
+    """Leaf modules not under any trainable submodule (kept in eval mode while training)."""
+    modules = dict(model.named_modules())
+    inside = {id(sub) for name in trainable if name in modules for sub in modules[name].modules()}
+    return [m for m in model.modules() if id(m) not in inside and not list(m.children())]
+
+
+def _update_best(result: TrainResult) -> bool:
+    last = result.history[-1] if result.history else {}
+    acc = last.get("val_accuracy")
+    if acc is None:
+        return False
+    if result.best_accuracy is None or acc > result.best_accuracy:
+        result.best_accuracy, result.best_epoch = acc, last["epoch"]
+        return True
+    return False
+
+
+def _train_epoch(
+    model,
+    dataset,
+    targets,
+    objective,
+    optimizers,
+    base_lrs,
+    config,
+    epoch,
+    steps_per_epoch,
+    total_steps,
+    frozen_modules,
+    desc,
+) -> dict:
+    seed = config.seed * 100_003 + epoch
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.train()
+    for m in frozen_modules:
+        m.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    t0 = time.perf_counter()
+    step = (epoch - 1) * steps_per_epoch
+    with Progress(len(dataset), f"{desc} {epoch}/{config.epochs}") as bar:
+        for x, y in _batches(dataset, targets, config.batch_size, device, generator):
+            factor = config.lr_factor(step, total_steps, steps_per_epoch)
+            for g, opt in optimizers.items():
+                for pg, lr in zip(opt.param_groups, base_lrs[g], strict=True):
+                    pg["lr"] = lr * factor
+            if config.augment:
+                x = augment(x, config.augment, generator)
+            stats = objective.train_step(model, x, y, optimizers)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            step += 1
+            count = max(sums.get("count", 1.0), 1.0)
+            bar.update(len(x), loss=sums["loss"] / count, acc=sums.get("correct", 0.0) / count)
+    count = max(sums.pop("count", 1.0), 1.0)
+    record = {
+        "epoch": epoch,
+        "train_loss": sums.pop("loss") / count,
+        "train_accuracy": sums.pop("correct", 0.0) / count,
+        "lr": next(iter(optimizers.values())).param_groups[0]["lr"],
+        "seconds": time.perf_counter() - t0,
+    }
+    record.update({k: v / count for k, v in sums.items()})
+    return record
+
+
+def _log_epoch(desc: str, record: dict, epochs: int) -> None:
+    text = (
+        f"{desc} epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f} "
+        f"acc {record['train_accuracy']:.4f}"
+    )
+    if "val_accuracy" in record:
+        text += f" | val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
+    log_line(text + f" | {record['seconds']:.1f}s")

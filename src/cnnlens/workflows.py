@@ -1,0 +1,139 @@
+"""Jobs the CLI and the demo share: train a named architecture on a named data
+set and save it, or reuse the model a previous identical run saved.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint, nets
+from .data import load as load_data
+from .data.base import ImageDataset
+from .errors import CheckpointError
+from .train import OptimizerConfig, TrainConfig, TrainResult, evaluate, fit
+
+
+@dataclass
+class TrainedModel:
+    """A model with the data it was trained on, its history and test accuracy."""
+
+    model: nn.Module
+    train: ImageDataset
+    val: ImageDataset | None
+    test: ImageDataset
+    history: list[dict]
+    test_accuracy: float
+    reused: bool
+    seconds: float
+
+
+def _split_or_none(spec: str, split: str, options: dict) -> ImageDataset | None:
+    try:
+        return load_data(spec, split=split, **options)
+    except Exception:  # data sets without that split
+        return None
+
+
+def train_classifier(
+    *,
+    data: str,
+    arch: str,
+    out: str | Path,
+    config: TrainConfig,
+    data_options: dict | None = None,
+    arch_options: dict | None = None,
+    resume: bool = False,
+    reuse: bool = True,
+) -> TrainedModel:
+    """Train ``arch`` on ``data`` into ``out`` (model + history), or reuse it.
+
+    The run is identified by its data set, architecture, options and training
+    configuration (``out/run.json``); with ``reuse`` an identical finished run
+    in ``out`` is loaded instead of trained again.
+    """
+    out = Path(out)
+    data_options = dict(data_options or {})
+    arch_options = dict(arch_options or {})
+    train = load_data(data, split="train", **data_options)
+    val = _split_or_none(data, "val", data_options)
+    test = load_data(data, split="test", **data_options)
+    identity = {
+        "data": data,
+        "data_options": data_options,
+        "arch": arch,
+        "arch_options": arch_options,
+        "config": config.to_dict(),
+    }
+    identity = json.loads(json.dumps(identity))
+    run_file = out / "run.json"
+    if reuse and run_file.is_file() and (out / "model" / "model.json").is_file():
+        try:
+            saved = json.loads(run_file.read_text())
+            if saved.get("identity") == identity:
+                model = checkpoint.load(out / "model")
+                return TrainedModel(
+                    model,
+                    train,
+                    val,
+                    test,
+                    saved.get("history", []),
+                    float(saved.get("test_accuracy", float("nan"))),
+                    True,
+                    0.0,
+                )
+        except (CheckpointError, json.JSONDecodeError, OSError):
+            pass  # fall through and train again
+    torch.manual_seed(config.seed)
+    channels = train.image_shape[0]
+    model = nets.create(arch, num_classes=train.num_classes, in_channels=channels, **arch_options)
+    result: TrainResult = fit(model, train, val, config=config, out=out, resume=resume)
+    metrics = evaluate(model, test)
+    checkpoint.save(
+        model,
+        out / "model",
+        classes=train.classes,
+        mean=train.mean,
+        std=train.std,
+        extra={"data": data, "test_accuracy": metrics["accuracy"]},
+    )
+    from .io import write_json
+
+    write_json(
+        run_file,
+        {
+            "identity": identity,
+            "history": result.history,
+            "test_accuracy": metrics["accuracy"],
+            "seconds": result.seconds,
+        },
+    )
+    return TrainedModel(
+        model, train, val, test, result.history, metrics["accuracy"], False, result.seconds
+    )
+
+
+DEMO_CONFIG = TrainConfig(
+    epochs=8,
+    batch_size=128,
+    optimizer=OptimizerConfig(name="sgd", lr=0.1, weight_decay=5e-4),
+    schedule="onecycle",
+    augment=("crop",),
+    seed=0,
+)
+
+
+def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
+    """Load a saved model from its folder or from a run folder that holds ``model/``."""
+    path = Path(path)
+    if (path / "model.json").is_file():
+        return checkpoint.load(path, device=device)
+    if (path / "model" / "model.json").is_file():
+        return checkpoint.load(path / "model", device=device)
+    raise CheckpointError(
+        f"no saved model in {path}: expected {path / 'model.json'} or {path / 'model/model.json'}"
+    )

@@ -1,0 +1,74 @@
+"""The command line and the demo report."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cnnlens.cli import app, main
+
+
+def test_every_command_has_help(capsys):
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    commands = [c.name for c in app.registered_commands]
+    assert {"demo", "train", "nets", "datasets"} <= set(commands)
+    for name in commands:
+        assert main([name, "--help"]) == 0, name
+        assert "Usage" in capsys.readouterr().out
+    assert "demo" in listing
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlens.cli",
+            "train",
+            "--data",
+            "nosuchdata",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: unknown data set 'nosuchdata'")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_lists(capsys):
+    main(["nets"])
+    assert "resnet20" in capsys.readouterr().out
+    main(["datasets"])
+    out = capsys.readouterr().out
+    assert "shapes" in out and "cifar10" in out
+
+
+def test_report_sections_are_discovered():
+    from cnnlens.report import sections
+
+    keys = [k for k, _ in sections()]
+    assert keys[:3] == ["overview", "training", "predictions"]
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_a_self_contained_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    for title in ("Model and data", "Training and test accuracy", "Predictions on test images"):
+        assert title in page
+    assert "Test accuracy:" in page and 'class="error"' not in page
+    # every image is embedded; nothing is loaded from elsewhere
+    assert page.count("data:image/png;base64,") >= 5
+    assert not re.search(r'src="(?!data:)', page)
+    # a second run reuses the saved model instead of training again
+    stamp = (out / "model" / "model.safetensors").stat().st_mtime_ns
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert (out / "model" / "model.safetensors").stat().st_mtime_ns == stamp

@@ -1,0 +1,119 @@
+"""Core helpers: errors, layer lookup, hooks, batching, atomic writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlens import nets
+from cnnlens.batching import chunk_size, run_chunked
+from cnnlens.errors import CnnlensError, InputError, LayerError
+from cnnlens.hooks import capture_outputs, frozen, model_fingerprint, same_fingerprint
+from cnnlens.io import atomic_path, write_text
+from cnnlens.layers import auto_layer, final_linear, get_layer, penultimate_features
+
+
+class UserNet(nn.Module):
+    """A user's model: Sequential features, Flatten, a Linear head not called ``head``."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.pool(torch.relu(self.features(x)))))
+
+
+def test_every_error_is_a_cnnlens_error():
+    assert issubclass(LayerError, CnnlensError) and issubclass(InputError, ValueError)
+
+
+def test_get_layer_suggests_close_names():
+    model = nets.create("resnet20")
+    assert get_layer(model, "layer3.2.conv2") is model.layer3[2].conv2
+    with pytest.raises(LayerError, match="layer3"):
+        get_layer(model, "layer3.2.conv9")
+
+
+def test_auto_layer_picks_last_spatial_block():
+    assert auto_layer(nets.create("resnet20")) == "layer3"
+    assert auto_layer(UserNet()) == "features"
+
+
+def test_final_linear_and_penultimate_on_user_model():
+    model = UserNet().eval()
+    name, layer = final_linear(model)
+    assert name == "fc" and layer is model.fc
+    x = torch.randn(4, 3, 16, 16)
+    feats = penultimate_features(model, x)
+    assert torch.allclose(model.fc(feats), model(x), atol=1e-6)
+    resnet = nets.create("resnet8").eval()
+    assert torch.allclose(penultimate_features(resnet, x), resnet.forward_features(x))
+
+
+def test_final_linear_must_give_the_logits():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.Tanh())
+    with pytest.raises(LayerError, match="does not produce the logits"):
+        final_linear(model, torch.randn(1, 3, 2, 2))
+
+
+def test_capture_removes_hooks_even_on_error():
+    model = nets.create("resnet8")
+    before = model_fingerprint(model)
+    with pytest.raises(RuntimeError):
+        with capture_outputs(model, ["layer2", "layer3"]) as store:
+            model(torch.randn(2, 3, 32, 32))
+            assert store["layer3"].shape == (2, 64, 8, 8)
+            raise RuntimeError("boom")
+    assert same_fingerprint(before, model_fingerprint(model))
+
+
+def test_frozen_restores_modes_and_flags():
+    model = nets.create("resnet8").train()
+    model.head.weight.requires_grad_(False)
+    before = model_fingerprint(model)
+    with pytest.raises(ValueError):
+        with frozen(model):
+            assert not model.training
+            assert not any(p.requires_grad for p in model.parameters())
+            raise ValueError
+    assert same_fingerprint(before, model_fingerprint(model))
+
+
+def test_chunk_size_respects_memory_budget(monkeypatch):
+    model = nets.create("resnet8")
+    x = torch.randn(1, 3, 32, 32)
+    assert chunk_size(model, x, batch_size=7) == 7
+    with pytest.raises(InputError):
+        chunk_size(model, x, batch_size=0)
+    monkeypatch.setenv("CNNLENS_MEMORY_BUDGET", str(1 << 20))  # 1 MiB: only tiny chunks fit
+    small = chunk_size(model, x)
+    monkeypatch.setenv("CNNLENS_MEMORY_BUDGET", str(1 << 34))
+    big = chunk_size(model, x)
+    assert 1 <= small < big <= 64
+
+
+def test_run_chunked_concatenates_in_order():
+    out = run_chunked(lambda a, b: torch.arange(a, b), 10, 3)
+    assert torch.equal(out, torch.arange(10))
+    pair = run_chunked(lambda a, b: (torch.arange(a, b), -torch.arange(a, b)), 5, 2)
+    assert torch.equal(pair[1], -torch.arange(5))
+    with pytest.raises(InputError):
+        run_chunked(lambda a, b: torch.zeros(0), 0, 3)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.txt"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
