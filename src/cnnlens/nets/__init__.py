@@ -1,0 +1,102 @@
+"""Architectures cnnlens trains and analyses itself, built by name.
+
+``create("resnet20", num_classes=10)`` builds a model; ``names()`` lists what
+is available; ``@register("mynet", "one line")`` adds a constructor. Built in:
+CIFAR ResNet-8/14/20/32/44/56/110 (``width``, ``shortcut="A"|"B"``), CIFAR
+VGG-11/13/16/19 with BatchNorm, and LeNet-5.
+
+Every model built here follows one contract, which methods rely on:
+
+- the final layer is an ``nn.Linear`` attribute named ``head``;
+- ``forward_features(x)`` returns the ``[N, D]`` vector the head reads (the
+  pooled output of the last block, after its ReLU, so entries are >= 0) and
+  ``forward(x) == head(forward_features(x))``;
+- **every activation is its own, non-in-place module instance**: one
+  ``nn.ReLU()`` per place it is applied (the residual add has its own), never
+  a module reused twice in a forward, never ``inplace=True``, never
+  ``F.relu`` / ``torch.relu`` inside a block. Hook-based methods (Guided
+  Backprop, Deconvnet, DeepLIFT, LRP, activation capture) attach to
+  activation *modules*; a reused module gets one rule for several places and
+  an in-place one overwrites the tensor a hook captured.
+  :func:`cnnlens.nets.checks.require_distinct_activations` checks this for
+  any model, including a user's;
+- ``model.arch = {"name": ..., "kwargs": {...}}`` records how to rebuild it
+  (``cnnlens.checkpoint`` saves and loads through it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from . import lenet, resnet, vgg
+
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
+
+
+def register(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable]:
+    """Decorator adding a constructor ``fn(*, num_classes, in_channels, **kw) -> nn.Module``.
+
+    The constructor must accept ``num_classes`` and ``in_channels`` keywords and
+    keep the contract of this module (``head``, ``forward_features``).
+    """
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY and _REGISTRY[name][0] is not fn:
+            raise ConfigError(f"architecture {name!r} is already registered")
+        params = inspect.signature(fn).parameters
+        for required in ("num_classes", "in_channels"):
+            if required not in params:
+                raise ConfigError(f"constructor for {name!r} must accept {required!r}")
+        _REGISTRY[name] = (fn, description)
+        return fn
+
+    return add
+
+
+def names() -> dict[str, str]:
+    """Every registered architecture name with its one-line description."""
+    return {name: desc for name, (_fn, desc) in _REGISTRY.items()}
+
+
+def create(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """Build architecture ``name``; records ``model.arch`` (name + all arguments)."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(
+            f"unknown architecture {name!r}{hint} (available: {', '.join(_REGISTRY)})"
+        )
+    for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{label} must be a positive integer, got {value!r}")
+    fn = _REGISTRY[name][0]
+    sig = inspect.signature(fn)
+    try:
+        bound = sig.bind(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as exc:
+        accepted = ", ".join(p for p in sig.parameters)
+        raise ConfigError(f"bad arguments for {name!r}: {exc} (accepted: {accepted})") from None
+    bound.apply_defaults()
+    model = fn(*bound.args, **bound.kwargs)
+    model.arch = {"name": name, "kwargs": dict(bound.arguments)}
+    return model
+
+
+for _depth in resnet.DEPTHS:
+    register(
+        f"resnet{_depth}",
+        f"CIFAR ResNet-{_depth} (3 stages x {(_depth - 2) // 6} basic blocks, 16/32/64 x width)",
+    )(resnet.factory(_depth))
+for _depth in sorted(vgg.CONFIGS):
+    register(f"vgg{_depth}", f"CIFAR VGG-{_depth} with BatchNorm and a single Linear(512, K) head")(
+        vgg.factory(_depth)
+    )
+register("lenet5", "LeNet-5 for 32x32 inputs (1 or 3 channels), ReLU and max pooling")(lenet.build)
+
+__all__ = ["create", "names", "register"]
