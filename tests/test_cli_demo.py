@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from cnnlens.cli import app, main
+from cnnlens.cli import command_names, main
 
 
 def test_every_command_has_help(capsys):
     assert main(["--help"]) == 0
     listing = capsys.readouterr().out
-    commands = [c.name for c in app.registered_commands]
+    commands = command_names()
     assert {"demo", "train", "nets", "datasets"} <= set(commands)
     for name in commands:
         assert main([name, "--help"]) == 0, name
@@ -51,9 +51,9 @@ def test_lists(capsys):
 
 
 def test_report_sections_are_discovered():
-    from cnnlens.report import sections
+    from cnnlens.report import registered_sections
 
-    keys = [k for k, _ in sections()]
+    keys = [k for k, _ in registered_sections()]
     assert keys[:3] == ["overview", "training", "predictions"]
 
 

@@ -70,7 +70,9 @@ def test_without_object_keeps_background_and_labels():
     ds = ShapesDataset("test", n=20)
     bg = ds.without_object()
     assert torch.equal(ds.labels, bg.labels)
-    outside = ~ds.masks.expand(-1, 3, -1, -1)
+    # anti-aliased edges and thin tips (coverage < 0.5) lie outside the mask: dilate it by 3 px
+    near = torch.nn.functional.max_pool2d(ds.masks.float(), 7, stride=1, padding=3).bool()
+    outside = ~near.expand(-1, 3, -1, -1)
     inside = ds.masks.expand(-1, 3, -1, -1)
     assert torch.equal(ds.images[outside], bg.images[outside])
     assert not torch.equal(ds.images[inside], bg.images[inside])

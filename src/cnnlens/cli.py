@@ -24,7 +24,14 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register_commands() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from . import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
@@ -53,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         raise
     return 0
+
+
+def command_names() -> list[str]:
+    """Names of every registered subcommand."""
+    _register_commands()
+    return [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ def run_demo(
 ) -> Path:
     """Train (or reuse) ResNet-20 on ``shapes`` in ``out`` and write ``out/report.html``.
 
-    ``quick`` trains on 2,000 images for 2 epochs and reports on 500 test
+    ``quick`` trains on 2,000 images for 2 epochs (batch 64) and reports on 500 test
     images: a smoke test of the whole pipeline, not a good model.
     """
     out = Path(out)
     config = dataclasses.replace(DEMO_CONFIG, seed=seed)
     if quick:
-        config = dataclasses.replace(config, epochs=2)
+        config = dataclasses.replace(config, epochs=2, batch_size=64)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
     options = {"n": QUICK_SIZES["n_train"]} if quick else {}

@@ -85,14 +85,14 @@ def section(key: str, title: str, *, order: int = 50) -> Callable:
     return wrap
 
 
-def sections() -> list[tuple[str, str]]:
+def registered_sections() -> list[tuple[str, str]]:
     """(key, title) of every registered section, in report order."""
     _discover()
     return [(s.key, s.title) for s in sorted(_SECTIONS.values(), key=lambda s: (s.order, s.key))]
 
 
 def _discover() -> None:
-    from . import sections as package
+    package = importlib.import_module(f"{__name__}.sections")
 
     for info in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{info.name}")
@@ -129,7 +129,7 @@ def build_report(ctx: ReportContext, path: str | Path, *, only: list[str] | None
     from .. import __version__
 
     parts = []
-    for key, title in sections():
+    for key, title in registered_sections():
         if only is not None and key not in only:
             continue
         try:
@@ -172,4 +172,4 @@ def table_html(rows: list[dict], *, floatfmt: str = "{:.4g}") -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-__all__ = ["ReportContext", "build_report", "section", "sections", "table_html"]
+__all__ = ["ReportContext", "build_report", "registered_sections", "section", "table_html"]

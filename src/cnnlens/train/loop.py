@@ -9,6 +9,7 @@ epoch, early stopping, per-epoch callbacks, atomic checkpoints and resume.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -147,7 +148,10 @@ def fit(
     result = TrainResult()
     start_epoch = 1
     ckpt_dir = Path(out) / "checkpoints" if out is not None else None
-    run_facts = {"config": config.to_dict(), "trainable": list(trainable or [])}
+    # compared after a JSON round trip, as it is stored (tuples become lists)
+    run_facts = json.loads(
+        json.dumps({"config": config.to_dict(), "trainable": list(trainable or [])})
+    )
 
     if resume and ckpt_dir is not None:
         state = load_state(ckpt_dir)
