@@ -1,0 +1,222 @@
+"""CAM family: class activation maps from a convolutional layer's channels.
+
+Each method only says how it weights the channels ``A_k`` of ``layer``
+(``"auto"`` = the last spatial stage). Layer outputs are kept in the graph by
+a forward hook (:func:`~cnnlens.attribution.common.stored_layer`) and their
+gradients come from ``torch.autograd.grad`` — no backward hooks, so in-place
+activations after the layer are harmless (the torch-cam approach). Maps are
+upsampled to the input size (``upsample="bilinear"``, as Captum's
+``LayerAttribution.interpolate``); ``extras["layer_map"]`` keeps the map at the
+layer's resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..batching import run_chunked
+from ..errors import LayerError
+from ..layers import final_linear, penultimate_features
+from ..types import Explanation
+from . import register
+from .common import (
+    Configured,
+    max_abs_channels,
+    spatial,
+    stored_layer,
+    target_scores,
+    to_input_size,
+)
+from .gradient import GuidedBackprop
+
+
+class CamMethod(Configured):
+    """Shared driver: store ``A``, take ``dS_t/dA``, weight channels, upsample."""
+
+    pixel_space: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {
+        "layer": "auto",
+        "upsample": "bilinear",
+        "batch_size": None,
+    }
+    needs_gradient: ClassVar[bool] = True
+
+    def combine(self, a: torch.Tensor, g: torch.Tensor | None, target: torch.Tensor):
+        """``[n,1,h,w]`` map from activations ``a`` and gradients ``g``."""
+        raise NotImplementedError
+
+    def layer_maps(self, inputs: torch.Tensor, target: torch.Tensor, layer: str) -> torch.Tensor:
+        def run(lo: int, hi: int) -> torch.Tensor:
+            with torch.set_grad_enabled(self.needs_gradient):
+                with stored_layer(self.model, layer) as store:
+                    out = self.model(inputs[lo:hi])
+                a = store["out"]
+                spatial(layer, a)
+                g = None
+                if self.needs_gradient:
+                    (g,) = torch.autograd.grad(target_scores(out, target[lo:hi]).sum(), a)
+            return self.combine(a.detach(), g, target[lo:hi])
+
+        return run_chunked(run, len(inputs), self.chunk(inputs, backward=self.needs_gradient))
+
+    def attribute(self, inputs, target, logits) -> Explanation:
+        layer = self.layer_name(inputs)
+        low = self.layer_maps(inputs, target, layer)
+        maps = to_input_size(low, tuple(inputs.shape[-2:]), self.hp["upsample"])
+        return self.explanation(maps, target, layer_map=low)
+
+
+@register
+class GradCAM(CamMethod):
+    """Selvaraju et al. 2017, eqs. (1)-(2): ``ReLU(sum_k mean(dS/dA_k) A_k)``."""
+
+    name = "grad-cam"
+    description = "Grad-CAM: channels weighted by their average gradient, ReLU"
+
+    def combine(self, a, g, target):
+        weights = g.mean((2, 3), keepdim=True)
+        return (weights * a).sum(1, keepdim=True).clamp_min(0)
+
+
+@register
+class GradCAMPlusPlus(CamMethod):
+    """Chattopadhay et al. 2018, eq. (19) with the exponential-output assumption.
+
+    The paper's closed form for ``alpha`` assumes the explained score is
+    ``exp(S)``: then its second and third derivatives are ``exp(S) g^2`` and
+    ``exp(S) g^3`` and ``exp(S)`` cancels, so only first gradients ``g`` of
+    the logit are needed: ``alpha = g^2 / (2 g^2 + sum_ab A g^3)``,
+    ``w_k = sum_ij alpha ReLU(g)``. (torch-cam uses the same form.)
+    """
+
+    name = "grad-cam++"
+    description = "Grad-CAM++: pixel-weighted positive gradients (exp-score closed form)"
+
+    def combine(self, a, g, target):
+        g2 = g * g
+        denom = 2 * g2 + (g2 * g * a).sum((2, 3), keepdim=True)
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        weights = (alpha * g.clamp_min(0)).sum((2, 3), keepdim=True)
+        return (weights * a).sum(1, keepdim=True).clamp_min(0)
+
+
+@register
+class LayerCAM(CamMethod):
+    """Jiang et al. 2021, eq. (4)-(5): ``ReLU(sum_k ReLU(g_k) * A_k)`` per location."""
+
+    name = "layer-cam"
+    description = "Layer-CAM: activations weighted by their positive gradient per location"
+
+    def combine(self, a, g, target):
+        return (g.clamp_min(0) * a).sum(1, keepdim=True).clamp_min(0)
+
+
+@register
+class CAM(CamMethod):
+    """Zhou et al. 2016, eq. (2), for a layer read by global average pooling + linear head.
+
+    The map is each location's contribution to the target logit,
+    ``M = sum_k w_k A_k / (h w)``, so it sums to ``S_t - b_t`` over locations
+    and ``ReLU(M)`` equals Grad-CAM exactly. No ReLU is applied (as the
+    paper). Raises :class:`LayerError` when the head does not read the
+    layer's global average.
+    """
+
+    name = "cam"
+    description = "CAM: final linear weights on the globally pooled last conv stage"
+    needs_gradient = False
+
+    def attribute(self, inputs, target, logits) -> Explanation:
+        layer = self.layer_name(inputs)
+        _, head = final_linear(self.model, inputs[:1])
+        with stored_layer(self.model, layer) as store, torch.no_grad():
+            self.model(inputs[:1])
+        a = store["out"].detach()
+        spatial(layer, a)
+        pooled = penultimate_features(self.model, inputs[:1])
+        if a.shape[1] != head.in_features or not torch.allclose(
+            a.mean((2, 3)), pooled, rtol=1e-4, atol=1e-5
+        ):
+            raise LayerError(
+                f"CAM needs the final linear layer to read the global average of layer "
+                f"{layer!r} ({tuple(a.shape)}); this model's head reads something else. "
+                "Use grad-cam"
+            )
+        self._weights = head.weight
+        return super().attribute(inputs, target, logits)
+
+    def combine(self, a, g, target):
+        w = self._weights[target].to(a.dtype)[:, :, None, None]
+        return (w * a).sum(1, keepdim=True) / (a.shape[2] * a.shape[3])
+
+
+@register
+class ScoreCAM(CamMethod):
+    """Wang et al. 2020, eq. (4)-(6): channel ``k`` weighted by the softmax score
+    of the target for the input masked by ``A_k`` (upsampled, min-max scaled).
+
+    All images x channels run together through the batching helper (forwards
+    only).
+    """
+
+    name = "score-cam"
+    description = "Score-CAM: channels weighted by the score of the input they mask"
+    needs_gradient = False
+
+    def combine(self, a, g, target):
+        return a
+
+    def attribute(self, inputs, target, logits) -> Explanation:
+        layer = self.layer_name(inputs)
+        acts = self.layer_maps(inputs, target, layer)
+        n, k = acts.shape[:2]
+        size = tuple(inputs.shape[-2:])
+        flat = acts.flatten(2)
+        lo, hi = flat.amin(2), flat.amax(2)
+        span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+
+        def run(start: int, stop: int) -> torch.Tensor:
+            idx = torch.arange(start, stop, device=inputs.device)
+            img, ch = idx // k, idx % k
+            act = acts[img, ch][:, None]
+            mask = to_input_size(act, size, self.hp["upsample"])
+            mask = (mask - lo[img, ch].view(-1, 1, 1, 1)) / span[img, ch].view(-1, 1, 1, 1)
+            with torch.no_grad():
+                out = self.model(inputs[img] * mask)
+            return F.softmax(out, 1).gather(1, target[img][:, None])[:, 0]
+
+        scores = run_chunked(run, n * k, self.chunk(inputs, backward=False))
+        weights = scores.view(n, k, 1, 1)
+        low = (weights * acts).sum(1, keepdim=True).clamp_min(0)
+        maps = to_input_size(low, size, self.hp["upsample"])
+        return self.explanation(maps, target, layer_map=low)
+
+
+@register
+class GuidedGradCAM(Configured):
+    """Selvaraju et al. 2017, section 3: Guided Backprop times upsampled Grad-CAM.
+
+    ``raw`` is the per-channel product ``[N,C,H,W]``; ``maps`` its max |value|
+    over channels. ``upsample`` defaults to ``"nearest"`` as Captum's
+    ``GuidedGradCam``.
+    """
+
+    name = "guided-grad-cam"
+    description = "Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map"
+    defaults: ClassVar[dict[str, Any]] = {
+        "layer": "auto",
+        "upsample": "nearest",
+        "batch_size": None,
+    }
+
+    def attribute(self, inputs, target, logits) -> Explanation:
+        layer = self.layer_name(inputs)
+        bs = self.hp["batch_size"]
+        cam = GradCAM(self.model, layer=layer, upsample=self.hp["upsample"], batch_size=bs)
+        guided = GuidedBackprop(self.model, batch_size=bs)
+        cam_maps = cam.attribute(inputs, target, logits).maps
+        raw = guided.attribute(inputs, target, logits).raw * cam_maps
+        return self.explanation(max_abs_channels(raw), target, raw=raw)

@@ -1,0 +1,126 @@
+"""Pieces shared by the gradient, propagation and CAM families.
+
+* :class:`Configured` — a :class:`Method` with declared keyword hyperparameters
+  and their defaults (unknown names raise :class:`InputError`);
+* :func:`stored_layer` — a layer's output kept in the autograd graph for
+  ``torch.autograd.grad`` (the torch-cam approach; no backward hooks);
+* :func:`target_scores` — the logit of each image's target class;
+* channel reductions from per-channel attributions ``raw`` to ``maps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..batching import chunk_size
+from ..errors import InputError, LayerError
+from ..hooks import replace_output
+from ..layers import auto_layer, get_layer
+from .base import Method
+
+
+class Configured(Method):
+    """A method whose hyperparameters are declared in ``defaults``.
+
+    ``self.hp`` holds the defaults updated with what the user passed; a name
+    not in ``defaults`` raises an :class:`InputError` listing the valid ones.
+    ``uses_logits = False`` tells wrappers (SmoothGrad) they may pass
+    ``logits=None`` to :meth:`attribute` and save a forward pass.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {}
+    uses_logits: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
+        super().__init__(model, **hyperparameters)
+        unknown = [k for k in hyperparameters if k not in self.defaults]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, list(self.defaults), n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise InputError(
+                f"{self.name} has no hyperparameter {', '.join(hints)}; "
+                f"valid: {', '.join(sorted(self.defaults)) or 'none'}"
+            )
+        self.hp = {**self.defaults, **hyperparameters}
+
+    def chunk(self, inputs: torch.Tensor, *, backward: bool = True) -> int:
+        """Images per chunk (the batching helper's size, or ``batch_size``)."""
+        return chunk_size(
+            self.model, inputs[:1], backward=backward, batch_size=self.hp.get("batch_size")
+        )
+
+    def layer_name(self, inputs: torch.Tensor, key: str = "layer") -> str:
+        """The layer named by hyperparameter ``key``; ``"auto"`` = last spatial conv stage."""
+        name = self.hp.get(key)
+        if name == "auto":
+            return auto_layer(self.model, inputs[:1])
+        if not isinstance(name, str):
+            raise InputError(f"{key} must be a layer name or 'auto', got {name!r}")
+        get_layer(self.model, name)
+        return name
+
+
+def target_scores(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``logits[i, target[i]]`` as ``[N]``."""
+    return logits.gather(1, target[:, None].to(logits.device))[:, 0]
+
+
+@contextlib.contextmanager
+def stored_layer(model: nn.Module, layer: str) -> Iterator[dict[str, torch.Tensor]]:
+    """Keep ``layer``'s output (``store["out"]``) as a graph node gradients can reach.
+
+    The forward continues with a clone, so an in-place operation after the
+    layer (``nn.ReLU(inplace=True)``) cannot overwrite the stored tensor; if
+    nothing upstream requires gradients the stored output becomes a leaf that
+    does. A layer that runs several times keeps its last output.
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(out: torch.Tensor) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor):
+            raise LayerError(f"layer {layer!r} returns {type(out).__name__}, not a tensor")
+        if not out.requires_grad:
+            out = out.detach().requires_grad_(True)
+        store["out"] = out
+        return out.clone()
+
+    with replace_output(model, layer, keep):
+        yield store
+
+
+def spatial(at: str, tensor: torch.Tensor) -> None:
+    """Feature attribution needs a ``[N,C,H,W]`` layer output."""
+    if tensor.dim() != 4:
+        raise LayerError(
+            f"at={at!r} gives a {tuple(tensor.shape)} output; feature attribution needs a "
+            "layer with a [N,C,H,W] output (a convolutional stage)"
+        )
+
+
+def sum_channels(raw: torch.Tensor) -> torch.Tensor:
+    """Signed attribution per pixel: the sum over channels (IG, DeepLIFT, LRP convention)."""
+    return raw.sum(1, keepdim=True)
+
+
+def max_abs_channels(raw: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude per pixel: max over channels of ``|raw|`` (Simonyan et al. 2014)."""
+    return raw.abs().amax(1, keepdim=True)
+
+
+def to_input_size(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear"):
+    """Upsample ``[N,1,h,w]`` maps to the input's ``size`` (no-op when equal)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    if mode not in ("bilinear", "nearest", "bicubic"):
+        raise InputError(f"upsample must be 'bilinear', 'nearest' or 'bicubic', got {mode!r}")
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    return F.interpolate(maps, size=size, mode=mode, **kwargs)

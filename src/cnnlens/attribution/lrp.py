@@ -1,0 +1,296 @@
+"""Layer-wise Relevance Propagation with rules and named composites.
+
+LRP runs on a copy of the model with BatchNorm folded into the preceding
+convolution (:func:`fold_batchnorm`), so the user's model is never changed.
+Each ``Conv2d`` / ``Linear`` gets a rule from the composite; average pools
+and unfolded BatchNorms the epsilon rule; non-ReLU activation modules pass
+relevance unchanged. Operations outside modules are watched by a
+:class:`~torch.overrides.TorchFunctionMode` during the forward:
+
+* a sum of two tensors (the residual add of a ResNet) splits relevance in
+  proportion to the summands (so skip connections conserve relevance);
+* functional linear maps (``mean``, ``sum``, ``F.conv2d``, scaling by a
+  constant, bilinear upsampling, ...) get the epsilon rule;
+* index/shape operations, max pooling and ``F.relu`` route relevance as the
+  gradient does, which is exact for them;
+* anything else that carries relevance (a product of two activations, a
+  functional sigmoid) raises a :class:`LayerError` naming the operation.
+
+Named composites (Kohlbrenner et al. 2020; Zennit's names):
+
+=======================  =========================================================
+``epsilon``              epsilon everywhere
+``epsilon-plus``         z+ for convolutions, epsilon for linear layers (default)
+``epsilon-plus-zb``      as epsilon-plus, z^B for the first convolution
+``epsilon-alpha2-beta1`` alpha2-beta1 for convolutions, epsilon for linear layers
+``epsilon-alpha2-beta1-zb``  as above, z^B for the first convolution
+``alpha1-beta0``         alpha1-beta0 for convolutions and linear layers
+=======================  =========================================================
+
+A composite may also be a dict from layer names, ``"first"`` (the first
+convolution) or module types (``nn.Conv2d``, ``nn.Linear``) to rule names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..batching import run_chunked
+from ..errors import InputError, LayerError
+from ..hooks import HookSet
+from ..nets.checks import ACTIVATIONS, FUNCTION_NAMES
+from ..types import Explanation
+from . import register
+from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
+from .lrp_rules import (
+    DivideStabilized,
+    Pass,
+    ProportionalAdd,
+    Recompute,
+    TimesInput,
+    alpha_beta_relevance,
+    epsilon_relevance,
+    fold_batchnorm,
+    parse_rule,
+    zbox_relevance,
+)
+from .modified_backward import require_same_outputs
+
+COMPOSITES: dict[str, dict[Any, str]] = {
+    "epsilon": {nn.Conv2d: "epsilon", nn.Linear: "epsilon"},
+    "epsilon-plus": {nn.Conv2d: "z+", nn.Linear: "epsilon"},
+    "epsilon-plus-zb": {"first": "zb", nn.Conv2d: "z+", nn.Linear: "epsilon"},
+    "epsilon-alpha2-beta1": {nn.Conv2d: "alpha2-beta1", nn.Linear: "epsilon"},
+    "epsilon-alpha2-beta1-zb": {"first": "zb", nn.Conv2d: "alpha2-beta1", nn.Linear: "epsilon"},
+    "alpha1-beta0": {nn.Conv2d: "alpha1-beta0", nn.Linear: "alpha1-beta0"},
+}
+
+_ADD = {"add", "__add__", "__radd__", "__iadd__", "add_"}
+_LINEAR = {
+    "mean", "sum", "avg_pool2d", "adaptive_avg_pool2d", "avg_pool1d", "linear", "conv2d",
+    "matmul", "__matmul__", "mul", "__mul__", "__rmul__", "__imul__", "div", "__truediv__",
+    "__itruediv__", "sub", "__sub__", "__rsub__", "__isub__", "interpolate", "upsample",
+    "neg", "__neg__", "add", "__add__", "__radd__", "__iadd__", "einsum",
+}  # fmt: skip
+_ROUTE = {
+    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose",
+    "t", "__getitem__", "pad", "cat", "concat", "concatenate", "stack", "contiguous", "clone",
+    "squeeze", "unsqueeze", "expand", "expand_as", "split", "chunk", "narrow", "select",
+    "max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d", "max_pool1d", "dropout",
+    "to", "float", "type_as", "relu", "relu_", "detach", "requires_grad_", "__setitem__",
+    "unbind", "roll", "flip", "amax", "max", "__get__", "dropout2d", "repeat", "tile",
+    "identity",
+}  # fmt: skip
+
+
+def _needs(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
+class _Watch(TorchFunctionMode):
+    """Gives operations outside rule-carrying modules their LRP treatment."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.depth = 0
+        self.eps = eps
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.depth:
+            return func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        grads = [a for a in args if _needs(a)]
+        if not grads:
+            grads = [v for v in kwargs.values() if _needs(v)]
+        if name in _ADD and len(grads) == 2 and len(args) >= 2 and not kwargs:
+            return ProportionalAdd.apply(args[0], args[1], self.eps)
+        out = func(*args, **kwargs)
+        if not grads or not _needs(out) or name in _ROUTE:
+            return out
+        if name in _LINEAR and len(grads) == 1 and not isinstance(out, (tuple, list)):
+            x = grads[0]
+            index = next((i for i, a in enumerate(args) if a is x), None)
+            if index is None:
+                raise LayerError(f"LRP: cannot apply a rule to {name} called with keywords")
+
+            def fn(v, index=index):
+                new = list(args)
+                new[index] = v
+                return func(*new, **kwargs)
+
+            return Recompute.apply(x, out.detach(), epsilon_relevance(fn, self.eps))
+        base = name[:-1] if name.endswith("_") and not name.startswith("_") else name
+        what = "activation function" if base in FUNCTION_NAMES else "operation"
+        raise LayerError(
+            f"LRP has no rule for the {what} {name!r} applied outside a module "
+            f"({len(grads)} input(s) carrying relevance); use a module with a known rule, "
+            "or a gradient method"
+        )
+
+
+class _RuleAssignment:
+    """Which rule each module of the (folded) model gets."""
+
+    def __init__(self, model: nn.Module, composite: Any, rule: str | None, first: str) -> None:
+        if rule is not None:
+            parse_rule(rule)
+            spec: dict[Any, str] = {nn.Conv2d: rule, nn.Linear: rule}
+        elif isinstance(composite, str):
+            if composite not in COMPOSITES:
+                raise InputError(
+                    f"unknown LRP composite {composite!r}; known: {', '.join(COMPOSITES)} "
+                    "(or a dict from layer names / module types to rules)"
+                )
+            spec = COMPOSITES[composite]
+        elif isinstance(composite, dict):
+            spec = composite
+        else:
+            raise InputError(f"composite must be a name or a dict, got {composite!r}")
+        names = dict(model.named_modules())
+        for key, value in spec.items():
+            parse_rule(value)
+            if isinstance(key, str) and key != "first" and key not in names:
+                raise LayerError(f"LRP composite names layer {key!r}, which the model lacks")
+        self.by_module: dict[int, str] = {}
+        for name, module in names.items():
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            chosen = spec.get(name)
+            if chosen is None and name == first:
+                chosen = spec.get("first")
+            if chosen is None:
+                chosen = next(
+                    (r for k, r in spec.items() if isinstance(k, type) and isinstance(module, k)),
+                    "epsilon",
+                )
+            self.by_module[id(module)] = chosen
+
+
+def _first_conv(model: nn.Module, probe: torch.Tensor) -> str:
+    order: list[str] = []
+    with HookSet() as hooks:
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d):
+                hooks.forward(m, lambda _m, _i, _o, name=name: order.append(name))
+        with torch.no_grad():
+            model(probe)
+    return order[0] if order else ""
+
+
+@register
+class LRP(Configured):
+    """LRP (Bach et al. 2015) with composites; relevance starts at the target logit."""
+
+    name = "lrp"
+    description = "layer-wise relevance propagation (composite epsilon-plus by default)"
+    defaults: ClassVar[dict[str, Any]] = {
+        "composite": "epsilon-plus",
+        "rule": None,
+        "epsilon": 1e-6,
+        "low": None,
+        "high": None,
+        "at": None,
+        "batch_size": None,
+    }
+    uses_logits = True
+
+    def _hooks(self, hooks: HookSet, model: nn.Module, assign: _RuleAssignment, watch: _Watch,
+               bounds: dict) -> None:  # fmt: skip
+        eps = float(self.hp["epsilon"])
+
+        def enter(_m, _inp):
+            watch.depth += 1
+
+        for module in model.modules():
+            if list(module.children()):
+                continue
+            rule = assign.by_module.get(id(module))
+            has_params = any(True for _ in module.parameters(recurse=False))
+            pooling = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d)
+            if rule == "epsilon" or (rule is None and isinstance(module, pooling)):
+
+                def pre(_m, inp):
+                    watch.depth += 1
+                    return (TimesInput.apply(inp[0]), *inp[1:])
+
+                def post(_m, _inp, out):
+                    watch.depth -= 1
+                    return DivideStabilized.apply(out, eps)
+
+                hooks.forward_pre(module, pre)
+                hooks.forward(module, post)
+            elif rule is not None:
+                kind, alpha, beta = parse_rule(rule)
+                kept: list[torch.Tensor] = []
+
+                def pre(_m, inp, kept=kept):
+                    watch.depth += 1
+                    kept.append(inp[0])
+
+                def post(m, _inp, out, kept=kept, kind=kind, alpha=alpha, beta=beta):
+                    x = kept.pop()
+                    if kind == "zb":
+                        fn = zbox_relevance(m, bounds["low"], bounds["high"], eps)
+                    else:
+                        fn = alpha_beta_relevance(m, alpha, beta, eps)
+                    watch.depth -= 1
+                    return Recompute.apply(x, out.detach(), fn)
+
+                hooks.forward_pre(module, pre)
+                hooks.forward(module, post)
+            elif isinstance(module, ACTIVATIONS) and not isinstance(module, nn.ReLU):
+                hooks.forward_pre(module, enter)
+
+                def post_pass(_m, inp, out):
+                    watch.depth -= 1
+                    return Pass.apply(inp[0], out.detach())
+
+                hooks.forward(module, post_pass)
+            elif has_params:
+                raise LayerError(
+                    f"LRP has no rule for {type(module).__name__} layers (parameters, not a "
+                    "Conv2d / Linear / BatchNorm / pooling); use a gradient method"
+                )
+
+    def attribute(self, inputs, target, logits) -> Explanation:
+        at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
+        model = fold_batchnorm(self.model, inputs[:1])
+        for p in model.parameters():
+            p.requires_grad_(False)
+        first = _first_conv(model, inputs[:1])
+        assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
+        low, high = self.hp["low"], self.hp["high"]
+        watch = _Watch(float(self.hp["epsilon"]))
+
+        def run(lo: int, hi: int):
+            x = inputs[lo:hi].detach()
+            bounds = {
+                "low": x.amin((2, 3), keepdim=True) if low is None else low,
+                "high": x.amax((2, 3), keepdim=True) if high is None else high,
+            }
+            with HookSet() as hooks:
+                self._hooks(hooks, model, assign, watch, bounds)
+                if at is None:
+                    x.requires_grad_(True)
+                    with watch:
+                        out = model(x)
+                    a = x
+                else:
+                    with stored_layer(model, at) as store, watch:
+                        out = model(x)
+                    a = store["out"]
+                    spatial(at, a)
+                score = target_scores(out, target[lo:hi])
+                (r,) = torch.autograd.grad(score, a, score.detach())
+            return r, out.detach()
+
+        raw, out = run_chunked(run, len(inputs), self.chunk(inputs))
+        require_same_outputs(logits, out, self.name)
+        maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
+        total = raw.flatten(1).sum(1)
+        return self.explanation(maps, target, raw=raw, relevance_sum=total)

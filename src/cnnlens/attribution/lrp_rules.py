@@ -1,0 +1,260 @@
+"""LRP rules as small autograd functions, and BatchNorm folding in a copy.
+
+Relevance flows backward as the "gradient": the target logit's relevance is
+``S_t(x)`` and each layer's backward returns the relevance of its input
+(Montavon et al. 2019, "Layer-wise Relevance Propagation: an overview",
+eqs. 3-6; the rule set of Zennit). Rules for a layer ``z = W a + b``:
+
+* ``epsilon``: ``R_a = a * W^T (R / (z + eps sign z))`` — done without any
+  recomputation by multiplying by ``a`` before the layer and dividing by the
+  stabilised ``z`` after it;
+* ``z+``: positive contributions only, ``a+ W+`` and ``a- W-`` (no bias);
+* ``alpha{A}-beta{B}``: ``A * R+ - B * R-`` over positive / negative
+  contributions (no bias), ``A - B = 1``;
+* ``zb`` (z^B, input layer): ``R = (x W - l W+ - h W-)`` shares with bounds
+  ``l <= x <= h``.
+
+Conservation: ``sum R_in = sum R_out`` for every rule here when biases are
+zero and ``eps -> 0`` (tested).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError, LayerError
+
+
+def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``z + eps * sign(z)`` with ``sign(0) = 1``."""
+    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+class TimesInput(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by the input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return x * grad
+
+
+class DivideStabilized(torch.autograd.Function):
+    """Identity forward; backward divides the gradient by ``z + eps sign z``."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.eps = eps
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        return grad / stabilize(z, ctx.eps), None
+
+
+class Recompute(torch.autograd.Function):
+    """Forward: the layer's output; backward: ``relevance(x, R)`` of the rule."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor, relevance: Callable) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.relevance = relevance
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            r = ctx.relevance(x.detach(), grad)
+        return r, None, None
+
+
+class Pass(torch.autograd.Function):
+    """Identity backward: relevance crosses an elementwise activation unchanged."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class ProportionalAdd(torch.autograd.Function):
+    """``a + b``; relevance splits in proportion: ``R_a = a / (a+b) R`` (Zennit's SumSingle)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        ctx.eps = eps
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        s = grad / stabilize(a + b, ctx.eps)
+        ra = (a * s).sum_to_size(a.shape)
+        rb = (b * s).sum_to_size(b.shape)
+        return ra, rb, None
+
+
+def linear_apply(module: nn.Module, x: torch.Tensor, weight, bias) -> torch.Tensor:
+    """``module``'s linear map with replaced parameters (Conv2d or Linear)."""
+    if isinstance(module, nn.Conv2d):
+        return module._conv_forward(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def epsilon_relevance(fn: Callable[[torch.Tensor], torch.Tensor], eps: float) -> Callable:
+    """Generic epsilon rule for any linear ``fn``: ``x * J^T (R / stab(fn(x)))``."""
+
+    def relevance(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        x = x.requires_grad_(True)
+        z = fn(x)
+        (c,) = torch.autograd.grad(z, x, r / stabilize(z, eps))
+        return x.detach() * c
+
+    return relevance
+
+
+def alpha_beta_relevance(module: nn.Module, alpha: float, beta: float, eps: float) -> Callable:
+    """Alpha-beta rule (Bach et al. 2015, eq. 60); ``alpha=1, beta=0`` is z+."""
+    w = module.weight
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+
+    def share(xp, xn, w1, w2, r, sign):
+        xp = xp.requires_grad_(True)
+        xn = xn.requires_grad_(True)
+        z = linear_apply(module, xp, w1, None) + linear_apply(module, xn, w2, None)
+        s = r / (z + sign * eps)
+        gp, gn = torch.autograd.grad(z, (xp, xn), s)
+        return xp.detach() * gp + xn.detach() * gn
+
+    def relevance(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        out = alpha * share(xp, xn, wp, wn, r, 1.0)
+        if beta:
+            out = out - beta * share(xp, xn, wn, wp, r, -1.0)
+        return out
+
+    return relevance
+
+
+def zbox_relevance(module: nn.Module, low, high, eps: float) -> Callable:
+    """z^B rule for inputs bounded by ``low <= x <= high`` (Montavon et al. 2017)."""
+    w = module.weight
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+
+    def relevance(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        lo = torch.as_tensor(low, dtype=x.dtype, device=x.device).expand_as(x).clone()
+        hi = torch.as_tensor(high, dtype=x.dtype, device=x.device).expand_as(x).clone()
+        x, lo, hi = (t.requires_grad_(True) for t in (x, lo, hi))
+        z = (
+            linear_apply(module, x, w, None)
+            - linear_apply(module, lo, wp, None)
+            - linear_apply(module, hi, wn, None)
+        )
+        grads = torch.autograd.grad(z, (x, lo, hi), r / stabilize(z, eps))
+        return sum(t.detach() * g for t, g in zip((x, lo, hi), grads, strict=True))
+
+    return relevance
+
+
+RULE_PATTERN = re.compile(r"^(epsilon|z\+|zb|alpha(\d+(?:\.\d+)?)-beta(\d+(?:\.\d+)?))$")
+
+
+def parse_rule(rule: str) -> tuple[str, float, float]:
+    """``"epsilon"``, ``"z+"``, ``"zb"`` or ``"alpha2-beta1"`` -> (kind, alpha, beta)."""
+    match = RULE_PATTERN.match(rule) if isinstance(rule, str) else None
+    if not match:
+        raise InputError(
+            f"unknown LRP rule {rule!r}; use 'epsilon', 'z+', 'zb' or 'alphaA-betaB' "
+            "(e.g. 'alpha2-beta1', 'alpha1-beta0')"
+        )
+    if match.group(2):
+        alpha, beta = float(match.group(2)), float(match.group(3))
+        if abs(alpha - beta - 1) > 1e-9:
+            raise InputError(f"alpha-beta rule needs alpha - beta = 1, got {rule!r}")
+        return "alphabeta", alpha, beta
+    if rule == "z+":
+        return "alphabeta", 1.0, 0.0
+    return rule, 0.0, 0.0
+
+
+# ------------------------------------------------------------------ BatchNorm folding
+
+
+def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` with each BatchNorm that reads a conv's output folded into it.
+
+    ``W' = W * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``
+    (eval-mode BN is an affine map per channel); the BN becomes ``nn.Identity``.
+    Pairs are found by one probe forward: the BN's input must be the very
+    tensor the conv returned. The user's model is never modified.
+    """
+    clone = copy.deepcopy(model).eval()
+    produced: dict[int, nn.Conv2d] = {}
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
+    handles = []
+    for m in clone.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(
+                m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+            )
+        elif isinstance(m, nn.BatchNorm2d):
+            handles.append(
+                m.register_forward_pre_hook(
+                    lambda mod, inp: (
+                        pairs.append((produced[id(inp[0])], mod))
+                        if id(inp[0]) in produced
+                        else None
+                    )
+                )
+            )
+    kept = []  # keep outputs alive so ids stay unique during the probe
+    handles.append(
+        torch.nn.modules.module.register_module_forward_hook(lambda _m, _i, o: kept.append(o))
+    )
+    try:
+        with torch.no_grad():
+            clone(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    kept.clear()
+    folded: set[int] = set()
+    for conv, bn in pairs:
+        if id(bn) in folded:
+            continue
+        if bn.running_var is None:
+            raise LayerError("a BatchNorm without running statistics cannot be folded for LRP")
+        if sum(1 for c, _b in pairs if c is conv) > 1:
+            raise LayerError("a convolution feeds several BatchNorm layers; cannot fold it")
+        folded.add(id(bn))
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else None
+            if scale is None:
+                scale = 1 / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias if bn.affine else torch.zeros_like(scale)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+            conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), False)
+            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, False)
+    for parent in list(clone.modules()):
+        for child_name, child in list(parent._modules.items()):
+            if child is not None and id(child) in folded:
+                parent._modules[child_name] = nn.Identity()
+    return clone

@@ -1,0 +1,122 @@
+"""Modified backward passes for activation modules, through forward hooks only.
+
+Guided Backprop, Deconvnet and DeepLIFT keep the forward pass and change how
+the gradient crosses each activation. :func:`modified_activations` registers,
+through :class:`cnnlens.hooks.HookSet`, a pre-hook that keeps the
+activation's input and a forward hook that replaces its output by the same
+values produced by a custom :class:`torch.autograd.Function` carrying the
+rule. Everything is removed on exit, also on an error, so the model is left
+as found. Per call-site correctness:
+
+* a module reused at several places gets its rule at each call (each call
+  builds its own autograd node from its own input);
+* an in-place activation gets a clone of its input, so the kept input is
+  the pre-activation; if the model relied on the in-place side effect its
+  outputs change, which :func:`require_same_outputs` reports;
+* an activation applied as a function (``F.relu``) cannot be seen by a hook:
+  :func:`require_module_activations` raises a :class:`LayerError` instead of
+  returning a silently wrong map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import LayerError
+from ..hooks import HookSet
+from ..nets.checks import activation_report
+
+Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def require_module_activations(model: nn.Module, x: torch.Tensor, method: str) -> None:
+    """Raise :class:`LayerError` when ``model`` applies activations as functions."""
+    functional = [f for f in activation_report(model, x[:1]) if f.kind == "functional"]
+    if functional:
+        lines = "; ".join(f.message for f in functional)
+        raise LayerError(
+            f"{method} changes the backward pass of activation modules, but {lines}. "
+            "The rule cannot reach a functional activation, and the map would be silently wrong"
+        )
+
+
+def require_same_outputs(expected: torch.Tensor, got: torch.Tensor, method: str) -> None:
+    """The modified forward must give the model's own logits (else the rules mislead)."""
+    if expected.shape != got.shape or not torch.allclose(
+        expected, got, rtol=1e-4, atol=1e-4 * float(expected.abs().max().clamp_min(1.0))
+    ):
+        raise LayerError(
+            f"{method}: the model's outputs change when its activations run out of place "
+            f"(max difference {float((expected - got).abs().max()):.3g}); the forward relies "
+            "on an in-place side effect (e.g. `self.relu(x); return x`). Assign the "
+            "activation's result instead"
+        )
+
+
+@contextlib.contextmanager
+def modified_activations(
+    model: nn.Module, select: Callable[[nn.Module], Rule | None]
+) -> Iterator[None]:
+    """Give every module for which ``select(module)`` returns a rule that rule.
+
+    ``rule(module, x, out)`` receives the module's input ``x`` (graph node)
+    and its output ``out`` (detached) and returns the replacement output.
+    """
+    with HookSet() as hooks:
+        for module in model.modules():
+            rule = select(module)
+            if rule is None:
+                continue
+            kept: list[torch.Tensor] = []
+
+            def pre(m, inputs, kept=kept):
+                x = inputs[0]
+                kept.append(x)
+                if getattr(m, "inplace", False):
+                    return (x.clone(), *inputs[1:])
+                return None
+
+            def post(m, _inputs, out, kept=kept, rule=rule):
+                return rule(m, kept.pop(), out.detach())
+
+            hooks.forward_pre(module, pre)
+            hooks.forward(module, post)
+        yield
+
+
+class _ReluBackward(torch.autograd.Function):
+    """Forward: the ReLU output as computed; backward: the Guided/Deconvnet rule."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor, guided: bool) -> torch.Tensor:
+        ctx.guided = guided
+        if guided:
+            ctx.save_for_backward(x)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clamp_min(0)
+        if ctx.guided:
+            (x,) = ctx.saved_tensors
+            grad = grad * (x > 0).to(grad.dtype)
+        return grad, None, None
+
+
+def guided_relu(_module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Guided Backprop (Springenberg et al. 2015, eq. for R^l): ``1[x>0] * relu(grad)``."""
+    return _ReluBackward.apply(x, out, True)
+
+
+def deconv_relu(_module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Deconvnet (Zeiler & Fergus 2014): ``relu(grad)``, ignoring the forward mask."""
+    return _ReluBackward.apply(x, out, False)
+
+
+def relu_modules(rule: Rule) -> Callable[[nn.Module], Rule | None]:
+    """Selector applying ``rule`` to ``nn.ReLU`` modules only."""
+    return lambda m: rule if isinstance(m, nn.ReLU) else None
