@@ -183,3 +183,48 @@ def test_bad_configuration():
         OptimizerConfig(name="lion")
     with pytest.raises(ConfigError):
         TrainConfig(augment=("rotate",))
+
+
+_KILLABLE = """
+import sys, time, torch
+from cnnlens import nets
+from cnnlens.data.shapes import ShapesDataset
+from cnnlens.train import OptimizerConfig, TrainConfig, fit
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = nets.create("resnet8", num_classes=8)
+config = TrainConfig(epochs=3, batch_size=64, optimizer=OptimizerConfig(lr=0.05), seed=3)
+slow = [lambda epoch, m, r: time.sleep(float(sys.argv[2]))]
+fit(model, ShapesDataset("train", n=192), ShapesDataset("val", n=64), config=config,
+    out=sys.argv[1], resume=True, callbacks=slow)
+torch.save(model.state_dict(), sys.argv[1] + "/final.pt")
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """A real kill (SIGKILL) during epoch 2; the resumed run ends bit-identical."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(_KILLABLE)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "a"), "0"], check=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "b"), "3"])
+    latest = tmp_path / "b" / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.kill()  # inside the sleeping callback of epoch 1 or 2: no clean exit
+    proc.wait()
+    assert proc.returncode != 0 and not (tmp_path / "b" / "final.pt").exists()
+    subprocess.run([sys.executable, str(script), str(tmp_path / "b"), "0"], check=True)
+    a = torch.load(tmp_path / "a" / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "final.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = json.loads(
+        next((tmp_path / "b" / "checkpoints").glob("epoch-*/state.json")).read_text()
+    )
+    assert state["arch"]["name"] == "resnet8" and len(state["classes"]) == 8
+    assert state["epoch"] == 3

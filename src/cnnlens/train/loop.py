@@ -153,6 +153,19 @@ def fit(
         json.dumps({"config": config.to_dict(), "trainable": list(trainable or [])})
     )
 
+    # what a checkpoint needs to be understood on its own
+    model_facts = json.loads(
+        json.dumps(
+            {
+                "arch": getattr(model, "arch", None),
+                "classes": list(train.classes),
+                "mean": list(train.mean),
+                "std": list(train.std),
+            },
+            default=str,
+        )
+    )
+
     if resume and ckpt_dir is not None:
         state = load_state(ckpt_dir)
         if state is not None:
@@ -211,7 +224,7 @@ def fit(
                     model=model,
                     optimizers=optimizers,
                     history=result.history,
-                    extra=run_facts,
+                    extra={**run_facts, **model_facts},
                 )
             if config.patience and val is not None:
                 patience_left = config.patience if improved else patience_left - 1
