@@ -183,22 +183,22 @@ def fit(
     t0 = time.perf_counter()
     patience_left = config.patience
     best_state = None
+    run = _Run(
+        model,
+        train,
+        train_targets,
+        objective,
+        optimizers,
+        base_lrs,
+        config,
+        steps_per_epoch,
+        total_steps,
+        frozen_modules,
+        desc,
+    )
     try:
         for epoch in range(start_epoch, config.epochs + 1):
-            record = _train_epoch(
-                model,
-                train,
-                train_targets,
-                objective,
-                optimizers,
-                base_lrs,
-                config,
-                epoch,
-                steps_per_epoch,
-                total_steps,
-                frozen_modules,
-                desc,
-            )
+            record = _train_epoch(run, epoch)
             if val is not None:
                 metrics = evaluate(
                     model,
@@ -261,39 +261,44 @@ def _update_best(result: TrainResult) -> bool:
     return False
 
 
-def _train_epoch(
-    model,
-    dataset,
-    targets,
-    objective,
-    optimizers,
-    base_lrs,
-    config,
-    epoch,
-    steps_per_epoch,
-    total_steps,
-    frozen_modules,
-    desc,
-) -> dict:
+@dataclass
+class _Run:
+    """What stays fixed across the epochs of one :func:`fit` call."""
+
+    model: nn.Module
+    dataset: ImageDataset
+    targets: torch.Tensor
+    objective: Objective
+    optimizers: dict[str, torch.optim.Optimizer]
+    base_lrs: dict[str, list[float]]
+    config: TrainConfig
+    steps_per_epoch: int
+    total_steps: int
+    frozen_modules: list[nn.Module]
+    desc: str
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    model, config, optimizers = run.model, run.config, run.optimizers
     seed = config.seed * 100_003 + epoch
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.train()
-    for m in frozen_modules:
+    for m in run.frozen_modules:
         m.eval()
     device = next(model.parameters()).device
     sums: dict[str, float] = {}
     t0 = time.perf_counter()
-    step = (epoch - 1) * steps_per_epoch
-    with Progress(len(dataset), f"{desc} {epoch}/{config.epochs}") as bar:
-        for x, y in _batches(dataset, targets, config.batch_size, device, generator):
-            factor = config.lr_factor(step, total_steps, steps_per_epoch)
+    step = (epoch - 1) * run.steps_per_epoch
+    with Progress(len(run.dataset), f"{run.desc} {epoch}/{config.epochs}") as bar:
+        for x, y in _batches(run.dataset, run.targets, config.batch_size, device, generator):
+            factor = config.lr_factor(step, run.total_steps, run.steps_per_epoch)
             for g, opt in optimizers.items():
-                for pg, lr in zip(opt.param_groups, base_lrs[g], strict=True):
+                for pg, lr in zip(opt.param_groups, run.base_lrs[g], strict=True):
                     pg["lr"] = lr * factor
             if config.augment:
                 x = augment(x, config.augment, generator)
-            stats = objective.train_step(model, x, y, optimizers)
+            stats = run.objective.train_step(model, x, y, optimizers)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             step += 1
