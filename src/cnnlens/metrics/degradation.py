@@ -5,7 +5,8 @@ map inside it. Most-relevant-first (MoRF) replaces tiles in descending
 relevance order, least-relevant-first (LeRF) in ascending order, each with
 the image's per-channel mean (normalised space). The target probability is
 read at ``fractions`` evenly spaced fractions of replaced tiles (100 by
-default, 0 and 1 included; ``round(f T)`` tiles of ``T``). The value per
+default, 0 and 1 included; ``round(f T)`` tiles of ``T``; fractions that
+round to the same count share one forward). The value per
 image is ``mean_t [LeRF(t) - MoRF(t)]`` (higher is better: removing the
 relevant tiles first hurts more); ``extras["decline"]`` is DRIB's "decline of
 the target score", ``MoRF(0) - mean_t MoRF(t)``.
@@ -86,7 +87,9 @@ def degradation(
         if frac.numel() < 1 or frac.min() < 0 or frac.max() > 1:
             raise InputError("fractions must lie in [0, 1]")
     rank, _pixel_tile, n_tiles = tile_rank(maps, tile)
-    counts = torch.round(frac.double() * n_tiles).long().to(inputs.device)  # [S]
+    all_counts = torch.round(frac.double() * n_tiles).long().to(inputs.device)  # [S]
+    # Fractions that round to the same tile count share one forward (small images).
+    counts, inverse = torch.unique(all_counts, return_inverse=True)
     s = counts.numel()
     per_image = 2 * s
     with frozen(model):
@@ -106,7 +109,7 @@ def degradation(
             with torch.no_grad():
                 return class_score(model(x), target[img], score).float()
 
-        out = run_chunked(run, n * per_image, size, desc=desc).view(n, 2, s)
+        out = run_chunked(run, n * per_image, size, desc=desc).view(n, 2, s)[:, :, inverse]
     morf, lerf = out[:, 0], out[:, 1]
     return Result(
         metric="degradation",
@@ -115,7 +118,7 @@ def degradation(
         x=frac,
         params={
             "tile": tile,
-            "fractions": s,
+            "fractions": int(all_counts.numel()),
             "baseline": baseline if isinstance(baseline, str) else "custom",
             "score": score,
         },

@@ -1,0 +1,55 @@
+"""``cnnlens evaluate``: explain test images with every method and score every metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def evaluate(
+        model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
+        data: str = typer.Option("shapes", help="data set (its test split is used)"),
+        n: int = typer.Option(200, min=1, help="number of test images (the first n)"),
+        methods: str = typer.Option("all", help="comma list of methods, or 'all' registered"),
+        metrics: str = typer.Option("all", help="comma list of metrics, or 'all'"),
+        out: Path = typer.Option(..., help="output folder (resumable: finished work is kept)"),
+        chunk: int = typer.Option(32, min=1, help="images per saved unit of work"),
+        sanity_images: int = typer.Option(32, min=0, help="images for the randomisation check"),
+        batch_size: int = typer.Option(None, help="forward batch (default: automatic)"),
+        seed: int = typer.Option(0),
+    ) -> None:
+        """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
+        from ..data import load
+        from ..errors import DataError
+        from ..metrics.evaluate import evaluate as run_evaluation
+        from ..metrics.outputs import write_evaluation
+        from ..progress import log_line
+        from ..workflows import open_model
+
+        net = open_model(model)
+        test = load(data, split="test")
+        if n > len(test):
+            raise DataError(f"--n {n} is more than the {len(test)} test images of {data}")
+        x, _ = test.tensors(range(n))
+        boxes = None if test.boxes is None else test.boxes[:n]
+        masks = None if test.masks is None else test.masks[:n]
+        log_line(f"evaluate: {n} images of {data}, methods={methods}, metrics={metrics}")
+        ev = run_evaluation(
+            net,
+            x,
+            methods=methods,
+            metrics=metrics,
+            boxes=boxes,
+            masks=masks,
+            chunk=chunk,
+            sanity_images=sanity_images,
+            batch_size=batch_size,
+            seed=seed,
+            out=out,
+        )
+        write_evaluation(ev, out)
+        typer.echo(ev.markdown())
+        typer.echo(f"results written to {out.resolve()}")

@@ -1,0 +1,84 @@
+"""Report section "Faithfulness and localisation": a small method x metric table.
+
+Kept cheap for the demo (16 test images, fast gradient methods, coarser
+deletion/insertion steps and 20 degradation fractions): the full protocol
+of the papers is ``cnnlens evaluate``.
+"""
+
+from __future__ import annotations
+
+import html
+
+from .. import ReportContext, section
+from ..figures import figure_html
+
+FAST_METHODS = ("saliency", "input-x-gradient", "grad-cam", "integrated-gradients")
+QUICK_METRICS = {
+    "deletion": {"step": 32},
+    "insertion": {"step": 32},
+    "degradation_small": {"fractions": 21},
+}
+
+
+@section("faithfulness", "Faithfulness and localisation", order=60)
+def faithfulness(ctx: ReportContext) -> str | None:
+    from ...attribution import methods as registered
+    from ...metrics.evaluate import METRICS, evaluate
+    from ...metrics.outputs import curve_figure
+
+    known = registered()
+    chosen = [m for m in FAST_METHODS if m in known]
+    n = min(8 if ctx.options.get("quick") else 16, len(ctx.test))
+    x, _ = ctx.test.tensors(range(n))
+    boxes = None if ctx.test.boxes is None else ctx.test.boxes[:n]
+    masks = None if ctx.test.masks is None else ctx.test.masks[:n]
+    metrics = ["deletion", "insertion", "degradation_small"]
+    if boxes is not None or masks is not None:
+        metrics += ["bbox_score", "pointing_game", "energy_pointing_game"]
+    metrics.append("randomisation")
+    ev = evaluate(
+        ctx.model,
+        x,
+        methods=chosen,
+        metrics=metrics,
+        boxes=boxes,
+        masks=masks,
+        method_params={"integrated-gradients": {"steps": 16}},
+        metric_params={k: v for k, v in QUICK_METRICS.items() if k in metrics},
+        chunk=n,
+        sanity_images=min(8, n),
+        progress=False,
+    )
+    methods, names, cells = ev.table()
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in names)
+    body = ""
+    for method in methods:
+        tds = ""
+        for metric in names:
+            mean, half = cells.get((method, metric), (float("nan"), 0.0))
+            tds += "<td>–</td>" if mean != mean else f"<td>{mean:.3f} ± {half:.3f}</td>"
+        fails = ev.sanity_fails.get(method)
+        verdict = "–" if fails is None else ("<b>fails</b>" if fails else "passes")
+        body += f"<tr><td>{html.escape(method)}</td>{tds}<td>{verdict}</td></tr>"
+    table = f"<table><tr><th>method</th>{head}<th>sanity check</th></tr>{body}</table>"
+    legend = "".join(
+        f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>"
+        for k, v in METRICS.items()
+        if k in names
+    )
+    figs = ""
+    for name in ("deletion", "insertion"):
+        fig = curve_figure(ev, name)
+        if fig is not None:
+            figs += figure_html(fig, f"mean {name} curves")
+    listed = ", ".join(chosen) if chosen else "no attribution method is registered yet"
+    return (
+        f"<p>How well do the explanations follow the model and the objects? {n} test images; "
+        f"methods: {html.escape(listed)}, next to two baselines, <code>random</code> maps and "
+        "<code>sobel</code> image edges. Each cell is the mean ± 95 % confidence half width. "
+        "For speed this section uses coarser steps (32-pixel deletion/insertion steps, 21 "
+        "degradation fractions, sanity check on 8 images); <code>cnnlens evaluate</code> runs "
+        f"the papers' full protocol.</p>{table}<ul class='note'>{legend}"
+        "<li><code>randomisation_final</code>: Spearman after randomising every layer; a method "
+        "fails the sanity check when it stays >= 0.5</li></ul>" + figs
+    )

@@ -1,0 +1,146 @@
+"""cnnlens.evaluate, the CLI command, the sanity check and the report section."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+import cnnlens
+from cnnlens import metrics
+from cnnlens.hooks import model_fingerprint, same_fingerprint
+from cnnlens.metrics.evaluate import evaluate
+from cnnlens.metrics.outputs import write_evaluation
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, k=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, k)
+
+    def forward(self, x):
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.head(h.mean((2, 3)))
+
+
+def gradient_map(model, x, target):
+    """Plain |gradient| saliency, written here so the test does not depend on the registry."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x).gather(1, target[:, None]).sum()
+        (g,) = torch.autograd.grad(out, x)
+    return g.abs().amax(1, keepdim=True)
+
+
+@pytest.fixture(scope="module")
+def small_batch(shapes_test):
+    x, _ = shapes_test.tensors(range(6))
+    return x, shapes_test.boxes[:6], shapes_test.masks[:6]
+
+
+def test_randomisation_check_passes_gradients_and_fails_model_independent_maps(small_batch):
+    x, _, _ = small_batch
+    model = SmallCNN()
+    fp = model_fingerprint(model)
+    target = model(x).argmax(1)
+    maps = gradient_map(model, x, target)
+    good = metrics.randomisation_check(model, x, maps, method=gradient_map)
+    bad = metrics.randomisation_check(
+        model, x, metrics.sobel_map(x), method=lambda m, xx, t: metrics.sobel_map(xx)
+    )
+    assert good.params["layers"] == ["head", "conv2", "conv1"]
+    assert good.curves.shape == (6, 3) and good.extras["ssim"].shape == (6, 3)
+    assert float(good.extras["fails"][0]) == 0.0 and float(good.curves[:, -1].mean()) < 0.5
+    assert float(bad.extras["fails"][0]) == 1.0
+    assert torch.allclose(bad.curves, torch.ones_like(bad.curves))
+    assert same_fingerprint(fp, model_fingerprint(model))  # the cascade ran on a copy
+
+
+def test_cascade_groups_resnet_blocks_top_first():
+    from cnnlens import nets
+
+    groups = metrics.cascade_groups(nets.create("resnet20", num_classes=8))
+    assert [g for g, _ in groups][:3] == ["head", "layer3.2", "layer3.1"]
+    assert groups[-1] == ("conv1", ["conv1"]) and len(groups) == 11
+
+
+def test_evaluate_writes_rows_and_resumes_without_recomputing(small_batch, tmp_path):
+    x, boxes, masks = small_batch
+    model = SmallCNN()
+    kwargs = dict(
+        methods=[],
+        metrics=["deletion", "degradation_large", "bbox_score", "pointing_game", "randomisation"],
+        boxes=boxes,
+        masks=masks,
+        chunk=4,
+        sanity_images=2,
+        metric_params={"deletion": {"step": 64}},
+        out=tmp_path,
+        progress=False,
+    )
+    ev = evaluate(model, x, **kwargs)
+    assert list(ev.values) == ["random", "sobel"]  # baselines always present
+    parts = sorted((tmp_path / "parts").rglob("*.safetensors"))
+    assert len(parts) == 4  # 2 methods x 2 chunks
+    # the saved deletion result equals a direct call with the same settings
+    direct = metrics.deletion(model, x, metrics.sobel_map(x), step=64)
+    assert torch.allclose(ev.values["sobel"]["deletion"], direct.values, atol=1e-6)
+    assert ev.values["sobel"]["randomisation"][2:].isnan().all()
+    assert ev.sanity_fails == {"random": True, "sobel": True}
+    # resume: a finished part is read back, not recomputed (we poison it to prove it)
+    from safetensors.torch import load_file, save_file
+
+    poisoned = load_file(str(parts[0]))
+    poisoned["deletion/values"] = torch.full_like(poisoned["deletion/values"], 7.0)
+    save_file(poisoned, str(parts[0]))
+    again = evaluate(model, x, **kwargs)
+    method = parts[0].parent.name
+    assert torch.all(again.values[method]["deletion"][:4] == 7.0)
+    # a deleted part (an interrupted job) is recomputed to the same numbers
+    parts[-1].unlink()
+    third = evaluate(model, x, **kwargs)
+    assert torch.allclose(third.values["sobel"]["deletion"][4:], direct.values[4:], atol=1e-6)
+    with pytest.raises(cnnlens.ConfigError, match="other settings"):
+        evaluate(model, x, **{**kwargs, "chunk": 3})
+    files = write_evaluation(ev, tmp_path)
+    rows = list(csv.DictReader(open(files["csv"])))
+    # 6 images x 2 methods x (5 metrics + randomisation_final)
+    assert len(rows) == 6 * 2 * 6
+    text = files["summary"].read_text()
+    assert "| sobel |" in text and "FAILS" in text
+    assert (tmp_path / "curves_deletion.png").stat().st_size > 1000
+
+
+def test_evaluate_rejects_unknown_names(small_batch):
+    x, _, _ = small_batch
+    with pytest.raises(cnnlens.InputError, match="unknown metric"):
+        evaluate(SmallCNN(), x, methods=[], metrics=["delete"], progress=False)
+    with pytest.raises(cnnlens.InputError, match="unknown attribution method"):
+        evaluate(SmallCNN(), x, methods=["no-such-method"], progress=False)
+
+
+def test_cli_evaluate_end_to_end(tmp_path, shapes_test):
+    from cnnlens import checkpoint, nets
+    from cnnlens.cli import main
+
+    model = nets.create("lenet5", num_classes=8, in_channels=3)
+    checkpoint.save(model, tmp_path / "model", classes=shapes_test.classes)
+    rc = main(
+        [
+            "evaluate",
+            "--model", str(tmp_path),
+            "--n", "4",
+            "--methods", "random",
+            "--metrics", "bbox_score,energy_pointing_game",
+            "--out", str(tmp_path / "eval"),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    assert (tmp_path / "eval" / "metrics.csv").is_file()
+    assert "energy_pointing_game" in (tmp_path / "eval" / "summary.md").read_text()
+    assert main(["evaluate", "--model", str(tmp_path), "--n", "999999", "--out", "x"]) == 2
