@@ -37,6 +37,7 @@ from .modified_backward import (
     modified_activations,
     relu_modules,
     require_module_activations,
+    require_same_outputs,
 )
 
 
@@ -120,6 +121,12 @@ class _ReluRuleMethod(GradientMethod):
 
     def context(self, inputs):
         require_module_activations(self.model, inputs, self.name)
+        probe = inputs[:1].detach()
+        with torch.no_grad():
+            expected = self.model(probe)
+            with modified_activations(self.model, relu_modules(self.rule)):
+                got = self.model(probe)
+        require_same_outputs(expected, got, self.name)
         return modified_activations(self.model, relu_modules(self.rule))
 
 
