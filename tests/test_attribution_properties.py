@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnlens import nets
 from cnnlens.attribution import explain, get, methods
-from cnnlens.errors import CnnlensError, InputError, LayerError
+from cnnlens.errors import CnnlensError, InputError, LayerError, TargetError
 from cnnlens.hooks import model_fingerprint, same_fingerprint
 
 MINE = [
@@ -310,6 +310,27 @@ def test_bad_inputs(resnet):
         explain(model, x, "saliency", at="head")
     with pytest.raises(CnnlensError):
         explain(model, x[0], "saliency")
+    for name in ("saliency", "grad-cam", "lrp", "deeplift", "guided-grad-cam", "score-cam"):
+        with pytest.raises(TargetError, match="target"):
+            explain(model, x, name, target=99)
+        with pytest.raises(TargetError, match="one class per image"):
+            explain(model, x, name, target=torch.tensor([0, 1]))
+        with pytest.raises(TargetError):
+            explain(model, x, name, target="cat")
+
+
+@pytest.mark.parametrize("name", ["saliency", "grad-cam", "lrp", "deeplift", "guided-grad-cam"])
+def test_targets_resolved_in_the_pass(resnet, name):
+    """None = predicted class; an int or [N] tensor are used as given."""
+    model, x = resnet
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    assert torch.equal(explain(model, x, name).target, predicted)
+    given = torch.tensor([4, 0, 2])
+    assert torch.equal(explain(model, x, name, target=given).target, given)
+    assert torch.equal(explain(model, x, name, target=3).target, torch.full((3,), 3))
+    one = explain(model, x, name, target=given, batch_size=1)
+    assert torch.allclose(one.maps, explain(model, x, name, target=given).maps, atol=1e-5)
 
 
 def test_explanation_displays_in_jupyter(resnet):

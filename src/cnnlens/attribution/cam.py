@@ -43,28 +43,34 @@ class CamMethod(Configured):
         "batch_size": None,
     }
     needs_gradient: ClassVar[bool] = True
+    fused_target = True
 
     def combine(self, a: torch.Tensor, g: torch.Tensor | None, target: torch.Tensor):
         """``[n,1,h,w]`` map from activations ``a`` and gradients ``g``."""
         raise NotImplementedError
 
-    def layer_maps(self, inputs: torch.Tensor, target: torch.Tensor, layer: str) -> torch.Tensor:
-        def run(lo: int, hi: int) -> torch.Tensor:
+    def layer_maps(
+        self, inputs: torch.Tensor, target: torch.Tensor | None, layer: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([N,k,h,w] maps at the layer, targets [N])`` in chunks, one pass each."""
+
+        def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.set_grad_enabled(self.needs_gradient):
                 with stored_layer(self.model, layer) as store:
                     out = self.model(inputs[lo:hi])
                 a = store["out"]
                 spatial(layer, a)
+                t = self.chunk_targets(out, target, lo, hi)
                 g = None
                 if self.needs_gradient:
-                    (g,) = torch.autograd.grad(target_scores(out, target[lo:hi]).sum(), a)
-            return self.combine(a.detach(), g, target[lo:hi])
+                    (g,) = torch.autograd.grad(target_scores(out, t).sum(), a)
+            return self.combine(a.detach(), g, t), t
 
         return run_chunked(run, len(inputs), self.chunk(inputs, backward=self.needs_gradient))
 
     def attribute(self, inputs, target, logits) -> Explanation:
         layer = self.layer_name(inputs)
-        low = self.layer_maps(inputs, target, layer)
+        low, target = self.layer_maps(inputs, target, layer)
         maps = to_input_size(low, tuple(inputs.shape[-2:]), self.hp["upsample"])
         return self.explanation(maps, target, layer_map=low)
 
@@ -171,7 +177,7 @@ class ScoreCAM(CamMethod):
 
     def attribute(self, inputs, target, logits) -> Explanation:
         layer = self.layer_name(inputs)
-        acts = self.layer_maps(inputs, target, layer)
+        acts, target = self.layer_maps(inputs, target, layer)
         n, k = acts.shape[:2]
         size = tuple(inputs.shape[-2:])
         flat = acts.flatten(2)
@@ -206,6 +212,7 @@ class GuidedGradCAM(Configured):
 
     name = "guided-grad-cam"
     description = "Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map"
+    fused_target = True
     defaults: ClassVar[dict[str, Any]] = {
         "layer": "auto",
         "upsample": "nearest",
@@ -217,6 +224,8 @@ class GuidedGradCAM(Configured):
         bs = self.hp["batch_size"]
         cam = GradCAM(self.model, layer=layer, upsample=self.hp["upsample"], batch_size=bs)
         guided = GuidedBackprop(self.model, batch_size=bs)
-        cam_maps = cam.attribute(inputs, target, logits).maps
-        raw = guided.attribute(inputs, target, logits).raw * cam_maps
+        cam._spec = self._spec
+        grad_cam = cam.attribute(inputs, target, logits)
+        target = grad_cam.target
+        raw = guided.attribute(inputs, target, logits).raw * grad_cam.maps
         return self.explanation(max_abs_channels(raw), target, raw=raw)

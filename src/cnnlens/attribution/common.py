@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import chunk_size
-from ..errors import InputError, LayerError
-from ..hooks import replace_output
+from ..errors import InputError, LayerError, TargetError
+from ..hooks import frozen, replace_output
 from ..layers import auto_layer, get_layer
-from .base import Method
+from ..types import Explanation
+from .base import Method, check_inputs, resolve_target
 
 
 class Configured(Method):
@@ -37,6 +38,53 @@ class Configured(Method):
 
     defaults: ClassVar[dict[str, Any]] = {}
     uses_logits: ClassVar[bool] = False
+    fused_target: ClassVar[bool] = False
+    _spec: Any = None
+
+    def __call__(
+        self, inputs: torch.Tensor, target: int | torch.Tensor | None = None
+    ) -> Explanation:
+        """As :meth:`Method.__call__`; ``fused_target`` methods skip its extra forward.
+
+        They resolve (and validate) the target from the logits of their own
+        first pass over each chunk (:meth:`chunk_targets`), so a single-pass
+        method costs one forward+backward, not two forwards and a backward.
+        """
+        if not self.fused_target:
+            return super().__call__(inputs, target)
+        inputs = check_inputs(inputs)
+        device = next(self.model.parameters(), torch.empty(0)).device
+        inputs = inputs.to(device)
+        if isinstance(target, torch.Tensor):
+            target = target.to(device).long().flatten()
+            if target.numel() == 1:
+                target = target.expand(len(inputs)).clone()
+            if target.numel() != len(inputs):
+                raise TargetError(
+                    f"target must hold one class per image ({len(inputs)}), got {target.numel()}"
+                )
+        elif target is not None and (not isinstance(target, int) or isinstance(target, bool)):
+            raise TargetError(
+                f"target must be None, an int or a tensor [N], got {type(target).__name__}"
+            )
+        self._spec = target
+        try:
+            with frozen(self.model):
+                explanation = self.attribute(inputs, None, None)
+        finally:
+            self._spec = None
+        explanation.maps = explanation.maps.float()
+        return explanation
+
+    def chunk_targets(
+        self, out: torch.Tensor, target: torch.Tensor | None, lo: int, hi: int
+    ) -> torch.Tensor:
+        """Targets of images ``[lo, hi)``: given ones, or resolved from this chunk's logits."""
+        if target is not None:
+            return target[lo:hi]
+        spec = self._spec[lo:hi] if isinstance(self._spec, torch.Tensor) else self._spec
+        resolved, _ = resolve_target(lambda _x: out.detach(), out, spec)
+        return resolved
 
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         super().__init__(model, **hyperparameters)

@@ -11,6 +11,7 @@ steps go together in chunks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -42,12 +43,17 @@ from .modified_backward import (
 
 
 def layer_gradient(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor, at: str | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(A, dS/dA, logits)`` for ``A`` = the input (``at=None``) or layer ``at``'s output.
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    at: str | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(A, dS/dA, logits, target)`` for ``A`` = the input or layer ``at``'s output.
 
     ``S`` is the sum over images of each image's target logit, so each image
-    gets its own gradient. Gradients come from ``torch.autograd.grad``.
+    gets its own gradient. ``target`` may be a function of the logits (the
+    predicted class, resolved in the same pass). Gradients come from
+    ``torch.autograd.grad``.
     """
     x = x.detach()
     if at is None:
@@ -59,12 +65,15 @@ def layer_gradient(
             out = model(x)
         a = store["out"]
         spatial(at, a)
-    (g,) = torch.autograd.grad(target_scores(out, target).sum(), a)
-    return a.detach(), g, out.detach()
+    t = target(out) if callable(target) else target
+    (g,) = torch.autograd.grad(target_scores(out, t).sum(), a)
+    return a.detach(), g, out.detach(), t
 
 
 class GradientMethod(Configured):
     """Shared driver: chunked ``layer_gradient``, then ``combine`` and ``reduce``."""
+
+    fused_target = True
 
     defaults: ClassVar[dict[str, Any]] = {"at": None, "batch_size": None}
     reduce = staticmethod(max_abs_channels)
@@ -83,12 +92,13 @@ class GradientMethod(Configured):
         if at is not None:
             self.layer_name(inputs, "at")
 
-        def run(start: int, stop: int) -> torch.Tensor:
-            a, g, _ = layer_gradient(self.model, inputs[start:stop], target[start:stop], at)
-            return self.combine(a, g)
+        def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pick = lambda out: self.chunk_targets(out, target, lo, hi)  # noqa: E731
+            a, g, _, t = layer_gradient(self.model, inputs[lo:hi], pick, at)
+            return self.combine(a, g), t
 
         with self.context(inputs):
-            raw = run_chunked(run, len(inputs), self.chunk(inputs))
+            raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
         return self.pack(raw, inputs, target)
 
     def pack(self, raw: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor, **extras):
@@ -247,6 +257,7 @@ class IntegratedGradients(GradientMethod):
         "batch_size": None,
     }
     uses_logits = True
+    fused_target = False
 
     def attribute(self, inputs, target, logits) -> Explanation:
         hp = self.hp
@@ -277,7 +288,7 @@ class IntegratedGradients(GradientMethod):
             a = alphas[step].view(-1, *([1] * (end_pt.dim() - 1)))
             point = start_pt[img] + a * delta[img]
             if at is None:
-                _, g, _ = layer_gradient(self.model, point, target[img], None)
+                _, g, _, _ = layer_gradient(self.model, point, target[img], None)
             else:
                 leaf = point.detach().requires_grad_(True)
                 with replace_output(self.model, at, lambda _out: leaf):

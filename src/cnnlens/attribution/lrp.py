@@ -197,7 +197,7 @@ class LRP(Configured):
         "at": None,
         "batch_size": None,
     }
-    uses_logits = True
+    fused_target = True
 
     def _hooks(self, hooks: HookSet, model: nn.Module, assign: _RuleAssignment, watch: _Watch,
                bounds: dict) -> None:  # fmt: skip
@@ -262,6 +262,15 @@ class LRP(Configured):
         model = fold_batchnorm(self.model, inputs[:1])
         for p in model.parameters():
             p.requires_grad_(False)
+        with torch.no_grad():
+            probe = inputs[:1]
+            require_same_outputs(
+                self.model(probe),
+                model(probe),
+                self.name,
+                why="when BatchNorm is folded into the convolution before it; the "
+                "convolution's output is used elsewhere too. Use a gradient method",
+            )
         first = _first_conv(model, inputs[:1])
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
@@ -285,12 +294,12 @@ class LRP(Configured):
                         out = model(x)
                     a = store["out"]
                     spatial(at, a)
-                score = target_scores(out, target[lo:hi])
+                t = self.chunk_targets(out, target, lo, hi)
+                score = target_scores(out, t)
                 (r,) = torch.autograd.grad(score, a, score.detach())
-            return r, out.detach()
+            return r, t
 
-        raw, out = run_chunked(run, len(inputs), self.chunk(inputs))
-        require_same_outputs(logits, out, self.name)
+        raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         total = raw.flatten(1).sum(1)
         return self.explanation(maps, target, raw=raw, relevance_sum=total)

@@ -144,7 +144,18 @@ def alpha_beta_relevance(module: nn.Module, alpha: float, beta: float, eps: floa
         gp, gn = torch.autograd.grad(z, (xp, xn), s)
         return xp.detach() * gp + xn.detach() * gn
 
+    def share_nonneg(xp, w1, r, sign):
+        xp = xp.requires_grad_(True)
+        z = linear_apply(module, xp, w1, None)
+        (gp,) = torch.autograd.grad(z, xp, r / (z + sign * eps))
+        return xp.detach() * gp
+
     def relevance(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        if bool((x >= 0).all()):  # after a ReLU: only a+ W+ (and a+ W-) contribute
+            out = alpha * share_nonneg(x, wp, r, 1.0)
+            if beta:
+                out = out - beta * share_nonneg(x, wn, r, -1.0)
+            return out
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         out = alpha * share(xp, xn, wp, wn, r, 1.0)
         if beta:

@@ -44,16 +44,20 @@ def require_module_activations(model: nn.Module, x: torch.Tensor, method: str) -
         )
 
 
-def require_same_outputs(expected: torch.Tensor, got: torch.Tensor, method: str) -> None:
+def require_same_outputs(
+    expected: torch.Tensor, got: torch.Tensor, method: str, *, why: str | None = None
+) -> None:
     """The modified forward must give the model's own logits (else the rules mislead)."""
     if expected.shape != got.shape or not torch.allclose(
         expected, got, rtol=1e-4, atol=1e-4 * float(expected.abs().max().clamp_min(1.0))
     ):
+        why = why or (
+            "when its activations run out of place; the forward relies on an in-place side "
+            "effect (e.g. `self.relu(x); return x`). Assign the activation's result instead"
+        )
         raise LayerError(
-            f"{method}: the model's outputs change when its activations run out of place "
-            f"(max difference {float((expected - got).abs().max()):.3g}); the forward relies "
-            "on an in-place side effect (e.g. `self.relu(x); return x`). Assign the "
-            "activation's result instead"
+            f"{method}: the model's outputs change (max difference "
+            f"{float((expected - got).abs().max()):.3g}) {why}"
         )
 
 

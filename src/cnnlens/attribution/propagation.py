@@ -77,15 +77,20 @@ class DeepLift(Configured):
         "seed": 0,
         "batch_size": None,
     }
-    uses_logits = True
+    fused_target = True
 
     def attribute(self, inputs, target, logits) -> Explanation:
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
         base = make_baseline(inputs, self.hp["baseline"], self.hp["seed"])
         require_module_activations(self.model, inputs, self.name)
+        probe = inputs[:1].detach()
+        with torch.no_grad():
+            expected = self.model(probe)
+            with modified_activations(self.model, _is_activation):
+                require_same_outputs(expected, self.model(probe), self.name)
 
         def run(lo: int, hi: int):
-            x, x0, t = inputs[lo:hi], base[lo:hi], target[lo:hi]
+            x, x0 = inputs[lo:hi], base[lo:hi]
             n = hi - lo
             both = torch.cat([x, x0]).detach()
             if at is None:
@@ -97,19 +102,16 @@ class DeepLift(Configured):
                     out = self.model(both)
                 a = store["out"]
                 spatial(at, a)
+            t = self.chunk_targets(out[:n], target, lo, hi)
             score = target_scores(out[:n], t)
             (g,) = torch.autograd.grad(score.sum(), a)
             diff = a[:n] - a[n:]
-            return (
-                diff.detach() * g[:n],
-                out[:n].detach(),
-                score.detach() - target_scores(out[n:].detach(), t),
-            )
+            expected = score.detach() - target_scores(out[n:].detach(), t)
+            return diff.detach() * g[:n], t, expected
 
         size = max(1, self.chunk(inputs) // 2)
         with modified_activations(self.model, _is_activation):
-            raw, out, expected = run_chunked(run, len(inputs), size)
-        require_same_outputs(logits, out, self.name)
+            raw, target, expected = run_chunked(run, len(inputs), size)
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         delta = raw.flatten(1).sum(1) - expected
         return self.explanation(maps, target, raw=raw, delta=delta)

@@ -1,0 +1,194 @@
+"""Attribution speed: cnnlens vs Captum on the same model, images and settings.
+
+    python benchmarks/attribution.py [--threads 1] [--repeats 3] [--only grad-cam,lrp]
+
+Model: ResNet-20 (10 classes, random weights with BN statistics set), 32x32,
+the first 16 ``shapes`` test images, targets = class 0..7 fixed per image.
+For every case: cnnlens s/image, Captum s/image (where Captum has the
+method; several Captum settings may be listed, the best is reported), their
+ratio, and cnnlens' multiple of its floor = time / (passes x per-image cost
+of one pass at the best batch size). A pass is forward+backward for
+gradient methods and a forward for forward-only ones (``kind``).
+
+Part 2 adds rows by appending :class:`Case` objects to ``CASES``.
+Numbers taken on a shared CPU are noisy: compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Case:
+    """One benchmark row: a cnnlens call and the equivalent Captum calls."""
+
+    method: str
+    settings: str
+    passes: float  # model passes per image the method needs at least
+    kind: str = "fb"  # "fb" = forward+backward pass, "f" = forward only
+    ours: dict = field(default_factory=dict)  # hyperparameters for cnnlens.explain
+    captum: dict[str, Callable] = field(default_factory=dict)  # label -> fn(model, x, t)
+
+
+def _captum():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import captum.attr as ca
+    return ca
+
+
+def _ig(**kw):
+    return lambda m, x, t: _captum().IntegratedGradients(m).attribute(x, target=t, **kw)
+
+
+def _nt(**kw):
+    ca = _captum()
+    return lambda m, x, t: ca.NoiseTunnel(ca.Saliency(m)).attribute(
+        x, target=t, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, **kw
+    )
+
+
+def _gradcam(m, x, t):
+    ca = _captum()
+    low = ca.LayerGradCam(m, m.layer3).attribute(x, target=t, relu_attributions=True)
+    return ca.LayerAttribution.interpolate(low, x.shape[-2:], "bilinear")
+
+
+CASES: list[Case] = [
+    Case("saliency", "abs grad", 1, captum={"default": lambda m, x, t: _captum().Saliency(m)
+         .attribute(x, target=t)}),
+    Case("input-x-gradient", "", 1, captum={"default": lambda m, x, t: _captum()
+         .InputXGradient(m).attribute(x, target=t)}),
+    Case("integrated-gradients", "steps=50 gausslegendre zeros", 50, ours={"steps": 50},
+         captum={"default": _ig(n_steps=50), "internal_batch_size=50": _ig(
+             n_steps=50, internal_batch_size=50)}),
+    Case("smoothgrad", "saliency, samples=50", 50, ours={"samples": 50},
+         captum={"default": _nt(), "nt_samples_batch_size=50": _nt(nt_samples_batch_size=50)}),
+    Case("guided-backprop", "", 1, captum={"default": lambda m, x, t: _captum()
+         .GuidedBackprop(m).attribute(x, target=t)}),
+    Case("deconvnet", "", 1, captum={"default": lambda m, x, t: _captum()
+         .Deconvolution(m).attribute(x, target=t)}),
+    Case("deeplift", "rescale, zeros", 2, captum={"default": lambda m, x, t: _captum()
+         .DeepLift(m).attribute(x, target=t)}),
+    Case("lrp", "epsilon (all layers)", 1, ours={"rule": "epsilon"}),
+    Case("lrp", "epsilon-plus", 1, ours={"composite": "epsilon-plus"}),
+    Case("grad-cam", "layer3, bilinear", 1, ours={"layer": "layer3"},
+         captum={"default": _gradcam}),
+    Case("grad-cam++", "layer3", 1, ours={"layer": "layer3"}),
+    Case("layer-cam", "layer3", 1, ours={"layer": "layer3"}),
+    Case("cam", "layer3", 1, kind="f", ours={"layer": "layer3"}),
+    Case("score-cam", "layer3 (64 channels)", 64, kind="f", ours={"layer": "layer3"}),
+    Case("guided-grad-cam", "layer3, nearest", 2, ours={"layer": "layer3"},
+         captum={"default": lambda m, x, t: _captum().GuidedGradCam(m, m.layer3)
+                 .attribute(x, target=t)}),
+]  # fmt: skip
+
+
+def setup(n: int = 16):
+    from cnnlens import nets
+    from cnnlens.data import load
+
+    torch.manual_seed(0)
+    model = nets.create("resnet20", num_classes=10)
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.running_mean.uniform_(-0.2, 0.2, generator=gen)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, _ = load("shapes", split="test").tensors(range(n))
+    target = torch.arange(n) % 8
+    return model, x, target
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def pass_cost(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Per-image seconds of one forward(+backward) at the best batch size."""
+    costs = {"fb": float("inf"), "f": float("inf")}
+    for batch in (16, 32, 64, 128, 256):
+        xb = x.repeat((batch + len(x) - 1) // len(x), 1, 1, 1)[:batch].contiguous()
+
+        def fb(xb=xb):
+            v = xb.clone().requires_grad_(True)
+            torch.autograd.grad(model(v)[:, 0].sum(), v)
+
+        def f(xb=xb):
+            with torch.no_grad():
+                model(xb)
+
+        costs["fb"] = min(costs["fb"], best_time(fb, repeats) / batch)
+        costs["f"] = min(costs["f"], best_time(f, repeats) / batch)
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma list of method names")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from cnnlens.attribution import explain
+
+    model, x, target = setup()
+    n = len(x)
+    cost = pass_cost(model, x, args.repeats)
+    print(
+        f"ResNet-20 32x32, {n} images, {args.threads} thread(s); per-image pass cost: "
+        f"fwd+bwd {cost['fb'] * 1e3:.3f} ms, fwd {cost['f'] * 1e3:.3f} ms"
+    )
+    only = {s for s in args.only.split(",") if s}
+    header = (
+        f"| {'method':20s} | {'settings':30s} | cnnlens s/img | Captum s/img (best setting) "
+        "| ratio | x floor |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for case in CASES:
+        if only and case.method not in only:
+            continue
+        ours = (
+            best_time(
+                lambda case=case: explain(model, x, case.method, target=target, **case.ours),
+                args.repeats,
+            )
+            / n
+        )
+        best_label, theirs = "-", None
+        for label, fn in case.captum.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = best_time(lambda fn=fn: fn(model, x, target), args.repeats) / n
+            if theirs is None or t < theirs:
+                best_label, theirs = label, t
+        floor = case.passes * cost[case.kind]
+        theirs_s = f"{theirs:.5f} ({best_label})" if theirs is not None else "-"
+        ratio = f"{ours / theirs:.2f}" if theirs is not None else "-"
+        print(
+            f"| {case.method:20s} | {case.settings:30s} | {ours:13.5f} | {theirs_s:27s} "
+            f"| {ratio:5s} | {ours / floor:7.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
