@@ -33,12 +33,11 @@ from .common import (
     to_input_size,
 )
 from .modified_backward import (
+    check_rule_model,
     deconv_relu,
     guided_relu,
     modified_activations,
     relu_modules,
-    require_module_activations,
-    require_same_outputs,
 )
 
 
@@ -130,13 +129,7 @@ class _ReluRuleMethod(GradientMethod):
     rule = staticmethod(guided_relu)
 
     def context(self, inputs):
-        require_module_activations(self.model, inputs, self.name)
-        probe = inputs[:1].detach()
-        with torch.no_grad():
-            expected = self.model(probe)
-            with modified_activations(self.model, relu_modules(self.rule)):
-                got = self.model(probe)
-        require_same_outputs(expected, got, self.name)
+        check_rule_model(self.model, inputs, self.name, relu_modules(self.rule))
         return modified_activations(self.model, relu_modules(self.rule))
 
 

@@ -33,6 +33,7 @@ convolution) or module types (``nn.Conv2d``, ``nn.Linear``) to rule names.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, ClassVar
 
 import torch
@@ -58,7 +59,9 @@ from .lrp_rules import (
     parse_rule,
     zbox_relevance,
 )
-from .modified_backward import require_same_outputs
+from .modified_backward import require_same_outputs, structure_key
+
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 COMPOSITES: dict[str, dict[Any, str]] = {
     "epsilon": {nn.Conv2d: "epsilon", nn.Linear: "epsilon"},
@@ -257,8 +260,16 @@ class LRP(Configured):
                     "Conv2d / Linear / BatchNorm / pooling); use a gradient method"
                 )
 
-    def attribute(self, inputs, target, logits) -> Explanation:
-        at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
+    def _folded(self, inputs: torch.Tensor) -> tuple[nn.Module, str]:
+        """The BN-folded copy and its first convolution, cached per model.
+
+        The cache entry is dropped with the model and rebuilt whenever a module,
+        parameter or buffer of the model changes (:func:`structure_key`).
+        """
+        key = structure_key(self.model, inputs)
+        cached = _FOLDED.get(self.model)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
         model = fold_batchnorm(self.model, inputs[:1])
         for p in model.parameters():
             p.requires_grad_(False)
@@ -272,6 +283,12 @@ class LRP(Configured):
                 "convolution's output is used elsewhere too. Use a gradient method",
             )
         first = _first_conv(model, inputs[:1])
+        _FOLDED[self.model] = (key, model, first)
+        return model, first
+
+    def attribute(self, inputs, target, logits) -> Explanation:
+        at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
+        model, first = self._folded(inputs)
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
         watch = _Watch(float(self.hp["epsilon"]))

@@ -21,6 +21,7 @@ as found. Per call-site correctness:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
@@ -31,6 +32,37 @@ from ..hooks import HookSet
 from ..nets.checks import activation_report
 
 Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
+    """What a probe result depends on: the module tree, the parameters' versions, the input."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return (
+        tuple(id(m) for m in model.modules()),
+        tuple((id(t), t._version) for t in tensors),
+        tuple(x.shape[1:]),
+        x.dtype,
+        str(x.device),
+    )
+
+
+def check_rule_model(model: nn.Module, x: torch.Tensor, method: str, select: Callable) -> None:
+    """Both checks below on a one-image probe; a passing result is cached per model
+    (keyed by :func:`structure_key`, so any change to modules or weights re-checks)."""
+    key = structure_key(model, x)
+    if _CHECKED.get(model, {}).get(method) == key:
+        return
+    require_module_activations(model, x, method)
+    probe = x[:1].detach()
+    with torch.no_grad():
+        expected = model(probe)
+        with modified_activations(model, select):
+            got = model(probe)
+    require_same_outputs(expected, got, method)
+    _CHECKED.setdefault(model, {})[method] = key
 
 
 def require_module_activations(model: nn.Module, x: torch.Tensor, method: str) -> None:

@@ -22,11 +22,7 @@ from ..types import Explanation
 from . import register
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .gradient import make_baseline
-from .modified_backward import (
-    modified_activations,
-    require_module_activations,
-    require_same_outputs,
-)
+from .modified_backward import check_rule_model, modified_activations
 
 EPS = 1e-10
 
@@ -82,12 +78,7 @@ class DeepLift(Configured):
     def attribute(self, inputs, target, logits) -> Explanation:
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
         base = make_baseline(inputs, self.hp["baseline"], self.hp["seed"])
-        require_module_activations(self.model, inputs, self.name)
-        probe = inputs[:1].detach()
-        with torch.no_grad():
-            expected = self.model(probe)
-            with modified_activations(self.model, _is_activation):
-                require_same_outputs(expected, self.model(probe), self.name)
+        check_rule_model(self.model, inputs, self.name, _is_activation)
 
         def run(lo: int, hi: int):
             x, x0 = inputs[lo:hi], base[lo:hi]
