@@ -1,0 +1,142 @@
+"""``cnnlens explain``: attribution maps for test images of a saved model.
+
+    cnnlens explain --model runs/x --data shapes --index 0:16 \\
+        --method grad-cam,integrated-gradients --out runs/x/explain
+
+Writes ``maps.npz`` (per method ``<method>`` maps ``[N,H,W]`` and
+``<method>.target``; plus ``indices``, ``labels``, ``predicted``),
+``grid.png`` (images x methods) and ``explain.json`` (settings and timings).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from ..errors import InputError
+
+
+def parse_index(spec: str, total: int) -> list[int]:
+    """``"0:16"``, ``"3"``, ``"1,5,9"`` or ``"0:100:10"`` -> indices within ``[0, total)``."""
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if ":" in part:
+                bits = [int(b) if b else None for b in part.split(":")]
+                out.extend(range(total)[slice(*bits)])
+            elif part:
+                out.append(int(part))
+    except ValueError as exc:
+        raise InputError(f"--index must look like 0:16 or 1,5,9, got {spec!r}") from exc
+    bad = [i for i in out if not 0 <= i < total]
+    if bad or not out:
+        raise InputError(
+            f"--index {spec!r} selects no image or images outside [0, {total}): {bad[:5]}"
+        )
+    return out
+
+
+def parse_params(items: list[str]) -> dict[str, object]:
+    """``key=value`` strings -> dict; values parsed as int, float, bool or kept as text."""
+    params: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param must be key=value (e.g. steps=32), got {item!r}")
+        value: object = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        if raw in ("true", "false", "none"):
+            value = {"true": True, "false": False, "none": None}[raw]
+        params[key.strip()] = value
+    return params
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def explain(
+        model: Path = typer.Option(..., help="saved model folder or run folder with model/"),
+        data: str = typer.Option("shapes", help="data set (test split is used)"),
+        index: str = typer.Option("0:16", help="test images: 0:16, 1,5,9, ..."),
+        method: str = typer.Option("grad-cam", help="comma list of methods (cnnlens methods)"),
+        target: int = typer.Option(-1, help="class to explain; -1 = the predicted class"),
+        param: list[str] = typer.Option(  # noqa: B008
+            [], help="hyperparameter key=value for every method that has it (repeatable)"
+        ),
+        out: Path = typer.Option(..., help="output folder"),
+        device: str = typer.Option(None, help="cpu, cuda, ... (default: where it loads)"),
+    ) -> None:
+        """Explain test images of a saved model with one or more attribution methods."""
+        import numpy as np
+        import torch
+
+        from .. import attribution
+        from ..data import load
+        from ..io import atomic_path, write_bytes, write_json
+        from ..report.figures import to_png
+        from ..report.sections.explanations import explanation_grid
+        from ..workflows import open_model
+
+        names = [m.strip() for m in method.split(",") if m.strip()]
+        for name in names:
+            attribution.get(name)  # unknown names fail before any work
+        net = open_model(model, device=device)
+        dataset = load(data, split="test")
+        indices = parse_index(index, len(dataset))
+        x, labels = dataset.tensors(indices)
+        dev = next(net.parameters()).device
+        x = x.to(dev)
+        hp = parse_params(param)
+        with torch.no_grad():
+            net.eval()
+            probs = net(x).softmax(1)
+        predicted = probs.argmax(1)
+        goal = predicted if target < 0 else torch.full_like(predicted, target)
+        arrays: dict[str, np.ndarray] = {
+            "indices": np.asarray(indices),
+            "labels": labels.cpu().numpy(),
+            "predicted": predicted.cpu().numpy(),
+        }
+        columns, timings = {}, {}
+        for name in names:
+            cls = attribution.get(name)
+            accepted = getattr(cls, "defaults", None)
+            kwargs = {k: v for k, v in hp.items() if accepted is None or k in accepted}
+            start = time.perf_counter()
+            e = attribution.explain(net, x, name, target=goal, **kwargs)
+            timings[name] = time.perf_counter() - start
+            arrays[name] = e.numpy()
+            arrays[f"{name}.target"] = e.target.cpu().numpy()
+            columns[name] = e.maps.cpu()
+            typer.echo(f"{name}: {len(x)} images in {timings[name]:.2f} s")
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "maps.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+        classes = dataset.classes
+        titles = [
+            f"#{i} {classes[int(p)]} {float(probs[k, p]):.2f}"
+            for k, (i, p) in enumerate(zip(indices, predicted, strict=True))
+        ]
+        fig = explanation_grid(dataset.raw_batch(indices), columns, titles)
+        write_bytes(out / "grid.png", to_png(fig))
+        write_json(
+            out / "explain.json",
+            {
+                "model": str(model),
+                "data": data,
+                "indices": indices,
+                "methods": names,
+                "params": {k: repr(v) for k, v in hp.items()},
+                "target": "predicted" if target < 0 else target,
+                "seconds": timings,
+            },
+        )
+        typer.echo(f"maps in {out / 'maps.npz'}, grid in {out / 'grid.png'}")

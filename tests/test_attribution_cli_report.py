@@ -1,0 +1,90 @@
+"""``cnnlens explain`` and the report's "Explanations" section."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlens import checkpoint, nets
+from cnnlens.attribution import methods
+from cnnlens.cli import main
+from cnnlens.commands.explain import parse_index, parse_params
+from cnnlens.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, shapes_test):
+    torch.manual_seed(0)
+    model = nets.create("resnet8", num_classes=len(shapes_test.classes))
+    folder = tmp_path_factory.mktemp("explain-model") / "model"
+    checkpoint.save(
+        model, folder, classes=shapes_test.classes, mean=shapes_test.mean, std=shapes_test.std
+    )
+    return folder, model.eval()
+
+
+def test_explain_command_writes_maps_and_grid(saved, tmp_path):
+    folder, _model = saved
+    out = tmp_path / "explain"
+    code = main(
+        ["explain", "--model", str(folder), "--data", "shapes", "--index", "0:4",
+         "--method", "grad-cam,integrated-gradients", "--param", "steps=8", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    maps = np.load(out / "maps.npz")
+    assert maps["grad-cam"].shape == (4, 32, 32)
+    assert maps["integrated-gradients"].shape == (4, 32, 32)
+    assert list(maps["indices"]) == [0, 1, 2, 3]
+    assert (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    info = json.loads((out / "explain.json").read_text())
+    assert info["methods"] == ["grad-cam", "integrated-gradients"]
+
+
+def test_explain_command_errors(saved, tmp_path, capsys):
+    folder, _model = saved
+    args = ["explain", "--model", str(folder), "--out", str(tmp_path)]
+    assert main([*args, "--method", "grad-kam"]) == 2
+    assert "grad-cam" in capsys.readouterr().err
+    assert main([*args, "--index", "0:2", "--target", "99"]) == 2
+    assert "target" in capsys.readouterr().err
+    assert main([*args, "--index", "99999"]) == 2
+
+
+def test_parsers():
+    assert parse_index("0:3,7", 10) == [0, 1, 2, 7]
+    assert parse_index("0:10:4", 10) == [0, 4, 8]
+    with pytest.raises(InputError):
+        parse_index("a:b", 10)
+    assert parse_params(["steps=8", "noise=0.1", "baseline=blur"]) == {
+        "steps": 8,
+        "noise": 0.1,
+        "baseline": "blur",
+    }
+    with pytest.raises(InputError):
+        parse_params(["steps"])
+
+
+def test_explanations_section(saved, shapes_test, tmp_path):
+    from cnnlens.report import ReportContext
+    from cnnlens.report.sections.explanations import KNOWN_PASSES, explanations
+
+    _folder, model = saved
+    test = shapes_test.subset(range(8))
+    mine = sorted(KNOWN_PASSES)
+    options = {"explain_budget_s": 1e6, "explain_methods": mine}
+    ctx = ReportContext(model=model, train=None, test=test, out=tmp_path, options=options)
+    page = explanations(ctx)
+    assert "<img" in page
+    for name in mine:
+        assert f"<td>{name}</td><td>shown</td>" in page, name
+    # with no time left every registered method is still listed, none is run
+    ctx = ReportContext(
+        model=model, train=None, test=test, out=tmp_path, options={"explain_budget_s": 0.0}
+    )
+    page = explanations(ctx)
+    for name in methods():
+        assert f"<td>{name}</td>" in page
+    assert "<td>shown</td>" not in page.replace("<td>saliency</td><td>shown</td>", "")
