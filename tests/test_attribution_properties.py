@@ -337,3 +337,13 @@ def test_explanation_displays_in_jupyter(resnet):
     model, x = resnet
     png = explain(model, x[:2], "grad-cam")._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", ["integrated-gradients", "smoothgrad", "score-cam", "deeplift"])
+def test_chunking_does_not_change_results(resnet, name):
+    """Chunks that split an image's steps/samples/channels give the same maps."""
+    model, x = resnet
+    kw = FAST.get(name, {})
+    whole = explain(model, x, name, target=1, **kw).maps
+    split = explain(model, x, name, target=1, batch_size=3, **kw).maps
+    assert torch.allclose(whole, split, rtol=1e-4, atol=1e-5 * float(whole.abs().max()))

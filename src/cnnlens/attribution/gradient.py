@@ -272,8 +272,9 @@ class IntegratedGradients(GradientMethod):
             spatial(at, end_pt)
         delta = end_pt - start_pt
         total = torch.zeros_like(end_pt)
-        per_image = max(1, self.chunk(inputs) // steps) if hp["batch_size"] is None else None
-        size = per_image * steps if per_image is not None else self.chunk(inputs)
+        size = self.chunk(inputs)
+        if hp["batch_size"] is None and size >= steps:
+            size -= size % steps  # whole images per chunk when they fit
 
         def run(lo: int, hi: int) -> torch.Tensor:
             idx = torch.arange(lo, hi, device=inputs.device)
