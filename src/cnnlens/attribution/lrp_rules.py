@@ -32,8 +32,10 @@ from ..errors import InputError, LayerError
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``z + eps * sign(z)`` with ``sign(0) = 1``."""
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    """``z + eps * sign(z)`` with ``sign(0) = 1`` (``copysign``: one fused op)."""
+    if eps == 0:
+        return z
+    return z + torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), z)
 
 
 class TimesInput(torch.autograd.Function):
@@ -99,14 +101,15 @@ class ProportionalAdd(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
-        ctx.save_for_backward(a, b)
+        out = a + b
+        ctx.save_for_backward(a, b, out.detach().clone())
         ctx.eps = eps
-        return a + b
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        a, b = ctx.saved_tensors
-        s = grad / stabilize(a + b, ctx.eps)
+        a, b, out = ctx.saved_tensors
+        s = grad / stabilize(out, ctx.eps)
         ra = (a * s).sum_to_size(a.shape)
         rb = (b * s).sum_to_size(b.shape)
         return ra, rb, None
