@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..batching import run_chunked
 from ..errors import LayerError
-from ..layers import final_linear, penultimate_features
+from ..hooks import HookSet
+from ..layers import final_linear
 from ..types import Explanation
 from . import register
 from .common import (
@@ -138,11 +139,13 @@ class CAM(CamMethod):
     def attribute(self, inputs, target, logits) -> Explanation:
         layer = self.layer_name(inputs)
         _, head = final_linear(self.model, inputs[:1])
-        with stored_layer(self.model, layer) as store, torch.no_grad():
+        seen: dict[str, torch.Tensor] = {}
+        with stored_layer(self.model, layer) as store, HookSet() as hooks, torch.no_grad():
+            hooks.forward_pre(head, lambda _m, inp: seen.__setitem__("pooled", inp[0]))
             self.model(inputs[:1])
         a = store["out"].detach()
         spatial(layer, a)
-        pooled = penultimate_features(self.model, inputs[:1])
+        pooled = seen["pooled"].flatten(1)
         if a.shape[1] != head.in_features or not torch.allclose(
             a.mean((2, 3)), pooled, rtol=1e-4, atol=1e-5
         ):
