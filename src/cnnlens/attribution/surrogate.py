@@ -1,0 +1,188 @@
+"""Surrogate-model attributions on segments: LIME and Kernel SHAP (survey 001).
+
+Both sample coalitions of segments (:mod:`.segments`), evaluate the model on
+every image x coalition in chunks (:mod:`cnnlens.batching`), and fit one linear
+model per image in torch, batched over images:
+
+- LIME (Ribeiro et al. 2016): coalitions kept with probability 1/2, weights
+  ``sqrt(exp(-d^2 / width^2))`` with ``d`` the cosine distance between the
+  coalition and the all-ones vector (the ``lime`` package's image kernel),
+  weighted ridge with an unpenalised intercept (``alpha`` 1, as ``lime``).
+- Kernel SHAP (Lundberg & Lee 2017): coalitions with the Shapley kernel (size
+  drawn with ``P(k) ~ (M-1)/(k(M-k))``, then a uniform subset), the empty and
+  full coalitions as exact constraints, i.e. weighted least squares with
+  ``phi_0 = f(baseline)`` and ``sum phi = f(x) - f(baseline)`` (efficiency).
+  When ``n_samples >= 2^M - 2`` every coalition is enumerated with its exact
+  kernel weight, which gives the exact Shapley values of the segment game.
+
+Scores are the target logits (as Captum with a logit model).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..batching import chunk_size, run_chunked
+from ..errors import InputError
+from ..types import Explanation
+from . import register
+from ._perturb import baseline_like, generator, positive_float, positive_int, target_scores
+from .base import Method
+from .segments import all_coalitions, apply_coalitions, sample_coalitions, segment
+
+_COMMON = {"n_samples", "segments", "baseline", "seed", "batch_size"}
+
+
+def _solve_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def weighted_ridge(
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, valid: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image weighted ridge with an unpenalised intercept (sklearn ``Ridge``'s solution).
+
+    ``x [N,S,M]``, ``y [N,S]``, ``w [N,S]``, ``valid [N,M]``; returns ``coef [N,M]``
+    (0 on padded features) and ``intercept [N]``.
+    """
+    dt = _solve_dtype(x.device)
+    x, y, w = x.to(dt) * valid[:, None].to(dt), y.to(dt), w.to(dt)
+    wsum = w.sum(1, keepdim=True).clamp_min(1e-300)
+    x_mean = (w[:, :, None] * x).sum(1) / wsum
+    y_mean = (w * y).sum(1, keepdim=True) / wsum
+    xc, yc = x - x_mean[:, None], y - y_mean
+    gram = xc.transpose(1, 2) @ (w[:, :, None] * xc)
+    # padded features get a unit diagonal so they solve to 0 even with alpha = 0
+    diag = torch.where(
+        valid, torch.full_like(valid, alpha, dtype=dt), torch.ones_like(valid, dtype=dt)
+    )
+    gram = gram + torch.diag_embed(diag)
+    rhs = (xc.transpose(1, 2) @ (w * yc)[:, :, None])[:, :, 0]
+    coef = torch.linalg.solve(gram, rhs)
+    intercept = y_mean[:, 0] - (x_mean * coef).sum(1)
+    return coef.float(), intercept.float()
+
+
+def constrained_shapley_regression(
+    z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, valid: torch.Tensor, total: torch.Tensor
+) -> torch.Tensor:
+    """Kernel SHAP's weighted least squares with ``sum phi = total`` and no intercept.
+
+    ``y`` are scores minus ``f(baseline)``. The constraint is eliminated with
+    the last valid feature ``l``: ``phi_l = total - sum_{j != l} phi_j``
+    (Lundberg & Lee 2017; the ``shap`` package's solver). Returns ``[N, M]``.
+    """
+    dt = _solve_dtype(z.device)
+    n, _s, m = z.shape
+    last = valid.sum(1) - 1
+    z, y, w, total = z.to(dt), y.to(dt), w.to(dt), total.to(dt)
+    z_last = z.gather(2, last[:, None, None].expand(-1, z.shape[1], 1))
+    free = valid.clone()
+    free[torch.arange(n, device=z.device), last] = False
+    x = (z - z_last) * free[:, None].to(dt)
+    target = y - z_last[:, :, 0] * total[:, None]
+    gram = x.transpose(1, 2) @ (w[:, :, None] * x)
+    gram = gram + torch.diag_embed((~free).to(dt))
+    rhs = (x.transpose(1, 2) @ (w * target)[:, :, None])[:, :, 0]
+    phi = torch.linalg.solve(gram, rhs) * free.to(dt)
+    phi[torch.arange(n, device=z.device), last] = total - phi.sum(1)
+    return phi.float()
+
+
+def shapley_kernel_weights(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(M-1) / (C(M,k) k (M-k))`` per coalition ``[N,S]`` (0 for empty or full)."""
+    m = valid.sum(1, keepdim=True).to(torch.float64)
+    k = (z * valid[:, None]).sum(2).to(torch.float64)
+    log_binom = torch.lgamma(m + 1) - torch.lgamma(k + 1) - torch.lgamma(m - k + 1)
+    inside = (k >= 1) & (k <= m - 1)
+    weight = torch.exp(-log_binom) * (m - 1) / (k * (m - k)).clamp_min(1e-12)
+    return torch.where(inside, weight, torch.zeros_like(weight))
+
+
+class _SegmentSurrogate(Method):
+    """Shared pipeline: segment, draw coalitions, evaluate them batched, fit, paint."""
+
+    extra_params: frozenset[str] = frozenset()
+    default_samples = 1000
+
+    def attribute(
+        self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
+    ) -> Explanation:
+        p = self.params
+        unknown = set(p) - _COMMON - self.extra_params
+        if unknown:
+            raise InputError(f"{self.name} got unknown hyperparameters {sorted(unknown)}")
+        n_samples = positive_int("n_samples", p.get("n_samples", self.default_samples))
+        labels, valid = segment(inputs, p.get("segments", "slic"))
+        base = baseline_like(p.get("baseline", 0.0), inputs)
+        g = generator(inputs.device, p.get("seed", 0))
+        z, w = self.coalitions(valid, n_samples, g)
+        n, s = z.shape[0], z.shape[1]
+
+        def coalition_scores(start: int, stop: int) -> torch.Tensor:
+            item = torch.arange(start, stop, device=inputs.device)
+            img = item // s
+            x = apply_coalitions(inputs, base, labels, img, z[img, item % s])
+            return target_scores(self.model, x, target[img])
+
+        size = chunk_size(self.model, inputs, backward=False, batch_size=p.get("batch_size"))
+        scores = run_chunked(coalition_scores, n * s, size, desc=self.name).view(n, s)
+        full = logits.gather(1, target[:, None])[:, 0]
+        coef, extras = self.fit(z, scores, w, valid, full, inputs, base, target)
+        maps = coef.gather(1, labels.view(n, -1)).view(n, 1, *labels.shape[1:])
+        raw = maps.expand(-1, inputs.shape[1], -1, -1).contiguous()
+        return self.explanation(maps, target, raw=raw, coefficients=coef, segments=labels, **extras)
+
+    def coalitions(
+        self, valid: torch.Tensor, n_samples: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def fit(self, z, scores, w, valid, full, inputs, base, target):
+        raise NotImplementedError
+
+
+@register
+class Lime(_SegmentSurrogate):
+    """LIME on segments: ``n_samples`` (1000), ``segments`` ("slic"), ``baseline`` (0),
+    ``kernel_width`` (0.25), ``alpha`` (ridge penalty, 1.0), ``seed``, ``batch_size``."""
+
+    name = "lime"
+    description = "LIME: weighted ridge surrogate on superpixel coalitions"
+    extra_params = frozenset({"kernel_width", "alpha"})
+
+    def coalitions(self, valid, n_samples, g):
+        z = sample_coalitions(valid, n_samples, g, shapley=False)
+        width = positive_float("kernel_width", self.params.get("kernel_width", 0.25))
+        kept = z.sum(2)
+        distance = 1 - torch.sqrt(kept / valid.sum(1, keepdim=True).float())
+        return z, torch.sqrt(torch.exp(-(distance**2) / width**2))
+
+    def fit(self, z, scores, w, valid, full, inputs, base, target):
+        alpha = positive_float("alpha", self.params.get("alpha", 1.0), allow_zero=True)
+        coef, intercept = weighted_ridge(z, scores, w, valid, alpha)
+        return coef, {"intercept": intercept, "weights": w}
+
+
+@register
+class KernelShap(_SegmentSurrogate):
+    """Kernel SHAP on segments: ``n_samples`` (1000; all coalitions when
+    ``2^M - 2 <= n_samples``), ``segments`` ("slic"), ``baseline`` (0), ``seed``,
+    ``batch_size``. Attributions sum to ``f(x) - f(baseline)`` per image."""
+
+    name = "kernel-shap"
+    description = "Kernel SHAP: Shapley-kernel regression on superpixel coalitions"
+
+    def coalitions(self, valid, n_samples, g):
+        m_max = valid.shape[1]
+        if m_max < 31 and 2**m_max - 2 <= n_samples:
+            z = all_coalitions(m_max, valid.device)[None].expand(valid.shape[0], -1, -1)
+            z = z * valid[:, None]
+            return z, shapley_kernel_weights(z, valid)
+        z = sample_coalitions(valid, n_samples, g, shapley=True)
+        return z, torch.ones(z.shape[:2], device=z.device)
+
+    def fit(self, z, scores, w, valid, full, inputs, base, target):
+        empty = target_scores(self.model, base.contiguous(), target)
+        phi = constrained_shapley_regression(z, scores - empty[:, None], w, valid, full - empty)
+        return phi, {"base_value": empty}
