@@ -1,0 +1,47 @@
+"""Model-level analyses: studies of what a trained network does, not of one prediction.
+
+Each analysis follows the scikit-learn estimator style: a plain object with
+keyword hyperparameters, ``fit(model, data)`` returning ``self``, and learned
+attributes ending in ``_``.
+
+Paper 002 ("Decomposing the Deep"): :class:`InfluentialFeatures` (Algorithm
+1), :class:`DecomposedHead` and :func:`decompose` (the decomposed final
+layer), with :func:`relative_accuracy` / :func:`sweep` (r_A, Figure 3),
+:func:`retrain`, :func:`noise_ablation` (Table 8), :func:`energy_table`
+(Table 7 made measurable), :func:`jaccard_matrix` (disentanglement) and
+:func:`depth_study` (Figure 4).
+"""
+
+from .ablation import noise_ablation
+from .decomposed import DecomposedHead, decompose, head_macs
+from .features import Features, collect_features
+from .influential import InfluentialFeatures
+from .maps import energy_table, in_mask_energy, influential_maps
+from .overlap import jaccard_matrix, mean_overlap
+from .pipeline import run_decompose
+from .relative import relative_accuracy, sweep, sweep_grid
+from .retrain import retrain, retrain_config
+from .study import DEPTHS, depth_study
+
+__all__ = [
+    "DEPTHS",
+    "DecomposedHead",
+    "Features",
+    "InfluentialFeatures",
+    "collect_features",
+    "decompose",
+    "depth_study",
+    "energy_table",
+    "head_macs",
+    "in_mask_energy",
+    "influential_maps",
+    "jaccard_matrix",
+    "mean_overlap",
+    "noise_ablation",
+    "relative_accuracy",
+    "retrain",
+    "run_decompose",
+    "retrain_config",
+    "sweep",
+    "sweep_grid",
+]

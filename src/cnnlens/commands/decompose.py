@@ -1,0 +1,117 @@
+"""``cnnlens decompose`` and ``cnnlens decompose-depth``: paper 002 from the shell.
+
+``decompose`` finds a saved model's class-specific influential features,
+scores the decomposed final layer (r_A, k1/k2 sweep, noise ablation, in-mask
+energy, class overlap, optional retraining) and writes JSON, CSV, markdown
+and PNG files. ``decompose-depth`` trains (or reuses) ResNets of several
+depths and plots r_A against depth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _ints(text: str, what: str) -> list[int]:
+    from ..errors import InputError
+
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be a comma list of integers, got {text!r}") from None
+    if not values:
+        raise InputError(f"{what} must name at least one integer, got {text!r}")
+    return values
+
+
+def _save_rows(out: Path, stem: str, rows: list[dict]) -> None:
+    from ..analysis.tables import to_csv, to_markdown
+    from ..io import write_json, write_text
+
+    write_json(out / f"{stem}.json", rows)
+    write_text(out / f"{stem}.csv", to_csv(rows))
+    write_text(out / f"{stem}.md", to_markdown(rows))
+
+
+def _save_fig(path: Path, fig) -> None:
+    from ..io import write_bytes
+    from ..report.figures import to_png
+
+    write_bytes(path, to_png(fig))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def decompose(
+        model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
+        data: str = typer.Option("shapes", help="data set the model was trained on"),
+        k1: int = typer.Option(5, help="top features kept per image"),
+        k2: int = typer.Option(5, help="influential features kept per class (k2 <= k1)"),
+        by: str = typer.Option("label", help="group training images by 'label' or 'predicted'"),
+        sweep_k: str = typer.Option("1,2,3,5,8,10,15,20", help="k values of the k1/k2 sweep"),
+        seeds: int = typer.Option(3, min=1, help="noise-ablation seeds"),
+        retrain: int = typer.Option(0, min=0, help="epochs of retraining the decomposed head"),
+        retrain_whole: bool = typer.Option(False, help="retrain the whole network, not the head"),
+        out: Path = typer.Option(None, help="output folder (default MODEL/decompose)"),
+    ) -> None:
+        """Find class-specific influential features and decompose the final layer (paper 002)."""
+        from ..analysis import run_decompose
+        from ..workflows import open_model
+
+        net = open_model(model)
+        out = out or (model / "decompose")
+        summary = run_decompose(
+            net,
+            data=data,
+            out=out,
+            k1=k1,
+            k2=k2,
+            by=by,
+            sweep_k=_ints(sweep_k, "--sweep-k"),
+            seeds=seeds,
+            retrain_epochs=retrain,
+            retrain_whole=retrain_whole,
+        )
+        r = summary["relative"]
+        typer.echo(
+            f"A_f {100 * r['A_f']:.2f} %  A_d {100 * r['A_d']:.2f} %  r_A {r['r_A']:.4f}  "
+            f"(final layer {r['macs_full']} -> {r['macs_decomposed']} MACs)"
+        )
+        typer.echo(f"results written to {out}")
+
+    @app.command("decompose-depth")
+    def decompose_depth(
+        data: str = typer.Option("shapes", help="data set to train on"),
+        depths: str = typer.Option("8,14,20,32,44,56", help="ResNet depths"),
+        epochs: int = typer.Option(8, min=1, help="training epochs (demo recipe otherwise)"),
+        n: int = typer.Option(0, min=0, help="training images (0: the whole split)"),
+        ratio: float = typer.Option(5 / 64, help="k1 = k2 = round(ratio x m)"),
+        seed: int = typer.Option(0),
+        out: Path = typer.Option(Path("runs/depth"), help="run folder; trained nets are reused"),
+    ) -> None:
+        """Train (or reuse) ResNets of several depths and plot r_A against depth (paper 002)."""
+        import dataclasses
+
+        from ..analysis import depth_study
+        from ..analysis.plots import depth_plot
+        from ..workflows import DEMO_CONFIG
+
+        config = dataclasses.replace(DEMO_CONFIG, epochs=epochs, seed=seed)
+        rows = depth_study(
+            out=out,
+            config=config,
+            data=data,
+            depths=_ints(depths, "--depths"),
+            data_options={"n": n} if n else None,
+            ratio=ratio,
+        )
+        _save_rows(out, "depth", rows)
+        _save_fig(out / "depth.png", depth_plot(rows))
+        for row in rows:
+            typer.echo(
+                f"ResNet-{row['depth']:<3d} A_f {100 * row['A_f']:.2f} %  "
+                f"A_d {100 * row['A_d']:.2f} %  r_A {row['r_A']:.4f}"
+            )
+        typer.echo(f"results written to {out}")
