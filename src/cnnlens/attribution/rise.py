@@ -5,8 +5,8 @@ Masks: a binary ``s x s`` grid with keep-probability ``p1``, bilinearly
 upsampled to ``(s+1) * cell`` (``cell = ceil(H / s)``) and cropped at a random
 shift in ``[0, cell)``. Saliency of class ``k``: ``sum_j P_k(x * M_j) M_j /
 (N p1)`` with ``P`` the softmax probabilities. Grids and shifts are drawn once
-(seeded, on the device); each chunk of images x masks upsamples its own masks,
-so no ``[n_masks, H, W]`` tensor is ever held. Every class comes from the same
+(seeded, on the device); each chunk of masks x images upsamples its own few
+masks once, so no ``[n_masks, H, W]`` tensor is ever held. Every class comes from the same
 passes (``all_classes=True`` keeps them in ``extras``).
 """
 
@@ -81,9 +81,12 @@ class Rise(Method):
         saliency = torch.zeros(n, k if all_classes else 1, h * w, device=device)
 
         def accumulate(start: int, stop: int) -> torch.Tensor:
+            # mask-major order: a chunk upsamples each of its few masks once for all images
             item = torch.arange(start, stop, device=device)
-            img, j = item // n_masks, item % n_masks
-            masks = rise_masks(grids[j], shifts[j], (h, w), cell)
+            j, img = item // n, item % n
+            first, last = start // n, (stop - 1) // n
+            unique = rise_masks(grids[first : last + 1], shifts[first : last + 1], (h, w), cell)
+            masks = unique[j - first]
             with torch.no_grad():
                 probs = torch.softmax(self.model(inputs[img] * masks), dim=1)
             weights = probs if all_classes else probs.gather(1, target[img, None])
