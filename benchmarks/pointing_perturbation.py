@@ -20,11 +20,11 @@ import torch
 
 SETTINGS = {
     "occlusion": {"window": 4, "stride": 2},
-    "rise": {"n_masks": 2000, "s": 8},
-    "lime": {"n_samples": 500},
-    "kernel-shap": {"n_samples": 500},
-    "extremal-perturbation": {"iterations": 300},
-    "meaningful-perturbation": {"iterations": 200},
+    "rise": {"n_masks": 500, "s": 8},
+    "lime": {"n_samples": 200},
+    "kernel-shap": {"n_samples": 200},
+    "extremal-perturbation": {"iterations": 100},
+    "meaningful-perturbation": {"iterations": 100},
     "iba": {"layer": "layer2"},
 }
 
