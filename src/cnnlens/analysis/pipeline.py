@@ -63,10 +63,10 @@ def run_decompose(
     """
     out = Path(out)
     t0 = time.perf_counter()
-    train = load_data(data, split="train")
-    test = load_data(data, split="test")
     est = InfluentialFeatures(k1=k1, k2=k2, by=by)
     est._check_params()
+    train = load_data(data, split="train")
+    test = load_data(data, split="test")
     train_feats = collect_features(model, train, batch_size=batch_size, desc="features (train)")
     test_feats = collect_features(model, test, batch_size=batch_size, desc="features (test)")
     est.fit(model, train, features=train_feats)
