@@ -19,6 +19,7 @@ from .. import ReportContext, section, table_html
 from ..figures import _as_hwc, figure_html, plt
 
 BUDGET_S = 30.0
+QUICK_BUDGET_S = 8.0  # the quick demo (options["quick"])
 IMAGES = 8
 
 
@@ -72,7 +73,7 @@ def _order(names: list[str]) -> list[str]:
 
 @section("explanations", "Explanations", order=40)
 def explanations(ctx: ReportContext) -> str:
-    """Options: ``explain_budget_s`` (default 30), ``explain_methods`` (names to try)."""
+    """Options: ``explain_budget_s`` (default 30, 8 when ``quick``), ``explain_methods``."""
     from ...attribution import explain, methods
 
     n = min(IMAGES, len(ctx.test))
@@ -83,7 +84,8 @@ def explanations(ctx: ReportContext) -> str:
     probs = logits.softmax(1)
     pred = probs.argmax(1).to(device)
     classes = ctx.test.classes
-    budget = float(ctx.options.get("explain_budget_s", BUDGET_S))
+    default_budget = QUICK_BUDGET_S if ctx.options.get("quick") else BUDGET_S
+    budget = float(ctx.options.get("explain_budget_s", default_budget))
     registered = methods()
     wanted = ctx.options.get("explain_methods") or list(registered)
     start = time.perf_counter()
