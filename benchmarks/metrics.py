@@ -1,0 +1,116 @@
+"""cnnlens metrics vs Quantus 0.6: same model, images, maps and settings, one run.
+
+Reports seconds, the forward floor (the same number of plain forwards in the
+same chunks: the cost no perturbation metric can avoid) and ratios. ResNet-20
+(untrained weights: speed does not depend on them), 32x32 RGB, random maps.
+Usage: python benchmarks/metrics.py [--n 16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from cnnlens import metrics, nets
+    from cnnlens.batching import chunk_size
+
+    torch.manual_seed(0)
+    model = nets.create("resnet20", num_classes=8).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.n, 3, 32, 32, generator=g)
+    maps = torch.rand(args.n, 1, 32, 32, generator=g)
+    masks = torch.zeros(args.n, 1, 32, 32, dtype=torch.bool)
+    masks[:, :, 8:20, 10:24] = True
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    size = chunk_size(model, x, backward=False)
+
+    def floor(total: int) -> float:
+        def run():
+            with torch.no_grad():
+                for s in range(0, total, size):
+                    model(x[:1].expand(min(size, total - s), -1, -1, -1).contiguous())
+
+        return timed(run, args.repeat)
+
+    # Quantus needs features_in_step | H*W but counts channel-features: 64 features = 48
+    # forwards per image; cnnlens step 22 px gives ceil(1024/22) + 1 = 48 forwards too.
+    step, q_features, tile = 22, 64, 4
+    steps = -(-1024 // step) + 1
+    fl = floor(args.n * steps)
+    t_del = timed(lambda: metrics.deletion(model, x, maps, step=step), args.repeat)
+    t_ins = timed(lambda: metrics.insertion(model, x, maps, step=step), args.repeat)
+    frac = torch.arange(65) / 64
+    fl_deg = floor(args.n * 2 * 65)
+    t_deg = timed(
+        lambda: metrics.degradation(model, x, maps, tile=tile, fractions=frac), args.repeat
+    )
+    t_pg = timed(lambda: metrics.pointing_game(None, None, maps, masks=masks), args.repeat)
+    t_epg = timed(lambda: metrics.energy_pointing_game(None, None, maps, masks=masks), 1)
+    q = {}
+    try:
+        import quantus
+
+        xn, yn, an, sn = x.numpy(), y.numpy(), maps.numpy(), masks.numpy().astype(float)
+        kw = dict(model=model, x_batch=xn, y_batch=yn, a_batch=an, device="cpu", softmax=True)
+        pf = quantus.PixelFlipping(features_in_step=q_features, perturb_baseline=0.0,
+                                   disable_warnings=True)  # fmt: skip
+        q["deletion"] = timed(lambda: pf(**kw, batch_size=args.n), args.repeat)
+        rp = quantus.RegionPerturbation(patch_size=tile, regions_evaluation=64,
+                                        perturb_baseline=0.0, disable_warnings=True)  # fmt: skip
+        q["morf"] = timed(lambda: rp(**kw, batch_size=args.n), args.repeat)
+        pg = quantus.PointingGame(disable_warnings=True)
+        kl = dict(kw, model=None, s_batch=sn)
+        q["pointing"] = timed(lambda: pg(**kl), args.repeat)
+        al = quantus.AttributionLocalisation(disable_warnings=True)
+        q["energy"] = timed(lambda: al(**kl), args.repeat)
+    except ImportError:
+        pass
+    fl_morf = floor(args.n * 65)
+    rows = [
+        (f"deletion ({steps} forwards)", t_del, fl, q.get("deletion"), fl),
+        (f"insertion ({steps} forwards)", t_ins, fl, None, fl),
+        ("degradation MoRF+LeRF (2x65)", t_deg, fl_deg, q.get("morf"), fl_morf),
+        ("pointing game", t_pg, None, q.get("pointing"), None),
+        ("energy pointing game", t_epg, None, q.get("energy"), None),
+    ]
+    print(f"ResNet-20, {args.n} images 32x32, {args.threads} threads, chunk {size}")
+    print("| metric | cnnlens s | x floor | Quantus s | Quantus x its floor | Quantus / cnnlens |")
+    print("|---|---|---|---|---|---|")
+    for name, t, f, tq, fq in rows:
+        xf = f"{t / f:.2f}" if f else "-"
+        qs = f"{tq:.3f}" if tq is not None else "-"
+        qf = f"{tq / fq:.2f}" if (tq is not None and fq) else "-"
+        if tq is None:
+            ratio = "-"
+        elif name.startswith("degradation"):
+            ratio = f"{tq / (t / 2):.2f} (per MoRF curve)"
+        else:
+            ratio = f"{tq / t:.2f}"
+        print(f"| {name} | {t:.3f} | {xf} | {qs} | {qf} | {ratio} |")
+    print(f"insertion / deletion time: {t_ins / t_del:.2f}")
+    _ = np
+
+
+if __name__ == "__main__":
+    main()
