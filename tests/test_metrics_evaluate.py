@@ -144,3 +144,18 @@ def test_cli_evaluate_end_to_end(tmp_path, shapes_test):
     assert (tmp_path / "eval" / "metrics.csv").is_file()
     assert "energy_pointing_game" in (tmp_path / "eval" / "summary.md").read_text()
     assert main(["evaluate", "--model", str(tmp_path), "--n", "999999", "--out", "x"]) == 2
+
+
+@pytest.mark.slow
+def test_faithfulness_report_section_builds(shapes_test, tmp_path):
+    from cnnlens import nets
+    from cnnlens.report import ReportContext
+    from cnnlens.report.sections.faithfulness import faithfulness
+
+    model = nets.create("lenet5", num_classes=8, in_channels=3).eval()
+    fp = model_fingerprint(model)
+    ctx = ReportContext(model=model, train=None, test=shapes_test.subset(range(8)), out=tmp_path)
+    page = faithfulness(ctx)
+    assert "<table>" in page and ">sobel<" in page and ">random<" in page
+    assert "fails" in page  # the baselines fail the randomisation check
+    assert same_fingerprint(fp, model_fingerprint(model))
