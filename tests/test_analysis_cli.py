@@ -1,0 +1,78 @@
+"""``cnnlens decompose`` end to end and the report section."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnlens import checkpoint
+from cnnlens.cli import main
+
+
+def test_bad_k_is_one_line_exit_2(tmp_path, capsys):
+    code = main(["decompose", "--model", str(tmp_path), "--k1", "2", "--k2", "3"])
+    assert code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_decompose_command_writes_results(trained_shapes, tmp_path):
+    model_dir = tmp_path / "net"
+    checkpoint.save(
+        trained_shapes.model,
+        model_dir,
+        classes=trained_shapes.train.classes,
+        mean=trained_shapes.train.mean,
+        std=trained_shapes.train.std,
+    )
+    out = tmp_path / "dec"
+    code = main(
+        [
+            "decompose",
+            "--model",
+            str(model_dir),
+            "--data",
+            "shapes",
+            "--sweep-k",
+            "1,5",
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    for name in (
+        "influential.json",
+        "sweep.csv",
+        "sweep.md",
+        "sweep.png",
+        "ablation.csv",
+        "overlap.csv",
+        "maps.png",
+        "histograms.png",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    rel = summary["relative"]
+    assert rel["r_A"] == pytest.approx(rel["A_d"] / rel["A_f"])
+    assert set(summary["in_mask_energy"]) >= {"influential", "non_influential", "all"}
+    facts = json.loads((out / "influential.json").read_text())
+    assert len(facts["classes"]) == 8
+
+
+def test_report_section(trained_shapes, tmp_path):
+    from cnnlens.report import ReportContext, build_report
+
+    ctx = ReportContext(
+        model=trained_shapes.model,
+        train=trained_shapes.train,
+        test=trained_shapes.test,
+        out=tmp_path,
+        options={"quick": True},
+    )
+    page = build_report(ctx, tmp_path / "r.html", only=["class_filters"]).read_text()
+    assert "Class-specific filters" in page and "r_A" in page
+    assert 'class="error"' not in page
