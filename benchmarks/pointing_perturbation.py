@@ -23,8 +23,8 @@ SETTINGS = {
     "rise": {"n_masks": 500, "s": 8},
     "lime": {"n_samples": 200},
     "kernel-shap": {"n_samples": 200},
-    "extremal-perturbation": {"iterations": 100},
-    "meaningful-perturbation": {"iterations": 100},
+    "extremal-perturbation": {"iterations": 300},
+    "meaningful-perturbation": {"iterations": 300},
     "iba": {"layer": "layer2"},
 }
 
