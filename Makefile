@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps quantus==0.6.0 pandas==3.1.1 python-dateutil==4.0.0 six==1.17.0 tzdata==2026.6 cachetools==8.0.1 opencv-python-headless==5.0.0.93

@@ -40,8 +40,11 @@ def main() -> None:
     if args.lr:
         t0 = time.perf_counter()
         acc = pixel_logistic_regression()
-        print(f"pixel logistic regression on shapes: {100 * acc:.2f} % "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"pixel logistic regression on shapes: {100 * acc:.2f} % "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

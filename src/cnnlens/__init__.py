@@ -9,6 +9,7 @@ from __future__ import annotations
 from .attribution import explain, methods
 from .checkpoint import load, save
 from .cost import macs
+from .metrics.evaluate import evaluate
 from .errors import (
     CheckpointError,
     CnnlensError,
@@ -33,6 +34,7 @@ __all__ = [
     "LayerError",
     "TargetError",
     "__version__",
+    "evaluate",
     "explain",
     "load",
     "macs",
