@@ -9,7 +9,6 @@ from __future__ import annotations
 from .attribution import explain, methods
 from .checkpoint import load, save
 from .cost import macs
-from .metrics.evaluate import evaluate
 from .errors import (
     CheckpointError,
     CnnlensError,
@@ -19,6 +18,7 @@ from .errors import (
     LayerError,
     TargetError,
 )
+from .metrics.evaluate import evaluate
 from .types import Curve, Explanation
 
 __version__ = "0.1.0"
