@@ -176,3 +176,33 @@ def test_lrp_functional_mean_and_add():
     with torch.no_grad():
         score = model(x)[:, 0]
     assert torch.allclose(e.raw.flatten(1).sum(1), score, rtol=1e-4, atol=1e-6)
+
+
+def test_deeplift_with_activation_output_modified_in_place():
+    """Rules return the activation's output as a view; a model that then changes it in
+    place (legal after SiLU, whose backward keeps the input) gets copies, same map."""
+
+    class Net(nn.Module):
+        def __init__(self, in_place: bool) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.SiLU()
+            self.fc = nn.Linear(4, 3)
+            self.in_place = in_place
+
+        def forward(self, x):
+            h = self.act(self.conv(x))
+            if self.in_place:
+                h *= 2.0
+            else:
+                h = h * 2.0
+            return self.fc(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    plain, in_place = Net(False).eval(), Net(True).eval()
+    in_place.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 3, 8, 8)
+    expected = explain(plain, x, "deeplift", target=1, baseline="blur")
+    got = explain(in_place, x, "deeplift", target=1, baseline="blur")
+    assert torch.allclose(got.raw, expected.raw, atol=1e-6)
+    assert got.extras["delta"].abs().max() < 1e-4

@@ -105,6 +105,21 @@ def same_fingerprint(a: dict, b: dict) -> bool:
     return all(torch.equal(x, y) for x, y in pairs)
 
 
+def _submodules(model: nn.Module) -> list[nn.Module]:
+    """``model`` and every submodule, each once (a fast ``model.modules()``)."""
+    seen: set[int] = set()
+    found: list[nn.Module] = []
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        found.append(m)
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return found
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]:
     """Evaluate ``model`` without touching its state as seen from outside.
@@ -114,16 +129,20 @@ def frozen(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]:
     compute input gradients); on exit every module's mode and every
     parameter's ``requires_grad`` flag are restored, also on an exception.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modules = _submodules(model)
+    modes = [(m, m.training) for m in modules]
+    flags = [
+        p for m in modules for p in m._parameters.values() if p is not None and p.requires_grad
+    ]
     try:
-        if eval_mode:
+        if eval_mode and any(mode for _m, mode in modes):
             model.eval()
-        for p, _ in flags:
+        for p in flags:
             p.requires_grad_(False)
         yield model
     finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        for m, mode in modes:  # only what changed: Module.__setattr__ is slow
+            if m.training != mode:
+                m.training = mode
+        for p in flags:
+            p.requires_grad_(True)

@@ -17,9 +17,11 @@ from .errors import LayerError
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name``; a :class:`LayerError` suggests near names."""
+    try:
+        return model.get_submodule(name)
+    except (AttributeError, TypeError):
+        pass
     modules = dict(model.named_modules())
-    if name in modules:
-        return modules[name]
     close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise LayerError(f"model {type(model).__name__} has no layer {name!r}{hint}")

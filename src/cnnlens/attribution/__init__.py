@@ -31,10 +31,17 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+_DISCOVERED: list[bool] = []
+
+
 def _discover() -> None:
+    """Import every method module of this package (once per process)."""
+    if _DISCOVERED:
+        return
     for info in pkgutil.iter_modules(__path__):
         if info.name not in _INFRASTRUCTURE and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
+    _DISCOVERED.append(True)
 
 
 def methods() -> dict[str, str]:

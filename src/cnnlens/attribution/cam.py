@@ -50,6 +50,9 @@ class CamMethod(Configured):
         """``[n,1,h,w]`` map from activations ``a`` and gradients ``g``."""
         raise NotImplementedError
 
+    def watch(self, hooks: HookSet) -> None:
+        """Register extra forward hooks for the pass (CAM reads the head's input)."""
+
     def layer_maps(
         self, inputs: torch.Tensor, target: torch.Tensor | None, layer: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +60,8 @@ class CamMethod(Configured):
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.set_grad_enabled(self.needs_gradient):
-                with stored_layer(self.model, layer) as store:
+                with stored_layer(self.model, layer) as store, HookSet() as hooks:
+                    self.watch(hooks)
                     out = self.model(inputs[lo:hi])
                 a = store["out"]
                 spatial(layer, a)
@@ -137,28 +141,32 @@ class CAM(CamMethod):
     needs_gradient = False
 
     def attribute(self, inputs, target, logits) -> Explanation:
-        layer = self.layer_name(inputs)
-        _, head = final_linear(self.model, inputs[:1])
-        seen: dict[str, torch.Tensor] = {}
-        with stored_layer(self.model, layer) as store, HookSet() as hooks, torch.no_grad():
-            hooks.forward_pre(head, lambda _m, inp: seen.__setitem__("pooled", inp[0]))
-            self.model(inputs[:1])
-        a = store["out"].detach()
-        spatial(layer, a)
-        pooled = seen["pooled"].flatten(1)
-        if a.shape[1] != head.in_features or not torch.allclose(
-            a.mean((2, 3)), pooled, rtol=1e-4, atol=1e-5
+        self._layer = self.layer_name(inputs)
+        _, self._head = final_linear(self.model, inputs[:1])
+        return super().attribute(inputs, target, logits)
+
+    def watch(self, hooks: HookSet) -> None:
+        self._pooled = None
+
+        def keep(_m, inp):
+            self._pooled = inp[0]
+
+        hooks.forward_pre(self._head, keep)
+
+    def combine(self, a, g, target):
+        head, pooled = self._head, self._pooled
+        if (
+            pooled is None
+            or a.shape[1] != head.in_features
+            or pooled.flatten(1).shape != (a.shape[0], a.shape[1])
+            or not torch.allclose(a.mean((2, 3)), pooled.flatten(1), rtol=1e-4, atol=1e-5)
         ):
             raise LayerError(
                 f"CAM needs the final linear layer to read the global average of layer "
-                f"{layer!r} ({tuple(a.shape)}); this model's head reads something else. "
+                f"{self._layer!r} ({tuple(a.shape)}); this model's head reads something else. "
                 "Use grad-cam"
             )
-        self._weights = head.weight
-        return super().attribute(inputs, target, logits)
-
-    def combine(self, a, g, target):
-        w = self._weights[target].to(a.dtype)[:, :, None, None]
+        w = head.weight[target].to(a.dtype)[:, :, None, None]
         return (w * a).sum(1, keepdim=True) / (a.shape[2] * a.shape[3])
 
 

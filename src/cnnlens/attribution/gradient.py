@@ -129,8 +129,8 @@ class _ReluRuleMethod(GradientMethod):
     rule = staticmethod(guided_relu)
 
     def context(self, inputs):
-        check_rule_model(self.model, inputs, self.name, relu_modules(self.rule))
-        return modified_activations(self.model, relu_modules(self.rule))
+        copy = check_rule_model(self.model, inputs, self.name, relu_modules(self.rule))
+        return modified_activations(self.model, relu_modules(self.rule), copy=copy)
 
 
 @register

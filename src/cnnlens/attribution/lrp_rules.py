@@ -134,35 +134,50 @@ def epsilon_relevance(fn: Callable[[torch.Tensor], torch.Tensor], eps: float) ->
     return relevance
 
 
+def input_gradient(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, grad):
+    """``J^T grad`` of ``module``'s linear map with ``weight`` (no bias) at ``x``.
+
+    One transposed convolution (or matrix product) called directly; autograd
+    is used only for convolutions with string padding or non-zero padding modes.
+    """
+    if isinstance(module, nn.Linear):
+        return grad @ weight
+    if isinstance(module.padding, str) or module.padding_mode != "zeros":
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(linear_apply(module, xg, weight, None), xg, grad)
+        return g
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, None, module.stride, module.padding, module.dilation,
+        False, [0] * len(module.stride), module.groups, [True, False, False],
+    )[0]  # fmt: skip
+
+
 def alpha_beta_relevance(module: nn.Module, alpha: float, beta: float, eps: float) -> Callable:
     """Alpha-beta rule (Bach et al. 2015, eq. 60); ``alpha=1, beta=0`` is z+."""
     w = module.weight
     wp, wn = w.clamp(min=0), w.clamp(max=0)
 
     def share(xp, xn, w1, w2, r, sign):
-        xp = xp.requires_grad_(True)
-        xn = xn.requires_grad_(True)
         z = linear_apply(module, xp, w1, None) + linear_apply(module, xn, w2, None)
-        s = r / (z + sign * eps)
-        gp, gn = torch.autograd.grad(z, (xp, xn), s)
-        return xp.detach() * gp + xn.detach() * gn
+        s = r / z.add_(sign * eps)
+        return xp * input_gradient(module, xp, w1, s) + xn * input_gradient(module, xn, w2, s)
 
     def share_nonneg(xp, w1, r, sign):
-        xp = xp.requires_grad_(True)
         z = linear_apply(module, xp, w1, None)
-        (gp,) = torch.autograd.grad(z, xp, r / (z + sign * eps))
-        return xp.detach() * gp
+        return xp * input_gradient(module, xp, w1, r / z.add_(sign * eps))
 
     def relevance(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        if bool((x >= 0).all()):  # after a ReLU: only a+ W+ (and a+ W-) contribute
-            out = alpha * share_nonneg(x, wp, r, 1.0)
+        x = x.detach()
+        if bool(x.amin() >= 0):  # after a ReLU: only a+ W+ (and a+ W-) contribute
+            out = share_nonneg(x, wp, r, 1.0)
             if beta:
-                out = out - beta * share_nonneg(x, wn, r, -1.0)
+                out = alpha * out - beta * share_nonneg(x, wn, r, -1.0)
             return out
         xp, xn = x.clamp(min=0), x.clamp(max=0)
-        out = alpha * share(xp, xn, wp, wn, r, 1.0)
+        out = share(xp, xn, wp, wn, r, 1.0)
         if beta:
-            out = out - beta * share(xp, xn, wn, wp, r, -1.0)
+            out = alpha * out - beta * share(xp, xn, wn, wp, r, -1.0)
         return out
 
     return relevance

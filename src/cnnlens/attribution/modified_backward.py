@@ -49,20 +49,39 @@ def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
     )
 
 
-def check_rule_model(model: nn.Module, x: torch.Tensor, method: str, select: Callable) -> None:
-    """Both checks below on a one-image probe; a passing result is cached per model
-    (keyed by :func:`structure_key`, so any change to modules or weights re-checks)."""
+def check_rule_model(model: nn.Module, x: torch.Tensor, method: str, select: Callable) -> bool:
+    """Both checks below on a one-image probe; returns whether rule outputs must be
+    copies (:func:`modified_activations`' ``copy``). The result is cached per model
+    (keyed by :func:`structure_key`, so any change to modules or weights re-checks).
+
+    Rules return the activation's output as a view (no copy). A model that
+    then modifies that output in place (``y = relu(x); y += b``) makes
+    autograd refuse the view; the probe runs with gradients to find out, and
+    such models get copies.
+    """
     key = structure_key(model, x)
-    if _CHECKED.get(model, {}).get(method) == key:
-        return
+    cached = _CHECKED.get(model, {}).get(method)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     require_module_activations(model, x, method)
     probe = x[:1].detach()
+    pick = lambda m: passthrough if select(m) is not None else None  # noqa: E731
     with torch.no_grad():
         expected = model(probe)
-        with modified_activations(model, select):
-            got = model(probe)
-    require_same_outputs(expected, got, method)
-    _CHECKED.setdefault(model, {})[method] = key
+    copy = False
+    with torch.enable_grad():
+        try:
+            with modified_activations(model, pick):
+                got = model(probe.clone().requires_grad_(True))
+        except RuntimeError as exc:
+            if "modified inplace" not in str(exc):
+                raise
+            copy = True
+            with modified_activations(model, pick, copy=True):
+                got = model(probe.clone().requires_grad_(True))
+    require_same_outputs(expected, got.detach(), method)
+    _CHECKED.setdefault(model, {})[method] = (key, copy)
+    return copy
 
 
 def require_module_activations(model: nn.Module, x: torch.Tensor, method: str) -> None:
@@ -95,52 +114,78 @@ def require_same_outputs(
 
 @contextlib.contextmanager
 def modified_activations(
-    model: nn.Module, select: Callable[[nn.Module], Rule | None]
+    model: nn.Module, select: Callable[[nn.Module], Rule | None], *, copy: bool = False
 ) -> Iterator[None]:
     """Give every module for which ``select(module)`` returns a rule that rule.
 
     ``rule(module, x, out)`` receives the module's input ``x`` (graph node)
     and its output ``out`` (detached) and returns the replacement output.
+    With ``copy`` the replacement is cloned, so the model may modify it in
+    place (:func:`check_rule_model` says when that is needed).
     """
     with HookSet() as hooks:
         for module in model.modules():
             rule = select(module)
             if rule is None:
                 continue
-            kept: list[torch.Tensor] = []
+            if getattr(module, "inplace", False):
+                kept: list[torch.Tensor] = []
 
-            def pre(m, inputs, kept=kept):
-                x = inputs[0]
-                kept.append(x)
-                if getattr(m, "inplace", False):
-                    return (x.clone(), *inputs[1:])
-                return None
+                def pre(_m, inputs, kept=kept):
+                    kept.append(inputs[0])
+                    return (inputs[0].clone(), *inputs[1:])
 
-            def post(m, _inputs, out, kept=kept, rule=rule):
-                return rule(m, kept.pop(), out.detach())
+                def post_inplace(m, _inputs, out, kept=kept, rule=rule):
+                    new = rule(m, kept.pop(), out.detach())
+                    return new.clone() if copy else new
 
-            hooks.forward_pre(module, pre)
-            hooks.forward(module, post)
+                hooks.forward_pre(module, pre)
+                hooks.forward(module, post_inplace)
+            else:
+
+                def post(m, inputs, out, rule=rule):
+                    new = rule(m, inputs[0], out.detach())
+                    return new.clone() if copy else new
+
+                hooks.forward(module, post)
         yield
 
 
 class _ReluBackward(torch.autograd.Function):
-    """Forward: the ReLU output as computed; backward: the Guided/Deconvnet rule."""
+    """Forward: the ReLU output as computed (returned as a view, no copy);
+    backward: the Guided Backprop / Deconvnet rule, one or two fused ops."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, out: torch.Tensor, guided: bool) -> torch.Tensor:
         ctx.guided = guided
         if guided:
-            ctx.save_for_backward(x)
-        return out.clone()
+            ctx.save_for_backward(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad = grad.clamp_min(0)
         if ctx.guided:
-            (x,) = ctx.saved_tensors
-            grad = grad * (x > 0).to(grad.dtype)
+            (out,) = ctx.saved_tensors  # ReLU: out > 0 exactly where x > 0
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)
         return grad, None, None
+
+
+class _Identity(torch.autograd.Function):
+    """Forward: ``out`` as given (a view); backward: the gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def passthrough(_module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A rule that changes nothing; it returns a view as every rule here does."""
+    return _Identity.apply(x, out)
 
 
 def guided_relu(_module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

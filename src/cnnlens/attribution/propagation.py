@@ -1,7 +1,8 @@
 """DeepLIFT with the Rescale rule (Shrikumar et al. 2017, section 3.3).
 
-The input and its reference run as one batch ``[x; x0]``. Every activation
-module's backward is replaced by the multiplier ``m = (y - y0) / (x - x0)``
+The reference ``x0`` runs first without gradients (once, at batch 1, when
+all images share it); then the input runs forward and backward once. Every
+activation module's backward is replaced by the multiplier ``m = (y - y0) / (x - x0)``
 (the plain derivative where ``|x - x0| < 1e-10``, as Captum), linear layers
 keep their gradient, and the attribution is ``(x - x0) * m_x``. Summation-to-
 delta holds: ``sum(attr) = S(x) - S(x0)`` (``extras["delta"]`` holds the
@@ -11,59 +12,123 @@ activation applied as a function raises a :class:`LayerError`.
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..batching import run_chunked
+from ..errors import LayerError
+from ..hooks import HookSet
 from ..nets.checks import ACTIVATIONS
 from ..types import Explanation
 from . import register
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .gradient import make_baseline
-from .modified_backward import check_rule_model, modified_activations
+from .modified_backward import check_rule_model, modified_activations, passthrough
 
 EPS = 1e-10
 
 
 class _Rescale(torch.autograd.Function):
-    """Forward: the activation's output; backward: the Rescale multiplier."""
+    """Forward: the activation's output (a view, no copy); backward: the Rescale multiplier
+    ``(y - y0) / (x - x0)`` against the reference activations ``x0, y0``."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, out: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    def forward(ctx, x, out, x0, y0, module: nn.Module) -> torch.Tensor:
         ctx.module = module
-        ctx.save_for_backward(x, out)
-        return out.clone()
+        ctx.save_for_backward(x, out, x0, y0)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, y = ctx.saved_tensors
-        n = x.shape[0] // 2
-        dx = x[:n] - x[n:]
-        dy = y[:n] - y[n:]
+        x, y, x0, y0 = ctx.saved_tensors
+        dx = x - x0
+        m = (y - y0).div_(dx)  # inf / nan where dx is ~0: replaced by the slope below
         if isinstance(ctx.module, nn.ReLU):
-            slope = (x[:n] > 0).to(grad.dtype)
+            slope = x > 0
         else:
             with torch.enable_grad():
-                xd = x[:n].detach().requires_grad_(True)
+                xd = x.detach().requires_grad_(True)
                 (slope,) = torch.autograd.grad(ctx.module(xd).sum(), xd)
-        small = dx.abs() < EPS
-        m = torch.where(small, slope, dy / torch.where(small, torch.ones_like(dx), dx))
-        return grad * torch.cat([m, m]), None, None
-
-
-def rescale(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    return _Rescale.apply(x, out, module)
+        m = torch.where(dx.abs_() < EPS, slope, m)
+        return m.mul_(grad), None, None, None, None
 
 
 def _is_activation(module: nn.Module):
-    return rescale if isinstance(module, ACTIVATIONS) else None
+    return passthrough if isinstance(module, ACTIVATIONS) else None
+
+
+@dataclass
+class Reference:
+    """What the reference input ``x0`` produces: each activation call's input and
+    output (per module, in call order), the logits, and layer ``at``'s output."""
+
+    activations: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]
+    logits: torch.Tensor
+    layer: torch.Tensor | None
+
+    def rule(self):
+        """A :func:`modified_activations` selector applying Rescale against this reference."""
+        queues = {m: deque(calls) for m, calls in self.activations.items()}
+
+        def rescale(module, x, out):
+            try:
+                x0, y0 = queues[module].popleft()
+            except (KeyError, IndexError):
+                raise LayerError(
+                    f"DeepLIFT: {type(module).__name__} ran more often for the input than for "
+                    "the reference; the forward pass must not depend on the input's values"
+                ) from None
+            return _Rescale.apply(x, out, x0, y0, module)
+
+        return lambda m: rescale if isinstance(m, ACTIVATIONS) else None
+
+
+def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None) -> Reference:
+    """One forward of the reference without gradients, recording every activation call."""
+    calls: dict[nn.Module, list] = {}
+    with HookSet() as hooks, torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, ACTIVATIONS):
+                continue
+            kept: list[torch.Tensor] = []
+
+            def pre(_m, inputs, kept=kept):
+                kept.append(inputs[0].clone())  # copies: later in-place ops cannot alter them
+
+            def post(m, _inputs, out, kept=kept):
+                calls.setdefault(m, []).append((kept.pop(), out.clone()))
+
+            hooks.forward_pre(module, pre)
+            hooks.forward(module, post)
+        if at is None:
+            logits, layer = model(x0), None
+        else:
+            with stored_layer(model, at) as store:
+                logits = model(x0)
+            layer = store["out"].detach()
+    return Reference(calls, logits, layer)
+
+
+def shared_reference(base: torch.Tensor) -> torch.Tensor | None:
+    """``base[:1]`` when every image has the same baseline (zeros, a constant), else None."""
+    if len(base) == 1 or bool((base == base[:1]).all()):
+        return base[:1]
+    return None
 
 
 @register
 class DeepLift(Configured):
-    """DeepLIFT-Rescale; ``baseline`` as Integrated Gradients (default zeros)."""
+    """DeepLIFT-Rescale; ``baseline`` as Integrated Gradients (default zeros).
+
+    The reference runs first, without gradients, recording every activation's
+    input and output; a baseline shared by all images (the default zeros)
+    runs once at batch 1 and is broadcast. The input then needs one forward +
+    backward, so DeepLIFT costs about one gradient pass.
+    """
 
     name = "deeplift"
     description = "DeepLIFT with the Rescale rule against a baseline (default zeros)"
@@ -78,31 +143,31 @@ class DeepLift(Configured):
     def attribute(self, inputs, target, logits) -> Explanation:
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
         base = make_baseline(inputs, self.hp["baseline"], self.hp["seed"])
-        check_rule_model(self.model, inputs, self.name, _is_activation)
+        copy = check_rule_model(self.model, inputs, self.name, _is_activation)
+        shared = shared_reference(base)
+        common = reference_pass(self.model, shared, at) if shared is not None else None
 
         def run(lo: int, hi: int):
-            x, x0 = inputs[lo:hi], base[lo:hi]
-            n = hi - lo
-            both = torch.cat([x, x0]).detach()
-            if at is None:
-                both.requires_grad_(True)
-                out = self.model(both)
-                a = both
-            else:
-                with stored_layer(self.model, at) as store:
-                    out = self.model(both)
-                a = store["out"]
-                spatial(at, a)
-            t = self.chunk_targets(out[:n], target, lo, hi)
-            score = target_scores(out[:n], t)
+            ref = common or reference_pass(self.model, base[lo:hi], at)
+            x = inputs[lo:hi].detach()
+            with modified_activations(self.model, ref.rule(), copy=copy):
+                if at is None:
+                    x.requires_grad_(True)
+                    out = self.model(x)
+                    a, a0 = x, base[lo:hi]
+                else:
+                    with stored_layer(self.model, at) as store:
+                        out = self.model(x)
+                    a, a0 = store["out"], ref.layer
+                    spatial(at, a)
+            t = self.chunk_targets(out, target, lo, hi)
+            score = target_scores(out, t)
             (g,) = torch.autograd.grad(score.sum(), a)
-            diff = a[:n] - a[n:]
-            expected = score.detach() - target_scores(out[n:].detach(), t)
-            return diff.detach() * g[:n], t, expected
+            ref_logits = ref.logits.expand(hi - lo, -1)
+            expected = score.detach() - target_scores(ref_logits, t)
+            return (a.detach() - a0) * g, t, expected
 
-        size = max(1, self.chunk(inputs) // 2)
-        with modified_activations(self.model, _is_activation):
-            raw, target, expected = run_chunked(run, len(inputs), size)
+        raw, target, expected = run_chunked(run, len(inputs), self.chunk(inputs))
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         delta = raw.flatten(1).sum(1) - expected
         return self.explanation(maps, target, raw=raw, delta=delta)
