@@ -14,7 +14,12 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("shapes", help="data set (its test split is used)"),
         n: int = typer.Option(200, min=1, help="number of test images (the first n)"),
         methods: str = typer.Option("all", help="comma list of methods, or 'all' registered"),
-        metrics: str = typer.Option("all", help="comma list of metrics, or 'all'"),
+        metrics: str = typer.Option(
+            "all",
+            help="comma list of metrics, or 'all' (the table: deletion, insertion, "
+            "degradation_small/large, bbox_score, pointing games, randomisation, completeness); "
+            "the optional max_sensitivity, infidelity and road run only when named",
+        ),
         out: Path = typer.Option(..., help="output folder (resumable: finished work is kept)"),
         chunk: int = typer.Option(32, min=1, help="images per saved unit of work"),
         sanity_images: int = typer.Option(32, min=0, help="images for the randomisation check"),

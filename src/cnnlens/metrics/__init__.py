@@ -4,6 +4,11 @@ Every metric has one signature, ``metric(model, inputs, maps, target=None,
 **params) -> Result`` (``values [N]``, ``curves [N,S]`` for curve metrics,
 ``mean``, ``to_rows()``); ``maps`` is any ``[N,1,H,W]`` tensor or an
 :class:`~cnnlens.Explanation`. Localisation metrics accept ``model=None``.
+
+Optional faithfulness and robustness metrics (not in ``evaluate``'s default
+"all" set): :func:`max_sensitivity` (Yeh et al. 2019, SENS_MAX),
+:func:`infidelity` (Yeh et al. 2019, eq. 1, Gaussian perturbations) and
+:func:`road` (Rong et al. 2022, ROAD with noisy linear imputation).
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from .baselines import random_map, sobel_map
 from .causal import default_step, deletion, insertion
 from .completeness import completeness
 from .degradation import default_tiles, degradation
+from .infidelity import infidelity
 from .localisation import bbox_score, energy_pointing_game, object_masks, pointing_game
 from .result import Result, ci95
+from .road import road
 from .sanity import cascade_groups, randomisation_check
+from .sensitivity import max_sensitivity
 from .similarity import spearman, ssim
 
 __all__ = [
@@ -28,11 +36,14 @@ __all__ = [
     "degradation",
     "deletion",
     "energy_pointing_game",
+    "infidelity",
     "insertion",
+    "max_sensitivity",
     "object_masks",
     "pointing_game",
     "random_map",
     "randomisation_check",
+    "road",
     "sobel_map",
     "spearman",
     "ssim",

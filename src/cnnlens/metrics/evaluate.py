@@ -6,6 +6,12 @@ unit is saved atomically as ``out/parts/<method>/<first image>.safetensors``;
 a later call with the same settings loads it instead of recomputing, so an
 interrupted job resumes where it stopped. The random-map and Sobel-edge
 baselines are always evaluated next to the methods.
+
+``metrics="all"`` is the table of :data:`METRICS`. The optional metrics of
+:data:`OPTIONAL_METRICS` (``max_sensitivity``, ``infidelity``, ``road``) run
+only when named, e.g. ``metrics=["deletion", "road"]``: max-sensitivity
+re-explains every image ``samples`` times and ROAD solves one sparse system
+per image and fraction, too slow for the default table.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from .baselines import random_map, sobel_map
 from .causal import deletion, insertion
 from .completeness import completeness
 from .degradation import default_tiles, degradation
+from .infidelity import infidelity
 from .localisation import bbox_score, energy_pointing_game, pointing_game
 from .result import ci95
+from .road import road
 from .sanity import randomisation_check
+from .sensitivity import max_sensitivity
 
 BASELINE_METHODS = ("random", "sobel")
 # Methods whose attributions should sum to f(x) - f(baseline).
@@ -45,7 +54,21 @@ METRICS = {
     "randomisation": "Spearman original vs top-layer-randomised maps (lower is better)",
     "completeness": "|sum attributions - (f(x) - f(0))| (lower is better)",
 }
-LOWER_IS_BETTER = {"deletion", "randomisation", "randomisation_final", "completeness"}
+# Opt-in metrics: selected by name only, never by "all".
+OPTIONAL_METRICS = {
+    "max_sensitivity": "max relative map change under 2 % uniform noise (lower is better)",
+    "infidelity": "beta-scaled MSE of I . map vs f(x) - f(x - I), Gaussian I (lower is better)",
+    "road": "ROAD MoRF: mean probability, noisy linear imputation (lower is better)",
+}
+LOWER_IS_BETTER = {
+    "deletion",
+    "randomisation",
+    "randomisation_final",
+    "completeness",
+    "max_sensitivity",
+    "infidelity",
+    "road",
+}
 
 
 @dataclass
@@ -145,11 +168,13 @@ def resolve_methods(methods: str | Sequence[str]) -> list[str]:
 
 
 def resolve_metrics(metrics: str | Sequence[str]) -> list[str]:
+    """``"all"`` means the :data:`METRICS` table; optional metrics only when named."""
     if isinstance(metrics, str):
         metrics = list(METRICS) if metrics == "all" else [m.strip() for m in metrics.split(",")]
     for m in metrics:
-        if m not in METRICS:
-            raise InputError(f"unknown metric {m!r}; known: {', '.join(METRICS)}")
+        if m not in METRICS and m not in OPTIONAL_METRICS:
+            known = ", ".join([*METRICS, *OPTIONAL_METRICS])
+            raise InputError(f"unknown metric {m!r}; known: {known}")
     return list(dict.fromkeys(metrics))
 
 
@@ -218,6 +243,18 @@ def _score_chunk(
             if not any(method.startswith(c) for c in COMPLETE_METHODS):
                 continue
             out["completeness/values"] = completeness(model, x, expl, target, **kw).values
+        elif metric == "max_sensitivity":
+            kw.setdefault("seed", seed)
+            r = max_sensitivity(model, x, maps, target, method=fn, batch_size=batch_size, **kw)
+            out["max_sensitivity/values"] = r.values
+        elif metric == "infidelity":
+            kw.setdefault("seed", seed)
+            r = infidelity(model, x, maps, target, batch_size=batch_size, **kw)
+            out["infidelity/values"] = r.values
+        elif metric == "road":
+            kw.setdefault("seed", seed)
+            r = road(model, x, maps, target, batch_size=batch_size, **kw)
+            out["road/values"], out["road/curve"] = r.values, r.curves
     return {k: v.detach().float().cpu() for k, v in out.items()}
 
 
@@ -248,6 +285,8 @@ def evaluate(
     block). ``method_params`` maps a method name to its hyperparameters,
     ``metric_params`` a metric name to its settings (e.g. ``{"deletion":
     {"step": 32}}``; the defaults reproduce the papers' protocols).
+    ``metrics="all"`` is the :data:`METRICS` table; ``max_sensitivity``,
+    ``infidelity`` and ``road`` (:data:`OPTIONAL_METRICS`) run only when named.
     With ``out`` finished (method, chunk) units are saved and reused.
     """
     from ..attribution.base import check_inputs

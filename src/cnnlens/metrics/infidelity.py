@@ -1,0 +1,116 @@
+"""Infidelity (Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS
+2019, eq. 1; Captum's ``infidelity``).
+
+``INFD(Phi, f, x) = E_I[(I^T Phi(f, x) - (f(x) - f(x - I)))^2]`` with Gaussian
+perturbations ``I ~ N(0, noise^2)`` per input element, ``f`` the target's logit
+(Captum's convention with the model as forward function; ``score=
+"probability"`` uses the softmax probability) and the ``[N,1,H,W]`` map
+broadcast over the channels (``I^T Phi = sum_{c,h,w} I_chw Phi_hw``).
+Estimated with ``samples`` perturbations per image. Lower is better.
+
+``normalize=True`` (the default; the paper's official code, Captum's
+``normalize=True``) first scales the map by the least-squares factor
+``beta = E[I^T Phi (f(x) - f(x - I))] / E[(I^T Phi)^2]``, so the score does not
+depend on the map's overall scale, which differs from method to method;
+``extras["beta"]`` holds it. ``normalize=False`` is Captum's default.
+
+Noise comes from a ``torch.Generator`` seeded with ``seed`` on the inputs'
+device, ``torch.randn`` drawn chunk by chunk in (image, sample) order; the
+perturbed inputs are built on the device inside each chunk of
+:func:`cnnlens.batching.run_chunked` (one forward per perturbation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..attribution.base import resolve_target
+from ..batching import chunk_size, run_chunked
+from ..errors import InputError
+from ..hooks import frozen
+from ..types import Explanation
+from ._common import as_maps, check_inputs, check_model, class_score, model_device
+from .result import Result
+
+
+def infidelity(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    maps,
+    target: int | torch.Tensor | None = None,
+    *,
+    samples: int = 50,
+    noise: float = 0.1,
+    normalize: bool = True,
+    score: str = "logit",
+    seed: int = 0,
+    batch_size: int | None = None,
+    desc: str | None = None,
+) -> Result:
+    """Mean squared error between ``I . map`` and ``f(x) - f(x - I)``, ``I ~ N(0, noise^2)``.
+
+    ``noise`` is the standard deviation in normalised input units;
+    ``normalize`` rescales the map by its optimal ``beta`` first (module
+    docstring); ``score`` ``"logit"`` (Captum) or ``"probability"``.
+    ``extras``: ``beta`` ``[N]`` (1 without ``normalize``) and ``target``.
+    """
+    model = check_model(model)
+    inputs = check_inputs(inputs).to(model_device(model))
+    if isinstance(maps, Explanation) and target is None:
+        target = maps.target
+    maps = as_maps(maps, like=inputs)
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise InputError(f"samples must be a positive integer, got {samples!r}")
+    if (
+        not isinstance(noise, int | float)
+        or isinstance(noise, bool)
+        or not math.isfinite(noise)
+        or noise <= 0
+    ):
+        raise InputError(f"noise must be a standard deviation > 0, got {noise!r}")
+    if score not in ("logit", "probability"):
+        raise InputError(f"score must be 'logit' or 'probability', got {score!r}")
+    n = inputs.shape[0]
+    device = inputs.device
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    with frozen(model):
+        target, logits = resolve_target(model, inputs, target)
+        f_x = class_score(logits, target, score)
+        maps = maps.to(inputs.dtype)
+        size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+
+        def run(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            img = torch.arange(a, b, device=device) // samples
+            pert = noise * torch.randn(
+                (b - a, *inputs.shape[1:]), generator=gen, device=device, dtype=inputs.dtype
+            )
+            with torch.no_grad():
+                f_pert = class_score(model(inputs[img] - pert), target[img], score)
+            dot = (pert * maps[img]).flatten(1).sum(1)
+            return dot.double(), (f_x[img] - f_pert).double()
+
+        dot, delta = run_chunked(run, n * samples, size, desc=desc)
+    dot, delta = dot.view(n, samples), delta.view(n, samples)
+    if normalize:
+        aa, ab, bb = (dot * dot).sum(1), (dot * delta).sum(1), (delta * delta).sum(1)
+        beta = ab / torch.where(aa == 0, torch.ones_like(aa), aa)  # Captum's safe_div
+        values = ((beta * beta * aa - 2 * beta * ab + bb) / samples).clamp_min(0)
+    else:
+        beta = torch.ones(n, dtype=torch.float64, device=device)
+        values = (dot - delta).square().mean(1)
+    return Result(
+        metric="infidelity",
+        values=values.float(),
+        params={
+            "samples": samples,
+            "noise": float(noise),
+            "normalize": bool(normalize),
+            "score": score,
+            "seed": seed,
+        },
+        extras={"beta": beta.float(), "target": target},
+        higher_is_better=False,
+    )
