@@ -127,6 +127,19 @@ def test_guided_grad_cam(setup):
     assert close(explain(model, x, "guided-grad-cam", target=t).raw, ref) <= TOL
 
 
+def test_guided_grad_cam_with_relu_after_the_layer():
+    """A classifier with ReLUs after the CAM layer: Grad-CAM must keep the plain gradient."""
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+        nn.Flatten(), nn.Linear(8 * 64, 16), nn.ReLU(), nn.Linear(16, 4),
+    ).eval()  # fmt: skip
+    x = torch.randn(3, 3, 8, 8)
+    t = torch.tensor([0, 1, 3])
+    ref = captum(lambda: captum_attr.GuidedGradCam(model, model[2]).attribute(x, target=t))
+    assert close(explain(model, x, "guided-grad-cam", target=t, layer="2").raw, ref) <= TOL
+
+
 class PlainNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..batching import run_chunked
 from ..errors import LayerError
@@ -88,8 +89,13 @@ class GradCAM(CamMethod):
     description = "Grad-CAM: channels weighted by their average gradient, ReLU"
 
     def combine(self, a, g, target):
-        weights = g.mean((2, 3), keepdim=True)
-        return (weights * a).sum(1, keepdim=True).clamp_min(0)
+        return grad_cam(a, g)
+
+
+def grad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM at the layer: ``ReLU(sum_k mean_ij(g_k) A_k)``, ``[n,1,h,w]``."""
+    weights = g.mean((2, 3), keepdim=True)
+    return (weights * a).sum(1, keepdim=True).clamp_min(0)
 
 
 @register
@@ -231,12 +237,41 @@ class GuidedGradCAM(Configured):
     }
 
     def attribute(self, inputs, target, logits) -> Explanation:
+        """One forward with the guided ReLU rules and the layer stored, one backward to
+        both the input and the layer. When a ReLU runs after the layer (a VGG-style
+        classifier), the guided rule would change the layer's gradient, so Grad-CAM
+        then takes its own plain pass."""
         layer = self.layer_name(inputs)
-        bs = self.hp["batch_size"]
-        cam = GradCAM(self.model, layer=layer, upsample=self.hp["upsample"], batch_size=bs)
-        guided = GuidedBackprop(self.model, batch_size=bs)
-        cam._spec = self._spec
-        grad_cam = cam.attribute(inputs, target, logits)
-        target = grad_cam.target
-        raw = guided.attribute(inputs, target, logits).raw * grad_cam.maps
-        return self.explanation(max_abs_channels(raw), target, raw=raw)
+        module = self.model.get_submodule(layer)
+        relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
+        size = tuple(inputs.shape[-2:])
+
+        def run(lo: int, hi: int):
+            x = inputs[lo:hi].detach().requires_grad_(True)
+            events: list[bool] = []  # True: the layer finished; False: a ReLU finished
+            with stored_layer(self.model, layer) as store, HookSet() as hooks:
+                hooks.forward(module, lambda *_: events.append(True))
+                for relu in relus:
+                    hooks.forward(relu, lambda *_: events.append(False))
+                out = self.model(x)
+            a = store["out"]
+            spatial(layer, a)
+            t = self.chunk_targets(out, target, lo, hi)
+            score = target_scores(out, t).sum()
+            last = len(events) - 1 - events[::-1].index(True)
+            if all(events[last:]):
+                gx, ga = torch.autograd.grad(score, (x, a))
+                low = grad_cam(a.detach(), ga)
+            else:
+                (gx,) = torch.autograd.grad(score, x)
+                low = torch.full((hi - lo, 1, *a.shape[2:]), float("nan"), device=x.device)
+            return gx, low, t
+
+        guided = GuidedBackprop(self.model, batch_size=self.hp["batch_size"])
+        with guided.context(inputs):
+            gx, low, target = run_chunked(run, len(inputs), guided.chunk(inputs))
+        if torch.isnan(low).any():  # a ReLU after the layer: Grad-CAM by itself
+            cam = GradCAM(self.model, layer=layer, batch_size=self.hp["batch_size"])
+            low = cam.layer_maps(inputs, target, layer)[0]
+        raw = gx * to_input_size(low, size, self.hp["upsample"])
+        return self.explanation(max_abs_channels(raw), target, raw=raw, layer_map=low)

@@ -227,6 +227,13 @@ def make_baseline(inputs: torch.Tensor, baseline: Any, seed: int) -> torch.Tenso
     raise InputError(f"baseline must be 'zeros', 'blur', 'uniform' or a tensor, got {baseline!r}")
 
 
+def shared_baseline(base: torch.Tensor) -> torch.Tensor | None:
+    """``base[:1]`` when every image has the same baseline (zeros, a constant), else None."""
+    if len(base) == 1 or bool((base == base[:1]).all()):
+        return base[:1]
+    return None
+
+
 @register
 class IntegratedGradients(GradientMethod):
     """Sundararajan et al. 2017, eq. (1): ``(x - x') * int_0^1 dS(x' + a(x - x'))/dx da``.
@@ -259,8 +266,9 @@ class IntegratedGradients(GradientMethod):
         base = make_baseline(inputs, hp["baseline"], hp["seed"])
         at = hp["at"] if hp["at"] is None else self.layer_name(inputs, "at")
         n = len(inputs)
+        shared = shared_baseline(base)  # zeros: one batch-1 forward for every image
         with torch.no_grad():
-            base_logits = self.model(base)
+            base_logits = self.model(base if shared is None else shared).expand(n, -1)
         if at is None:
             start_pt, end_pt = base, inputs
         else:

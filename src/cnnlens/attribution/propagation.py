@@ -26,7 +26,7 @@ from ..nets.checks import ACTIVATIONS
 from ..types import Explanation
 from . import register
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
-from .gradient import make_baseline
+from .gradient import make_baseline, shared_baseline
 from .modified_backward import check_rule_model, modified_activations, passthrough
 
 EPS = 1e-10
@@ -113,13 +113,6 @@ def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None) -> Refere
     return Reference(calls, logits, layer)
 
 
-def shared_reference(base: torch.Tensor) -> torch.Tensor | None:
-    """``base[:1]`` when every image has the same baseline (zeros, a constant), else None."""
-    if len(base) == 1 or bool((base == base[:1]).all()):
-        return base[:1]
-    return None
-
-
 @register
 class DeepLift(Configured):
     """DeepLIFT-Rescale; ``baseline`` as Integrated Gradients (default zeros).
@@ -144,7 +137,7 @@ class DeepLift(Configured):
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
         base = make_baseline(inputs, self.hp["baseline"], self.hp["seed"])
         copy = check_rule_model(self.model, inputs, self.name, _is_activation)
-        shared = shared_reference(base)
+        shared = shared_baseline(base)
         common = reference_pass(self.model, shared, at) if shared is not None else None
 
         def run(lo: int, hi: int):

@@ -1,6 +1,6 @@
-"""Pointing game on ``shapes`` for the perturbation / optimisation methods (part 2).
+"""Pointing game on ``shapes`` for every attribution method (issues 3 and 4).
 
-    python benchmarks/pointing_perturbation.py [--model runs/x] [--n 64] [--threads 2]
+    python benchmarks/pointing.py [--model runs/x] [--n 64] [--threads 2] [--only a,b]
 
 Model: ``--model`` (a saved model folder or run folder), or by default the
 test fixture's recipe (ResNet-20, demo config shortened to 4 epochs) trained
@@ -19,6 +19,21 @@ import time
 import torch
 
 SETTINGS = {
+    "saliency": {},
+    "input-x-gradient": {},
+    "integrated-gradients": {"steps": 50},
+    "smoothgrad": {"samples": 50},
+    "guided-backprop": {},
+    "deconvnet": {},
+    "deeplift": {},
+    "lrp": {"composite": "epsilon-plus"},
+    "lrp ": {"rule": "epsilon"},
+    "cam": {},
+    "grad-cam": {},
+    "grad-cam++": {},
+    "score-cam": {},
+    "guided-grad-cam": {},
+    "layer-cam": {},
     "occlusion": {"window": 4, "stride": 2},
     "rise": {"n_masks": 500, "s": 8},
     "lime": {"n_samples": 200},
@@ -74,11 +89,12 @@ def main() -> None:
     rows = [("random map", "uniform noise", *score(torch.rand(args.n, 1, 32, 32, generator=g)), 0)]
     only = {s for s in args.only.split(",") if s}
     for method, params in SETTINGS.items():
-        if only and method not in only:
+        name = method.strip()  # "lrp " is a second setting of "lrp"
+        if only and name not in only:
             continue
-        extra = {"statistics": stats} if method == "iba" else {}
+        extra = {"statistics": stats} if name == "iba" else {}
         start = time.perf_counter()
-        e = cnnlens.explain(model, x, method=method, target=y, **params, **extra)
+        e = cnnlens.explain(model, x, method=name, target=y, **params, **extra)
         seconds = time.perf_counter() - start
         rows.append((method, str(params), *score(e.maps), seconds))
         print(f"  {method}: {seconds:.1f} s", flush=True)
