@@ -38,6 +38,8 @@ def test_decompose_command_writes_results(trained_shapes, tmp_path):
             "1,5",
             "--seeds",
             "1",
+            "--retrain",
+            "1",
             "--out",
             str(out),
         ]
@@ -61,6 +63,16 @@ def test_decompose_command_writes_results(trained_shapes, tmp_path):
     assert set(summary["in_mask_energy"]) >= {"influential", "non_influential", "all"}
     facts = json.loads((out / "influential.json").read_text())
     assert len(facts["classes"]) == 8
+    # the retrained decomposed classifier is saved and reopens with its accuracy
+    from cnnlens.analysis import DecomposedHead
+    from cnnlens.train import evaluate
+    from cnnlens.workflows import open_model
+
+    net = open_model(out / "retrained")
+    assert isinstance(net.head, DecomposedHead) and net.head.indices.shape == (8, 5)
+    history = json.loads((out / "retrain.json").read_text())
+    accuracy = evaluate(net, trained_shapes.test)["accuracy"]
+    assert accuracy == pytest.approx(history[-1]["test_accuracy"], abs=1e-9)
 
 
 def test_report_section(trained_shapes, tmp_path):

@@ -134,7 +134,8 @@ def read_meta(dir: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _rebuild(meta: dict[str, Any], path: Path) -> nn.Module:
+def rebuild(meta: dict[str, Any], path: Path) -> nn.Module:
+    """The untrained :mod:`cnnlens.nets` model ``meta`` (from :func:`read_meta`) describes."""
     from . import nets
 
     arch = meta.get("arch")
@@ -178,7 +179,7 @@ def load(
             "(an interrupted save or a modified file); save the model again"
         )
     if model is None:
-        model = _rebuild(meta, dir / META_FILE)
+        model = rebuild(meta, dir / META_FILE)
     load_state_dict_file(model, weights)
     if device is not None:
         model.to(device)

@@ -128,12 +128,17 @@ DEMO_CONFIG = TrainConfig(
 
 
 def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
-    """Load a saved model from its folder or from a run folder that holds ``model/``."""
+    """Load a saved model from its folder or from a run folder that holds ``model/``
+    (a decomposed classifier saved by ``cnnlens decompose --retrain`` included)."""
     path = Path(path)
+    if not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
+        path = path / "model"
     if (path / "model.json").is_file():
+        if "decomposed" in (checkpoint.read_meta(path).get("extra") or {}):
+            from .analysis.decomposed import load_decomposed
+
+            return load_decomposed(path, device=device)
         return checkpoint.load(path, device=device)
-    if (path / "model" / "model.json").is_file():
-        return checkpoint.load(path / "model", device=device)
     raise CheckpointError(
         f"no saved model in {path}: expected {path / 'model.json'} or {path / 'model/model.json'}"
     )

@@ -13,7 +13,7 @@ layer), with :func:`relative_accuracy` / :func:`sweep` (r_A, Figure 3),
 """
 
 from .ablation import noise_ablation
-from .decomposed import DecomposedHead, decompose, head_macs
+from .decomposed import DecomposedHead, decompose, head_macs, load_decomposed, save_decomposed
 from .features import Features, collect_features
 from .influential import InfluentialFeatures
 from .maps import energy_table, in_mask_energy, influential_maps
@@ -36,11 +36,13 @@ __all__ = [
     "in_mask_energy",
     "influential_maps",
     "jaccard_matrix",
+    "load_decomposed",
     "mean_overlap",
     "noise_ablation",
     "relative_accuracy",
     "retrain",
     "run_decompose",
+    "save_decomposed",
     "retrain_config",
     "sweep",
     "sweep_grid",

@@ -9,11 +9,16 @@ Paper 002 (sections 5.2.3-5.2.4, "decomposed softmax"): the final layer
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import InputError, LayerError
+from .. import checkpoint
+from ..errors import CheckpointError, InputError, LayerError
 from ..layers import final_linear, get_layer, set_layer
 from .influential import InfluentialFeatures
 
@@ -121,3 +126,52 @@ def head_macs(model: nn.Module, name: str) -> int:
     if isinstance(layer, nn.Linear):
         return int(layer.in_features * layer.out_features)
     raise LayerError(f"layer {name!r} is {type(layer).__name__}, not a final layer")
+
+
+def save_decomposed(
+    model: nn.Module,
+    dir: str | os.PathLike,
+    head: str,
+    *,
+    classes: Sequence[str] | None = None,
+    mean: Sequence[float] | torch.Tensor | None = None,
+    std: Sequence[float] | torch.Tensor | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save a decomposed classifier (:func:`decompose`) so :func:`load_decomposed` and
+    ``cnnlens.workflows.open_model`` can rebuild it: the JSON records the head's
+    name and shape next to the base architecture."""
+    layer = get_layer(model, head)
+    if not isinstance(layer, DecomposedHead):
+        raise LayerError(f"layer {head!r} is {type(layer).__name__}, not a DecomposedHead")
+    shape = {
+        "head": head,
+        "classes": layer.num_classes,
+        "k": int(layer.indices.shape[1]),
+        "in_features": layer.in_features,
+        "bias": layer.bias is not None,
+    }
+    info = {**dict(extra or {}), "decomposed": shape}
+    return checkpoint.save(model, dir, classes=classes, mean=mean, std=std, extra=info)
+
+
+def load_decomposed(dir: str | os.PathLike, *, device: str | None = None) -> nn.Module:
+    """Rebuild a classifier saved by :func:`save_decomposed` and load its weights."""
+    meta = checkpoint.read_meta(dir)
+    shape = (meta.get("extra") or {}).get("decomposed")
+    if not isinstance(shape, dict):
+        raise CheckpointError(f"{dir} holds no decomposed model (no 'decomposed' entry in extra)")
+    try:
+        k, n_classes = int(shape["k"]), int(shape["classes"])
+        head = DecomposedHead(
+            torch.zeros(n_classes, k, dtype=torch.long),
+            torch.zeros(n_classes, k),
+            torch.zeros(n_classes) if shape.get("bias", True) else None,
+            in_features=int(shape["in_features"]),
+        )
+        name = str(shape["head"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{dir}: malformed 'decomposed' entry {shape!r}: {exc}") from None
+    model = checkpoint.rebuild(meta, Path(dir) / "model.json")
+    set_layer(model, name, head)
+    return checkpoint.load(dir, device=device, model=model)

@@ -3,8 +3,9 @@
 :func:`run_decompose` fits the influential features on the training split,
 scores the decomposed final layer on the test split (r_A, the k1/k2 sweep,
 the noise ablation, in-mask energy where masks exist, class overlap),
-optionally retrains the decomposed head, and writes every table (JSON, CSV,
-markdown) and plot into ``out``. Penultimate features are computed once per
+optionally retrains the decomposed head (saved to ``out/retrained``, which
+``cnnlens.workflows.open_model`` and every command can open), and writes
+every table (JSON, CSV, markdown) and plot into ``out``. Penultimate features are computed once per
 split and shared by every step.
 """
 
@@ -22,6 +23,7 @@ from ..io import write_json, write_text
 from ..progress import log_line
 from . import plots
 from .ablation import noise_ablation
+from .decomposed import save_decomposed
 from .features import collect_features
 from .influential import InfluentialFeatures
 from .maps import energy_table, influential_maps
@@ -108,8 +110,18 @@ def run_decompose(
 
     history = None
     if retrain_epochs:
-        _net, history = retrain(model, est, train, test, epochs=retrain_epochs, whole=retrain_whole)
+        net, history = retrain(model, est, train, test, epochs=retrain_epochs, whole=retrain_whole)
         _rows_out(out, "retrain", history)
+        meta = getattr(model, "meta", None) or {}
+        save_decomposed(
+            net,
+            out / "retrained",
+            est.head_name_,
+            classes=train.classes,
+            mean=meta.get("mean", train.mean),
+            std=meta.get("std", train.std),
+            extra={"k1": k1, "k2": k2, "retrain_epochs": retrain_epochs, "whole": retrain_whole},
+        )
         label = "whole network" if retrain_whole else "decomposed head"
         plots.save_png(plots.retrain_plot({label: history}), out / "retrain.png")
 
