@@ -88,3 +88,23 @@ def test_report_section(trained_shapes, tmp_path):
     page = build_report(ctx, tmp_path / "r.html", only=["class_filters"]).read_text()
     assert "Class-specific filters" in page and "r_A" in page
     assert 'class="error"' not in page
+
+
+def test_decompose_depth_trains_once_then_reuses(tmp_path, capsys):
+    """One line trains the depths, writes the table and plot; a second run reuses the nets."""
+    args = ["decompose-depth", "--depths", "8,14", "--epochs", "1", "--n", "256"]
+    args += ["--out", str(tmp_path)]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "depth.json").read_text())
+    assert [row["depth"] for row in first] == [8, 14]
+    for row in first:
+        assert row["run"].startswith("trained")
+        assert row["r_A"] == pytest.approx(row["A_d"] / row["A_f"])
+        assert row["k1"] == row["k2"] == round(row["m"] * 5 / 64)
+    assert (tmp_path / "depth.png").stat().st_size > 0
+    assert (tmp_path / "resnet8" / "model" / "model.json").is_file()
+    capsys.readouterr()
+    assert main(args) == 0
+    second = json.loads((tmp_path / "depth.json").read_text())
+    assert [row["run"] for row in second] == ["reused", "reused"]
+    assert [row["r_A"] for row in second] == [row["r_A"] for row in first]
