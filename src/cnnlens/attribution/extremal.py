@@ -101,8 +101,9 @@ class SmoothMaskGenerator:
         side = 2 * self.radius + 1
         mask = F.unfold(params, (side, side), padding=(self.padding,) * 2)
         mask = mask.reshape(len(params), -1, *self.shape_mid)
-        mask = F.interpolate(mask, size=self.shape_up, mode="nearest")
-        mask = F.pad(mask, (0, -self.step + 1, 0, -self.step + 1))
+        if self.step > 1:  # at step 1 both are identities (and the copy is costly)
+            mask = F.interpolate(mask, size=self.shape_up, mode="nearest")
+            mask = F.pad(mask, (0, -self.step + 1, 0, -self.step + 1))
         mask = self.weight * mask
         mask = (mask * F.softmax(self.coldness * mask, dim=1)).sum(dim=1, keepdim=True)
         mask = mask.clamp(0, 1)
