@@ -88,3 +88,42 @@ def test_explanations_section(saved, shapes_test, tmp_path):
     for name in methods():
         assert f"<td>{name}</td>" in page
     assert "<td>shown</td>" not in page.replace("<td>saliency</td><td>shown</td>", "")
+
+
+PERTURBATION = [
+    "occlusion", "rise", "lime", "kernel-shap", "extremal-perturbation",
+    "meaningful-perturbation", "iba",
+]  # fmt: skip
+
+
+def test_explain_command_runs_perturbation_methods(saved, tmp_path):
+    """Each --param goes only to the methods that take it (n_masks to RISE, ...)."""
+    folder, _model = saved
+    out = tmp_path / "explain"
+    params = ["n_masks=64", "n_samples=40", "iterations=4", "steps=2", "window=8", "stride=8"]
+    args = ["explain", "--model", str(folder), "--data", "shapes", "--index", "0:3"]
+    args += ["--method", ",".join(PERTURBATION), "--out", str(out)]
+    for p in params:
+        args += ["--param", p]
+    assert main(args) == 0
+    maps = np.load(out / "maps.npz")
+    for name in PERTURBATION:
+        assert maps[name].shape == (3, 32, 32), name
+        assert np.isfinite(maps[name]).all(), name
+    assert (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_explanations_section_shows_perturbation_methods(saved, shapes_test, tmp_path):
+    """At their default settings, with the time budget lifted, every part-2 method is shown."""
+    from cnnlens.report import ReportContext
+    from cnnlens.report.sections.explanations import explanations
+
+    _folder, model = saved
+    options = {"explain_budget_s": 1e6, "explain_methods": PERTURBATION}
+    ctx = ReportContext(
+        model=model, train=None, test=shapes_test.subset(range(8)), out=tmp_path, options=options
+    )
+    page = explanations(ctx)
+    for name in PERTURBATION:
+        assert f"<td>{name}</td><td>shown</td>" in page, name

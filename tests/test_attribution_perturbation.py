@@ -101,7 +101,7 @@ def test_no_trace_when_a_method_raises():
         ("meaningful-perturbation", {"iterations": 0}, "iterations"),
         ("iba", {"layer": "nope"}, "nope"),
         ("iba", {"beta": -1}, "beta"),
-        ("rise", {"masks": 10}, "unknown hyperparameters"),
+        ("rise", {"masks": 10}, "no hyperparameter .masks. .did you mean .n_masks"),
     ],
 )
 def test_bad_hyperparameters_raise_input_errors(method, params, match):

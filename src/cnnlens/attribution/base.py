@@ -16,6 +16,7 @@ Hyperparameter vocabulary shared by all methods: ``steps``, ``samples``,
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, ClassVar
 
 import torch
@@ -77,6 +78,21 @@ def resolve_target(
     return t, logits
 
 
+def check_hyperparameters(method: str, given: dict[str, Any], valid: frozenset[str]) -> None:
+    """An :class:`InputError` naming each unknown hyperparameter, with the closest valid one."""
+    unknown = [k for k in given if k not in valid]
+    if not unknown:
+        return
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, sorted(valid), n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise InputError(
+        f"{method} has no hyperparameter {', '.join(hints)}; "
+        f"valid: {', '.join(sorted(valid)) or 'none'}"
+    )
+
+
 class Method:
     """Base class of attribution methods (see the module docstring).
 
@@ -88,12 +104,22 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     pixel_space: ClassVar[bool] = True
+    hyperparameters: ClassVar[frozenset[str] | None] = None  # None: not declared
 
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        valid = self.accepted(hyperparameters)
+        if valid is not None:
+            check_hyperparameters(self.name, hyperparameters, valid)
         self.model = model
         self.params = hyperparameters
+
+    @classmethod
+    def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str] | None:
+        """Hyperparameter names this method takes (``None``: any); ``params`` may
+        change the answer (SmoothGrad takes its base method's names too)."""
+        return cls.hyperparameters
 
     def __call__(
         self, inputs: torch.Tensor, target: int | torch.Tensor | None = None

@@ -188,6 +188,9 @@ class InformationBottleneck(Method):
     ``extras``: ``capacity`` ``[N,C,h,w]`` (nats) and ``lambda`` ``[N,C,h,w]``.
     """
 
+    hyperparameters = frozenset(
+        {"layer", "beta", "steps", "lr", "samples", "sigma", "statistics", "seed", "batch_size"}
+    )
     name = "iba"
     description = "information bottleneck: bits per location the class needs at a layer"
     pixel_space = False
@@ -196,10 +199,6 @@ class InformationBottleneck(Method):
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
     ) -> Explanation:
         p = self.params
-        known = {"layer", "beta", "steps", "lr", "samples", "sigma", "statistics", "seed"}
-        unknown = set(p) - known - {"batch_size"}
-        if unknown:
-            raise InputError(f"iba got unknown hyperparameters {sorted(unknown)}")
         layer = p.get("layer", "auto")
         if layer == "auto":
             layer = auto_layer(self.model, inputs)

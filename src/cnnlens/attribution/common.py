@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -86,18 +85,12 @@ class Configured(Method):
         resolved, _ = resolve_target(lambda _x: out.detach(), out, spec)
         return resolved
 
+    @classmethod
+    def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str]:
+        return frozenset(cls.defaults)
+
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         super().__init__(model, **hyperparameters)
-        unknown = [k for k in hyperparameters if k not in self.defaults]
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(k, list(self.defaults), n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise InputError(
-                f"{self.name} has no hyperparameter {', '.join(hints)}; "
-                f"valid: {', '.join(sorted(self.defaults)) or 'none'}"
-            )
         self.hp = {**self.defaults, **hyperparameters}
 
     def chunk(self, inputs: torch.Tensor, *, backward: bool = True) -> int:

@@ -132,6 +132,10 @@ class ExtremalPerturbation(Method):
     (no randomness; deterministic).
     """
 
+    hyperparameters = frozenset(
+        {"area", "iterations", "variant", "levels", "step", "sigma", "max_blur", "jitter"}
+        | {"seed", "batch_size"}
+    )
     name = "extremal-perturbation"
     description = "extremal perturbation: smooth mask of fixed area that keeps the class score"
 
@@ -139,10 +143,6 @@ class ExtremalPerturbation(Method):
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
     ) -> Explanation:
         p = self.params
-        known = {"area", "iterations", "variant", "levels", "step", "sigma", "max_blur"}
-        unknown = set(p) - known - {"jitter", "seed", "batch_size"}
-        if unknown:
-            raise InputError(f"extremal-perturbation got unknown hyperparameters {sorted(unknown)}")
         area = positive_float("area", p.get("area", 0.1))
         if area >= 1:
             raise InputError(f"area is a fraction of the image in (0, 1), got {area}")
@@ -229,6 +229,10 @@ class MeaningfulPerturbation(Method):
     ``blur`` (sigma, 10 px at 224 px), ``seed``, ``batch_size``. Maps: ``1 - m``.
     """
 
+    hyperparameters = frozenset(
+        {"iterations", "l1", "tv", "tv_beta", "lr", "noise", "mask_size", "blur", "seed"}
+        | {"batch_size"}
+    )
     name = "meaningful-perturbation"
     description = "meaningful perturbation: sparse smooth mask whose blurring deletes the class"
 
@@ -236,12 +240,6 @@ class MeaningfulPerturbation(Method):
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
     ) -> Explanation:
         p = self.params
-        known = {"iterations", "l1", "tv", "tv_beta", "lr", "noise", "mask_size", "blur"}
-        unknown = set(p) - known - {"seed", "batch_size"}
-        if unknown:
-            raise InputError(
-                f"meaningful-perturbation got unknown hyperparameters {sorted(unknown)}"
-            )
         iterations = positive_int("iterations", p.get("iterations", 500))
         l1 = positive_float("l1", p.get("l1", 0.01), allow_zero=True)
         tv = positive_float("tv", p.get("tv", 0.2), allow_zero=True)

@@ -49,6 +49,7 @@ class Occlusion(Method):
     covering each pixel; ``raw`` repeats it on every channel like Captum.
     """
 
+    hyperparameters = frozenset({"window", "stride", "baseline", "seed", "batch_size"})
     name = "occlusion"
     description = "sliding-window occlusion: target-score drop when a window is replaced"
 
@@ -56,9 +57,6 @@ class Occlusion(Method):
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
     ) -> Explanation:
         p = self.params
-        unknown = set(p) - {"window", "stride", "baseline", "seed", "batch_size"}
-        if unknown:
-            raise InputError(f"occlusion got unknown hyperparameters {sorted(unknown)}")
         n, c, h, w = inputs.shape
         window = pair("window", p.get("window", 4))
         stride = pair("stride", p.get("stride", window))

@@ -49,6 +49,7 @@ class Rise(Method):
     images of one call, as in the reference implementation.
     """
 
+    hyperparameters = frozenset({"n_masks", "s", "p1", "seed", "all_classes", "batch_size"})
     name = "rise"
     description = "RISE: probability-weighted sum of random upsampled grid masks"
 
@@ -56,9 +57,6 @@ class Rise(Method):
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
     ) -> Explanation:
         p = self.params
-        unknown = set(p) - {"n_masks", "s", "p1", "seed", "all_classes", "batch_size"}
-        if unknown:
-            raise InputError(f"rise got unknown hyperparameters {sorted(unknown)}")
         n_masks = positive_int("n_masks", p.get("n_masks", 4000))
         s = positive_int("s", p.get("s", 8))
         p1 = positive_float("p1", p.get("p1", 0.5))

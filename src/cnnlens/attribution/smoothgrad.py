@@ -42,6 +42,12 @@ class SmoothGrad(Configured):
         "batch_size": None,
     }
 
+    @classmethod
+    def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str]:
+        base = (params or {}).get("base", cls.defaults["base"])
+        inner = get(base).accepted(params) if isinstance(base, str) and base != cls.name else None
+        return frozenset(cls.defaults) | (inner or frozenset())
+
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         own = {k: v for k, v in hyperparameters.items() if k in self.defaults}
         super().__init__(model, **own)

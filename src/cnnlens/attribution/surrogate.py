@@ -23,14 +23,13 @@ from __future__ import annotations
 import torch
 
 from ..batching import chunk_size, run_chunked
-from ..errors import InputError
 from ..types import Explanation
 from . import register
 from ._perturb import baseline_like, generator, positive_float, positive_int, target_scores
 from .base import Method
 from .segments import all_coalitions, apply_coalitions, sample_coalitions, segment
 
-_COMMON = {"n_samples", "segments", "baseline", "seed", "batch_size"}
+_COMMON = frozenset({"n_samples", "segments", "baseline", "seed", "batch_size"})
 
 
 def _solve_dtype(device: torch.device) -> torch.dtype:
@@ -102,16 +101,13 @@ def shapley_kernel_weights(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor
 class _SegmentSurrogate(Method):
     """Shared pipeline: segment, draw coalitions, evaluate them batched, fit, paint."""
 
-    extra_params: frozenset[str] = frozenset()
+    hyperparameters = _COMMON
     default_samples = 1000
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
     ) -> Explanation:
         p = self.params
-        unknown = set(p) - _COMMON - self.extra_params
-        if unknown:
-            raise InputError(f"{self.name} got unknown hyperparameters {sorted(unknown)}")
         n_samples = positive_int("n_samples", p.get("n_samples", self.default_samples))
         labels, valid = segment(inputs, p.get("segments", "slic"))
         base = baseline_like(p.get("baseline", 0.0), inputs)
@@ -149,7 +145,7 @@ class Lime(_SegmentSurrogate):
 
     name = "lime"
     description = "LIME: weighted ridge surrogate on superpixel coalitions"
-    extra_params = frozenset({"kernel_width", "alpha"})
+    hyperparameters = _COMMON | {"kernel_width", "alpha"}
 
     def coalitions(self, valid, n_samples, g):
         z = sample_coalitions(valid, n_samples, g, shapley=False)

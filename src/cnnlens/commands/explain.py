@@ -106,8 +106,7 @@ def register(app: typer.Typer) -> None:
         }
         columns, timings = {}, {}
         for name in names:
-            cls = attribution.get(name)
-            accepted = getattr(cls, "defaults", None)
+            accepted = attribution.get(name).accepted(hp)
             kwargs = {k: v for k, v in hp.items() if accepted is None or k in accepted}
             start = time.perf_counter()
             e = attribution.explain(net, x, name, target=goal, **kwargs)
