@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -159,3 +160,30 @@ def test_faithfulness_report_section_builds(shapes_test, tmp_path):
     assert "<table>" in page and ">sobel<" in page and ">random<" in page
     assert "fails" in page  # the baselines fail the randomisation check
     assert same_fingerprint(fp, model_fingerprint(model))
+
+
+def test_evaluate_command_method_params_and_iba_statistics(tmp_path, capsys):
+    """--param method:key=value reaches the method; IBA gets training-image statistics once."""
+    import torch
+
+    from cnnlens import checkpoint, nets
+    from cnnlens.cli import main
+    from cnnlens.data import load
+
+    test = load("shapes", split="test")
+    torch.manual_seed(0)
+    folder = tmp_path / "model"
+    checkpoint.save(nets.create("resnet8", num_classes=8), folder, classes=test.classes)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(folder), "--n", "4", "--methods", "iba,rise"]
+    args += ["--metrics", "pointing_game", "--sanity-images", "0", "--out", str(out)]
+    args += ["--param", "iba:steps=2", "--param", "rise:n_masks=32"]
+    assert main(args) == 0
+    saved = json.loads((out / "evaluation.json").read_text())["method_params"]
+    assert saved["rise"] == {"n_masks": 32}
+    assert saved["iba"]["steps"] == 2
+    assert saved["iba"]["statistics"].endswith(".safetensors")
+    assert (out / saved["iba"]["statistics"].rsplit("/", 1)[-1]).is_file()
+    capsys.readouterr()
+    assert main([*args[:-4], "--param", "rsie:n_masks=3"]) == 2
+    assert "rsie" in capsys.readouterr().err

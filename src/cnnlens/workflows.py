@@ -142,3 +142,30 @@ def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
     raise CheckpointError(
         f"no saved model in {path}: expected {path / 'model.json'} or {path / 'model/model.json'}"
     )
+
+
+IBA_STATISTICS_IMAGES = 512
+
+
+def iba_statistics(
+    model: nn.Module, data: str, layer: str, folder: str | Path, *, images: int | None = None
+) -> Path:
+    """IBA's layer statistics from the first training images of ``data``, saved once.
+
+    Returns the path of ``folder/iba-statistics-<layer>.safetensors``; an
+    existing file for the same layer is reused (``estimate_statistics``).
+    ``layer="auto"`` is resolved first, so the file names the real layer.
+    """
+    from .attribution.bottleneck import estimate_statistics
+    from .data import load
+    from .layers import auto_layer
+
+    train = load(data, split="train")
+    count = min(images or IBA_STATISTICS_IMAGES, len(train))
+    x, _ = train.tensors(range(count))
+    device = next(model.parameters()).device
+    if layer == "auto":
+        layer = auto_layer(model, x[:1].to(device))
+    path = Path(folder) / f"iba-statistics-{layer}.safetensors"
+    estimate_statistics(model, layer, x.to(device), path=path)
+    return path

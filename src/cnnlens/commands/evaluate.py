@@ -7,6 +7,22 @@ from pathlib import Path
 import typer
 
 
+def parse_method_params(items: list[str]) -> dict[str, dict[str, object]]:
+    """``method:key=value`` strings -> ``{method: {key: value}}`` (values as in explain)."""
+    from ..errors import InputError
+    from .explain import parse_params
+
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        method, sep, rest = item.partition(":")
+        if not sep or not method or "=" not in rest:
+            raise InputError(
+                f"--param must be method:key=value (e.g. rise:n_masks=2000), got {item!r}"
+            )
+        out.setdefault(method.strip(), {}).update(parse_params([rest]))
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
@@ -20,6 +36,11 @@ def register(app: typer.Typer) -> None:
             "degradation_small/large, bbox_score, pointing games, randomisation, completeness); "
             "the optional max_sensitivity, infidelity and road run only when named",
         ),
+        param: list[str] = typer.Option(  # noqa: B008
+            [],
+            help="method hyperparameter method:key=value, e.g. rise:n_masks=2000 (repeatable); "
+            "iba gets layer statistics from 512 training images unless iba:statistics= is given",
+        ),
         out: Path = typer.Option(..., help="output folder (resumable: finished work is kept)"),
         chunk: int = typer.Option(32, min=1, help="images per saved unit of work"),
         sanity_images: int = typer.Option(32, min=0, help="images for the randomisation check"),
@@ -28,12 +49,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
         from ..data import load
-        from ..errors import DataError
+        from ..errors import DataError, InputError
         from ..metrics.evaluate import evaluate as run_evaluation
+        from ..metrics.evaluate import resolve_methods
         from ..metrics.outputs import write_evaluation
         from ..progress import log_line
-        from ..workflows import open_model
+        from ..workflows import iba_statistics, open_model
 
+        method_params = parse_method_params(param)
         net = open_model(model)
         test = load(data, split="test")
         if n > len(test):
@@ -41,6 +64,15 @@ def register(app: typer.Typer) -> None:
         x, _ = test.tensors(range(n))
         boxes = None if test.boxes is None else test.boxes[:n]
         masks = None if test.masks is None else test.masks[:n]
+        chosen = resolve_methods(methods)
+        stray = sorted(set(method_params) - set(chosen))
+        if stray:
+            raise InputError(f"--param names methods that are not evaluated: {', '.join(stray)}")
+        if "iba" in chosen:
+            iba = method_params.setdefault("iba", {})
+            if "statistics" not in iba:
+                layer = str(iba.get("layer", "auto"))
+                iba["statistics"] = str(iba_statistics(net, data, layer, out))
         log_line(f"evaluate: {n} images of {data}, methods={methods}, metrics={metrics}")
         ev = run_evaluation(
             net,
@@ -49,6 +81,7 @@ def register(app: typer.Typer) -> None:
             metrics=metrics,
             boxes=boxes,
             masks=masks,
+            method_params=method_params,
             chunk=chunk,
             sanity_images=sanity_images,
             batch_size=batch_size,

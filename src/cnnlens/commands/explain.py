@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from ..io import atomic_path, write_bytes, write_json
         from ..report.figures import to_png
         from ..report.sections.explanations import explanation_grid
-        from ..workflows import open_model
+        from ..workflows import iba_statistics, open_model
 
         names = [m.strip() for m in method.split(",") if m.strip()]
         for name in names:
@@ -94,6 +94,9 @@ def register(app: typer.Typer) -> None:
         dev = next(net.parameters()).device
         x = x.to(dev)
         hp = parse_params(param)
+        if "iba" in names and "statistics" not in hp:  # from training images, saved once
+            layer = str(hp.get("layer", "auto"))
+            hp["statistics"] = str(iba_statistics(net, data, layer, out))
         with torch.no_grad():
             net.eval()
             probs = net(x).softmax(1)
