@@ -60,8 +60,8 @@ def explanation_grid(
 # methods whose cost is known; others are timed on one image first.
 KNOWN_PASSES = {
     "saliency": 1, "input-x-gradient": 1, "guided-backprop": 1, "deconvnet": 1,
-    "grad-cam": 1, "grad-cam++": 1, "layer-cam": 1, "cam": 1, "deeplift": 2,
-    "guided-grad-cam": 2, "lrp": 2, "integrated-gradients": 51, "smoothgrad": 51,
+    "grad-cam": 1, "grad-cam++": 1, "layer-cam": 1, "cam": 1, "deeplift": 1.5,
+    "guided-grad-cam": 1, "lrp": 1.6, "integrated-gradients": 51, "smoothgrad": 51,
     "score-cam": 30,
 }  # fmt: skip
 
