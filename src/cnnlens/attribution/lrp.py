@@ -62,6 +62,7 @@ from .lrp_rules import (
 from .modified_backward import require_same_outputs, structure_key
 
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_NEEDS_COPY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # folded model -> bool
 
 COMPOSITES: dict[str, dict[Any, str]] = {
     "epsilon": {nn.Conv2d: "epsilon", nn.Linear: "epsilon"},
@@ -97,10 +98,11 @@ def _needs(t: Any) -> bool:
 class _Watch(TorchFunctionMode):
     """Gives operations outside rule-carrying modules their LRP treatment."""
 
-    def __init__(self, eps: float) -> None:
+    def __init__(self, eps: float, copy: bool = False) -> None:
         super().__init__()
         self.depth = 0
         self.eps = eps
+        self.copy = copy
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -126,7 +128,7 @@ class _Watch(TorchFunctionMode):
                 new[index] = v
                 return func(*new, **kwargs)
 
-            return Recompute.apply(x, out.detach(), epsilon_relevance(fn, self.eps))
+            return Recompute.apply(x, out.detach(), epsilon_relevance(fn, self.eps), self.copy)
         base = name[:-1] if name.endswith("_") and not name.startswith("_") else name
         what = "activation function" if base in FUNCTION_NAMES else "operation"
         raise LayerError(
@@ -219,11 +221,11 @@ class LRP(Configured):
 
                 def pre(_m, inp):
                     watch.depth += 1
-                    return (TimesInput.apply(inp[0]), *inp[1:])
+                    return (TimesInput.apply(inp[0], watch.copy), *inp[1:])
 
                 def post(_m, _inp, out):
                     watch.depth -= 1
-                    return DivideStabilized.apply(out, eps)
+                    return DivideStabilized.apply(out, eps, watch.copy)
 
                 hooks.forward_pre(module, pre)
                 hooks.forward(module, post)
@@ -242,7 +244,7 @@ class LRP(Configured):
                     else:
                         fn = alpha_beta_relevance(m, alpha, beta, eps)
                     watch.depth -= 1
-                    return Recompute.apply(x, out.detach(), fn)
+                    return Recompute.apply(x, out.detach(), fn, watch.copy)
 
                 hooks.forward_pre(module, pre)
                 hooks.forward(module, post)
@@ -251,7 +253,7 @@ class LRP(Configured):
 
                 def post_pass(_m, inp, out):
                     watch.depth -= 1
-                    return Pass.apply(inp[0], out.detach())
+                    return Pass.apply(inp[0], out.detach(), watch.copy)
 
                 hooks.forward(module, post_pass)
             elif has_params:
@@ -291,7 +293,7 @@ class LRP(Configured):
         model, first = self._folded(inputs)
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
-        watch = _Watch(float(self.hp["epsilon"]))
+        watch = _Watch(float(self.hp["epsilon"]), copy=_NEEDS_COPY.get(model, False))
 
         def run(lo: int, hi: int):
             x = inputs[lo:hi].detach()
@@ -316,7 +318,15 @@ class LRP(Configured):
                 (r,) = torch.autograd.grad(score, a, score.detach())
             return r, t
 
-        raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
+        try:
+            raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
+        except RuntimeError as exc:
+            # rule outputs are views; a model that changes them in place needs copies
+            if watch.copy or "modified inplace" not in str(exc):
+                raise
+            _NEEDS_COPY[model] = True
+            watch = _Watch(float(self.hp["epsilon"]), copy=True)
+            raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         total = raw.flatten(1).sum(1)
         return self.explanation(maps, target, raw=raw, relevance_sum=total)

@@ -35,65 +35,73 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """``z + eps * sign(z)`` with ``sign(0) = 1`` (``copysign``: one fused op)."""
     if eps == 0:
         return z
-    return z + torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), z)
+    return z + torch.copysign(z.new_full((), eps), z)
+
+
+def _out(t: torch.Tensor, copy: bool) -> torch.Tensor:
+    """A rule's forward output: ``t`` itself (autograd makes it a view, no copy), or a
+    copy when the model modifies it in place afterwards (autograd forbids that on views)."""
+    return t.clone() if copy else t
 
 
 class TimesInput(torch.autograd.Function):
     """Identity forward; backward multiplies the gradient by the input."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, copy: bool = False) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return x.clone()
+        return _out(x, copy)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return x * grad
+        return x * grad, None
 
 
 class DivideStabilized(torch.autograd.Function):
     """Identity forward; backward divides the gradient by ``z + eps sign z``."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, eps: float, copy: bool = False) -> torch.Tensor:
         ctx.save_for_backward(z)
         ctx.eps = eps
-        return z.clone()
+        return _out(z, copy)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (z,) = ctx.saved_tensors
-        return grad / stabilize(z, ctx.eps), None
+        return grad / stabilize(z, ctx.eps), None, None
 
 
 class Recompute(torch.autograd.Function):
     """Forward: the layer's output; backward: ``relevance(x, R)`` of the rule."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, out: torch.Tensor, relevance: Callable) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, out: torch.Tensor, relevance: Callable, copy: bool = False
+    ) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.relevance = relevance
-        return out.clone()
+        return _out(out, copy)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         with torch.enable_grad():
             r = ctx.relevance(x.detach(), grad)
-        return r, None, None
+        return r, None, None, None
 
 
 class Pass(torch.autograd.Function):
     """Identity backward: relevance crosses an elementwise activation unchanged."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return out.clone()
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor, copy: bool = False) -> torch.Tensor:
+        return _out(out, copy)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad, None
+        return grad, None, None
 
 
 class ProportionalAdd(torch.autograd.Function):
