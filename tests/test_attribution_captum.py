@@ -162,3 +162,34 @@ def test_lrp_epsilon():
     ref = captum(lambda: captum_attr.LRP(model).attribute(x, target=t))
     ours = explain(model, x, "lrp", target=t, rule="epsilon", epsilon=1e-9)
     assert close(ours.raw, ref) <= TOL
+
+
+def test_deeplift_with_max_pooling():
+    """Max pooling gets DeepLIFT's max-pool rule: identical to Captum's where Captum's
+    is right (a conv straight into the pool); summation-to-delta through ReLU -> pool and
+    overlapping windows, where Captum 0.9 breaks it (captum#1276, #1104: its fallback
+    reads the first image's gradient, and max_unpool drops overlapping contributions)."""
+    torch.manual_seed(3)
+    plain = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 16, 5)
+    ).eval()
+    x, t = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 4])
+    base = torch.randn(4, 3, 8, 8)
+    ref = captum(lambda: captum_attr.DeepLift(plain).attribute(x, baselines=base, target=t))
+    assert close(explain(plain, x, "deeplift", target=t, baseline=base).raw, ref) <= TOL
+
+    vgg_like = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Flatten(), nn.Linear(8 * 16, 5),
+    ).eval()  # fmt: skip
+    vgg_like[1].running_mean.uniform_(-0.3, 0.3)
+    vgg_like[1].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 3, 16, 16)
+    for baseline in ("zeros", torch.randn(1, 3, 16, 16) * 0.5):
+        e = explain(vgg_like, x, "deeplift", target=t, baseline=baseline)
+        with torch.no_grad():
+            b = torch.zeros(1, 3, 16, 16) if isinstance(baseline, str) else baseline
+            gap = vgg_like(x).gather(1, t[:, None])[:, 0] - vgg_like(b)[0, t]
+        assert torch.allclose(e.raw.flatten(1).sum(1), gap, atol=1e-4)
+        assert e.extras["delta"].abs().max() < 1e-4

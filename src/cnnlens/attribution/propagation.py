@@ -3,11 +3,13 @@
 The reference ``x0`` runs first without gradients (once, at batch 1, when
 all images share it); then the input runs forward and backward once. Every
 activation module's backward is replaced by the multiplier ``m = (y - y0) / (x - x0)``
-(the plain derivative where ``|x - x0| < 1e-10``, as Captum), linear layers
-keep their gradient, and the attribution is ``(x - x0) * m_x``. Summation-to-
+(the plain derivative where ``|x - x0| < 1e-10``, as Captum), ``nn.MaxPool2d``
+gets the max-pool rule of :class:`_MaxPoolRescale`, linear layers keep their
+gradient, and the attribution is ``(x - x0) * m_x``. Summation-to-
 delta holds: ``sum(attr) = S(x) - S(x0)`` (``extras["delta"]`` holds the
 residual per image). Reused activation modules are handled per call; an
-activation applied as a function raises a :class:`LayerError`.
+activation applied as a function raises a :class:`LayerError` (a functional
+``F.max_pool2d`` cannot be seen and keeps its gradient: use ``nn.MaxPool2d``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from .gradient import make_baseline, shared_baseline
 from .modified_backward import check_rule_model, modified_activations, passthrough
 
 EPS = 1e-10
+# Modules whose backward DeepLIFT replaces: activations (Rescale) and max pooling.
+NONLINEAR = (*ACTIVATIONS, nn.MaxPool2d)
 
 
 class _Rescale(torch.autograd.Function):
@@ -57,14 +61,58 @@ class _Rescale(torch.autograd.Function):
         return m.mul_(grad), None, None, None, None
 
 
+class _MaxPoolRescale(torch.autograd.Function):
+    """Max pooling under DeepLIFT (Shrikumar et al. 2017, section 3.5.3; Captum's rule).
+
+    Output ``o`` changes by ``y_o - y0_o``. With ``t = max(y_o, y0_o)`` the part
+    ``t - y0_o`` is sent to the input's argmax and ``y_o - t`` to the
+    reference's argmax (scatter-added, so overlapping windows sum), then
+    divided by ``x - x0``; the plain pooling gradient where ``|x - x0| < 1e-10``.
+    Summation-to-delta holds across the layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x, out, x0, y0, module: nn.MaxPool2d) -> torch.Tensor:
+        ctx.module = module
+        ctx.save_for_backward(x, out, x0, y0)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, y, x0, y0 = ctx.saved_tensors
+        m = ctx.module
+        kw = {
+            "kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+            "dilation": m.dilation, "ceil_mode": m.ceil_mode, "return_indices": True,
+        }  # fmt: skip
+        _, index = torch.nn.functional.max_pool2d(x, **kw)
+        _, index0 = torch.nn.functional.max_pool2d(x0, **kw)
+        y0, index0 = y0.expand_as(y), index0.expand_as(index)  # a shared reference
+        top = torch.maximum(y, y0)
+
+        def unpool(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+            flat = values.new_zeros(*x.shape[:2], x.shape[2] * x.shape[3])
+            return flat.scatter_add_(2, where.flatten(2), values.flatten(2)).view_as(x)
+
+        moved = unpool(grad * (top - y0), index) + unpool(grad * (y - top), index0)
+        dx = x - x0
+        multiplier = torch.where(dx.abs() < EPS, unpool(grad, index), moved / dx)
+        return multiplier, None, None, None, None
+
+
 def _is_activation(module: nn.Module):
-    return passthrough if isinstance(module, ACTIVATIONS) else None
+    return passthrough if isinstance(module, NONLINEAR) and not _tuple_pool(module) else None
+
+
+def _tuple_pool(module: nn.Module) -> bool:
+    """A max pool that returns (values, indices) is left to the plain gradient."""
+    return isinstance(module, nn.MaxPool2d) and bool(module.return_indices)
 
 
 @dataclass
 class Reference:
-    """What the reference input ``x0`` produces: each activation call's input and
-    output (per module, in call order), the logits, and layer ``at``'s output."""
+    """What the reference input ``x0`` produces: each activation or max-pool call's
+    input and output (per module, in call order), the logits, and layer ``at``'s output."""
 
     activations: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]
     logits: torch.Tensor
@@ -82,9 +130,11 @@ class Reference:
                     f"DeepLIFT: {type(module).__name__} ran more often for the input than for "
                     "the reference; the forward pass must not depend on the input's values"
                 ) from None
+            if isinstance(module, nn.MaxPool2d):
+                return _MaxPoolRescale.apply(x, out, x0, y0, module)
             return _Rescale.apply(x, out, x0, y0, module)
 
-        return lambda m: rescale if isinstance(m, ACTIVATIONS) else None
+        return lambda m: rescale if isinstance(m, NONLINEAR) and not _tuple_pool(m) else None
 
 
 def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None) -> Reference:
@@ -92,7 +142,7 @@ def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None) -> Refere
     calls: dict[nn.Module, list] = {}
     with HookSet() as hooks, torch.no_grad():
         for module in model.modules():
-            if not isinstance(module, ACTIVATIONS):
+            if not isinstance(module, NONLINEAR) or _tuple_pool(module):
                 continue
             kept: list[torch.Tensor] = []
 
