@@ -4,7 +4,7 @@ The reference ``x0`` runs first without gradients (once, at batch 1, when
 all images share it); then the input runs forward and backward once. Every
 activation module's backward is replaced by the multiplier ``m = (y - y0) / (x - x0)``
 (the plain derivative where ``|x - x0| < 1e-10``, as Captum), ``nn.MaxPool2d``
-gets the max-pool rule of :class:`_MaxPoolRescale`, linear layers keep their
+gets the max-pool rule of :func:`_maxpool_multiplier`, linear layers keep their
 gradient, and the attribution is ``(x - x0) * m_x``. Summation-to-
 delta holds: ``sum(attr) = S(x) - S(x0)`` (``extras["delta"]`` holds the
 residual per image). Reused activation modules are handled per call; an
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..batching import run_chunked
@@ -32,13 +33,51 @@ from .gradient import make_baseline, shared_baseline
 from .modified_backward import check_rule_model, modified_activations, passthrough
 
 EPS = 1e-10
-# Modules whose backward DeepLIFT replaces: activations (Rescale) and max pooling.
-NONLINEAR = (*ACTIVATIONS, nn.MaxPool2d)
 
 
-class _Rescale(torch.autograd.Function):
-    """Forward: the activation's output (a view, no copy); backward: the Rescale multiplier
-    ``(y - y0) / (x - x0)`` against the reference activations ``x0, y0``."""
+def _rescale_multiplier(module, grad, x, y, x0, y0) -> torch.Tensor:
+    """Rescale rule (section 3.3): ``(y - y0) / (x - x0)``, the slope where ``|x - x0| < 1e-10``."""
+    dx = x - x0
+    m = (y - y0).div_(dx)  # inf / nan where dx is ~0: replaced by the slope below
+    if isinstance(module, nn.ReLU):
+        slope = x > 0
+    else:
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            (slope,) = torch.autograd.grad(module(xd).sum(), xd)
+    return torch.where(dx.abs_() < EPS, slope, m).mul_(grad)
+
+
+def _maxpool_multiplier(module, grad, x, y, x0, y0) -> torch.Tensor:
+    """Max pooling (section 3.5.3; Captum's rule), gradient times multiplier.
+
+    Output ``o`` changes by ``y_o - y0_o``. With ``t = max(y_o, y0_o)`` the part
+    ``t - y0_o`` is sent to the input's argmax and ``y_o - t`` to the
+    reference's argmax (scatter-added, so overlapping windows sum), then
+    divided by ``x - x0``; the plain pooling gradient where ``|x - x0| < 1e-10``.
+    Summation-to-delta holds across the layer.
+    """
+    kw = {
+        "kernel_size": module.kernel_size, "stride": module.stride, "padding": module.padding,
+        "dilation": module.dilation, "ceil_mode": module.ceil_mode, "return_indices": True,
+    }  # fmt: skip
+    _, index = F.max_pool2d(x, **kw)
+    _, index0 = F.max_pool2d(x0, **kw)
+    y0, index0 = y0.expand_as(y), index0.expand_as(index)  # a shared reference
+    top = torch.maximum(y, y0)
+
+    def unpool(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        flat = values.new_zeros(*x.shape[:2], x.shape[2] * x.shape[3])
+        return flat.scatter_add_(2, where.flatten(2), values.flatten(2)).view_as(x)
+
+    moved = unpool(grad * (top - y0), index) + unpool(grad * (y - top), index0)
+    dx = x - x0
+    return torch.where(dx.abs() < EPS, unpool(grad, index), moved / dx)
+
+
+class _DeepLiftRule(torch.autograd.Function):
+    """Forward: the module's output (a view, no copy); backward: the gradient times
+    DeepLIFT's multiplier against the reference's input and output ``x0, y0``."""
 
     @staticmethod
     def forward(ctx, x, out, x0, y0, module: nn.Module) -> torch.Tensor:
@@ -48,65 +87,19 @@ class _Rescale(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, y, x0, y0 = ctx.saved_tensors
-        dx = x - x0
-        m = (y - y0).div_(dx)  # inf / nan where dx is ~0: replaced by the slope below
-        if isinstance(ctx.module, nn.ReLU):
-            slope = x > 0
-        else:
-            with torch.enable_grad():
-                xd = x.detach().requires_grad_(True)
-                (slope,) = torch.autograd.grad(ctx.module(xd).sum(), xd)
-        m = torch.where(dx.abs_() < EPS, slope, m)
-        return m.mul_(grad), None, None, None, None
+        rule = _maxpool_multiplier if isinstance(ctx.module, nn.MaxPool2d) else _rescale_multiplier
+        return rule(ctx.module, grad, *ctx.saved_tensors), None, None, None, None
 
 
-class _MaxPoolRescale(torch.autograd.Function):
-    """Max pooling under DeepLIFT (Shrikumar et al. 2017, section 3.5.3; Captum's rule).
-
-    Output ``o`` changes by ``y_o - y0_o``. With ``t = max(y_o, y0_o)`` the part
-    ``t - y0_o`` is sent to the input's argmax and ``y_o - t`` to the
-    reference's argmax (scatter-added, so overlapping windows sum), then
-    divided by ``x - x0``; the plain pooling gradient where ``|x - x0| < 1e-10``.
-    Summation-to-delta holds across the layer.
-    """
-
-    @staticmethod
-    def forward(ctx, x, out, x0, y0, module: nn.MaxPool2d) -> torch.Tensor:
-        ctx.module = module
-        ctx.save_for_backward(x, out, x0, y0)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, y, x0, y0 = ctx.saved_tensors
-        m = ctx.module
-        kw = {
-            "kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
-            "dilation": m.dilation, "ceil_mode": m.ceil_mode, "return_indices": True,
-        }  # fmt: skip
-        _, index = torch.nn.functional.max_pool2d(x, **kw)
-        _, index0 = torch.nn.functional.max_pool2d(x0, **kw)
-        y0, index0 = y0.expand_as(y), index0.expand_as(index)  # a shared reference
-        top = torch.maximum(y, y0)
-
-        def unpool(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-            flat = values.new_zeros(*x.shape[:2], x.shape[2] * x.shape[3])
-            return flat.scatter_add_(2, where.flatten(2), values.flatten(2)).view_as(x)
-
-        moved = unpool(grad * (top - y0), index) + unpool(grad * (y - top), index0)
-        dx = x - x0
-        multiplier = torch.where(dx.abs() < EPS, unpool(grad, index), moved / dx)
-        return multiplier, None, None, None, None
+def _has_rule(module: nn.Module) -> bool:
+    """Activations and max pools (not one returning (values, indices): plain gradient)."""
+    if isinstance(module, nn.MaxPool2d):
+        return not module.return_indices
+    return isinstance(module, ACTIVATIONS)
 
 
 def _is_activation(module: nn.Module):
-    return passthrough if isinstance(module, NONLINEAR) and not _tuple_pool(module) else None
-
-
-def _tuple_pool(module: nn.Module) -> bool:
-    """A max pool that returns (values, indices) is left to the plain gradient."""
-    return isinstance(module, nn.MaxPool2d) and bool(module.return_indices)
+    return passthrough if _has_rule(module) else None
 
 
 @dataclass
@@ -130,11 +123,9 @@ class Reference:
                     f"DeepLIFT: {type(module).__name__} ran more often for the input than for "
                     "the reference; the forward pass must not depend on the input's values"
                 ) from None
-            if isinstance(module, nn.MaxPool2d):
-                return _MaxPoolRescale.apply(x, out, x0, y0, module)
-            return _Rescale.apply(x, out, x0, y0, module)
+            return _DeepLiftRule.apply(x, out, x0, y0, module)
 
-        return lambda m: rescale if isinstance(m, NONLINEAR) and not _tuple_pool(m) else None
+        return lambda m: rescale if _has_rule(m) else None
 
 
 def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None) -> Reference:
@@ -142,7 +133,7 @@ def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None) -> Refere
     calls: dict[nn.Module, list] = {}
     with HookSet() as hooks, torch.no_grad():
         for module in model.modules():
-            if not isinstance(module, NONLINEAR) or _tuple_pool(module):
+            if not _has_rule(module):
                 continue
             kept: list[torch.Tensor] = []
 
