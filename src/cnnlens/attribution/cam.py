@@ -245,8 +245,10 @@ class GuidedGradCAM(Configured):
         module = self.model.get_submodule(layer)
         relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
         size = tuple(inputs.shape[-2:])
+        separate_cam = False  # set when a ReLU runs after the layer
 
         def run(lo: int, hi: int):
+            nonlocal separate_cam
             x = inputs[lo:hi].detach().requires_grad_(True)
             events: list[bool] = []  # True: the layer finished; False: a ReLU finished
             with stored_layer(self.model, layer) as store, HookSet() as hooks:
@@ -264,13 +266,14 @@ class GuidedGradCAM(Configured):
                 low = grad_cam(a.detach(), ga)
             else:
                 (gx,) = torch.autograd.grad(score, x)
-                low = torch.full((hi - lo, 1, *a.shape[2:]), float("nan"), device=x.device)
+                low = torch.zeros(hi - lo, 1, *a.shape[2:], device=x.device)
+                separate_cam = True
             return gx, low, t
 
         guided = GuidedBackprop(self.model, batch_size=self.hp["batch_size"])
         with guided.context(inputs):
             gx, low, target = run_chunked(run, len(inputs), guided.chunk(inputs))
-        if torch.isnan(low).any():  # a ReLU after the layer: Grad-CAM by itself
+        if separate_cam:  # a ReLU after the layer: Grad-CAM by itself
             cam = GradCAM(self.model, layer=layer, batch_size=self.hp["batch_size"])
             low = cam.layer_maps(inputs, target, layer)[0]
         raw = gx * to_input_size(low, size, self.hp["upsample"])

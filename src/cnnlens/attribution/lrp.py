@@ -59,7 +59,7 @@ from .lrp_rules import (
     parse_rule,
     zbox_relevance,
 )
-from .modified_backward import require_same_outputs, structure_key
+from .modified_backward import require_same_outputs, structure_key, with_copies_if_refused
 
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NEEDS_COPY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # folded model -> bool
@@ -293,7 +293,7 @@ class LRP(Configured):
         model, first = self._folded(inputs)
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
-        watch = _Watch(float(self.hp["epsilon"]), copy=_NEEDS_COPY.get(model, False))
+        watch = _Watch(float(self.hp["epsilon"]))
 
         def run(lo: int, hi: int):
             x = inputs[lo:hi].detach()
@@ -318,15 +318,14 @@ class LRP(Configured):
                 (r,) = torch.autograd.grad(score, a, score.detach())
             return r, t
 
-        try:
-            raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
-        except RuntimeError as exc:
-            # rule outputs are views; a model that changes them in place needs copies
-            if watch.copy or "modified inplace" not in str(exc):
-                raise
-            _NEEDS_COPY[model] = True
-            watch = _Watch(float(self.hp["epsilon"]), copy=True)
-            raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
+        def attempt(copy: bool):
+            nonlocal watch
+            watch = _Watch(float(self.hp["epsilon"]), copy=copy)
+            return run_chunked(run, len(inputs), self.chunk(inputs))
+
+        (raw, target), _NEEDS_COPY[model] = with_copies_if_refused(
+            attempt, _NEEDS_COPY.get(model, False)
+        )
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         total = raw.flatten(1).sum(1)
         return self.explanation(maps, target, raw=raw, relevance_sum=total)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from ..hooks import HookSet
 from ..nets.checks import activation_report
 
 Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+T = TypeVar("T")
 
 
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -68,20 +70,26 @@ def check_rule_model(model: nn.Module, x: torch.Tensor, method: str, select: Cal
     pick = lambda m: passthrough if select(m) is not None else None  # noqa: E731
     with torch.no_grad():
         expected = model(probe)
-    copy = False
-    with torch.enable_grad():
-        try:
-            with modified_activations(model, pick):
-                got = model(probe.clone().requires_grad_(True))
-        except RuntimeError as exc:
-            if "modified inplace" not in str(exc):
-                raise
-            copy = True
-            with modified_activations(model, pick, copy=True):
-                got = model(probe.clone().requires_grad_(True))
+
+    def run(copy: bool) -> torch.Tensor:
+        with torch.enable_grad(), modified_activations(model, pick, copy=copy):
+            return model(probe.clone().requires_grad_(True))
+
+    got, copy = with_copies_if_refused(run, False)
     require_same_outputs(expected, got.detach(), method)
     _CHECKED.setdefault(model, {})[method] = (key, copy)
     return copy
+
+
+def with_copies_if_refused(run: Callable[[bool], T], copy: bool) -> tuple[T, bool]:
+    """``(run(copy), copy)``; when autograd refuses an in-place change of a rule's output
+    (rules return views), ``(run(True), True)``: the model then needs copies."""
+    try:
+        return run(copy), copy
+    except RuntimeError as exc:
+        if copy or "modified inplace" not in str(exc):
+            raise
+    return run(True), True
 
 
 def require_module_activations(model: nn.Module, x: torch.Tensor, method: str) -> None:
