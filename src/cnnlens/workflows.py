@@ -148,24 +148,27 @@ IBA_STATISTICS_IMAGES = 512
 
 
 def iba_statistics(
-    model: nn.Module, data: str, layer: str, folder: str | Path, *, images: int | None = None
-) -> Path:
-    """IBA's layer statistics from the first training images of ``data``, saved once.
+    model: nn.Module,
+    train: ImageDataset,
+    layer: str = "auto",
+    *,
+    folder: str | Path | None = None,
+    images: int | None = None,
+):
+    """IBA's layer statistics from the first ``images`` (512) images of ``train``.
 
-    Returns the path of ``folder/iba-statistics-<layer>.safetensors``; an
-    existing file for the same layer is reused (``estimate_statistics``).
-    ``layer="auto"`` is resolved first, so the file names the real layer.
+    ``layer="auto"`` is resolved first. With ``folder`` they are saved once as
+    ``folder/iba-statistics-<layer>.safetensors`` and an existing file for the
+    same layer is reused (``estimate_statistics``). Returns ``(statistics, path)``
+    (``path`` None without ``folder``); a path can go into a JSON settings file.
     """
     from .attribution.bottleneck import estimate_statistics
-    from .data import load
     from .layers import auto_layer
 
-    train = load(data, split="train")
     count = min(images or IBA_STATISTICS_IMAGES, len(train))
     x, _ = train.tensors(range(count))
-    device = next(model.parameters()).device
+    x = x.to(next(model.parameters()).device)
     if layer == "auto":
-        layer = auto_layer(model, x[:1].to(device))
-    path = Path(folder) / f"iba-statistics-{layer}.safetensors"
-    estimate_statistics(model, layer, x.to(device), path=path)
-    return path
+        layer = auto_layer(model, x[:1])
+    path = None if folder is None else Path(folder) / f"iba-statistics-{layer}.safetensors"
+    return estimate_statistics(model, layer, x, path=path), path

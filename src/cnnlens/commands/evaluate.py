@@ -72,7 +72,8 @@ def register(app: typer.Typer) -> None:
             iba = method_params.setdefault("iba", {})
             if "statistics" not in iba:
                 layer = str(iba.get("layer", "auto"))
-                iba["statistics"] = str(iba_statistics(net, data, layer, out))
+                _stats, path = iba_statistics(net, load(data, split="train"), layer, folder=out)
+                iba["statistics"] = str(path)
         log_line(f"evaluate: {n} images of {data}, methods={methods}, metrics={metrics}")
         ev = run_evaluation(
             net,

@@ -96,7 +96,8 @@ def register(app: typer.Typer) -> None:
         hp = parse_params(param)
         if "iba" in names and "statistics" not in hp:  # from training images, saved once
             layer = str(hp.get("layer", "auto"))
-            hp["statistics"] = str(iba_statistics(net, data, layer, out))
+            _stats, path = iba_statistics(net, load(data, split="train"), layer, folder=out)
+            hp["statistics"] = str(path)
         with torch.no_grad():
             net.eval()
             probs = net(x).softmax(1)

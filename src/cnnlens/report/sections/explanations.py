@@ -66,18 +66,6 @@ KNOWN_PASSES = {
 }  # fmt: skip
 
 
-STATISTICS_IMAGES = 256
-
-
-def _params(name: str, ctx: ReportContext, device: torch.device) -> dict:
-    """IBA's layer statistics come from training images (the test images otherwise)."""
-    if name != "iba":
-        return {}
-    source = ctx.train if ctx.train is not None else ctx.test
-    images, _ = source.tensors(range(min(STATISTICS_IMAGES, len(source))))
-    return {"statistics": images.to(device)}
-
-
 def _order(names: list[str]) -> list[str]:
     """Known-cost methods first (cheapest first), then the others by name."""
     return sorted(names, key=lambda n: (n not in KNOWN_PASSES, KNOWN_PASSES.get(n, 0), n))
@@ -100,6 +88,15 @@ def explanations(ctx: ReportContext) -> str:
     budget = float(ctx.options.get("explain_budget_s", default_budget))
     registered = methods()
     wanted = ctx.options.get("explain_methods") or list(registered)
+    extra: dict[str, dict] = {}
+    if "iba" in wanted:  # layer statistics from training images, estimated once
+        from ...workflows import iba_statistics
+
+        source = ctx.train if ctx.train is not None else ctx.test
+        try:
+            extra["iba"] = {"statistics": iba_statistics(ctx.model, source, images=256)[0]}
+        except Exception:  # noqa: BLE001 - IBA's own row then says what is wrong
+            pass
     start = time.perf_counter()
     pass_cost: float | None = None  # seconds per image of one forward+backward
     maps: dict[str, torch.Tensor] = {}
@@ -123,14 +120,14 @@ def explanations(ctx: ReportContext) -> str:
                 continue
             else:
                 t0 = time.perf_counter()
-                explain(ctx.model, x[:1], name, target=pred[:1], **_params(name, ctx, device))
+                explain(ctx.model, x[:1], name, target=pred[:1], **extra.get(name, {}))
                 estimate = (time.perf_counter() - t0) * n
                 left = budget - (time.perf_counter() - start)
             if estimate > left:
                 row(name, f"skipped (estimated {estimate:.1f} s for {n} images)")
                 continue
             t0 = time.perf_counter()
-            e = explain(ctx.model, x, name, target=pred, **_params(name, ctx, device))
+            e = explain(ctx.model, x, name, target=pred, **extra.get(name, {}))
             took = time.perf_counter() - t0
             if pass_cost is None and name in KNOWN_PASSES:
                 pass_cost = took / n / KNOWN_PASSES[name]
