@@ -23,7 +23,8 @@ from .progress import Progress
 # Fastest batch per device for (forward-only, forward+backward) chunks. Measured on
 # this project's 2-core CPU with ResNet-20 at 32x32 (benchmarks/, 1 and 2 threads):
 # forward-only perturbation chunks are fastest at 16 images (1.7x slower at 64),
-# forward+backward chunks at 32 (1.3x slower at 50, 2x at 200). GPUs like larger ones.
+# forward+backward chunks at 32 (1.3x slower at 50, slower still at 100 and 200).
+# GPUs like larger ones.
 PREFERRED_BATCH = {"cpu": (16, 32), "cuda": (512, 512), "mps": (256, 256)}
 # Backward keeps activations plus their gradients plus autograd buffers.
 BACKWARD_MEMORY_FACTOR = 3.0
