@@ -168,6 +168,28 @@ def test_lrp_conservation_on_resnet(kw):
     assert torch.allclose(e.extras["relevance_sum"], total)
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [{"composite": "epsilon"}, {"composite": "epsilon-plus"}, {"rule": "alpha2-beta1"},
+     {"composite": "epsilon", "at": "layer2"}],
+)  # fmt: skip
+def test_lrp_message_form_equals_relevance_form(kw, monkeypatch):
+    """The message form (R = a * g, the default for ReLU nets) gives the relevance
+    form's maps; the relevance form is what z^B and saturating activations use."""
+    from cnnlens.attribution import lrp
+
+    model = nets.create("resnet20", num_classes=10).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.2, 0.2)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    message = explain(model, x, "lrp", epsilon=0.01, **kw).raw
+    monkeypatch.setattr(lrp, "_message_form", lambda *_a: False)
+    relevance = explain(model, x, "lrp", epsilon=0.01, **kw).raw
+    assert torch.allclose(message, relevance, atol=1e-5 * float(relevance.abs().max()))
+
+
 def test_lrp_conservation_at_layer():
     model = zero_bias_resnet()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))

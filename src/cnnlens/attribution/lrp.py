@@ -16,6 +16,12 @@ relevance unchanged. Operations outside modules are watched by a
 * anything else that carries relevance (a product of two activations, a
   functional sigmoid) raises a :class:`LayerError` naming the operation.
 
+On ReLU networks the backward signal is the *message* ``R / a`` (see
+:mod:`.lrp_rules`): the epsilon rule is then one fused elementwise factor at
+each linear output, with no recomputation and no multiplication by the input
+until the end. The z^B rule and activations that pass relevance unchanged
+need the relevance form, which is used for the whole model when present.
+
 Named composites (Kohlbrenner et al. 2020; Zennit's names):
 
 =======================  =========================================================
@@ -52,11 +58,14 @@ from .lrp_rules import (
     Pass,
     ProportionalAdd,
     Recompute,
+    RecomputeMessage,
+    Stabilised,
     TimesInput,
-    alpha_beta_relevance,
+    alpha_beta_message,
     epsilon_relevance,
     fold_batchnorm,
     parse_rule,
+    times_input,
     zbox_relevance,
 )
 from .modified_backward import require_same_outputs, structure_key, with_copies_if_refused
@@ -78,7 +87,7 @@ _LINEAR = {
     "mean", "sum", "avg_pool2d", "adaptive_avg_pool2d", "avg_pool1d", "linear", "conv2d",
     "matmul", "__matmul__", "mul", "__mul__", "__rmul__", "__imul__", "div", "__truediv__",
     "__itruediv__", "sub", "__sub__", "__rsub__", "__isub__", "interpolate", "upsample",
-    "neg", "__neg__", "add", "__add__", "__radd__", "__iadd__", "einsum",
+    "neg", "__neg__", "add", "__add__", "__radd__", "__iadd__", "einsum", "batch_norm",
 }  # fmt: skip
 _ROUTE = {
     "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose",
@@ -96,12 +105,14 @@ def _needs(t: Any) -> bool:
 
 
 class _Watch(TorchFunctionMode):
-    """Gives operations outside rule-carrying modules their LRP treatment."""
+    """Gives operations outside rule-carrying modules their LRP treatment, in the
+    message or the relevance form (:mod:`.lrp_rules`)."""
 
-    def __init__(self, eps: float, copy: bool = False) -> None:
+    def __init__(self, eps: float, message: bool, copy: bool = False) -> None:
         super().__init__()
         self.depth = 0
         self.eps = eps
+        self.message = message
         self.copy = copy
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -113,11 +124,15 @@ class _Watch(TorchFunctionMode):
         if not grads:
             grads = [v for v in kwargs.values() if _needs(v)]
         if name in _ADD and len(grads) == 2 and len(args) >= 2 and not kwargs:
+            if self.message:  # the proportional split is the epsilon factor at the sum
+                return Stabilised.apply(torch.add(args[0], args[1]), self.eps, self.copy)
             return ProportionalAdd.apply(args[0], args[1], self.eps)
         out = func(*args, **kwargs)
         if not grads or not _needs(out) or name in _ROUTE:
             return out
         if name in _LINEAR and len(grads) == 1 and not isinstance(out, (tuple, list)):
+            if self.message:
+                return Stabilised.apply(out, self.eps, self.copy)
             x = grads[0]
             index = next((i for i, a in enumerate(args) if a is x), None)
             if index is None:
@@ -176,6 +191,18 @@ class _RuleAssignment:
             self.by_module[id(module)] = chosen
 
 
+_PASS = tuple(a for a in ACTIVATIONS if a is not nn.ReLU)
+"""Activation modules that pass relevance unchanged (all but ReLU)."""
+
+
+def _message_form(model: nn.Module, assign: _RuleAssignment) -> bool:
+    """Whether every rule is proportional to its input, so the cheaper message
+    form applies: no z^B rule and no activation module that passes relevance."""
+    if any(rule == "zb" for rule in assign.by_module.values()):
+        return False
+    return not any(isinstance(m, _PASS) for m in model.modules())
+
+
 def _first_conv(model: nn.Module, probe: torch.Tensor) -> str:
     order: list[str] = []
     with HookSet() as hooks:
@@ -207,6 +234,7 @@ class LRP(Configured):
     def _hooks(self, hooks: HookSet, model: nn.Module, assign: _RuleAssignment, watch: _Watch,
                bounds: dict) -> None:  # fmt: skip
         eps = float(self.hp["epsilon"])
+        pooling = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d)
 
         def enter(_m, _inp):
             watch.depth += 1
@@ -216,8 +244,9 @@ class LRP(Configured):
                 continue
             rule = assign.by_module.get(id(module))
             has_params = any(True for _ in module.parameters(recurse=False))
-            pooling = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d)
             if rule == "epsilon" or (rule is None and isinstance(module, pooling)):
+                if watch.message:
+                    continue  # its functional call gets the epsilon factor from the watch
 
                 def pre(_m, inp):
                     watch.depth += 1
@@ -239,16 +268,18 @@ class LRP(Configured):
 
                 def post(m, _inp, out, kept=kept, kind=kind, alpha=alpha, beta=beta):
                     x = kept.pop()
+                    watch.depth -= 1
                     if kind == "zb":
                         fn = zbox_relevance(m, bounds["low"], bounds["high"], eps)
-                    else:
-                        fn = alpha_beta_relevance(m, alpha, beta, eps)
-                    watch.depth -= 1
-                    return Recompute.apply(x, out.detach(), fn, watch.copy)
+                        return Recompute.apply(x, out.detach(), fn, watch.copy)
+                    fn = alpha_beta_message(m, alpha, beta, eps)
+                    if watch.message:
+                        return RecomputeMessage.apply(x, out.detach(), fn, watch.copy)
+                    return Recompute.apply(x, out.detach(), times_input(fn), watch.copy)
 
                 hooks.forward_pre(module, pre)
                 hooks.forward(module, post)
-            elif isinstance(module, ACTIVATIONS) and not isinstance(module, nn.ReLU):
+            elif isinstance(module, _PASS):
                 hooks.forward_pre(module, enter)
 
                 def post_pass(_m, inp, out):
@@ -293,7 +324,8 @@ class LRP(Configured):
         model, first = self._folded(inputs)
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
-        watch = _Watch(float(self.hp["epsilon"]))
+        message = _message_form(model, assign)
+        watch = _Watch(float(self.hp["epsilon"]), message)
 
         def run(lo: int, hi: int):
             x = inputs[lo:hi].detach()
@@ -315,12 +347,15 @@ class LRP(Configured):
                     spatial(at, a)
                 t = self.chunk_targets(out, target, lo, hi)
                 score = target_scores(out, t)
+                if message:  # R = z * g: the target logit's message is 1
+                    (g,) = torch.autograd.grad(score, a, torch.ones_like(score))
+                    return a.detach() * g, t
                 (r,) = torch.autograd.grad(score, a, score.detach())
             return r, t
 
         def attempt(copy: bool):
             nonlocal watch
-            watch = _Watch(float(self.hp["epsilon"]), copy=copy)
+            watch = _Watch(float(self.hp["epsilon"]), message, copy=copy)
             return run_chunked(run, len(inputs), self.chunk(inputs))
 
         (raw, target), _NEEDS_COPY[model] = with_copies_if_refused(

@@ -16,6 +16,18 @@ eqs. 3-6; the rule set of Zennit). Rules for a layer ``z = W a + b``:
 
 Conservation: ``sum R_in = sum R_out`` for every rule here when biases are
 zero and ``eps -> 0`` (tested).
+
+Two forms of the backward signal. In the *relevance form* the signal at a
+tensor ``t`` is ``R_t`` itself. In the *message form* it is ``g_t`` with
+``R_t = t * g_t``: every rule whose relevance is proportional to its input
+(epsilon, z+, alpha-beta, the proportional split of a sum, ReLU and max
+pooling) then needs no multiplication by the input, and the epsilon rule
+becomes the plain gradient times ``z / (z + eps sign z)`` at the layer's
+output — one elementwise factor and no recomputation:
+``g_a = R_a / a = W^T (R_z / stab(z)) = W^T (g_z z / stab(z))``.
+The input's relevance is ``x * g_x`` at the end. Rules whose relevance is not
+proportional to the input (z^B, relevance passed unchanged through a
+saturating activation) need the relevance form.
 """
 
 from __future__ import annotations
@@ -73,6 +85,26 @@ class DivideStabilized(torch.autograd.Function):
         return grad / stabilize(z, ctx.eps), None, None
 
 
+class Stabilised(torch.autograd.Function):
+    """Message-form epsilon rule at a linear output ``z``: identity forward;
+    backward multiplies the message by ``z / (z + eps sign z)``, computed as
+    ``1 - eps / (|z| + eps)`` in one fused ``addcdiv`` (at ``z = 0`` the factor
+    is 0 up to one rounding of ``eps / eps``)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, eps: float, copy: bool = False) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.eps = eps
+        return _out(z, copy)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        if ctx.eps == 0:
+            return grad, None, None
+        return torch.addcdiv(grad, grad, z.abs().add_(ctx.eps), value=-ctx.eps), None, None
+
+
 class Recompute(torch.autograd.Function):
     """Forward: the layer's output; backward: ``relevance(x, R)`` of the rule."""
 
@@ -90,6 +122,24 @@ class Recompute(torch.autograd.Function):
         with torch.enable_grad():
             r = ctx.relevance(x.detach(), grad)
         return r, None, None, None
+
+
+class RecomputeMessage(torch.autograd.Function):
+    """Message form of :class:`Recompute`: backward turns the message into the
+    relevance ``R_z = z * g_z`` and returns ``message(x, R_z)`` (``R_x / x``)."""
+
+    @staticmethod
+    def forward(
+        ctx, x: torch.Tensor, out: torch.Tensor, message: Callable, copy: bool = False
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, out)
+        ctx.message = message
+        return _out(out, copy)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, out = ctx.saved_tensors
+        return ctx.message(x.detach(), grad * out), None, None, None
 
 
 class Pass(torch.autograd.Function):
@@ -161,32 +211,48 @@ def input_gradient(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, gra
     )[0]  # fmt: skip
 
 
-def alpha_beta_relevance(module: nn.Module, alpha: float, beta: float, eps: float) -> Callable:
-    """Alpha-beta rule (Bach et al. 2015, eq. 60); ``alpha=1, beta=0`` is z+."""
+def alpha_beta_message(module: nn.Module, alpha: float, beta: float, eps: float) -> Callable:
+    """Alpha-beta rule (Bach et al. 2015, eq. 60) in message form, ``R_a / a``;
+    ``alpha=1, beta=0`` is z+.
+
+    Relevance of a non-negative input is ``a * W+^T (R / z+)`` (and the ``W-``
+    share for beta); for inputs of both signs, positive and negative inputs
+    take the shares of the contributions they make, so the message is picked
+    per element by the input's sign.
+    """
     w = module.weight
     wp, wn = w.clamp(min=0), w.clamp(max=0)
 
-    def share(xp, xn, w1, w2, r, sign):
-        z = linear_apply(module, xp, w1, None) + linear_apply(module, xn, w2, None)
+    def share(xs, ws, r, sign):
+        """``W^T (R / (x W + eps))`` summed over the (input, weight) pairs ``xs, ws``."""
+        z = linear_apply(module, xs[0], ws[0], None)
+        for x, v in zip(xs[1:], ws[1:], strict=True):
+            z = z + linear_apply(module, x, v, None)
         s = r / z.add_(sign * eps)
-        return xp * input_gradient(module, xp, w1, s) + xn * input_gradient(module, xn, w2, s)
+        return [input_gradient(module, x, v, s) for x, v in zip(xs, ws, strict=True)]
 
-    def share_nonneg(xp, w1, r, sign):
-        z = linear_apply(module, xp, w1, None)
-        return xp * input_gradient(module, xp, w1, r / z.add_(sign * eps))
-
-    def relevance(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def message(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         if bool(x.amin() >= 0):  # after a ReLU: only a+ W+ (and a+ W-) contribute
-            out = share_nonneg(x, wp, r, 1.0)
+            (out,) = share([x], [wp], r, 1.0)
             if beta:
-                out = alpha * out - beta * share_nonneg(x, wn, r, -1.0)
+                out = alpha * out - beta * share([x], [wn], r, -1.0)[0]
             return out
         xp, xn = x.clamp(min=0), x.clamp(max=0)
-        out = share(xp, xn, wp, wn, r, 1.0)
+        pos, neg = share([xp, xn], [wp, wn], r, 1.0)
         if beta:
-            out = alpha * out - beta * share(xp, xn, wn, wp, r, -1.0)
-        return out
+            pos2, neg2 = share([xp, xn], [wn, wp], r, -1.0)
+            pos, neg = alpha * pos - beta * pos2, alpha * neg - beta * neg2
+        return torch.where(x > 0, pos, neg)
+
+    return message
+
+
+def times_input(message: Callable) -> Callable:
+    """The relevance form of a message-form rule: ``R_x = x * message(x, R)``."""
+
+    def relevance(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return x.detach() * message(x, r)
 
     return relevance
 
