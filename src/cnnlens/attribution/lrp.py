@@ -40,6 +40,7 @@ convolution) or module types (``nn.Conv2d``, ``nn.Linear``) to rule names.
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -98,6 +99,11 @@ _ROUTE = {
     "unbind", "roll", "flip", "amax", "max", "__get__", "dropout2d", "repeat", "tile",
     "identity",
 }  # fmt: skip
+_NONNEG = {"relu", "relu_"}
+_KEEPS_SIGN = {
+    "view", "reshape", "flatten", "max_pool2d", "adaptive_max_pool2d", "dropout", "contiguous",
+    "clone", "__getitem__", "unsqueeze", "squeeze", "dropout2d", "to", "float",
+}  # fmt: skip
 
 
 def _needs(t: Any) -> bool:
@@ -114,6 +120,17 @@ class _Watch(TorchFunctionMode):
         self.eps = eps
         self.message = message
         self.copy = copy
+        self.nonneg: dict[int, torch.Tensor] = {}  # tensors known >= 0, kept alive by id
+
+    def _track_sign(self, name: str, x: torch.Tensor, out: object) -> None:
+        """Remember outputs known to be >= 0 (ReLU outputs, and views or max pools
+        of them), so the z+ rule can skip its sign check; in-place ops forget."""
+        if name not in _NONNEG and (name.startswith("__i") or name.endswith("_")):
+            self.nonneg.pop(id(x), None)
+        elif isinstance(out, torch.Tensor) and (
+            name in _NONNEG or (name in _KEEPS_SIGN and id(x) in self.nonneg)
+        ):
+            self.nonneg[id(out)] = out
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -128,6 +145,8 @@ class _Watch(TorchFunctionMode):
                 return Stabilised.apply(torch.add(args[0], args[1]), self.eps, self.copy)
             return ProportionalAdd.apply(args[0], args[1], self.eps)
         out = func(*args, **kwargs)
+        if grads:
+            self._track_sign(name, grads[0], out)
         if not grads or not _needs(out) or name in _ROUTE:
             return out
         if name in _LINEAR and len(grads) == 1 and not isinstance(out, (tuple, list)):
@@ -232,7 +251,7 @@ class LRP(Configured):
     fused_target = True
 
     def _hooks(self, hooks: HookSet, model: nn.Module, assign: _RuleAssignment, watch: _Watch,
-               bounds: dict) -> None:  # fmt: skip
+               bounds: tuple | None) -> None:  # fmt: skip
         eps = float(self.hp["epsilon"])
         pooling = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d)
 
@@ -261,18 +280,19 @@ class LRP(Configured):
             elif rule is not None:
                 kind, alpha, beta = parse_rule(rule)
                 kept: list[torch.Tensor] = []
+                message = alpha_beta_message(module, alpha, beta, eps)
 
                 def pre(_m, inp, kept=kept):
                     watch.depth += 1
                     kept.append(inp[0])
 
-                def post(m, _inp, out, kept=kept, kind=kind, alpha=alpha, beta=beta):
+                def post(m, _inp, out, kept=kept, kind=kind, message=message):
                     x = kept.pop()
                     watch.depth -= 1
                     if kind == "zb":
-                        fn = zbox_relevance(m, bounds["low"], bounds["high"], eps)
+                        fn = zbox_relevance(m, *bounds, eps)
                         return Recompute.apply(x, out.detach(), fn, watch.copy)
-                    fn = alpha_beta_message(m, alpha, beta, eps)
+                    fn = partial(message, nonneg=id(x) in watch.nonneg)
                     if watch.message:
                         return RecomputeMessage.apply(x, out.detach(), fn, watch.copy)
                     return Recompute.apply(x, out.detach(), times_input(fn), watch.copy)
@@ -325,14 +345,18 @@ class LRP(Configured):
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
         message = _message_form(model, assign)
+        zb = any(rule == "zb" for rule in assign.by_module.values())
         watch = _Watch(float(self.hp["epsilon"]), message)
 
         def run(lo: int, hi: int):
             x = inputs[lo:hi].detach()
-            bounds = {
-                "low": x.amin((2, 3), keepdim=True) if low is None else low,
-                "high": x.amax((2, 3), keepdim=True) if high is None else high,
-            }
+            bounds = (  # z^B bounds: given, or each image's own per-channel range
+                (x.amin((2, 3), keepdim=True) if low is None else low,
+                 x.amax((2, 3), keepdim=True) if high is None else high)
+                if zb else None
+            )  # fmt: skip
+
+            watch.nonneg.clear()  # sign knowledge is per forward (and keeps tensors alive)
             with HookSet() as hooks:
                 self._hooks(hooks, model, assign, watch, bounds)
                 if at is None:
@@ -349,8 +373,10 @@ class LRP(Configured):
                 score = target_scores(out, t)
                 if message:  # R = z * g: the target logit's message is 1
                     (g,) = torch.autograd.grad(score, a, torch.ones_like(score))
+                    watch.nonneg.clear()
                     return a.detach() * g, t
                 (r,) = torch.autograd.grad(score, a, score.detach())
+            watch.nonneg.clear()
             return r, t
 
         def attempt(copy: bool):

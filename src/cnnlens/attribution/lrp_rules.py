@@ -231,9 +231,10 @@ def alpha_beta_message(module: nn.Module, alpha: float, beta: float, eps: float)
         s = r / z.add_(sign * eps)
         return [input_gradient(module, x, v, s) for x, v in zip(xs, ws, strict=True)]
 
-    def message(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def message(x: torch.Tensor, r: torch.Tensor, nonneg: bool = False) -> torch.Tensor:
+        """``nonneg``: the input is known to be >= 0 (a ReLU's output), no check needed."""
         x = x.detach()
-        if bool(x.amin() >= 0):  # after a ReLU: only a+ W+ (and a+ W-) contribute
+        if nonneg or bool(x.amin() >= 0):  # after a ReLU: only a+ W+ (and a+ W-) contribute
             (out,) = share([x], [wp], r, 1.0)
             if beta:
                 out = alpha * out - beta * share([x], [wn], r, -1.0)[0]
