@@ -46,6 +46,21 @@ def test_auto_layer_picks_last_spatial_block():
     assert auto_layer(UserNet()) == "features"
 
 
+def test_auto_layer_probes_once_per_model_and_shape():
+    model = nets.create("resnet20").eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.zeros(2, 3, 32, 32)
+    assert auto_layer(model, x) == "layer3"
+    assert auto_layer(model, x) == "layer3"
+    assert len(calls) == 1  # the second answer comes from the cache
+    auto_layer(model, torch.zeros(1, 3, 16, 16))  # another input shape probes again
+    assert len(calls) == 2
+    model.layer3[2].relu2 = nn.ReLU()  # a changed module tree probes again
+    assert auto_layer(model, x) == "layer3"
+    assert len(calls) == 3
+
+
 def test_final_linear_and_penultimate_on_user_model():
     model = UserNet().eval()
     name, layer = final_linear(model)

@@ -8,6 +8,7 @@ These helpers work on any ``nn.Module`` classifier, cnnlens' own or a user's.
 from __future__ import annotations
 
 import difflib
+import weakref
 
 import torch
 from torch import nn
@@ -33,6 +34,21 @@ def set_layer(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = get_layer(model, parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+_AUTO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, name)
+
+
+def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
+    """What a probe result depends on: the module tree, the parameters' versions, the input."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return (
+        tuple(id(m) for m in model.modules()),
+        tuple((id(t), t._version) for t in tensors),
+        tuple(x.shape[1:]),
+        x.dtype,
+        str(x.device),
+    )
 
 
 def _trace_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
@@ -74,13 +90,26 @@ def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     outermost module whose output is the last ``[N,C,H,W]`` map with
     ``H*W > 1``: for a CIFAR ResNet that is ``"layer3"`` (the last block's
     output after its residual ReLU), for a VGG its last convolutional stage.
+    The answer is cached per model and input shape (:func:`structure_key`).
     """
+    probe = _probe_input(model, x)
+    key = structure_key(model, probe)
+    cached = _AUTO.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     was_training = model.training
     model.eval()
     try:
-        trace = _trace_outputs(model, _probe_input(model, x))
+        trace = _trace_outputs(model, probe)
     finally:
         model.train(was_training)
+    name = _last_spatial_layer(model, trace)
+    _AUTO[model] = (key, name)
+    return name
+
+
+def _last_spatial_layer(model: nn.Module, trace: list) -> str:
+    """The outermost module ending with the last spatial map after the last conv."""
     spatial = [(n, o) for n, _m, o in trace if o.dim() == 4 and o.shape[-1] * o.shape[-2] > 1]
     if not spatial:
         raise LayerError(f"{type(model).__name__} produces no spatial feature map; name a layer")

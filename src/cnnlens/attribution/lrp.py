@@ -50,6 +50,7 @@ from torch.overrides import TorchFunctionMode
 from ..batching import run_chunked
 from ..errors import InputError, LayerError
 from ..hooks import HookSet
+from ..layers import structure_key
 from ..nets.checks import ACTIVATIONS, FUNCTION_NAMES
 from ..types import Explanation
 from . import register
@@ -69,7 +70,7 @@ from .lrp_rules import (
     times_input,
     zbox_relevance,
 )
-from .modified_backward import require_same_outputs, structure_key, with_copies_if_refused
+from .modified_backward import require_same_outputs, with_copies_if_refused
 
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NEEDS_COPY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # folded model -> bool

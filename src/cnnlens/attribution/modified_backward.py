@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import LayerError
 from ..hooks import HookSet
+from ..layers import structure_key
 from ..nets.checks import activation_report
 
 Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,18 +38,6 @@ T = TypeVar("T")
 
 
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
-    """What a probe result depends on: the module tree, the parameters' versions, the input."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return (
-        tuple(id(m) for m in model.modules()),
-        tuple((id(t), t._version) for t in tensors),
-        tuple(x.shape[1:]),
-        x.dtype,
-        str(x.device),
-    )
 
 
 def check_rule_model(model: nn.Module, x: torch.Tensor, method: str, select: Callable) -> bool:
