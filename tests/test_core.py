@@ -60,6 +60,11 @@ def test_auto_layer_probes_once_per_model_and_shape():
     assert auto_layer(model, x) == "layer3"
     assert len(calls) == 3
 
+    user = UserNet().eval()
+    user.register_forward_hook(lambda *_: calls.append(1))
+    assert final_linear(user, x)[0] == final_linear(user, x)[0] == "fc"
+    assert len(calls) == 5  # one probe: a trace and the logits, once
+
 
 def test_final_linear_and_penultimate_on_user_model():
     model = UserNet().eval()

@@ -37,6 +37,7 @@ def set_layer(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 _AUTO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, name)
+_FINAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, (name, m))
 
 
 def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
@@ -49,6 +50,17 @@ def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
         x.dtype,
         str(x.device),
     )
+
+
+def _cached(cache: weakref.WeakKeyDictionary, model: nn.Module, probe: torch.Tensor, find):
+    """``find()``, remembered per model until its structure or the input shape changes."""
+    key = structure_key(model, probe)
+    hit = cache.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = find()
+    cache[model] = (key, value)
+    return value
 
 
 def _trace_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
@@ -90,22 +102,21 @@ def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     outermost module whose output is the last ``[N,C,H,W]`` map with
     ``H*W > 1``: for a CIFAR ResNet that is ``"layer3"`` (the last block's
     output after its residual ReLU), for a VGG its last convolutional stage.
-    The answer is cached per model and input shape (:func:`structure_key`).
+    The answer is cached per model and input shape (:func:`structure_key`), as is
+    :func:`final_linear`'s.
     """
     probe = _probe_input(model, x)
-    key = structure_key(model, probe)
-    cached = _AUTO.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    was_training = model.training
-    model.eval()
-    try:
-        trace = _trace_outputs(model, probe)
-    finally:
-        model.train(was_training)
-    name = _last_spatial_layer(model, trace)
-    _AUTO[model] = (key, name)
-    return name
+
+    def find() -> str:
+        was_training = model.training
+        model.eval()
+        try:
+            trace = _trace_outputs(model, probe)
+        finally:
+            model.train(was_training)
+        return _last_spatial_layer(model, trace)
+
+    return _cached(_AUTO, model, probe, find)
 
 
 def _last_spatial_layer(model: nn.Module, trace: list) -> str:
@@ -137,10 +148,14 @@ def final_linear(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str, 
     head = getattr(model, "head", None)
     if isinstance(head, nn.Linear):
         return "head", head
+    probe = _probe_input(model, x)
+    return _cached(_FINAL, model, probe, lambda: _last_linear(model, probe))
+
+
+def _last_linear(model: nn.Module, probe: torch.Tensor) -> tuple[str, nn.Linear]:
     was_training = model.training
     model.eval()
     try:
-        probe = _probe_input(model, x)
         trace = _trace_outputs(model, probe)
         with torch.no_grad():
             logits = model(probe)
