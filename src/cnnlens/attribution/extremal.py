@@ -57,6 +57,91 @@ def apply_pyramid(pyramid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((1 - w) * y0 + w * y1)[:, 0]
 
 
+def _tap_groups(weight: torch.Tensor) -> list[list[int]]:
+    """Indices of the rows of ``weight`` grouped where the rows are equal."""
+    groups: list[list[int]] = []
+    for i in range(len(weight)):
+        same = [g for g in groups if torch.equal(weight[g[0]], weight[i])]
+        if same:
+            same[0].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _sum_into(out: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
+    if len(parts) == 1:
+        return out.copy_(parts[0])
+    torch.add(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        out.add_(part)
+    return out
+
+
+def _gather_taps(z: torch.Tensor, rows: list[list[int]], cols: list[list[int]], size):
+    """``out[p] = sum_{ky, kx} z[row(ky), col(kx), p + (ky, kx)]``: ``z`` ``[B,R,C,H,W]``
+    holds one channel per (row group, column group) of taps, summed separably."""
+    (ho, wo), (b, r, _c, h, _w) = size, z.shape
+    cols_parts = [z[:, :, col, :, k : k + wo] for col, taps in enumerate(cols) for k in taps]
+    mid = _sum_into(z.new_empty(b, r, h, wo), cols_parts)
+    rows_parts = [mid[:, row, k : k + ho] for row, taps in enumerate(rows) for k in taps]
+    return _sum_into(z.new_empty(b, ho, wo), rows_parts)
+
+
+def _spread_taps(g: torch.Tensor, rows: list[list[int]], cols: list[list[int]], size):
+    """Adjoint of :func:`_gather_taps` on the ``size`` interior: ``g`` ``[B,H,W]`` padded
+    by ``side - 1 - padding``; ``out[row, col, q] = sum_{ky, kx} g[q + side - 1 - (ky, kx)]``."""
+    (hi, wi), (b, _h, w), side = size, g.shape, sum(map(len, rows))
+    mid = g.new_empty(b, len(rows), hi, w)
+    for row, taps in enumerate(rows):
+        _sum_into(mid[:, row], [g[:, side - 1 - k : side - 1 - k + hi] for k in taps])
+    out = g.new_empty(b, len(rows), len(cols), hi, wi)
+    for col, taps in enumerate(cols):
+        parts = [mid[..., side - 1 - k : side - 1 - k + wi] for k in taps]
+        _sum_into(out[:, :, col], parts)
+    return out
+
+
+class _SmoothMax(torch.autograd.Function):
+    """TorchRay's smooth max of the weighted neighbours, for a weight that does not
+    depend on the position (step 1): ``y = sum_k a_k e_k / sum_k e_k`` with
+    ``a_k = w_k params[p + k]``, ``e_k = exp(coldness a_k)`` (softmax without the
+    max shift: ``a`` is in [0, 1], so ``e`` cannot overflow) and the gradient
+    ``dy/da_k = e_k (1 + coldness (a_k - y)) / sum_k e_k``.
+
+    Taps with equal weight rows / columns share one channel of ``e`` computed on the
+    parameter grid, so the neighbour sums are shifted slices (no unfold, no softmax).
+    """
+
+    @staticmethod
+    def forward(ctx, params: torch.Tensor, gen: SmoothMaskGenerator) -> torch.Tensor:
+        n, pad = len(params), gen.padding
+        padded = F.pad(params, (pad,) * 4)[:, :, None]  # [N,1,1,H,W]
+        a = padded * gen.class_weight  # [N,R,C,H,W]
+        z = padded.new_empty(2, *a.shape)
+        torch.mul(padded, gen.class_exponent, out=z[0]).exp2_()  # exp(coldness a)
+        torch.mul(a, z[0], out=z[1])
+        st = _gather_taps(z.flatten(0, 1), gen.rows, gen.cols, gen.shape_mid)
+        s, y = st[:n], st[n:] / st[:n]
+        inner = (..., slice(pad, pad + gen.shape_in[0]), slice(pad, pad + gen.shape_in[1]))
+        ctx.gen = gen
+        ctx.save_for_backward(params, z[0][inner], s, y)
+        return y[:, None]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        params, e, s, y = ctx.saved_tensors
+        gen, n = ctx.gen, len(params)
+        u = grad[:, 0] / s  # dL/dt; dL/ds = -u y
+        lo = 2 * gen.radius - gen.padding
+        g = F.pad(torch.cat([u, u * y]), (lo,) * 4)
+        uv = _spread_taps(g, gen.rows, gen.cols, gen.shape_in)
+        u, v = uv[:n], uv[n:]
+        a = params[:, :, None] * gen.class_weight
+        da = torch.addcmul(u, u, a, value=gen.coldness).sub_(v, alpha=gen.coldness)
+        return (da.mul_(e * gen.class_weight).sum((1, 2)))[:, None], None
+
+
 class SmoothMaskGenerator:
     """TorchRay's smooth-max mask: parameters on a grid of ``step`` px, each
     spreading a bump of radius ``sigma``, pooled by a soft maximum (coldness 20).
@@ -95,9 +180,30 @@ class SmoothMaskGenerator:
             (uy[None] - (self.margin + step * iy)) ** 2
             + (ux[None] - (self.margin + step * ix)) ** 2
         )
-        self.weight = torch.exp(-2 * ((delta / sigma - 0.5).clamp(min=0) ** 2))[None].to(device)
+        self.weight = torch.exp(-2 * ((delta / sigma - 0.5).clamp(min=0) ** 2))[None]
+        taps = self.weight[0, :, :1, :1].reshape(side, side)
+        # at step 1 the weight is the same at every position (up to the rounding of
+        # its computation): the fast path of _SmoothMax
+        shared = taps.reshape(1, -1, 1, 1).expand_as(self.weight)
+        self.shared = step == 1 and torch.allclose(self.weight, shared, rtol=0, atol=1e-6)
+        if self.shared:
+            self.rows, self.cols = _tap_groups(taps), _tap_groups(taps.T)
+            w = taps[[g[0] for g in self.rows]][:, [g[0] for g in self.cols]]
+            self.class_weight = w[:, :, None, None].to(device)
+            exponent = w.double() * self.coldness / math.log(2)
+            self.class_exponent = exponent.float()[:, :, None, None].to(device)
+        self.weight = self.weight.to(device)
 
     def generate(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shared:
+            mask = _SmoothMax.apply(params, self)
+        else:
+            mask = self._generate_unfolded(params)
+        mask = mask.clamp(0, 1)
+        m = round(self.margin)
+        return mask[:, :, m : m + self.shape[0], m : m + self.shape[1]], mask
+
+    def _generate_unfolded(self, params: torch.Tensor) -> torch.Tensor:
         side = 2 * self.radius + 1
         mask = F.unfold(params, (side, side), padding=(self.padding,) * 2)
         mask = mask.reshape(len(params), -1, *self.shape_mid)
@@ -105,10 +211,22 @@ class SmoothMaskGenerator:
             mask = F.interpolate(mask, size=self.shape_up, mode="nearest")
             mask = F.pad(mask, (0, -self.step + 1, 0, -self.step + 1))
         mask = self.weight * mask
-        mask = (mask * F.softmax(self.coldness * mask, dim=1)).sum(dim=1, keepdim=True)
-        mask = mask.clamp(0, 1)
-        m = round(self.margin)
-        return mask[:, :, m : m + self.shape[0], m : m + self.shape[1]], mask
+        return (mask * F.softmax(self.coldness * mask, dim=1)).sum(dim=1, keepdim=True)
+
+
+def area_gap(mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``mean((sort(mask) - reference)^2)`` per row (Fong et al. 2019, eq. 5; TorchRay),
+    ``reference`` sorted zeros then ones. Only which values meet the ones matters: one
+    selection finds them; a tie across that boundary falls back to the sort, whose
+    (unspecified) order of equal values decides, as in TorchRay."""
+    keep = int(reference.sum())
+    if 0 < keep < mask.shape[1]:
+        values = mask.detach()
+        smallest_kept = values.kthvalue(mask.shape[1] - keep + 1, dim=1, keepdim=True)[0]
+        kept = values >= smallest_kept
+        if bool((kept.sum(1) == keep).all()):
+            return ((mask - kept.to(mask.dtype)) ** 2).mean(1)
+    return ((mask.sort(dim=1)[0] - reference) ** 2).mean(1)
 
 
 def _scaled(value: object, name: str, default_224: float, size: int) -> float:
@@ -194,7 +312,7 @@ class ExtremalPerturbation(Method):
                     reward = -score
                 else:
                     reward = score[: len(t)] - score[len(t) :]
-                regul = ((full.flatten(1).sort(dim=1)[0] - reference) ** 2).mean(1) * weight
+                regul = area_gap(full.flatten(1), reference) * weight
                 opt.zero_grad()
                 (regul - reward).sum().backward()
                 opt.step()
