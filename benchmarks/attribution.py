@@ -1,8 +1,10 @@
 """Attribution speed: cnnlens vs Captum on the same model, images and settings.
 
     python benchmarks/attribution.py [--threads 1] [--repeats 3] [--only grad-cam,lrp]
+                                     [--width 1]
 
-Model: ResNet-20 (10 classes, random weights with BN statistics set), 32x32,
+Model: ResNet-20 (10 classes, random weights with BN statistics set; ``--width``
+multiplies its 16/32/64 channels), 32x32,
 the first 16 ``shapes`` test images, targets = class 0..7 fixed per image.
 For every case: cnnlens s/image, Captum s/image (where Captum has the
 method; several Captum settings may be listed, the best is reported), their
@@ -172,12 +174,12 @@ CASES += [
 _IBA = _IbaStatistics()
 
 
-def setup(n: int = 16):
+def setup(n: int = 16, width: int = 1):
     from cnnlens import nets
     from cnnlens.data import load
 
     torch.manual_seed(0)
-    model = nets.create("resnet20", num_classes=10)
+    model = nets.create("resnet20", num_classes=10, width=width)
     gen = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -245,16 +247,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default="", help="comma list of method names")
+    parser.add_argument(
+        "--width", type=int, default=1, help="ResNet-20 channel multiplier (1: 16/32/64)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from cnnlens.attribution import explain
 
-    model, x, target = setup()
+    model, x, target = setup(width=args.width)
     n = len(x)
     batches = best_batches(model, x, args.repeats)
     cost = {k: floor_cost(model, x, k, 1e9, args.repeats) for k in batches}
     print(
-        f"ResNet-20 32x32, {n} images, {args.threads} thread(s); best batch fwd+bwd "
+        f"ResNet-20 (width {args.width}) 32x32, {n} images, {args.threads} thread(s); "
+        f"best batch fwd+bwd "
         f"{batches['fb']}, fwd {batches['f']}; per-image pass cost: fwd+bwd "
         f"{cost['fb'] * 1e3:.3f} ms, fwd {cost['f'] * 1e3:.3f} ms. Each row's floor is "
         "re-measured just before it, at the best batch up to images x passes"
