@@ -21,11 +21,13 @@ from .errors import InputError
 from .progress import Progress
 
 # Fastest batch per device for (forward-only, forward+backward) chunks. Measured on
-# this project's 2-core CPU with ResNet-20 at 32x32 (benchmarks/, 1 and 2 threads):
-# forward-only perturbation chunks are fastest at 16 images (1.7x slower at 64),
-# forward+backward chunks at 32 (1.3x slower at 50, slower still at 100 and 200).
-# GPUs like larger ones.
+# this project's 2-core CPU with ResNet-20 at 32x32 (occlusion, RISE, Score-CAM, IG and
+# SmoothGrad at batch 16 / 32 / 64, interleaved rounds): forward-only chunks are
+# fastest at 16 images with 2 threads (32: 1.15-1.2x slower) but at 32 with 1 thread
+# (16: 1.06-1.09x slower); forward+backward chunks at 32 with either (64: 1.2x slower).
+# More threads are unmeasured here and keep the 2-thread size. GPUs like larger ones.
 PREFERRED_BATCH = {"cpu": (16, 32), "cuda": (512, 512), "mps": (256, 256)}
+SINGLE_THREAD_CPU_FORWARD_BATCH = 32
 # Backward keeps activations plus their gradients plus autograd buffers.
 BACKWARD_MEMORY_FACTOR = 3.0
 
@@ -93,6 +95,8 @@ def chunk_size(
     need = per_item * (BACKWARD_MEMORY_FACTOR if backward else 1.0)
     fits = max(1, int(memory_budget(device) // max(need, 1)))
     preferred = PREFERRED_BATCH.get(device.type, (32, 32))[1 if backward else 0]
+    if device.type == "cpu" and not backward and torch.get_num_threads() == 1:
+        preferred = SINGLE_THREAD_CPU_FORWARD_BATCH
     return max(1, min(preferred, fits))
 
 
