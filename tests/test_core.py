@@ -63,7 +63,7 @@ def test_auto_layer_probes_once_per_model_and_shape():
     user = UserNet().eval()
     user.register_forward_hook(lambda *_: calls.append(1))
     assert final_linear(user, x)[0] == final_linear(user, x)[0] == "fc"
-    assert len(calls) == 5  # one probe: a trace and the logits, once
+    assert len(calls) == 4  # one probe forward gives the trace and the logits, once
 
 
 def test_final_linear_and_penultimate_on_user_model():

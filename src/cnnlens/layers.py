@@ -63,8 +63,12 @@ def _cached(cache: weakref.WeakKeyDictionary, model: nn.Module, probe: torch.Ten
     return value
 
 
-def _trace_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
-    """(name, module, output) for every module, in the order they finish."""
+def _trace_outputs(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[list[tuple[str, nn.Module, torch.Tensor]], torch.Tensor]:
+    """(name, module, output) for every module, in the order they finish, and the
+    model's output: one forward without gradients, in eval mode (each module's
+    mode restored afterwards)."""
     order: list[tuple[str, nn.Module, torch.Tensor]] = []
     handles = []
     for name, module in model.named_modules():
@@ -76,13 +80,17 @@ def _trace_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Modu
                 order.append((name, m, out.detach()))
 
         handles.append(module.register_forward_hook(record))
+    modes = [(m, m.training) for m in model.modules()]
     try:
+        model.eval()
         with torch.no_grad():
-            model(x)
+            output = model(x)
     finally:
         for h in handles:
             h.remove()
-    return order
+        for m, mode in modes:
+            m.training = mode
+    return order, output
 
 
 def _probe_input(model: nn.Module, x: torch.Tensor | None) -> torch.Tensor:
@@ -107,20 +115,12 @@ def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     """
     probe = _probe_input(model, x)
 
-    def find() -> str:
-        was_training = model.training
-        model.eval()
-        try:
-            trace = _trace_outputs(model, probe)
-        finally:
-            model.train(was_training)
-        return _last_spatial_layer(model, trace)
-
-    return _cached(_AUTO, model, probe, find)
+    return _cached(_AUTO, model, probe, lambda: _last_spatial_layer(model, probe))
 
 
-def _last_spatial_layer(model: nn.Module, trace: list) -> str:
+def _last_spatial_layer(model: nn.Module, probe: torch.Tensor) -> str:
     """The outermost module ending with the last spatial map after the last conv."""
+    trace, _ = _trace_outputs(model, probe)
     spatial = [(n, o) for n, _m, o in trace if o.dim() == 4 and o.shape[-1] * o.shape[-2] > 1]
     if not spatial:
         raise LayerError(f"{type(model).__name__} produces no spatial feature map; name a layer")
@@ -153,14 +153,7 @@ def final_linear(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str, 
 
 
 def _last_linear(model: nn.Module, probe: torch.Tensor) -> tuple[str, nn.Linear]:
-    was_training = model.training
-    model.eval()
-    try:
-        trace = _trace_outputs(model, probe)
-        with torch.no_grad():
-            logits = model(probe)
-    finally:
-        model.train(was_training)
+    trace, logits = _trace_outputs(model, probe)
     linears = [(n, m, o) for n, m, o in trace if isinstance(m, nn.Linear)]
     if not linears:
         raise LayerError(f"{type(model).__name__} has no nn.Linear layer to use as its final layer")

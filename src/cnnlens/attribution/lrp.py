@@ -123,6 +123,10 @@ class _Watch(TorchFunctionMode):
         self.copy = copy
         self.nonneg: dict[int, torch.Tensor] = {}  # tensors known >= 0, kept alive by id
 
+    def __exit__(self, *exc):
+        self.nonneg.clear()  # sign knowledge is per forward (and keeps tensors alive)
+        return super().__exit__(*exc)
+
     def _track_sign(self, name: str, x: torch.Tensor, out: object) -> None:
         """Remember outputs known to be >= 0 (ReLU outputs, and views or max pools
         of them), so the z+ rule can skip its sign check; in-place ops forget."""
@@ -215,12 +219,10 @@ _PASS = tuple(a for a in ACTIVATIONS if a is not nn.ReLU)
 """Activation modules that pass relevance unchanged (all but ReLU)."""
 
 
-def _message_form(model: nn.Module, assign: _RuleAssignment) -> bool:
+def _message_form(model: nn.Module, zb: bool) -> bool:
     """Whether every rule is proportional to its input, so the cheaper message
     form applies: no z^B rule and no activation module that passes relevance."""
-    if any(rule == "zb" for rule in assign.by_module.values()):
-        return False
-    return not any(isinstance(m, _PASS) for m in model.modules())
+    return not zb and not any(isinstance(m, _PASS) for m in model.modules())
 
 
 def _first_conv(model: nn.Module, probe: torch.Tensor) -> str:
@@ -345,8 +347,8 @@ class LRP(Configured):
         model, first = self._folded(inputs)
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
-        message = _message_form(model, assign)
         zb = any(rule == "zb" for rule in assign.by_module.values())
+        message = _message_form(model, zb)
         watch = _Watch(float(self.hp["epsilon"]), message)
 
         def run(lo: int, hi: int):
@@ -356,8 +358,6 @@ class LRP(Configured):
                  x.amax((2, 3), keepdim=True) if high is None else high)
                 if zb else None
             )  # fmt: skip
-
-            watch.nonneg.clear()  # sign knowledge is per forward (and keeps tensors alive)
             with HookSet() as hooks:
                 self._hooks(hooks, model, assign, watch, bounds)
                 if at is None:
@@ -372,12 +372,10 @@ class LRP(Configured):
                     spatial(at, a)
                 t = self.chunk_targets(out, target, lo, hi)
                 score = target_scores(out, t)
-                if message:  # R = z * g: the target logit's message is 1
+                if message:  # R = a * g: the target logit's message is 1
                     (g,) = torch.autograd.grad(score, a, torch.ones_like(score))
-                    watch.nonneg.clear()
                     return a.detach() * g, t
                 (r,) = torch.autograd.grad(score, a, score.detach())
-            watch.nonneg.clear()
             return r, t
 
         def attempt(copy: bool):

@@ -70,14 +70,18 @@ class TimesInput(torch.autograd.Function):
         return x * grad, None
 
 
-class DivideStabilized(torch.autograd.Function):
-    """Identity forward; backward divides the gradient by ``z + eps sign z``."""
+class _AtLinearOutput(torch.autograd.Function):
+    """Identity forward on a linear output ``z``, kept with ``eps`` for the backward."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, eps: float, copy: bool = False) -> torch.Tensor:
         ctx.save_for_backward(z)
         ctx.eps = eps
         return _out(z, copy)
+
+
+class DivideStabilized(_AtLinearOutput):
+    """Relevance-form epsilon rule: backward divides the gradient by ``z + eps sign z``."""
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -85,17 +89,10 @@ class DivideStabilized(torch.autograd.Function):
         return grad / stabilize(z, ctx.eps), None, None
 
 
-class Stabilised(torch.autograd.Function):
-    """Message-form epsilon rule at a linear output ``z``: identity forward;
-    backward multiplies the message by ``z / (z + eps sign z)``, computed as
-    ``1 - eps / (|z| + eps)`` in one fused ``addcdiv`` (at ``z = 0`` the factor
-    is 0 up to one rounding of ``eps / eps``)."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, eps: float, copy: bool = False) -> torch.Tensor:
-        ctx.save_for_backward(z)
-        ctx.eps = eps
-        return _out(z, copy)
+class Stabilised(_AtLinearOutput):
+    """Message-form epsilon rule: backward multiplies the message by
+    ``z / (z + eps sign z)``, computed as ``1 - eps / (|z| + eps)`` in one fused
+    ``addcdiv`` (at ``z = 0`` the factor is 0 up to one rounding of ``eps / eps``)."""
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
