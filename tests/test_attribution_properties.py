@@ -190,6 +190,47 @@ def test_lrp_message_form_equals_relevance_form(kw, monkeypatch):
     assert torch.allclose(message, relevance, atol=1e-5 * float(relevance.abs().max()))
 
 
+@pytest.mark.parametrize("kw", [{"composite": "epsilon-plus"}, {"composite": "epsilon-plus-zb"}])
+def test_lrp_channels_last_copy_equals_default_layout(kw, monkeypatch):
+    """On the CPU the folded copy runs channels-last; the maps are the default
+    layout's, and the user gets contiguous attributions."""
+    from cnnlens.attribution import lrp
+
+    model = zero_bias_resnet()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    fast = explain(model, x, "lrp", **kw)
+    assert lrp._FOLDED[model][3] == torch.channels_last
+    assert fast.raw.is_contiguous()
+    lrp._FOLDED.clear()
+    monkeypatch.setattr(lrp, "_fastest_format", lambda *_a: torch.contiguous_format)
+    plain = explain(model, x, "lrp", **kw).raw
+    assert torch.allclose(fast.raw, plain, atol=1e-5 * float(plain.abs().max()))
+
+
+class _ViewsFeatureMap(nn.Module):
+    """Flattens a 4x4 feature map with ``.view``, which channels-last memory refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.fc = nn.Linear(4 * 4 * 4, 3, bias=False)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.fc(y.view(y.shape[0], -1))
+
+
+def test_lrp_keeps_default_layout_for_a_view_of_a_feature_map():
+    from cnnlens.attribution import lrp
+
+    model = _ViewsFeatureMap().eval()
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    lrp0 = explain(model, x, "lrp", rule="epsilon", epsilon=0.0, target=1).raw
+    assert lrp._FOLDED[model][3] == torch.contiguous_format
+    ixg = explain(model, x, "input-x-gradient", target=1).raw  # LRP-0 without biases
+    assert torch.allclose(lrp0, ixg, atol=1e-5 * float(ixg.abs().max()))
+
+
 def test_lrp_conservation_at_layer():
     model = zero_bias_resnet()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))

@@ -225,6 +225,33 @@ def _message_form(model: nn.Module, zb: bool) -> bool:
     return not zb and not any(isinstance(m, _PASS) for m in model.modules())
 
 
+def _fastest_format(
+    model: nn.Module, probe: torch.Tensor, expected: torch.Tensor
+) -> torch.memory_format:
+    """Put the folded copy ``model`` in channels-last memory on the CPU, where it is
+    faster, if it still gives ``expected`` on ``probe``; return the format to use.
+
+    oneDNN computes convolutions in a channels-last (blocked) layout, so in the
+    default layout every convolution -- the z+ rule's W+ convolutions included --
+    reorders its input and output. Measured on this project's 2-core CPU, LRP
+    epsilon-plus costs 1.34-1.43x a gradient pass on ResNet-20 in channels-last
+    against 1.67-1.92x, and is no slower on VGG-11, LeNet-5, ResNet-8 at 224 px
+    or a ResNet-50. A model whose forward needs contiguous activations (a
+    ``.view`` of a feature map) keeps the default layout.
+    """
+    if probe.device.type != "cpu":
+        return torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            got = model(probe.contiguous(memory_format=torch.channels_last))
+        require_same_outputs(expected, got, "lrp")
+        return torch.channels_last
+    except (RuntimeError, LayerError):
+        model.to(memory_format=torch.contiguous_format)
+        return torch.contiguous_format
+
+
 def _first_conv(model: nn.Module, probe: torch.Tensor) -> str:
     order: list[str] = []
     with HookSet() as hooks:
@@ -316,8 +343,9 @@ class LRP(Configured):
                     "Conv2d / Linear / BatchNorm / pooling); use a gradient method"
                 )
 
-    def _folded(self, inputs: torch.Tensor) -> tuple[nn.Module, str]:
-        """The BN-folded copy and its first convolution, cached per model.
+    def _folded(self, inputs: torch.Tensor) -> tuple[nn.Module, str, torch.memory_format]:
+        """The BN-folded copy, its first convolution and the memory format it runs
+        in, cached per model.
 
         The cache entry is dropped with the model and rebuilt whenever a module,
         parameter or buffer of the model changes (:func:`structure_key`).
@@ -325,26 +353,28 @@ class LRP(Configured):
         key = structure_key(self.model, inputs)
         cached = _FOLDED.get(self.model)
         if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
+            return cached[1:]
         model = fold_batchnorm(self.model, inputs[:1])
         for p in model.parameters():
             p.requires_grad_(False)
+        probe = inputs[:1]
         with torch.no_grad():
-            probe = inputs[:1]
+            expected = self.model(probe)
             require_same_outputs(
-                self.model(probe),
+                expected,
                 model(probe),
                 self.name,
                 why="when BatchNorm is folded into the convolution before it; the "
                 "convolution's output is used elsewhere too. Use a gradient method",
             )
-        first = _first_conv(model, inputs[:1])
-        _FOLDED[self.model] = (key, model, first)
-        return model, first
+        fmt = _fastest_format(model, probe, expected)
+        first = _first_conv(model, probe)
+        _FOLDED[self.model] = (key, model, first, fmt)
+        return model, first, fmt
 
     def attribute(self, inputs, target, logits) -> Explanation:
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
-        model, first = self._folded(inputs)
+        model, first, fmt = self._folded(inputs)
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
         zb = any(rule == "zb" for rule in assign.by_module.values())
@@ -352,7 +382,7 @@ class LRP(Configured):
         watch = _Watch(float(self.hp["epsilon"]), message)
 
         def run(lo: int, hi: int):
-            x = inputs[lo:hi].detach()
+            x = inputs[lo:hi].detach().contiguous(memory_format=fmt)
             bounds = (  # z^B bounds: given, or each image's own per-channel range
                 (x.amin((2, 3), keepdim=True) if low is None else low,
                  x.amax((2, 3), keepdim=True) if high is None else high)
@@ -386,6 +416,7 @@ class LRP(Configured):
         (raw, target), _NEEDS_COPY[model] = with_copies_if_refused(
             attempt, _NEEDS_COPY.get(model, False)
         )
+        raw = raw.contiguous()
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         total = raw.flatten(1).sum(1)
         return self.explanation(maps, target, raw=raw, relevance_sum=total)
