@@ -316,12 +316,12 @@ def test_mask_optimisation_batched_over_images_equals_one_by_one(method):
 
 
 def test_extremal_pyramid_keeps_the_image_at_mask_one():
-    from cnnlens.attribution.extremal import apply_pyramid, blur_pyramid
+    from cnnlens.attribution.extremal import Pyramid
 
     x = smooth_images(2)
-    pyramid = blur_pyramid(x, 8, 2.0)
-    torch.testing.assert_close(apply_pyramid(pyramid, torch.ones(2, 1, 16, 16)), x)
-    torch.testing.assert_close(apply_pyramid(pyramid, torch.zeros(2, 1, 16, 16)), pyramid[:, 0])
+    pyramid = Pyramid(x, 8, 2.0)
+    torch.testing.assert_close(pyramid.apply(torch.ones(2, 1, 16, 16)), x)
+    torch.testing.assert_close(pyramid.apply(torch.zeros(2, 1, 16, 16)), pyramid.levels[:, 0])
 
 
 # --- information bottleneck ---------------------------------------------------------------

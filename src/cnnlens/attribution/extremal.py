@@ -45,16 +45,23 @@ def blur_pyramid(x: torch.Tensor, levels: int, max_blur: float) -> torch.Tensor:
     return torch.stack([gaussian_blur(x, (1 - s) * max_blur) for s in steps], 1)
 
 
-def apply_pyramid(pyramid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per pixel, interpolate the pyramid level ``mask (L-1)`` (1 = the image, 0 = most blurred)."""
-    levels = pyramid.shape[1]
-    w = mask[:, None] * (levels - 1)  # [N,1,1,H,W]
-    k = w.floor()
-    w = w - k
-    k = k.long().expand(-1, 1, pyramid.shape[2], -1, -1)
-    y0 = pyramid.gather(1, k)
-    y1 = pyramid.gather(1, (k + 1).clamp(max=levels - 1))
-    return ((1 - w) * y0 + w * y1)[:, 0]
+class Pyramid:
+    """Blurred copies of images, levels ``[N,L,C,H,W]`` (:func:`blur_pyramid`), with
+    the differences of neighbouring levels kept for :meth:`apply`."""
+
+    def __init__(self, x: torch.Tensor, levels: int, max_blur: float) -> None:
+        self.levels = blur_pyramid(x, levels, max_blur)
+        step = self.levels[:, 1:] - self.levels[:, :-1]
+        # the top level has no next one: it keeps the image and passes no gradient
+        self.steps = torch.cat([step, torch.zeros_like(step[:, :1])], 1)
+
+    def apply(self, mask: torch.Tensor) -> torch.Tensor:
+        """Per pixel, interpolate level ``mask (L-1)`` (1 = the image, 0 = most
+        blurred): ``level[k] + frac * (level[k+1] - level[k])``, ``k = floor``."""
+        w = mask * (self.levels.shape[1] - 1)  # [N,1,H,W]
+        k = w.detach().floor().long()[:, None].expand(-1, 1, self.levels.shape[2], -1, -1)
+        lower = self.levels.gather(1, k)[:, 0]
+        return torch.addcmul(lower, torch.frac(w), self.steps.gather(1, k)[:, 0])
 
 
 def _tap_groups(weight: torch.Tensor) -> list[list[int]]:
@@ -78,24 +85,24 @@ def _sum_into(out: torch.Tensor, parts: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _gather_taps(z: torch.Tensor, rows: list[list[int]], cols: list[list[int]], size):
+def _gather_taps(z: torch.Tensor, rows: list[list[int]], cols: list[list[int]], size, mid):
     """``out[p] = sum_{ky, kx} z[row(ky), col(kx), p + (ky, kx)]``: ``z`` ``[B,R,C,H,W]``
-    holds one channel per (row group, column group) of taps, summed separably."""
-    (ho, wo), (b, r, _c, h, _w) = size, z.shape
+    holds one channel per (row group, column group) of taps, summed separably
+    (through ``mid`` ``[B,R,H,wo]``)."""
+    (ho, wo), b = size, z.shape[0]
     cols_parts = [z[:, :, col, :, k : k + wo] for col, taps in enumerate(cols) for k in taps]
-    mid = _sum_into(z.new_empty(b, r, h, wo), cols_parts)
+    mid = _sum_into(mid, cols_parts)
     rows_parts = [mid[:, row, k : k + ho] for row, taps in enumerate(rows) for k in taps]
     return _sum_into(z.new_empty(b, ho, wo), rows_parts)
 
 
-def _spread_taps(g: torch.Tensor, rows: list[list[int]], cols: list[list[int]], size):
-    """Adjoint of :func:`_gather_taps` on the ``size`` interior: ``g`` ``[B,H,W]`` padded
-    by ``side - 1 - padding``; ``out[row, col, q] = sum_{ky, kx} g[q + side - 1 - (ky, kx)]``."""
-    (hi, wi), (b, _h, w), side = size, g.shape, sum(map(len, rows))
-    mid = g.new_empty(b, len(rows), hi, w)
+def _spread_taps(g: torch.Tensor, rows: list[list[int]], cols: list[list[int]], mid, out):
+    """Adjoint of :func:`_gather_taps` on the interior: ``g`` ``[B,H,W]`` padded by
+    ``side - 1 - padding``; ``out[row, col, q] = sum_{ky, kx} g[q + side - 1 - (ky, kx)]``
+    ``[B,R,C,hi,wi]`` (through ``mid`` ``[B,R,hi,W]``)."""
+    (hi, wi), side = out.shape[-2:], sum(map(len, rows))
     for row, taps in enumerate(rows):
         _sum_into(mid[:, row], [g[:, side - 1 - k : side - 1 - k + hi] for k in taps])
-    out = g.new_empty(b, len(rows), len(cols), hi, wi)
     for col, taps in enumerate(cols):
         parts = [mid[..., side - 1 - k : side - 1 - k + wi] for k in taps]
         _sum_into(out[:, :, col], parts)
@@ -115,27 +122,34 @@ class _SmoothMax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, params: torch.Tensor, gen: SmoothMaskGenerator) -> torch.Tensor:
-        n, pad = len(params), gen.padding
-        padded = F.pad(params, (pad,) * 4)[:, :, None]  # [N,1,1,H,W]
-        a = padded * gen.class_weight  # [N,R,C,H,W]
-        z = padded.new_empty(2, *a.shape)
-        torch.mul(padded, gen.class_exponent, out=z[0]).exp2_()  # exp(coldness a)
-        torch.mul(a, z[0], out=z[1])
-        st = _gather_taps(z.flatten(0, 1), gen.rows, gen.cols, gen.shape_mid)
+        n, pad, (h, w), (r, c) = len(params), gen.padding, gen.shape_in, gen.class_weight.shape[:2]
+        # e = exp(coldness a) and a e, on the padded grid: 1 and 0 where the padding is
+        shape = (2, n, r, c, h + 2 * pad, w + 2 * pad)
+        z = gen.workspace("z", params, shape, first=lambda buf: buf[0].fill_(1))
+        e, ae = z[0, ..., pad : pad + h, pad : pad + w], z[1, ..., pad : pad + h, pad : pad + w]
+        m = params[:, :, None]  # [N,1,1,H,W]
+        torch.mul(m, gen.class_exponent, out=e).exp2_()
+        torch.mul(m, gen.class_weight, out=ae).mul_(e)
+        mid = gen.workspace("mid", params, (2 * n, r, h + 2 * pad, gen.shape_mid[1]))
+        st = _gather_taps(z.flatten(0, 1), gen.rows, gen.cols, gen.shape_mid, mid)
         s, y = st[:n], st[n:] / st[:n]
-        inner = (..., slice(pad, pad + gen.shape_in[0]), slice(pad, pad + gen.shape_in[1]))
         ctx.gen = gen
-        ctx.save_for_backward(params, z[0][inner], s, y)
+        ctx.save_for_backward(params, e, s, y)
         return y[:, None]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         params, e, s, y = ctx.saved_tensors
-        gen, n = ctx.gen, len(params)
-        u = grad[:, 0] / s  # dL/dt; dL/ds = -u y
+        gen, n, (ho, wo) = ctx.gen, len(params), y.shape[1:]
         lo = 2 * gen.radius - gen.padding
-        g = F.pad(torch.cat([u, u * y]), (lo,) * 4)
-        uv = _spread_taps(g, gen.rows, gen.cols, gen.shape_in)
+        # dL/dt = u and dL/ds = -u y, zero-padded by lo
+        g = gen.workspace("g", params, (2 * n, ho + 2 * lo, wo + 2 * lo))
+        u = torch.div(grad[:, 0], s, out=g[:n, lo : lo + ho, lo : lo + wo])
+        torch.mul(u, y, out=g[n:, lo : lo + ho, lo : lo + wo])
+        (h, w), (r, c) = gen.shape_in, gen.class_weight.shape[:2]
+        mid = gen.workspace("spread", params, (2 * n, r, h, wo + 2 * lo))
+        uv = gen.workspace("uv", params, (2 * n, r, c, h, w))
+        _spread_taps(g, gen.rows, gen.cols, mid, uv)
         u, v = uv[:n], uv[n:]
         a = params[:, :, None] * gen.class_weight
         da = torch.addcmul(u, u, a, value=gen.coldness).sub_(v, alpha=gen.coldness)
@@ -193,6 +207,21 @@ class SmoothMaskGenerator:
             exponent = w.double() * self.coldness / math.log(2)
             self.class_exponent = exponent.float()[:, :, None, None].to(device)
         self.weight = self.weight.to(device)
+        self._workspaces: dict[tuple, torch.Tensor] = {}
+
+    def workspace(self, name: str, like: torch.Tensor, shape, first=None) -> torch.Tensor:
+        """A buffer ``name`` of ``shape``, made once (zeros, then ``first(buffer)``)
+        and reused by every iteration: fresh large buffers cost page faults on each
+        use. What an iteration does not overwrite keeps its first value; autograd's
+        version check refuses a backward through a generation whose buffer a later
+        one has reused."""
+        key = (name, tuple(shape), like.dtype, like.device)
+        buf = self._workspaces.get(key)
+        if buf is None:
+            buf = self._workspaces[key] = like.new_zeros(tuple(shape))
+            if first is not None:
+                first(buf)
+        return buf
 
     def generate(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.shared:
@@ -227,6 +256,24 @@ def area_gap(mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         if bool((kept.sum(1) == keep).all()):
             return ((mask - kept.to(mask.dtype)) ** 2).mean(1)
     return ((mask.sort(dim=1)[0] - reference) ** 2).mean(1)
+
+
+class MomentumSGD:
+    """``torch.optim.SGD`` with momentum and dampening for one tensor, step for step
+    the same arithmetic, without the optimiser's per-step bookkeeping (the buffer
+    starts as the first gradient, then ``b = momentum b + (1 - dampening) g``;
+    ``p -= lr b``)."""
+
+    def __init__(self, lr: float, momentum: float, dampening: float) -> None:
+        self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        self.buffer: torch.Tensor | None = None
+
+    def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
+        if self.buffer is None:
+            self.buffer = grad.clone()
+        else:
+            self.buffer.mul_(self.momentum).add_(grad, alpha=1 - self.dampening)
+        param.data.add_(self.buffer, alpha=-self.lr)
 
 
 def _scaled(value: object, name: str, default_224: float, size: int) -> float:
@@ -287,37 +334,33 @@ class ExtremalPerturbation(Method):
         copies = 2 if variant == "dual" else 1
 
         def optimise(start: int, stop: int) -> torch.Tensor:
-            x, t = inputs[start:stop], target[start:stop]
-            pyramid = blur_pyramid(x, levels, max_blur)
+            x, t = inputs[start:stop], target[start:stop].repeat(copies)[:, None]
+            pyramid = Pyramid(x, levels, max_blur)
             params = torch.ones(stop - start, 1, *masks_gen.shape_in, device=x.device)
             params.requires_grad_(True)
-            opt = torch.optim.SGD([params], lr=0.01, momentum=0.9, dampening=0.9)
+            sgd = MomentumSGD(lr=0.01, momentum=0.9, dampening=0.9)
             weight = 300.0
             for it in range(iterations):
                 cropped, full = masks_gen.generate(params)
                 if variant == "preserve":
-                    xm = apply_pyramid(pyramid, cropped)
+                    xm = pyramid.apply(cropped)
                 elif variant == "delete":
-                    xm = apply_pyramid(pyramid, 1 - cropped)
+                    xm = pyramid.apply(1 - cropped)
                 else:
-                    xm = torch.cat(
-                        [apply_pyramid(pyramid, cropped), apply_pyramid(pyramid, 1 - cropped)]
-                    )
+                    xm = torch.cat([pyramid.apply(cropped), pyramid.apply(1 - cropped)])
                 if jitter and it % 2 == 0:
                     xm = torch.flip(xm, dims=(3,))
-                score = self.model(xm).gather(1, t.repeat(copies)[:, None])[:, 0]
+                score = self.model(xm).gather(1, t)[:, 0]
                 if variant == "preserve":
                     reward = score
                 elif variant == "delete":
                     reward = -score
                 else:
-                    reward = score[: len(t)] - score[len(t) :]
+                    reward = score[: len(x)] - score[len(x) :]
                 regul = area_gap(full.flatten(1), reference) * weight
-                opt.zero_grad()
-                (regul - reward).sum().backward()
-                opt.step()
-                with torch.no_grad():
-                    params.clamp_(0, 1)
+                (grad,) = torch.autograd.grad((regul - reward).sum(), params)
+                sgd.step(params, grad)
+                params.data.clamp_(0, 1)
                 weight *= 1.0035
             return cropped.detach()
 
