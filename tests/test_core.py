@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnlens import nets
-from cnnlens.batching import chunk_size, run_chunked
+from cnnlens.batching import _CHANNELS_LAST_COPY, chunk_size, forward, run_chunked
 from cnnlens.errors import CnnlensError, InputError, LayerError
 from cnnlens.hooks import capture_outputs, frozen, model_fingerprint, same_fingerprint
 from cnnlens.io import atomic_path, write_text
@@ -117,6 +117,74 @@ def test_chunk_size_respects_memory_budget(monkeypatch):
     monkeypatch.setenv("CNNLENS_MEMORY_BUDGET", str(1 << 34))
     big = chunk_size(model, x)
     assert 1 <= small < big <= 64
+
+
+class _ViewsFeatureMap(nn.Module):
+    """Flattens a feature map with ``.view``, which channels-last memory refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.fc(y.view(len(y), -1))
+
+
+class _LayoutDependent(nn.Module):
+    """Answers differently for channels-last inputs (as a careless custom op might)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        out = self.conv(x).mean((2, 3))
+        return out if x.is_contiguous() else out + 1
+
+
+@pytest.mark.parametrize(
+    ("model", "fast"), [(UserNet, True), (_ViewsFeatureMap, False), (_LayoutDependent, False)]
+)
+def test_forward_uses_channels_last_only_when_the_model_agrees(model, fast):
+    torch.manual_seed(0)
+    model = model().eval()
+    x = torch.randn(5, 3, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+    got = forward(model, x)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    copy = _CHANNELS_LAST_COPY[model][1]
+    assert (copy is not None) is fast
+    if fast:  # a copy in channels-last memory; the user's model untouched
+        conv = next(m for m in copy.modules() if isinstance(m, nn.Conv2d))
+        assert copy is not model and conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_forward_follows_the_model_it_copies():
+    """A weight changed in place, train mode or a hook: forward answers as the model."""
+    torch.manual_seed(0)
+    model = UserNet().eval()
+    x = torch.randn(4, 3, 6, 6)
+    forward(model, x)
+    assert _CHANNELS_LAST_COPY[model][1] is not None
+    with torch.no_grad():
+        model.fc.bias += 1.0
+        torch.testing.assert_close(forward(model, x), model(x))
+    seen = []
+    handle = model.fc.register_forward_hook(lambda m, i, o: seen.append(m))
+    try:
+        forward(model, x)
+    finally:
+        handle.remove()
+    assert seen == [model.fc]  # the hook saw the model itself, not a copy
+    model.train()
+    model.features.append(nn.Dropout(0.5))
+    a, b = forward(model, x), forward(model, x)
+    assert not torch.equal(a, b)  # dropout active: the model's own train-mode forward
 
 
 def test_run_chunked_concatenates_in_order():

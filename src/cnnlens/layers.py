@@ -52,7 +52,7 @@ def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
     )
 
 
-def _cached(cache: weakref.WeakKeyDictionary, model: nn.Module, probe: torch.Tensor, find):
+def cached_per_model(cache: weakref.WeakKeyDictionary, model: nn.Module, probe: torch.Tensor, find):
     """``find()``, remembered per model until its structure or the input shape changes."""
     key = structure_key(model, probe)
     hit = cache.get(model)
@@ -115,7 +115,7 @@ def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     """
     probe = _probe_input(model, x)
 
-    return _cached(_AUTO, model, probe, lambda: _last_spatial_layer(model, probe))
+    return cached_per_model(_AUTO, model, probe, lambda: _last_spatial_layer(model, probe))
 
 
 def _last_spatial_layer(model: nn.Module, probe: torch.Tensor) -> str:
@@ -149,7 +149,7 @@ def final_linear(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str, 
     if isinstance(head, nn.Linear):
         return "head", head
     probe = _probe_input(model, x)
-    return _cached(_FINAL, model, probe, lambda: _last_linear(model, probe))
+    return cached_per_model(_FINAL, model, probe, lambda: _last_linear(model, probe))
 
 
 def _last_linear(model: nn.Module, probe: torch.Tensor) -> tuple[str, nn.Linear]:

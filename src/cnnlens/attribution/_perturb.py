@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..batching import forward
 from ..errors import InputError
 
 
@@ -76,6 +77,4 @@ def baseline_like(baseline: object, inputs: torch.Tensor) -> torch.Tensor:
 
 def target_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``model(x)[i, target[i]]`` without building a graph, ``[k]``."""
-    with torch.no_grad():
-        out = model(x)
-    return out.gather(1, target[:, None])[:, 0]
+    return forward(model, x).gather(1, target[:, None])[:, 0]

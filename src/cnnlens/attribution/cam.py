@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import run_chunked
+from ..batching import forward, run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..layers import final_linear
@@ -207,8 +207,7 @@ class ScoreCAM(CamMethod):
             act = acts[img, ch][:, None]
             mask = to_input_size(act, size, self.hp["upsample"])
             mask = (mask - lo[img, ch].view(-1, 1, 1, 1)) / span[img, ch].view(-1, 1, 1, 1)
-            with torch.no_grad():
-                out = self.model(inputs[img] * mask)
+            out = forward(self.model, inputs[img] * mask)
             return F.softmax(out, 1).gather(1, target[img][:, None])[:, 0]
 
         scores = run_chunked(run, n * k, self.chunk(inputs, backward=False))

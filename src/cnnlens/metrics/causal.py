@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, run_chunked
+from ..batching import chunk_size, forward, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ._common import as_maps, auc, check_inputs, check_model, class_score, descending_rank
@@ -110,8 +110,7 @@ def causal_curves(
         img, k = j // s1, j % s1
         keep = (rank[img] < (k * step)[:, None]).view(-1, 1, h, w)
         x = torch.where(keep, finish[img], start[img])
-        with torch.no_grad():
-            return class_score(model(x), target[img], score).float()
+        return class_score(forward(model, x), target[img], score).float()
 
     return run_chunked(run, n * s1, size, desc=desc).view(n, s1)
 

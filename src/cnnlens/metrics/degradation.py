@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, run_chunked
+from ..batching import chunk_size, forward, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ._common import as_maps, check_inputs, check_model, class_score, model_device, scaled
@@ -106,8 +106,7 @@ def degradation(
             lerf_mask = r >= (n_tiles - k)[:, None]
             mask = torch.where(lerf[:, None].bool(), lerf_mask, morf_mask).view(-1, 1, h, w)
             x = torch.where(mask, fill[img], inputs[img])
-            with torch.no_grad():
-                return class_score(model(x), target[img], score).float()
+            return class_score(forward(model, x), target[img], score).float()
 
         out = run_chunked(run, n * per_image, size, desc=desc).view(n, 2, s)[:, :, inverse]
     morf, lerf = out[:, 0], out[:, 1]

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, run_chunked
+from ..batching import chunk_size, forward, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ..types import Explanation
@@ -87,8 +87,7 @@ def infidelity(
             pert = noise * torch.randn(
                 (b - a, *inputs.shape[1:]), generator=gen, device=device, dtype=inputs.dtype
             )
-            with torch.no_grad():
-                f_pert = class_score(model(inputs[img] - pert), target[img], score)
+            f_pert = class_score(forward(model, inputs[img] - pert), target[img], score)
             dot = (pert * maps[img]).flatten(1).sum(1)
             return dot.double(), (f_x[img] - f_pert).double()
 

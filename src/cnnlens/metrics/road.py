@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, run_chunked
+from ..batching import chunk_size, forward, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ._common import as_maps, check_inputs, check_model, class_score, descending_rank, model_device
@@ -188,8 +188,7 @@ def road(
             if noise > 0:
                 eps = torch.randn(x.shape, generator=gen, device=device, dtype=x.dtype)
                 x = x + noise * eps * removed[:, None]
-            with torch.no_grad():
-                logits = model(x)
+            logits = forward(model, x)
             t = target[img]
             return class_score(logits, t, score).float(), (logits.argmax(1) == t).float()
 
