@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from cnnlens import nets
-from cnnlens.batching import _CHANNELS_LAST_COPY, chunk_size, forward, run_chunked
+from cnnlens.batching import (
+    _CHANNELS_LAST_COPY,
+    chunk_size,
+    fast_runner,
+    forward,
+    run_chunked,
+)
 from cnnlens.errors import CnnlensError, InputError, LayerError
 from cnnlens.hooks import capture_outputs, frozen, model_fingerprint, same_fingerprint
 from cnnlens.io import atomic_path, write_text
@@ -162,6 +168,20 @@ def test_forward_uses_channels_last_only_when_the_model_agrees(model, fast):
         conv = next(m for m in copy.modules() if isinstance(m, nn.Conv2d))
         assert copy is not model and conv.weight.is_contiguous(memory_format=torch.channels_last)
         assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_fast_runner_passes_the_models_gradient():
+    torch.manual_seed(0)
+    model = UserNet().eval()
+    x = torch.randn(4, 3, 6, 6)
+    run = fast_runner(model, x)
+    assert run is not model  # the channels-last copy
+    grads = []
+    for fn in (model, run):
+        v = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(v)[:, 1].sum(), v)
+        grads.append(g)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
 
 
 def test_forward_follows_the_model_it_copies():

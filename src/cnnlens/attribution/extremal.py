@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..batching import chunk_size, run_chunked
+from ..batching import chunk_size, fast_runner, run_chunked
 from ..errors import InputError
 from ..types import Explanation
 from . import register
@@ -335,6 +335,7 @@ class ExtremalPerturbation(Method):
 
         def optimise(start: int, stop: int) -> torch.Tensor:
             x, t = inputs[start:stop], target[start:stop].repeat(copies)[:, None]
+            model = fast_runner(self.model, x)
             pyramid = Pyramid(x, levels, max_blur)
             params = torch.ones(stop - start, 1, *masks_gen.shape_in, device=x.device)
             params.requires_grad_(True)
@@ -350,7 +351,7 @@ class ExtremalPerturbation(Method):
                     xm = torch.cat([pyramid.apply(cropped), pyramid.apply(1 - cropped)])
                 if jitter and it % 2 == 0:
                     xm = torch.flip(xm, dims=(3,))
-                score = self.model(xm).gather(1, t)[:, 0]
+                score = model(xm).gather(1, t)[:, 0]
                 if variant == "preserve":
                     reward = score
                 elif variant == "delete":
@@ -416,6 +417,7 @@ class MeaningfulPerturbation(Method):
 
         def optimise(start: int, stop: int) -> torch.Tensor:
             x, t = inputs[start:stop], target[start:stop]
+            model = fast_runner(self.model, x)
             blurred = gaussian_blur(x, blur)
             mask = torch.ones(stop - start, 1, mask_size, mask_size, device=x.device)
             mask.requires_grad_(True)
@@ -425,7 +427,7 @@ class MeaningfulPerturbation(Method):
                 xm = up * x + (1 - up) * blurred
                 if noise > 0:
                     xm = xm + noise * torch.randn(xm.shape, generator=g, device=x.device)
-                prob = torch.softmax(self.model(xm), dim=1).gather(1, t[:, None])[:, 0]
+                prob = torch.softmax(model(xm), dim=1).gather(1, t[:, None])[:, 0]
                 loss = l1 * (1 - mask).abs().flatten(1).mean(1) + tv * total_variation(
                     mask, tv_beta
                 )
