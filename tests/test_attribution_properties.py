@@ -231,6 +231,23 @@ def test_lrp_keeps_default_layout_for_a_view_of_a_feature_map():
     assert torch.allclose(lrp0, ixg, atol=1e-5 * float(ixg.abs().max()))
 
 
+@pytest.mark.parametrize("name", ["saliency", "input-x-gradient", "guided-backprop", "deconvnet"])
+def test_gradient_methods_on_the_channels_last_copy_equal_the_model(resnet, name, monkeypatch):
+    """The rules of guided backprop / deconvnet go on the copy and leave it clean."""
+    from cnnlens.attribution import gradient
+    from cnnlens.batching import _CHANNELS_LAST_COPY
+
+    model, x = resnet
+    fast = explain(model, x, name, target=1).raw
+    copy = _CHANNELS_LAST_COPY[model][1]
+    assert copy is not None
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in copy.modules())
+    monkeypatch.setattr(gradient, "fast_copy", lambda *_a: None)
+    plain = explain(model, x, name, target=1).raw
+    assert fast.is_contiguous()
+    assert torch.allclose(fast, plain, atol=1e-5 * float(plain.abs().max()))
+
+
 def test_lrp_conservation_at_layer():
     model = zero_bias_resnet()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))

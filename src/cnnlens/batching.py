@@ -120,23 +120,32 @@ def chunk_size(
 _CHANNELS_LAST_COPY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def fast_runner(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function computing ``model(v)`` for inputs shaped like ``x``, gradients to
-    ``v`` included, for methods that use the model as a black box.
+def fast_copy(model: nn.Module, x: torch.Tensor) -> nn.Module | None:
+    """The channels-last copy of ``model`` to run inputs shaped like ``x`` on, or None
+    where the model should run as it is.
 
-    On the CPU, an eval-mode model without hooks runs as a channels-last copy,
-    made once per model and input shape (again when a parameter, buffer or
-    module changes) and used only if it gives the model's logits on one
+    Only on the CPU and for an eval-mode model without hooks. The copy is made
+    once per model and input shape, and again when a parameter, buffer or
+    module changes. It is used only if it gives the model's logits on one
     input. A model that needs contiguous feature maps (a ``.view`` of one)
-    runs as it is.
+    runs as it is. Hooks a method registers on the copy must be removed
+    before the call ends, as on the model itself.
     """
     if x.device.type == "cpu" and x.dim() == 4 and _copyable(model):
-        fast = cached_per_model(
+        return cached_per_model(
             _CHANNELS_LAST_COPY, model, x, lambda: _channels_last_copy(model, x)
         )
-        if fast is not None:
-            return lambda v: fast(v.contiguous(memory_format=torch.channels_last))
-    return model
+    return None
+
+
+def fast_runner(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function computing ``model(v)`` for inputs shaped like ``x``, gradients to
+    ``v`` included, for methods that use the model as a black box: through
+    :func:`fast_copy` where it applies."""
+    fast = fast_copy(model, x)
+    if fast is None:
+        return model
+    return lambda v: fast(v.contiguous(memory_format=torch.channels_last))
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

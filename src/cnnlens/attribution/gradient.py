@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import fast_runner, run_chunked
+from ..batching import fast_copy, fast_runner, run_chunked
 from ..errors import InputError
 from ..hooks import replace_output
 from ..types import Explanation
@@ -81,8 +81,9 @@ class GradientMethod(Configured):
     def combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return g
 
-    def context(self, inputs: torch.Tensor):
-        """Context manager active during the gradient passes (modified backward)."""
+    def context(self, inputs: torch.Tensor, model: nn.Module | None = None):
+        """Context manager active during the gradient passes on ``model`` (default:
+        the model; else its channels-last copy): modified backward rules."""
         import contextlib
 
         return contextlib.nullcontext()
@@ -91,15 +92,19 @@ class GradientMethod(Configured):
         at = self.hp["at"]
         if at is not None:
             self.layer_name(inputs, "at")
+        # gradients to the input run on the channels-last copy where it applies; the
+        # rules of guided backprop / deconvnet are hooked into that copy
+        fast = fast_copy(self.model, inputs) if at is None else None
+        model = self.model if fast is None else fast
+        layout = torch.contiguous_format if fast is None else torch.channels_last
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
             pick = lambda out: self.chunk_targets(out, target, lo, hi)  # noqa: E731
-            # a black box unless a layer is read or rules are hooked in (fast_runner)
-            model = self.model if at is not None else fast_runner(self.model, inputs)
-            a, g, _, t = layer_gradient(model, inputs[lo:hi], pick, at)
-            return self.combine(a, g), t
+            x = inputs[lo:hi].contiguous(memory_format=layout)
+            a, g, _, t = layer_gradient(model, x, pick, at)
+            return self.combine(a, g).contiguous(), t
 
-        with self.context(inputs):
+        with self.context(inputs, model):
             raw, target = run_chunked(run, len(inputs), self.chunk(inputs))
         return self.pack(raw, inputs, target)
 
@@ -131,9 +136,10 @@ class InputXGradient(GradientMethod):
 class _ReluRuleMethod(GradientMethod):
     rule = staticmethod(guided_relu)
 
-    def context(self, inputs):
-        copy = check_rule_model(self.model, inputs, self.name, relu_modules(self.rule))
-        return modified_activations(self.model, relu_modules(self.rule), copy=copy)
+    def context(self, inputs, model=None):
+        model = self.model if model is None else model
+        copy = check_rule_model(model, inputs, self.name, relu_modules(self.rule))
+        return modified_activations(model, relu_modules(self.rule), copy=copy)
 
 
 @register
