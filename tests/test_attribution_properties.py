@@ -231,21 +231,28 @@ def test_lrp_keeps_default_layout_for_a_view_of_a_feature_map():
     assert torch.allclose(lrp0, ixg, atol=1e-5 * float(ixg.abs().max()))
 
 
-@pytest.mark.parametrize("name", ["saliency", "input-x-gradient", "guided-backprop", "deconvnet"])
-def test_gradient_methods_on_the_channels_last_copy_equal_the_model(resnet, name, monkeypatch):
-    """The rules of guided backprop / deconvnet go on the copy and leave it clean."""
-    from cnnlens.attribution import gradient
+@pytest.mark.parametrize(
+    "name",
+    ["saliency", "input-x-gradient", "guided-backprop", "deconvnet", "cam", "grad-cam",
+     "grad-cam++", "layer-cam", "score-cam"],
+)  # fmt: skip
+def test_methods_on_the_channels_last_copy_equal_the_model(resnet, name, monkeypatch):
+    """Rules and stored layers go on the copy and leave it clean; same maps."""
+    from cnnlens.attribution import cam, gradient
     from cnnlens.batching import _CHANNELS_LAST_COPY
 
     model, x = resnet
-    fast = explain(model, x, name, target=1).raw
+    fast = explain(model, x, name, target=1)
     copy = _CHANNELS_LAST_COPY[model][1]
     assert copy is not None
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in copy.modules())
-    monkeypatch.setattr(gradient, "fast_copy", lambda *_a: None)
-    plain = explain(model, x, name, target=1).raw
-    assert fast.is_contiguous()
-    assert torch.allclose(fast, plain, atol=1e-5 * float(plain.abs().max()))
+    for module in (gradient, cam):
+        monkeypatch.setattr(module, "fast_copy", lambda *_a: None)
+    plain = explain(model, x, name, target=1)
+    for ours, ref in ((fast.maps, plain.maps), (fast.raw, plain.raw)):
+        if ref is not None:
+            assert ours.is_contiguous()
+            assert torch.allclose(ours, ref, atol=1e-5 * float(ref.abs().max()))
 
 
 def test_lrp_conservation_at_layer():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import forward, run_chunked
+from ..batching import fast_copy, forward, run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..layers import final_linear
@@ -51,26 +51,31 @@ class CamMethod(Configured):
         """``[n,1,h,w]`` map from activations ``a`` and gradients ``g``."""
         raise NotImplementedError
 
-    def watch(self, hooks: HookSet) -> None:
-        """Register extra forward hooks for the pass (CAM reads the head's input)."""
+    def watch(self, hooks: HookSet, model: nn.Module) -> None:
+        """Register extra forward hooks on ``model`` (the model or its channels-last
+        copy) for the pass (CAM reads the head's input)."""
 
     def layer_maps(
         self, inputs: torch.Tensor, target: torch.Tensor | None, layer: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([N,k,h,w] maps at the layer, targets [N])`` in chunks, one pass each."""
+        """``([N,k,h,w] maps at the layer, targets [N])`` in chunks, one pass each, on
+        the channels-last copy of the model where it applies (batching.fast_copy)."""
+        fast = fast_copy(self.model, inputs)
+        model = self.model if fast is None else fast
+        layout = torch.contiguous_format if fast is None else torch.channels_last
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.set_grad_enabled(self.needs_gradient):
-                with stored_layer(self.model, layer) as store, HookSet() as hooks:
-                    self.watch(hooks)
-                    out = self.model(inputs[lo:hi])
+                with stored_layer(model, layer) as store, HookSet() as hooks:
+                    self.watch(hooks, model)
+                    out = model(inputs[lo:hi].contiguous(memory_format=layout))
                 a = store["out"]
                 spatial(layer, a)
                 t = self.chunk_targets(out, target, lo, hi)
                 g = None
                 if self.needs_gradient:
                     (g,) = torch.autograd.grad(target_scores(out, t).sum(), a)
-            return self.combine(a.detach(), g, t), t
+            return self.combine(a.detach(), g, t).contiguous(), t
 
         return run_chunked(run, len(inputs), self.chunk(inputs, backward=self.needs_gradient))
 
@@ -148,16 +153,16 @@ class CAM(CamMethod):
 
     def attribute(self, inputs, target, logits) -> Explanation:
         self._layer = self.layer_name(inputs)
-        _, self._head = final_linear(self.model, inputs[:1])
+        self._head_name, self._head = final_linear(self.model, inputs[:1])
         return super().attribute(inputs, target, logits)
 
-    def watch(self, hooks: HookSet) -> None:
+    def watch(self, hooks: HookSet, model: nn.Module) -> None:
         self._pooled = None
 
         def keep(_m, inp):
             self._pooled = inp[0]
 
-        hooks.forward_pre(self._head, keep)
+        hooks.forward_pre(model.get_submodule(self._head_name), keep)
 
     def combine(self, a, g, target):
         head, pooled = self._head, self._pooled
