@@ -138,14 +138,23 @@ def fast_copy(model: nn.Module, x: torch.Tensor) -> nn.Module | None:
     return None
 
 
+def fast_model(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.memory_format]:
+    """The module to run inputs shaped like ``x`` on (:func:`fast_copy`, else the
+    model itself) and the memory format to give it inputs in."""
+    fast = fast_copy(model, x)
+    if fast is None:
+        return model, torch.contiguous_format
+    return fast, torch.channels_last
+
+
 def fast_runner(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function computing ``model(v)`` for inputs shaped like ``x``, gradients to
     ``v`` included, for methods that use the model as a black box: through
-    :func:`fast_copy` where it applies."""
-    fast = fast_copy(model, x)
-    if fast is None:
+    :func:`fast_model`."""
+    run, layout = fast_model(model, x)
+    if run is model:
         return model
-    return lambda v: fast(v.contiguous(memory_format=torch.channels_last))
+    return lambda v: run(v.contiguous(memory_format=layout))
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import fast_copy, forward, run_chunked
+from ..batching import fast_model, forward, run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..layers import final_linear
@@ -59,10 +59,8 @@ class CamMethod(Configured):
         self, inputs: torch.Tensor, target: torch.Tensor | None, layer: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``([N,k,h,w] maps at the layer, targets [N])`` in chunks, one pass each, on
-        the channels-last copy of the model where it applies (batching.fast_copy)."""
-        fast = fast_copy(self.model, inputs)
-        model = self.model if fast is None else fast
-        layout = torch.contiguous_format if fast is None else torch.channels_last
+        the channels-last copy of the model where it applies (batching.fast_model)."""
+        model, layout = fast_model(self.model, inputs)
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.set_grad_enabled(self.needs_gradient):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import fast_copy, fast_runner, run_chunked
+from ..batching import fast_model, fast_runner, run_chunked
 from ..errors import InputError
 from ..hooks import replace_output
 from ..types import Explanation
@@ -94,9 +94,9 @@ class GradientMethod(Configured):
             self.layer_name(inputs, "at")
         # gradients to the input run on the channels-last copy where it applies; the
         # rules of guided backprop / deconvnet are hooked into that copy
-        fast = fast_copy(self.model, inputs) if at is None else None
-        model = self.model if fast is None else fast
-        layout = torch.contiguous_format if fast is None else torch.channels_last
+        model, layout = (
+            fast_model(self.model, inputs) if at is None else (self.model, torch.contiguous_format)
+        )
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
             pick = lambda out: self.chunk_targets(out, target, lo, hi)  # noqa: E731
@@ -292,6 +292,7 @@ class IntegratedGradients(GradientMethod):
         size = self.chunk(inputs)
         if hp["batch_size"] is None and size >= steps:
             size -= size % steps  # whole images per chunk when they fit
+        model = fast_runner(self.model, inputs) if at is None else self.model
 
         def run(lo: int, hi: int) -> torch.Tensor:
             idx = torch.arange(lo, hi, device=inputs.device)
@@ -299,9 +300,7 @@ class IntegratedGradients(GradientMethod):
             a = alphas[step].view(-1, *([1] * (end_pt.dim() - 1)))
             point = start_pt[img] + a * delta[img]
             if at is None:
-                _, g, _, _ = layer_gradient(
-                    fast_runner(self.model, point), point, target[img], None
-                )
+                _, g, _, _ = layer_gradient(model, point, target[img], None)
             else:
                 leaf = point.detach().requires_grad_(True)
                 with replace_output(self.model, at, lambda _out: leaf):

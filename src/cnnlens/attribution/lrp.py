@@ -50,7 +50,7 @@ from torch.overrides import TorchFunctionMode
 from ..batching import channels_last_if_same, run_chunked
 from ..errors import InputError, LayerError
 from ..hooks import HookSet
-from ..layers import structure_key
+from ..layers import cached_per_model
 from ..nets.checks import ACTIVATIONS, FUNCTION_NAMES
 from ..types import Explanation
 from . import register
@@ -318,19 +318,13 @@ class LRP(Configured):
 
     def _folded(self, inputs: torch.Tensor) -> tuple[nn.Module, str, torch.memory_format]:
         """The BN-folded copy, its first convolution and the memory format it runs
-        in, cached per model.
+        in, cached per model until a module, parameter or buffer of it changes."""
+        return cached_per_model(_FOLDED, self.model, inputs, lambda: self._fold(inputs[:1]))
 
-        The cache entry is dropped with the model and rebuilt whenever a module,
-        parameter or buffer of the model changes (:func:`structure_key`).
-        """
-        key = structure_key(self.model, inputs)
-        cached = _FOLDED.get(self.model)
-        if cached is not None and cached[0] == key:
-            return cached[1:]
-        model = fold_batchnorm(self.model, inputs[:1])
+    def _fold(self, probe: torch.Tensor) -> tuple[nn.Module, str, torch.memory_format]:
+        model = fold_batchnorm(self.model, probe)
         for p in model.parameters():
             p.requires_grad_(False)
-        probe = inputs[:1]
         with torch.no_grad():
             expected = self.model(probe)
             require_same_outputs(
@@ -340,15 +334,13 @@ class LRP(Configured):
                 why="when BatchNorm is folded into the convolution before it; the "
                 "convolution's output is used elsewhere too. Use a gradient method",
             )
-        # on the CPU the copy runs channels-last (see batching.forward): no reorders
+        # on the CPU the copy runs channels-last (see batching.fast_copy): no reorders
         # around each convolution, the W+ ones of z+ included. Measured: LRP
         # epsilon-plus 1.24x a gradient pass on ResNet-20 against 1.66x, the same
         # (1.45x) on VGG-11
         fast = channels_last_if_same(model, probe, expected)
         fmt = torch.channels_last if fast else torch.contiguous_format
-        first = _first_conv(model, probe)
-        _FOLDED[self.model] = (key, model, first, fmt)
-        return model, first, fmt
+        return model, _first_conv(model, probe), fmt
 
     def attribute(self, inputs, target, logits) -> Explanation:
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
