@@ -239,12 +239,11 @@ def test_lrp_keeps_default_layout_for_a_view_of_a_feature_map():
 def test_methods_on_the_channels_last_copy_equal_the_model(resnet, name, monkeypatch):
     """Rules and stored layers go on the copy and leave it clean; same maps."""
     from cnnlens import batching
-    from cnnlens.batching import _CHANNELS_LAST_COPY
+    from cnnlens.batching import _FAST_COPY
 
     model, x = resnet
     fast = explain(model, x, name, target=1)
-    copy = _CHANNELS_LAST_COPY[model][1]
-    assert copy is not None
+    copy = _FAST_COPY[False][model][1].module
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in copy.modules())
     monkeypatch.setattr(batching, "_copyable", lambda _m: False)  # the model as given
     plain = explain(model, x, name, target=1)

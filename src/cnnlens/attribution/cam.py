@@ -59,7 +59,7 @@ class CamMethod(Configured):
         self, inputs: torch.Tensor, target: torch.Tensor | None, layer: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``([N,k,h,w] maps at the layer, targets [N])`` in chunks, one pass each, on
-        the channels-last copy of the model where it applies (batching.fast_model)."""
+        the fast copy of the model where it applies (batching.fast_model)."""
         model, layout = fast_model(self.model, inputs)
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:

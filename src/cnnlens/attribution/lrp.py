@@ -49,6 +49,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..batching import channels_last_if_same, run_chunked
 from ..errors import InputError, LayerError
+from ..folding import fold_batchnorm
 from ..hooks import HookSet
 from ..layers import cached_per_model
 from ..nets.checks import ACTIVATIONS, FUNCTION_NAMES
@@ -65,7 +66,6 @@ from .lrp_rules import (
     TimesInput,
     alpha_beta_message,
     epsilon_relevance,
-    fold_batchnorm,
     parse_rule,
     times_input,
     zbox_relevance,
@@ -322,7 +322,12 @@ class LRP(Configured):
         return cached_per_model(_FOLDED, self.model, inputs, lambda: self._fold(inputs[:1]))
 
     def _fold(self, probe: torch.Tensor) -> tuple[nn.Module, str, torch.memory_format]:
-        model = fold_batchnorm(self.model, probe)
+        model, _convs = fold_batchnorm(self.model, probe)
+        if any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is None
+            for m in model.modules()
+        ):
+            raise LayerError("a BatchNorm without running statistics cannot be folded for LRP")
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.no_grad():

@@ -32,7 +32,6 @@ saturating activation) need the relevance form.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, LayerError
+from ..errors import InputError
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -294,68 +293,3 @@ def parse_rule(rule: str) -> tuple[str, float, float]:
     if rule == "z+":
         return "alphabeta", 1.0, 0.0
     return rule, 0.0, 0.0
-
-
-# ------------------------------------------------------------------ BatchNorm folding
-
-
-def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> nn.Module:
-    """A copy of ``model`` with each BatchNorm that reads a conv's output folded into it.
-
-    ``W' = W * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``
-    (eval-mode BN is an affine map per channel); the BN becomes ``nn.Identity``.
-    Pairs are found by one probe forward: the BN's input must be the very
-    tensor the conv returned. The user's model is never modified.
-    """
-    clone = copy.deepcopy(model).eval()
-    produced: dict[int, nn.Conv2d] = {}
-    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
-    handles = []
-    for m in clone.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(
-                m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
-            )
-        elif isinstance(m, nn.BatchNorm2d):
-            handles.append(
-                m.register_forward_pre_hook(
-                    lambda mod, inp: (
-                        pairs.append((produced[id(inp[0])], mod))
-                        if id(inp[0]) in produced
-                        else None
-                    )
-                )
-            )
-    kept = []  # keep outputs alive so ids stay unique during the probe
-    handles.append(
-        torch.nn.modules.module.register_module_forward_hook(lambda _m, _i, o: kept.append(o))
-    )
-    try:
-        with torch.no_grad():
-            clone(probe)
-    finally:
-        for h in handles:
-            h.remove()
-    kept.clear()
-    folded: set[int] = set()
-    for conv, bn in pairs:
-        if id(bn) in folded:
-            continue
-        if bn.running_var is None:
-            raise LayerError("a BatchNorm without running statistics cannot be folded for LRP")
-        if sum(1 for c, _b in pairs if c is conv) > 1:
-            raise LayerError("a convolution feeds several BatchNorm layers; cannot fold it")
-        folded.add(id(bn))
-        with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else None
-            if scale is None:
-                scale = 1 / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias if bn.affine else torch.zeros_like(scale)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-            conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), False)
-            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, False)
-    for parent in list(clone.modules()):
-        for child_name, child in list(parent._modules.items()):
-            if child is not None and id(child) in folded:
-                parent._modules[child_name] = nn.Identity()
-    return clone
