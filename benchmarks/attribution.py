@@ -16,9 +16,10 @@ is forward+backward for gradient methods and a forward for forward-only
 ones (``kind``).
 
 The floor runs the model as given (default memory layout). On the CPU the
-forward-only methods run a channels-last copy of it and LRP a channels-last
-BN-folded copy (see ``cnnlens.batching.forward``), so their multiple may be
-below 1. The last line gives LRP epsilon-plus as a multiple of one plain
+methods run a channels-last copy of it; the forward-only methods and the mask
+optimisations a copy with BatchNorm folded into the convolutions and ReLUs in
+place as well, LRP its own BN-folded copy (see ``cnnlens.batching.fast_copy``),
+so their multiple may be below 1. The last line gives LRP epsilon-plus as a multiple of one plain
 forward+backward pass of the model as given, at the same batch (issue 3's
 target: at most 1.5x a plain gradient pass).
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from cnnlens import batching, explain, nets
 from cnnlens.batching import fast_copy, fast_model
-from cnnlens.folding import fold_batchnorm, foldable_pairs
+from cnnlens.folding import fast_forward_copy, fold_batchnorm, foldable_pairs
 
 
 def _with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -108,11 +108,10 @@ def test_fast_copy_is_folded_only_when_asked():
     x = torch.randn(4, 3, 32, 32)
     fast = fast_copy(model, x, fold=True)
     assert fast is not None and fast.layout == torch.channels_last
-    assert "conv1" in fast.folded
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.module.modules())
     assert fast_model(model, x, fold=True)[0] is fast.module
     plain = fast_copy(model, x)  # for gradients: BatchNorm kept
-    assert plain is not None and plain.module is not fast.module and not plain.folded
+    assert plain is not None and plain.module is not fast.module
     assert isinstance(plain.module.bn1, nn.BatchNorm2d)
     with torch.no_grad():
         torch.testing.assert_close(batching.forward(model, x), model(x), rtol=1e-5, atol=1e-5)
@@ -128,3 +127,60 @@ def test_grad_cam_at_a_folded_layer_equals_the_model(layer, monkeypatch):
     plain = explain(model, x, "grad-cam", layer=layer, target=1).maps
     assert plain.abs().max() > 0
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5 * float(plain.abs().max()))
+
+
+class _Gated(nn.Module):
+    """ReLUs whose input is read elsewhere, is a view, is the model's input, or is
+    a sigmoid's output (which autograd keeps for the sigmoid's backward)."""
+
+    def __init__(self, case: str) -> None:
+        super().__init__()
+        self.case = case
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.case == "input":
+            x = self.relu(x)
+        y = self.conv(x)
+        if self.case == "read twice":
+            y = self.relu(y) + y
+        elif self.case == "view":
+            y = self.relu(y.view(y.shape)) * 2
+        elif self.case == "sigmoid":
+            y = self.relu(torch.sigmoid(y))
+        else:
+            y = self.relu(y)
+        return self.head(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("case", ["plain", "read twice", "view", "input", "sigmoid"])
+def test_relus_go_in_place_only_where_nothing_else_reads_their_input(case):
+    torch.manual_seed(0)
+    model = _Gated(case).eval()
+    x = torch.randn(3, 3, 8, 8)
+    before = x.clone()
+    _copy, _folded, in_place = fast_forward_copy(model, x[:1])
+    assert bool(in_place) is (case in ("plain", "sigmoid"))
+    fast = fast_copy(model, x, fold=True)
+    assert fast.module.relu.inplace is (case == "plain")  # autograd refuses the sigmoid's
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(batching.forward(model, x), expected, rtol=1e-5, atol=1e-6)
+    grads = []
+    for run in (model, batching.fast_runner(model, x, fold=True)):
+        v = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(run(v)[:, 1].sum(), v)
+        grads.append(g)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    assert torch.equal(x, before) and not model.relu.inplace
+
+
+def test_fast_copy_of_resnet_runs_its_relus_in_place():
+    torch.manual_seed(0)
+    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    relus = [m for m in fast_copy(model, x, fold=True).module.modules() if type(m) is nn.ReLU]
+    assert len(relus) == 7 and all(r.inplace for r in relus)
+    assert not any(m.inplace for m in model.modules() if type(m) is nn.ReLU)

@@ -1,23 +1,26 @@
-"""BatchNorm folded into the convolution before it, on a copy of the model.
+"""A copy of a model that computes the same function in fewer passes over memory.
 
-An eval-mode BatchNorm is an affine map per channel, ``y = (z - mean) s + beta``
-with ``s = gamma / sqrt(var + eps)`` (Ioffe & Szegedy 2015, Alg. 1). When it reads
-a convolution's output and nothing else does, the two are one convolution with
-``W' = W s`` and ``b' = (b - mean) s + beta``, and the BatchNorm becomes
-``nn.Identity``. LRP needs this (Montavon et al. 2019, sec. 10.2.2: BN merged into
-the adjacent linear layer); the methods that run the model as a black box gain
-speed from it (:mod:`cnnlens.batching`).
+* BatchNorm folded into the convolution before it. An eval-mode BatchNorm is an
+  affine map per channel, ``y = (z - mean) s + beta`` with
+  ``s = gamma / sqrt(var + eps)`` (Ioffe & Szegedy 2015, Alg. 1). When it reads a
+  convolution's output and nothing else does, the two are one convolution with
+  ``W' = W s`` and ``b' = (b - mean) s + beta``, and the BatchNorm becomes
+  ``nn.Identity``. LRP needs this (Montavon et al. 2019, sec. 10.2.2: BN merged
+  into the adjacent linear layer); methods that run the model as a black box gain
+  speed from it (:mod:`cnnlens.batching`).
+* ``nn.ReLU`` in place (:func:`fast_forward_copy` only) where nothing else reads its
+  input: no new feature map is allocated.
 
-Pairs are found in one probe forward: the BatchNorm's input must be the very
-tensor the convolution returned, and no other operation may read that tensor
-(a residual that adds the pre-BN tensor, a ``.view`` of it) — all torch calls
-are watched during the probe, so a functional use counts too.
+Both are decided on one watched probe forward (:func:`watch_forward`): every
+torch call is seen, so a functional use of a tensor (a residual that adds the
+pre-BN tensor, a ``.view`` of it) counts as a reader too.
 """
 
 from __future__ import annotations
 
 import copy
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -25,90 +28,104 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 
-class _Readers(TorchFunctionMode):
-    """Counts, per watched tensor, the torch calls that read it outside the
-    BatchNorm now consuming it (``reading``)."""
+@dataclass
+class Dataflow:
+    """What one forward did, by object id: which modules read each tensor made
+    during it (the innermost module running at each torch call that took it),
+    each module's call count, first input and output per call."""
 
-    def __init__(self) -> None:
+    readers: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
+    made: set[int] = field(default_factory=set)
+    views: set[int] = field(default_factory=set)
+    calls: Counter[int] = field(default_factory=Counter)
+    inputs: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    outputs: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def only_reader(self, tensor: int, module: nn.Module) -> bool:
+        """``tensor`` was made during the forward, is no view, and only ``module`` read it."""
+        return (
+            tensor in self.made
+            and tensor not in self.views
+            and self.readers.get(tensor) == {id(module)}
+        )
+
+
+class _Watch(TorchFunctionMode):
+    def __init__(self, flow: Dataflow, running: list[int], kept: list) -> None:
         super().__init__()
-        self.watched: set[int] = set()
-        self.reads: Counter[int] = Counter()
-        self.reading: nn.Module | None = None
+        self.flow, self.running, self.kept = flow, running, kept
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.reading is None:
-            for leaf in tree_flatten((args, kwargs))[0]:
-                if isinstance(leaf, torch.Tensor) and id(leaf) in self.watched:
-                    self.reads[id(leaf)] += 1
-        return func(*args, **kwargs)
+        reader = self.running[-1]
+        for leaf in tree_flatten((args, kwargs))[0]:
+            if isinstance(leaf, torch.Tensor):
+                self.flow.readers[id(leaf)].add(reader)
+        out = func(*args, **kwargs)
+        for leaf in tree_flatten(out)[0]:
+            if isinstance(leaf, torch.Tensor):
+                self.kept.append(leaf)  # alive, so ids stay unique during the probe
+                self.flow.made.add(id(leaf))
+                if leaf._base is not None:
+                    self.flow.views.add(id(leaf))
+        return out
 
 
-def foldable_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, str]]:
-    """``(conv name, batchnorm name)`` for each BatchNorm2d with running statistics
-    that is the only reader of a Conv2d's output (each called once), found on one forward of
-    ``probe`` (``model`` in eval mode; nothing of it is changed)."""
-    names = {id(m): name for name, m in model.named_modules()}
-    readers = _Readers()
-    produced: dict[int, nn.Module] = {}  # id(conv output) -> conv
-    pairs: list[tuple[int, nn.Module, nn.Module]] = []  # (id(output), conv, bn)
-    kept: list = []  # keep every output alive so ids stay unique during the probe
+def watch_forward(model: nn.Module, probe: torch.Tensor) -> Dataflow:
+    """Run ``model(probe)`` once without gradients, recording its :class:`Dataflow`."""
+    flow, running, kept = Dataflow(), [0], []
 
-    conv_calls: Counter[int] = Counter()
+    def enter(module, inp):
+        flow.calls[id(module)] += 1
+        first = inp[0] if inp else None
+        flow.inputs[id(module)].append(id(first) if isinstance(first, torch.Tensor) else 0)
+        running.append(id(module))
 
-    def conv_out(module, _inp, out):
-        conv_calls[id(module)] += 1
-        produced[id(out)] = module
-        readers.watched.add(id(out))
+    def leave(module, _inp, out):
+        if running[-1] == id(module):
+            running.pop()
+        kept.append(out)
+        flow.outputs[id(module)].append(id(out) if isinstance(out, torch.Tensor) else 0)
 
-    def bn_in(module, inp):
-        key = id(inp[0])
-        if key in produced:
-            pairs.append((key, produced[key], module))
-            readers.reads[key] += 1
-            readers.reading = module
-
-    def bn_out(module, _inp, _out):
-        if readers.reading is module:
-            readers.reading = None
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_out))
-        elif isinstance(m, nn.BatchNorm2d):
-            handles.append(m.register_forward_pre_hook(bn_in))
-            handles.append(m.register_forward_hook(bn_out))
-    handles.append(nn.modules.module.register_module_forward_hook(lambda _m, _i, o: kept.append(o)))
+    handles = [
+        nn.modules.module.register_module_forward_pre_hook(enter),
+        nn.modules.module.register_module_forward_hook(leave),
+    ]
     try:
-        with torch.no_grad(), readers:
+        with torch.no_grad(), _Watch(flow, running, kept):
             model(probe)
     finally:
         for h in handles:
             h.remove()
-    calls = Counter(id(bn) for _k, _c, bn in pairs)
-    found = []
-    for key, conv, bn in pairs:
-        if (
-            readers.reads[key] == 1
-            and calls[id(bn)] == 1
-            and conv_calls[id(conv)] == 1
-            and bn.running_var is not None
-            and bn.running_mean is not None
-            and id(conv) in names
-            and id(bn) in names
-        ):
-            found.append((names[id(conv)], names[id(bn)]))
-    return found
+    return flow
 
 
-def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module, frozenset[str]]:
-    """An eval-mode copy of ``model`` with every foldable BatchNorm (see
-    :func:`foldable_pairs`) folded into its convolution and replaced by
-    ``nn.Identity``, and the names of the convolutions that changed. The
-    user's model is never modified."""
-    clone = copy.deepcopy(model).eval()
-    pairs = foldable_pairs(clone, probe)
+def foldable_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, str]]:
+    """``(conv name, batchnorm name)`` for each BatchNorm2d with running statistics
+    that is the only reader of a Conv2d's output (each called once), found on one
+    forward of ``probe`` (``model`` in eval mode; nothing of it is changed)."""
+    return _foldable(model, watch_forward(model, probe))
+
+
+def _foldable(model: nn.Module, flow: Dataflow) -> list[tuple[str, str]]:
+    by_output = {
+        flow.outputs[id(m)][0]: (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and flow.calls[id(m)] == 1
+    }
+    pairs = []
+    for name, bn in model.named_modules():
+        if not isinstance(bn, nn.BatchNorm2d) or flow.calls[id(bn)] != 1:
+            continue
+        if bn.running_mean is None or bn.running_var is None:
+            continue  # batch statistics: not a fixed affine map
+        source = flow.inputs[id(bn)][0]
+        if source in by_output and flow.only_reader(source, bn):
+            pairs.append((by_output[source][0], name))
+    return pairs
+
+
+def _fold(clone: nn.Module, pairs: list[tuple[str, str]]) -> frozenset[str]:
     modules = dict(clone.named_modules())
     for conv_name, bn_name in pairs:
         conv, bn = modules[conv_name], modules[bn_name]
@@ -123,4 +140,36 @@ def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module, fr
         parent_name, _, child = bn_name.rpartition(".")
         parent = modules[parent_name] if parent_name else clone
         parent._modules[child] = nn.Identity()
-    return clone, frozenset(conv for conv, _bn in pairs)
+    return frozenset(conv for conv, _bn in pairs)
+
+
+def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module, frozenset[str]]:
+    """An eval-mode copy of ``model`` with every foldable BatchNorm (see
+    :func:`foldable_pairs`) folded into its convolution and replaced by
+    ``nn.Identity``, and the names of the convolutions that changed. The
+    user's model is never modified."""
+    clone = copy.deepcopy(model).eval()
+    return clone, _fold(clone, foldable_pairs(clone, probe))
+
+
+def fast_forward_copy(
+    model: nn.Module, probe: torch.Tensor
+) -> tuple[nn.Module, frozenset[str], list[nn.ReLU]]:
+    """:func:`fold_batchnorm`, and every ``nn.ReLU`` whose input nothing else reads
+    (in every call) made in place: the copy, the folded convolutions and the
+    ReLUs made in place. For outputs only: a method that hooks the copy's
+    modules or needs a ReLU's input must not use it."""
+    clone = copy.deepcopy(model).eval()
+    flow = watch_forward(clone, probe)
+    folded = _fold(clone, _foldable(clone, flow))
+    in_place = []
+    for relu in clone.modules():
+        if (
+            type(relu) is nn.ReLU
+            and not relu.inplace
+            and flow.calls[id(relu)] >= 1
+            and all(flow.only_reader(t, relu) for t in flow.inputs[id(relu)])
+        ):
+            relu.inplace = True
+            in_place.append(relu)
+    return clone, folded, in_place

@@ -42,10 +42,16 @@ _FINAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key
 
 def structure_key(model: nn.Module, x: torch.Tensor) -> tuple:
     """What a probe result depends on: the module tree, the parameters' versions, the input."""
-    tensors = [*model.parameters(), *model.buffers()]
+    modules = list(model.modules())  # one walk of the tree: this runs once per chunk
     return (
-        tuple(id(m) for m in model.modules()),
-        tuple((id(t), t._version) for t in tensors),
+        tuple(map(id, modules)),
+        tuple(
+            (id(t), t._version)
+            for m in modules
+            for group in (m._parameters, m._buffers)
+            for t in group.values()
+            if t is not None
+        ),
         tuple(x.shape[1:]),
         x.dtype,
         str(x.device),

@@ -7,10 +7,10 @@ generator on the model's device, and the target score of a batch of inputs.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Callable
 
-from ..batching import forward
+import torch
+
 from ..errors import InputError
 
 
@@ -75,6 +75,8 @@ def baseline_like(baseline: object, inputs: torch.Tensor) -> torch.Tensor:
     raise InputError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
 
 
-def target_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``model(x)[i, target[i]]`` without building a graph, ``[k]``."""
-    return forward(model, x).gather(1, target[:, None])[:, 0]
+def target_scores(
+    run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """``run(x)[i, target[i]]``, ``[k]``; ``run`` from :func:`cnnlens.batching.forward_runner`."""
+    return run(x).gather(1, target[:, None])[:, 0]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import fast_model, forward, run_chunked
+from ..batching import fast_model, forward_runner, run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..layers import final_linear
@@ -203,6 +203,7 @@ class ScoreCAM(CamMethod):
         flat = acts.flatten(2)
         lo, hi = flat.amin(2), flat.amax(2)
         span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+        model = forward_runner(self.model, inputs)
 
         def run(start: int, stop: int) -> torch.Tensor:
             idx = torch.arange(start, stop, device=inputs.device)
@@ -210,7 +211,7 @@ class ScoreCAM(CamMethod):
             act = acts[img, ch][:, None]
             mask = to_input_size(act, size, self.hp["upsample"])
             mask = (mask - lo[img, ch].view(-1, 1, 1, 1)) / span[img, ch].view(-1, 1, 1, 1)
-            out = forward(self.model, inputs[img] * mask)
+            out = model(inputs[img] * mask)
             return F.softmax(out, 1).gather(1, target[img][:, None])[:, 0]
 
         scores = run_chunked(run, n * k, self.chunk(inputs, backward=False))

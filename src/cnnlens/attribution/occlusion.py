@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import chunk_size, run_chunked
+from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..types import Explanation
 from . import register
@@ -70,13 +70,14 @@ class Occlusion(Method):
         per_image = grid[0] * grid[1]
         base = baseline_like(p.get("baseline", 0.0), inputs)
         reference = logits.gather(1, target[:, None])[:, 0]
+        run = forward_runner(self.model, inputs)
 
         def occluded_scores(start: int, stop: int) -> torch.Tensor:
             item = torch.arange(start, stop, device=inputs.device)
             img = item // per_image
             masks = window_masks(item % per_image, grid[1], window, stride, (h, w))
             x = torch.where(masks, base[img], inputs[img])
-            return target_scores(self.model, x, target[img])
+            return target_scores(run, x, target[img])
 
         size = chunk_size(self.model, inputs, backward=False, batch_size=p.get("batch_size"))
         scores = run_chunked(occluded_scores, n * per_image, size, desc="occlusion")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import chunk_size, forward, run_chunked
+from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..types import Explanation
 from . import register
@@ -77,6 +77,7 @@ class Rise(Method):
             1,
         )
         saliency = torch.zeros(n, k if all_classes else 1, h * w, device=device)
+        run = forward_runner(self.model, inputs)
 
         def accumulate(start: int, stop: int) -> torch.Tensor:
             # mask-major order: a chunk upsamples each of its few masks once for all images
@@ -85,7 +86,7 @@ class Rise(Method):
             first, last = start // n, (stop - 1) // n
             unique = rise_masks(grids[first : last + 1], shifts[first : last + 1], (h, w), cell)
             masks = unique[j - first]
-            probs = torch.softmax(forward(self.model, inputs[img] * masks), dim=1)
+            probs = torch.softmax(run(inputs[img] * masks), dim=1)
             weights = probs if all_classes else probs.gather(1, target[img, None])
             saliency.index_add_(0, img, weights[:, :, None] * masks.flatten(1)[:, None, :])
             return weights.new_zeros(stop - start, 0)

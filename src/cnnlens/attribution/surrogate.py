@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import chunk_size, run_chunked
+from ..batching import chunk_size, forward_runner, run_chunked
 from ..types import Explanation
 from . import register
 from ._perturb import baseline_like, generator, positive_float, positive_int, target_scores
@@ -114,12 +114,13 @@ class _SegmentSurrogate(Method):
         g = generator(inputs.device, p.get("seed", 0))
         z, w = self.coalitions(valid, n_samples, g)
         n, s = z.shape[0], z.shape[1]
+        run = forward_runner(self.model, inputs)
 
         def coalition_scores(start: int, stop: int) -> torch.Tensor:
             item = torch.arange(start, stop, device=inputs.device)
             img = item // s
             x = apply_coalitions(inputs, base, labels, img, z[img, item % s])
-            return target_scores(self.model, x, target[img])
+            return target_scores(run, x, target[img])
 
         size = chunk_size(self.model, inputs, backward=False, batch_size=p.get("batch_size"))
         scores = run_chunked(coalition_scores, n * s, size, desc=self.name).view(n, s)
@@ -179,6 +180,6 @@ class KernelShap(_SegmentSurrogate):
         return z, torch.ones(z.shape[:2], device=z.device)
 
     def fit(self, z, scores, w, valid, full, inputs, base, target):
-        empty = target_scores(self.model, base.contiguous(), target)
+        empty = target_scores(forward_runner(self.model, base), base.contiguous(), target)
         phi = constrained_shapley_regression(z, scores - empty[:, None], w, valid, full - empty)
         return phi, {"base_value": empty}

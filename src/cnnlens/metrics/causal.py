@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward, run_chunked
+from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ._common import as_maps, auc, check_inputs, check_model, class_score, descending_rank
@@ -103,6 +103,7 @@ def causal_curves(
     s1 = n_steps + 1
     rank = descending_rank(maps)
     size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+    run_model = forward_runner(model, inputs)
     device = inputs.device
 
     def run(a: int, b: int) -> torch.Tensor:
@@ -110,7 +111,7 @@ def causal_curves(
         img, k = j // s1, j % s1
         keep = (rank[img] < (k * step)[:, None]).view(-1, 1, h, w)
         x = torch.where(keep, finish[img], start[img])
-        return class_score(forward(model, x), target[img], score).float()
+        return class_score(run_model(x), target[img], score).float()
 
     return run_chunked(run, n * s1, size, desc=desc).view(n, s1)
 

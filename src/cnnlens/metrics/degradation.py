@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward, run_chunked
+from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ._common import as_maps, check_inputs, check_model, class_score, model_device, scaled
@@ -96,6 +96,7 @@ def degradation(
         target, _ = resolve_target(model, inputs, target)
         fill = _baseline(inputs, baseline)
         size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+        run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> torch.Tensor:
             j = torch.arange(a, b, device=inputs.device)
@@ -106,7 +107,7 @@ def degradation(
             lerf_mask = r >= (n_tiles - k)[:, None]
             mask = torch.where(lerf[:, None].bool(), lerf_mask, morf_mask).view(-1, 1, h, w)
             x = torch.where(mask, fill[img], inputs[img])
-            return class_score(forward(model, x), target[img], score).float()
+            return class_score(run_model(x), target[img], score).float()
 
         out = run_chunked(run, n * per_image, size, desc=desc).view(n, 2, s)[:, :, inverse]
     morf, lerf = out[:, 0], out[:, 1]

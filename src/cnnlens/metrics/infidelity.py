@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward, run_chunked
+from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ..types import Explanation
@@ -81,13 +81,14 @@ def infidelity(
         f_x = class_score(logits, target, score)
         maps = maps.to(inputs.dtype)
         size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+        run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
             img = torch.arange(a, b, device=device) // samples
             pert = noise * torch.randn(
                 (b - a, *inputs.shape[1:]), generator=gen, device=device, dtype=inputs.dtype
             )
-            f_pert = class_score(forward(model, inputs[img] - pert), target[img], score)
+            f_pert = class_score(run_model(inputs[img] - pert), target[img], score)
             dot = (pert * maps[img]).flatten(1).sum(1)
             return dot.double(), (f_x[img] - f_pert).double()
 

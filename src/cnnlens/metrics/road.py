@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward, run_chunked
+from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ._common import as_maps, check_inputs, check_model, class_score, descending_rank, model_device
@@ -177,6 +177,7 @@ def road(
     with frozen(model):
         target, _ = resolve_target(model, inputs, target)
         size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+        run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
             j = torch.arange(a, b, device=device)
@@ -188,7 +189,7 @@ def road(
             if noise > 0:
                 eps = torch.randn(x.shape, generator=gen, device=device, dtype=x.dtype)
                 x = x + noise * eps * removed[:, None]
-            logits = forward(model, x)
+            logits = run_model(x)
             t = target[img]
             return class_score(logits, t, score).float(), (logits.argmax(1) == t).float()
 
