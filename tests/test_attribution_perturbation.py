@@ -236,6 +236,33 @@ def test_surrogates_agree_with_captum_on_the_same_coalitions(method, shapes_test
         assert (ours - ref).abs().max() <= 1e-2 * ours.abs().max()
 
 
+def test_surrogates_evaluate_each_distinct_coalition_once():
+    from cnnlens.attribution._perturb import generator
+    from cnnlens.attribution.segments import sample_coalitions, segment
+
+    model = tiny_net()
+    x = smooth_images(3)
+    explain = lambda: cnnlens.explain(  # noqa: E731
+        model, x, method="kernel-shap", segments="grid:3", n_samples=150
+    )
+    explain()  # the chunk size's memory probe is made once, here
+    seen = []
+    handle = model.register_forward_hook(lambda _m, i, _o: seen.append(len(i[0])))
+    try:
+        e = explain()
+    finally:
+        handle.remove()
+    _labels, valid = segment(x, "grid:3")
+    z = sample_coalitions(valid, 150, generator(x.device, 0), shapley=True)
+    distinct = sum(len({tuple(row.tolist()) for row in z[i]}) for i in range(3))
+    assert distinct < 3 * 150  # 9 segments: many coalitions are drawn more than once
+    assert sum(seen) == distinct + 2 * 3  # + the logits and the empty coalition per image
+    with torch.no_grad():
+        full = model(x).gather(1, e.target[:, None])[:, 0]
+        empty = model(torch.zeros_like(x)).gather(1, e.target[:, None])[:, 0]
+    torch.testing.assert_close(e.extras["coefficients"].sum(1), full - empty, atol=1e-4, rtol=1e-4)
+
+
 def _exact_shapley(model, x, base, labels, target):
     m = int(labels.max()) + 1
     subsets = torch.tensor(list(itertools.product([0, 1], repeat=m)), dtype=torch.float32)

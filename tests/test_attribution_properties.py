@@ -243,7 +243,7 @@ def test_methods_on_the_channels_last_copy_equal_the_model(resnet, name, monkeyp
 
     model, x = resnet
     fast = explain(model, x, name, target=1)
-    copy = _FAST_COPY[False][model][1].module
+    copy = _FAST_COPY["exact"][model][1].module
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in copy.modules())
     monkeypatch.setattr(batching, "_copyable", lambda _m: False)  # the model as given
     plain = explain(model, x, name, target=1)

@@ -106,10 +106,10 @@ def test_fast_copy_is_folded_only_when_asked():
     torch.manual_seed(0)
     model = _with_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(4, 3, 32, 32)
-    fast = fast_copy(model, x, fold=True)
+    fast = fast_copy(model, x, "folded")
     assert fast is not None and fast.layout == torch.channels_last
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.module.modules())
-    assert fast_model(model, x, fold=True)[0] is fast.module
+    assert fast_model(model, x, "folded")[0] is fast.module
     plain = fast_copy(model, x)  # for gradients: BatchNorm kept
     assert plain is not None and plain.module is not fast.module
     assert isinstance(plain.module.bn1, nn.BatchNorm2d)
@@ -163,13 +163,13 @@ def test_relus_go_in_place_only_where_nothing_else_reads_their_input(case):
     before = x.clone()
     _copy, _folded, in_place = fast_forward_copy(model, x[:1])
     assert bool(in_place) is (case in ("plain", "sigmoid"))
-    fast = fast_copy(model, x, fold=True)
+    fast = fast_copy(model, x, "folded")
     assert fast.module.relu.inplace is (case == "plain")  # autograd refuses the sigmoid's
     with torch.no_grad():
         expected = model(x)
         torch.testing.assert_close(batching.forward(model, x), expected, rtol=1e-5, atol=1e-6)
     grads = []
-    for run in (model, batching.fast_runner(model, x, fold=True)):
+    for run in (model, batching.fast_runner(model, x, "folded")):
         v = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(run(v)[:, 1].sum(), v)
         grads.append(g)
@@ -181,6 +181,6 @@ def test_fast_copy_of_resnet_runs_its_relus_in_place():
     torch.manual_seed(0)
     model = _with_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(2, 3, 32, 32)
-    relus = [m for m in fast_copy(model, x, fold=True).module.modules() if type(m) is nn.ReLU]
+    relus = [m for m in fast_copy(model, x, "folded").module.modules() if type(m) is nn.ReLU]
     assert len(relus) == 7 and all(r.inplace for r in relus)
     assert not any(m.inplace for m in model.modules() if type(m) is nn.ReLU)

@@ -335,7 +335,7 @@ class ExtremalPerturbation(Method):
 
         def optimise(start: int, stop: int) -> torch.Tensor:
             x, t = inputs[start:stop], target[start:stop].repeat(copies)[:, None]
-            model = fast_runner(self.model, x, fold=True)
+            model = fast_runner(self.model, x, "folded")
             pyramid = Pyramid(x, levels, max_blur)
             params = torch.ones(stop - start, 1, *masks_gen.shape_in, device=x.device)
             params.requires_grad_(True)
@@ -417,7 +417,7 @@ class MeaningfulPerturbation(Method):
 
         def optimise(start: int, stop: int) -> torch.Tensor:
             x, t = inputs[start:stop], target[start:stop]
-            model = fast_runner(self.model, x, fold=True)
+            model = fast_runner(self.model, x, "folded")
             blurred = gaussian_blur(x, blur)
             mask = torch.ones(stop - start, 1, mask_size, mask_size, device=x.device)
             mask.requires_grad_(True)

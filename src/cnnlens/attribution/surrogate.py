@@ -1,8 +1,9 @@
 """Surrogate-model attributions on segments: LIME and Kernel SHAP (survey 001).
 
 Both sample coalitions of segments (:mod:`.segments`), evaluate the model on
-every image x coalition in chunks (:mod:`cnnlens.batching`), and fit one linear
-model per image in torch, batched over images:
+every distinct image x coalition in chunks (:mod:`cnnlens.batching`; a coalition
+drawn twice is evaluated once), and fit one linear model per image in torch,
+batched over images:
 
 - LIME (Ribeiro et al. 2016): coalitions kept with probability 1/2, weights
   ``sqrt(exp(-d^2 / width^2))`` with ``d`` the cosine distance between the
@@ -88,6 +89,17 @@ def constrained_shapley_regression(
     return phi.float()
 
 
+def distinct_coalitions(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct (image, coalition) pairs among ``z [N,S,M]``: their image index
+    ``[K]``, their coalitions ``[K,M]``, and for each of the ``N*S`` draws its row in
+    them. Kernel SHAP draws small and large coalitions many times over."""
+    n, s, m = z.shape
+    img = torch.arange(n, device=z.device).repeat_interleave(s)
+    keyed = torch.cat([img[:, None].to(z.dtype), z.reshape(n * s, m)], 1)
+    rows, where = torch.unique(keyed, dim=0, return_inverse=True)
+    return rows[:, 0].long(), rows[:, 1:], where
+
+
 def shapley_kernel_weights(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """``(M-1) / (C(M,k) k (M-k))`` per coalition ``[N,S]`` (0 for empty or full)."""
     m = valid.sum(1, keepdim=True).to(torch.float64)
@@ -115,15 +127,16 @@ class _SegmentSurrogate(Method):
         z, w = self.coalitions(valid, n_samples, g)
         n, s = z.shape[0], z.shape[1]
         run = forward_runner(self.model, inputs)
+        # a coalition drawn twice for an image is evaluated once
+        img, distinct, where = distinct_coalitions(z)
 
         def coalition_scores(start: int, stop: int) -> torch.Tensor:
-            item = torch.arange(start, stop, device=inputs.device)
-            img = item // s
-            x = apply_coalitions(inputs, base, labels, img, z[img, item % s])
-            return target_scores(run, x, target[img])
+            rows = img[start:stop]
+            x = apply_coalitions(inputs, base, labels, rows, distinct[start:stop])
+            return target_scores(run, x, target[rows])
 
         size = chunk_size(self.model, inputs, backward=False, batch_size=p.get("batch_size"))
-        scores = run_chunked(coalition_scores, n * s, size, desc=self.name).view(n, s)
+        scores = run_chunked(coalition_scores, len(img), size, desc=self.name)[where].view(n, s)
         full = logits.gather(1, target[:, None])[:, 0]
         coef, extras = self.fit(z, scores, w, valid, full, inputs, base, target)
         maps = coef.gather(1, labels.view(n, -1)).view(n, 1, *labels.shape[1:])
