@@ -29,14 +29,14 @@ from .fusion import fuse_pointwise
 from .layers import cached_per_model
 from .progress import Progress
 
-# Fastest batch per device for (forward-only, forward+backward) chunks. Measured on
-# this project's 2-core CPU with ResNet-20 at 32x32 (occlusion, RISE, Score-CAM, IG and
-# SmoothGrad at batch 16 / 32 / 64, interleaved rounds): forward-only chunks are
-# fastest at 16 images with 2 threads (32: 1.15-1.2x slower) but at 32 with 1 thread
-# (16: 1.06-1.09x slower); forward+backward chunks at 32 with either (64: 1.2x slower).
-# More threads are unmeasured here and keep the 2-thread size. GPUs like larger ones.
-PREFERRED_BATCH = {"cpu": (16, 32), "cuda": (512, 512), "mps": (256, 256)}
-SINGLE_THREAD_CPU_FORWARD_BATCH = 32
+# Fastest batch per device for (forward-only, forward+backward) chunks. Forward-only
+# chunks run the fused copy (below); on this project's 2-core Intel Xeon (2.6 GHz),
+# ResNet-20 at 32x32, 16 images, interleaved rounds, LIME (200 samples) took 2.83 /
+# 2.45 / 2.23 / 2.16 s at chunks of 16 / 32 / 64 / 128 with 2 threads and 3.73 / 3.04
+# / 2.92 / 3.35 s with 1; occlusion (2 threads) 0.87 / 0.65 / 0.59 / 0.72 s: 64 for
+# both. Forward+backward chunks: 32 (measured on the AMD EPYC the project ran on
+# before; 64 was 1.2x slower there). GPUs like larger ones.
+PREFERRED_BATCH = {"cpu": (64, 32), "cuda": (512, 512), "mps": (256, 256)}
 # Backward keeps activations plus their gradients plus autograd buffers.
 BACKWARD_MEMORY_FACTOR = 3.0
 
@@ -104,8 +104,6 @@ def chunk_size(
     need = per_item * (BACKWARD_MEMORY_FACTOR if backward else 1.0)
     fits = max(1, int(memory_budget(device) // max(need, 1)))
     preferred = PREFERRED_BATCH.get(device.type, (32, 32))[1 if backward else 0]
-    if device.type == "cpu" and not backward and torch.get_num_threads() == 1:
-        preferred = SINGLE_THREAD_CPU_FORWARD_BATCH
     return max(1, min(preferred, fits))
 
 
