@@ -191,12 +191,14 @@ CASES += [
 _IBA = _IbaStatistics()
 
 
-def setup(n: int = 16, width: int = 1):
+def benchmark_model(name: str = "resnet20", width: int = 1) -> nn.Module:
+    """``name`` (a :mod:`cnnlens.nets` model, 10 classes) in eval mode with frozen
+    parameters and BatchNorm statistics as after training, not 0 / 1."""
     from cnnlens import nets
-    from cnnlens.data import load
 
     torch.manual_seed(0)
-    model = nets.create("resnet20", num_classes=10, width=width)
+    extra = {"width": width} if width != 1 else {}  # only the ResNets take a width
+    model = nets.create(name, num_classes=10, **extra)
     gen = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -205,6 +207,13 @@ def setup(n: int = 16, width: int = 1):
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    return model
+
+
+def setup(n: int = 16, width: int = 1):
+    from cnnlens.data import load
+
+    model = benchmark_model(width=width)
     x, _ = load("shapes", split="test").tensors(range(n))
     target = torch.arange(n) % 8
     return model, x, target

@@ -9,7 +9,7 @@ copy (BatchNorm folded, ReLUs in place); the ``"forward"`` copy (``"folded"`` wi
 each convolution and the ReLU or residual addition after it as one oneDNN call).
 Each is timed as the best of ``--rounds`` rounds, the rows taking turns within a
 round, and checked against the model's logits first. Milliseconds per image and
-the multiple of the model's time.
+the multiple of the model's time. The model is the one ``attribution.py`` uses.
 """
 
 from __future__ import annotations
@@ -18,32 +18,9 @@ import argparse
 import time
 
 import torch
-from torch import nn
 
-from cnnlens import batching, nets
-
-
-def make_model(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    model = nets.create(name, num_classes=10)
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):  # statistics as after training, not 0 / 1
-            m.running_mean.uniform_(-0.2, 0.2, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-    return model.eval()
-
-
-def runners(model: nn.Module, x: torch.Tensor) -> dict[str, object]:
-    rows = {"model as given": model}
-    for kind in batching.KINDS:
-        fast = batching.fast_copy(model, x, kind)
-        if fast is None:
-            print(f"{kind}: no copy (the model runs as it is)")
-            continue
-        layout = fast.layout
-        rows[kind] = lambda v, m=fast.module, layout=layout: m(v.contiguous(memory_format=layout))
-    return rows
+from attribution import benchmark_model
+from cnnlens import batching
 
 
 def main() -> None:
@@ -55,13 +32,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = make_model(args.model)
+    model = benchmark_model(args.model)
     print(f"{args.model} at {args.size} px, {args.threads} thread(s), best of {args.rounds}")
     print("| batch | run | ms / image | x model |")
     print("|---|---|---|---|")
     for batch in (int(b) for b in args.batch.split(",")):
         x = torch.rand(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(2))
-        rows = runners(model, x)
+        rows = {"model as given": model}
+        for kind in batching.KINDS:
+            if batching.fast_copy(model, x, kind) is None:
+                print(f"{kind}: no copy (the model runs as it is)")
+            else:
+                rows[kind] = batching.fast_runner(model, x, kind)
         with torch.no_grad():
             expected = model(x)
             for name, run in rows.items():

@@ -9,17 +9,7 @@ from torch import nn
 from cnnlens import batching, explain, nets
 from cnnlens.batching import fast_copy, fast_model
 from cnnlens.folding import fast_forward_copy, fold_batchnorm, foldable_pairs
-
-
-def _with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5, generator=gen)
-            m.running_var.uniform_(0.3, 3.0, generator=gen)
-            m.weight.data.uniform_(0.5, 1.5, generator=gen)
-            m.bias.data.uniform_(-0.3, 0.3, generator=gen)
-    return model.eval()
+from helpers import with_bn_statistics
 
 
 class _ReadsPreBatchNorm(nn.Module):
@@ -52,7 +42,7 @@ class _SharedConv(nn.Module):
 
 def test_fold_keeps_logits_and_input_gradient():
     torch.manual_seed(0)
-    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(4, 3, 32, 32)
     folded, convs = fold_batchnorm(model, x[:1])
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
@@ -79,7 +69,7 @@ def test_fold_keeps_logits_and_input_gradient():
 )
 def test_fold_skips_a_convolution_read_by_more_than_its_batchnorm(read):
     torch.manual_seed(0)
-    model = _with_statistics(_ReadsPreBatchNorm(read))
+    model = with_bn_statistics(_ReadsPreBatchNorm(read))
     x = torch.randn(3, 3, 8, 8)
     assert foldable_pairs(model, x[:1]) == []
     folded, convs = fold_batchnorm(model, x[:1])
@@ -91,12 +81,12 @@ def test_fold_skips_a_convolution_read_by_more_than_its_batchnorm(read):
 def test_fold_skips_a_shared_convolution_and_batch_statistics():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 8, 8)
-    assert foldable_pairs(_with_statistics(_SharedConv()), x[:1]) == []
+    assert foldable_pairs(with_bn_statistics(_SharedConv()), x[:1]) == []
     no_stats = nn.Sequential(
         nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3, track_running_stats=False), nn.Flatten()
     ).eval()
     assert foldable_pairs(no_stats, x[:1]) == []
-    plain = _with_statistics(
+    plain = with_bn_statistics(
         nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten())
     )
     assert foldable_pairs(plain, x[:1]) == [("0", "1")]
@@ -104,7 +94,7 @@ def test_fold_skips_a_shared_convolution_and_batch_statistics():
 
 def test_fast_copy_is_folded_only_when_asked():
     torch.manual_seed(0)
-    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(4, 3, 32, 32)
     fast = fast_copy(model, x, "folded")
     assert fast is not None and fast.layout == torch.channels_last
@@ -120,7 +110,7 @@ def test_fast_copy_is_folded_only_when_asked():
 @pytest.mark.parametrize("layer", ["conv1", "bn1", "layer2"])
 def test_grad_cam_at_a_folded_layer_equals_the_model(layer, monkeypatch):
     torch.manual_seed(0)
-    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(3, 3, 32, 32)
     fast = explain(model, x, "grad-cam", layer=layer, target=1).maps
     monkeypatch.setattr(batching, "_copyable", lambda _m: False)  # the model as given
@@ -179,7 +169,7 @@ def test_relus_go_in_place_only_where_nothing_else_reads_their_input(case):
 
 def test_fast_copy_of_resnet_runs_its_relus_in_place():
     torch.manual_seed(0)
-    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(2, 3, 32, 32)
     relus = [m for m in fast_copy(model, x, "folded").module.modules() if type(m) is nn.ReLU]
     assert len(relus) == 7 and all(r.inplace for r in relus)

@@ -10,21 +10,13 @@ from torch import nn
 from cnnlens import batching, explain, nets
 from cnnlens.folding import fast_forward_copy
 from cnnlens.fusion import FusedConv2d, available, fuse_pointwise
+from helpers import with_bn_statistics
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch build has no oneDNN")
 
 
 def _fused(module: nn.Module) -> list[FusedConv2d]:
     return [m for m in module.modules() if isinstance(m, FusedConv2d)]
-
-
-def _with_statistics(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(3)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-    return model.eval()
 
 
 def _check_same(model: nn.Module, fused: nn.Module, x: torch.Tensor) -> None:
@@ -39,7 +31,7 @@ def _check_same(model: nn.Module, fused: nn.Module, x: torch.Tensor) -> None:
 
 def test_resnet_convolutions_take_their_relu_and_residual():
     torch.manual_seed(0)
-    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(3, 3, 32, 32)
     folded, _convs, _relus = fast_forward_copy(model, x[:1])
     fused, count = fuse_pointwise(folded, x[:1])
@@ -73,7 +65,7 @@ class _TorchvisionBlock(nn.Module):
 
 def test_torchvision_style_block_after_folding():
     torch.manual_seed(0)
-    model = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), _TorchvisionBlock(), nn.Flatten()))
+    model = with_bn_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), _TorchvisionBlock(), nn.Flatten()))
     x = torch.randn(2, 3, 9, 9)
     folded, convs, _relus = fast_forward_copy(model, x[:1])
     assert len(convs) == 2
@@ -179,7 +171,7 @@ def test_untraceable_and_unusual_convolutions_are_left_as_they_are():
 
 def test_only_the_forward_kind_of_fast_copy_is_fused():
     torch.manual_seed(0)
-    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(4, 3, 32, 32)
     forward_copy = batching.fast_copy(model, x, "forward")
     assert forward_copy.layout == torch.channels_last and len(_fused(forward_copy.module)) == 7
@@ -194,7 +186,7 @@ def test_only_the_forward_kind_of_fast_copy_is_fused():
 @pytest.mark.parametrize("name", ["occlusion", "lime", "kernel-shap", "rise", "score-cam"])
 def test_forward_only_methods_on_the_fused_copy_equal_the_model(name, monkeypatch):
     torch.manual_seed(0)
-    model = _with_statistics(nets.create("resnet8", num_classes=5))
+    model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.rand(2, 3, 32, 32)
     # 4 x 4 cells and 200 coalitions: a well-posed regression, so rounding stays small
     params = {"n_samples": 200, "segments": "grid:4"} if name in ("lime", "kernel-shap") else {}

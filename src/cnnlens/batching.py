@@ -135,7 +135,8 @@ def chunk_size(
 # result being the optimised mask rather than any one gradient.
 # * Forward-only methods (no autograd) also run each convolution with the ReLU, or the
 #   residual addition and the ReLU, after it as one oneDNN call (cnnlens.fusion):
-#   ResNet-20's forward 0.72-0.77x the time of the folded copy at 1 thread, 0.72x at 2.
+#   ResNet-20's forward (batch 32 and 64, 1 and 2 threads) 0.75-0.79x the time of the
+#   folded copy, 0.47-0.49x the model as given (benchmarks/fast_copy.py).
 KINDS = ("exact", "folded", "forward")
 _FAST_COPY: dict[str, weakref.WeakKeyDictionary] = {
     kind: weakref.WeakKeyDictionary() for kind in KINDS

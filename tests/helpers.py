@@ -1,0 +1,19 @@
+"""Small helpers shared by test modules (not tests themselves)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def with_bn_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` in eval mode with every BatchNorm2d's running statistics and affine
+    parameters drawn at random, as after training rather than the 0 / 1 of a new one."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+            m.running_var.uniform_(0.3, 3.0, generator=gen)
+            m.weight.data.uniform_(0.5, 1.5, generator=gen)
+            m.bias.data.uniform_(-0.3, 0.3, generator=gen)
+    return model.eval()
