@@ -1,17 +1,27 @@
 # Two commands set everything up on a fresh clone: `make demo` and `make test`.
+# Both install from the committed lock (requirements/lock.txt), so every machine gets
+# exactly the packages CI tested; `make lock` refreshes it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+UV_VERSION := 0.13.9
+UV := build/uv-$(UV_VERSION)/bin/uv
+# where the CPU build of torch 2.13.0 lies as a wheel (the lock resolves torch's dependencies from it)
+TORCH_WHEELS ?= /opt/wheels
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo test test-fast lint format bench lock clean
 
-$(STAMP): pyproject.toml
+# torch first (the CPU build where one lies on disk), then every other package exactly as
+# locked and hash-checked (this also sets torch's own dependencies to the locked versions),
+# then cnnlens itself without resolving anything.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(BIN)/python -m pip install -q --no-deps quantus==0.6.0 pandas==3.1.1 python-dateutil==4.0.0 six==1.17.0 tzdata==2026.6 cachetools==8.0.1 opencv-python-headless==5.0.0.93
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,8 +31,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# The whole suite at the default thread count, then the numerics-sensitive tests once more on
+# one thread (other summation orders; see the `numerics` marker in pyproject.toml).
 test: lint
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m numerics -p no:cacheprovider $(ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -x $(ARGS)
@@ -33,6 +46,17 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attribution.py
+
+# Re-resolve every dependency (pyproject.toml's runtime + dev, requirements/peers.in) to the
+# newest versions the ranges allow, pinned with hashes; then `make test` installs and checks them.
+$(UV):
+	$(PYTHON) -m pip install -q --target build/uv-$(UV_VERSION) uv==$(UV_VERSION)
+
+lock: $(UV)
+	$(UV) pip compile pyproject.toml requirements/peers.in --extra dev \
+	  --overrides requirements/overrides.txt --no-emit-package torch \
+	  --find-links $(TORCH_WHEELS) --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
