@@ -17,3 +17,14 @@ def with_bn_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.uniform_(0.5, 1.5, generator=gen)
             m.bias.data.uniform_(-0.3, 0.3, generator=gen)
     return model.eval()
+
+
+def above_chance(successes: int, trials: int, chance: float, *, alpha: float = 1e-4) -> bool:
+    """One-sided binomial test: ``successes`` of ``trials`` are more than ``chance`` explains.
+
+    For assertions on a trained model, whose exact numbers move with the CPU's kernels and
+    the thread count: the margin over chance comes from the sample size, not a fixed gap.
+    """
+    from scipy.stats import binomtest
+
+    return binomtest(successes, trials, chance, alternative="greater").pvalue < alpha

@@ -17,6 +17,8 @@ from cnnlens.attribution import explain, get, methods
 from cnnlens.errors import CnnlensError, InputError, LayerError, TargetError
 from cnnlens.hooks import model_fingerprint, same_fingerprint
 
+pytestmark = pytest.mark.numerics
+
 MINE = [
     "saliency",
     "input-x-gradient",

@@ -11,6 +11,8 @@ from cnnlens.batching import fast_copy, fast_model
 from cnnlens.folding import fast_forward_copy, fold_batchnorm, foldable_pairs
 from helpers import with_bn_statistics
 
+pytestmark = pytest.mark.numerics
+
 
 class _ReadsPreBatchNorm(nn.Module):
     """The convolution's output is read twice: by the BatchNorm and by ``read``."""

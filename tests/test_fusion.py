@@ -12,7 +12,10 @@ from cnnlens.folding import fast_forward_copy
 from cnnlens.fusion import FusedConv2d, available, fuse_pointwise
 from helpers import with_bn_statistics
 
-pytestmark = pytest.mark.skipif(not available(), reason="this torch build has no oneDNN")
+pytestmark = [
+    pytest.mark.skipif(not available(), reason="this torch build has no oneDNN"),
+    pytest.mark.numerics,
+]
 
 
 def _fused(module: nn.Module) -> list[FusedConv2d]:

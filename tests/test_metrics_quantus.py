@@ -15,6 +15,8 @@ from torch import nn
 
 from cnnlens import metrics
 
+pytestmark = pytest.mark.numerics
+
 quantus = pytest.importorskip("quantus")
 
 TOL = 1e-5
