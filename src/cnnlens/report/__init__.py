@@ -105,7 +105,8 @@ body { font-family: system-ui, sans-serif; max-width: {{ column_px }}px; margin:
        color: #222; line-height: 1.45; padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em;
        margin-top: 2em; }
-nav a { margin-right: 1em; } table { border-collapse: collapse; margin: 0.8em 0; }
+nav a { margin-right: 1em; } table { border-collapse: collapse; margin: 0.8em 0;
+       display: block; overflow-x: auto; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } .meta { color: #666; font-size: 0.9em; }
