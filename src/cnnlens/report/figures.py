@@ -12,6 +12,7 @@ the figure as drawn; :func:`figure_html` writes the measures into the
 from __future__ import annotations
 
 import base64
+import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,11 +115,11 @@ def figure_html(fig, alt: str) -> str:
     ``data-text-px`` / ``data-map-px`` are the smallest text and map in CSS px.
     """
     r = render(fig)
-    facts = "".join(
-        f' data-{k}-px="{v:.1f}"' for k, v in (("text", r.text_px), ("map", r.map_px)) if v
-    )
+    measures = (("text", r.text_px), ("map", r.map_px))
+    facts = "".join(f' data-{k}-px="{v:.1f}"' for k, v in measures if v is not None)
     return (
-        f'<span class="figure"><img alt="{alt}" width="{r.width_px}" height="{r.height_px}"'
+        f'<span class="figure"><img alt="{html.escape(alt)}" width="{r.width_px}" '
+        f'height="{r.height_px}"'
         f'{facts} src="{data_uri(r.png)}"></span>'
     )
 
