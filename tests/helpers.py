@@ -28,3 +28,28 @@ def above_chance(successes: int, trials: int, chance: float, *, alpha: float = 1
     from scipy.stats import binomtest
 
     return binomtest(successes, trials, chance, alternative="greater").pvalue < alpha
+
+
+def embedded_figures(page: str) -> list[dict]:
+    """Every ``<img>`` of a report page: its tag's size and measures, and its PNG's size."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    out = []
+    for tag in re.findall(r"<img [^>]*>", page):
+        attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', tag))
+        png = base64.b64decode(attrs["src"].removeprefix("data:image/png;base64,"))
+        out.append(
+            {
+                "alt": attrs.get("alt", ""),
+                "width": int(attrs.get("width", 0)),
+                "height": int(attrs.get("height", 0)),
+                "png_size": Image.open(io.BytesIO(png)).size,
+                "text_px": float(attrs.get("data-text-px", "nan")),
+                "map_px": float(attrs["data-map-px"]) if "data-map-px" in attrs else None,
+            }
+        )
+    return out

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from cnnlens.cli import command_names, main
+from cnnlens.report.figures import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
+from helpers import embedded_figures
 
 
 def test_every_command_has_help(capsys):
@@ -69,6 +71,11 @@ def test_quick_demo_writes_a_self_contained_report(tmp_path):
     # every image is embedded; nothing is loaded from elsewhere
     assert page.count("data:image/png;base64,") >= 5
     assert not re.search(r'src="(?!data:)', page)
+    # every figure reads at 100 % zoom (the rule of cnnlens.report.figures)
+    for fig in embedded_figures(page):
+        assert (fig["width"], fig["height"]) == fig["png_size"], fig["alt"]
+        assert fig["width"] <= COLUMN_PX and fig["text_px"] >= MIN_TEXT_PX, fig
+        assert fig["map_px"] is None or fig["map_px"] >= MIN_MAP_PX, fig
     # a second run reuses the saved model instead of training again
     stamp = (out / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(out)]) == 0

@@ -1,7 +1,9 @@
 """Matplotlib figures of the influential-feature analysis (paper 002, Figs. 2-4, Table 7).
 
 Each function returns a figure; callers save it (``cnnlens.report.figures.to_png``
-or ``fig.savefig`` through :func:`cnnlens.io.atomic_path`).
+or ``fig.savefig`` through :func:`cnnlens.io.atomic_path`). Sizes follow the
+report's figure rule (``cnnlens.report.figures``): at most 11.5 in wide at
+100 dpi, no text under 8.5 pt (11.8 px).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def sweep_heatmap(k1s: Sequence[int], k2s: Sequence[int], grid: torch.Tensor, *,
                     f"{values[i, j]:.2f}",
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8.5,
                     color="white" if values[i, j] < 0.8 else "black",
                 )
     fig.colorbar(image, ax=ax, label="r_A = A_d / A_f")
@@ -48,7 +50,7 @@ def histogram_plot(histograms: torch.Tensor, classes: Sequence[str], indices: to
     k = histograms.shape[0]
     cols = min(4, k)
     rows = -(-k // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.0 * rows), squeeze=False)
     for c in range(rows * cols):
         ax = axes[c // cols][c % cols]
         if c >= k:
@@ -59,9 +61,9 @@ def histogram_plot(histograms: torch.Tensor, classes: Sequence[str], indices: to
         colors = np.array(["#bbbbbb"] * len(freq), dtype=object)
         colors[indices[c].cpu().numpy()] = "#d62728"
         ax.bar(np.arange(len(freq)), freq, color=list(colors), width=1.0)
-        ax.set_title(str(classes[c]), fontsize=9)
-        ax.tick_params(labelsize=7)
-    fig.suptitle("share of top-k1 slots per feature (red: influential)", fontsize=10)
+        ax.set_title(str(classes[c]), fontsize=10)
+        ax.tick_params(labelsize=8.5)
+    fig.suptitle("share of top-k1 slots per feature (red: influential)", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -78,7 +80,7 @@ def depth_plot(rows: list[dict]):
     ax[1].plot(depth, [r["A_d"] for r in rows], "s--", label="A_d (decomposed)")
     ax[1].set_xlabel("depth (layers)")
     ax[1].set_ylabel("test accuracy")
-    ax[1].legend(fontsize=8)
+    ax[1].legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -87,8 +89,8 @@ def overlap_plot(matrix: torch.Tensor, classes: Sequence[str]):
     """Jaccard overlap of the influential sets between classes."""
     fig, ax = plt.subplots(figsize=(0.45 * len(classes) + 2.5, 0.45 * len(classes) + 1.8))
     image = ax.imshow(matrix.numpy(), cmap="magma", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(len(classes)), classes, fontsize=9)
     fig.colorbar(image, ax=ax, label="Jaccard index")
     fig.tight_layout()
     return fig
@@ -102,15 +104,15 @@ def maps_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], titles: Seque
     for i in range(n):
         img = images[i].permute(1, 2, 0).cpu().numpy()
         axes[i][0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
-        axes[i][0].set_ylabel(titles[i], fontsize=8)
+        axes[i][0].set_ylabel(titles[i], fontsize=9)
         for j, kind in enumerate(kinds, start=1):
             axes[i][j].imshow(maps[kind][i, 0].cpu().numpy(), cmap="jet")
             if i == 0:
-                axes[i][j].set_title(kind.replace("_", "-"), fontsize=8)
+                axes[i][j].set_title(kind.replace("_", "-"), fontsize=9)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0][0].set_title("image", fontsize=8)
+    axes[0][0].set_title("image", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -122,7 +124,7 @@ def retrain_plot(histories: dict[str, list[dict]]):
         ax.plot([r["epoch"] for r in rows], [r["test_accuracy"] for r in rows], "o-", label=name)
     ax.set_xlabel("retraining epoch")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -51,7 +51,7 @@ def curve_figure(ev: Evaluation, name: str):
     ax.set_ylabel("target probability")
     ax.set_title(f"mean {title} curve")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8.5, ncol=2)
     fig.tight_layout()
     return fig
 

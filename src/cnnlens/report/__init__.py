@@ -101,16 +101,19 @@ def _discover() -> None:
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>
-body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; color: #222;
-       line-height: 1.45; padding: 0 1em; }
+body { font-family: system-ui, sans-serif; max-width: {{ column_px }}px; margin: 2em auto;
+       color: #222; line-height: 1.45; padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em;
        margin-top: 2em; }
-nav a { margin-right: 1em; } table { border-collapse: collapse; margin: 0.8em 0; }
+nav a { margin-right: 1em; } table { border-collapse: collapse; margin: 0.8em 0;
+       display: block; overflow-x: auto; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } .meta { color: #666; font-size: 0.9em; }
 .error { background: #fee; border: 1px solid #c00; padding: 0.5em; white-space: pre-wrap; }
 .note { color: #555; font-size: 0.92em; }
+.figure { display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: top; }
+.figure img { max-width: none; }
 </style></head><body>
 <h1>{{ title }}</h1>
 <p class="meta">cnnlens {{ version }} &middot; written {{ when }}</p>
@@ -127,6 +130,7 @@ def build_report(ctx: ReportContext, path: str | Path, *, only: list[str] | None
     import jinja2
 
     from .. import __version__
+    from .figures import COLUMN_PX  # figures are shown at native size, up to this width
 
     parts = []
     for key, title in registered_sections():
@@ -151,6 +155,7 @@ def build_report(ctx: ReportContext, path: str | Path, *, only: list[str] | None
             version=__version__,
             when=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
             parts=parts,
+            column_px=COLUMN_PX,
         )
     )
     return write_text(path, page)

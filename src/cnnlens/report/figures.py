@@ -1,10 +1,21 @@
-"""Figures for reports, rendered with matplotlib (Agg) to embeddable PNG data."""
+"""Figures for reports, rendered with matplotlib (Agg) to embeddable PNG data.
+
+The rule every report figure follows, so it reads in a browser at 100 % zoom:
+it is saved at :data:`DPI` and shown at its native size (one PNG pixel = one
+CSS pixel, never scaled down by the page), at most :data:`COLUMN_PX` wide
+(the page's text column), with no text under :data:`MIN_TEXT_PX` and no image
+or map under :data:`MIN_MAP_PX` on a side. :func:`render` measures both on
+the figure as drawn; :func:`figure_html` writes the measures into the
+``<img>`` tag, so a test can check every figure of a report.
+"""
 
 from __future__ import annotations
 
 import base64
+import html
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -12,13 +23,86 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+
+DPI = 100  # figure inches x DPI = pixels in the PNG = CSS pixels on screen
+COLUMN_PX = 1150  # widest figure: the report's text column (its body max-width)
+MIN_TEXT_PX = 11.0  # smallest text on screen (font size in px)
+MIN_MAP_PX = 96  # smallest side of an image or map on screen
+TITLE_PT = 9.0  # titles and labels: 12.5 px
+SMALL_PT = 8.5  # ticks, legends, numbers in cells: 11.8 px
+MAP_PX = 112  # side of one image / map cell in the report's grids
+GAP_PX = 4  # space between cells of a grid
+
+
+def pt_to_px(points: float) -> float:
+    """Font size in points -> pixels on screen under the report's rule."""
+    return points * DPI / 72
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A figure as PNG with what a reader sees of it at 100 % zoom (in CSS px)."""
+
+    png: bytes
+    width_px: int
+    height_px: int
+    text_px: float | None  # the smallest text drawn (None: no text)
+    map_px: float | None  # the smallest side of an image drawn (None: no image)
+
+    def problems(self) -> list[str]:
+        """What breaks the report's figure rule (empty when the figure is legible)."""
+        out = []
+        if self.width_px > COLUMN_PX:
+            out.append(f"{self.width_px} px wide > column of {COLUMN_PX} px")
+        if self.text_px is not None and self.text_px < MIN_TEXT_PX - 1e-6:
+            out.append(f"text of {self.text_px:.1f} px < {MIN_TEXT_PX} px")
+        if self.map_px is not None and self.map_px < MIN_MAP_PX - 0.5:
+            out.append(f"maps of {self.map_px:.0f} px < {MIN_MAP_PX} px")
+        return out
+
+
+def _drawn_texts(artist) -> list[Text]:
+    """Non-empty visible texts under ``artist``, skipping the axes of an Axes turned off."""
+    if not artist.get_visible():
+        return []
+    if isinstance(artist, Text):
+        return [artist] if artist.get_text().strip() else []
+    skip = (artist.xaxis, artist.yaxis) if isinstance(artist, Axes) and not artist.axison else ()
+    return [t for c in artist.get_children() if c not in skip for t in _drawn_texts(c)]
+
+
+def _map_side_px(fig) -> float | None:
+    """Smallest on-screen side of the images drawn in ``fig`` (after a draw)."""
+    sides = []
+    for image in (im for ax in fig.axes if ax.get_visible() for im in ax.images):
+        if not image.get_visible():
+            continue
+        box = image.get_window_extent()
+        ax = image.axes.bbox
+        w = min(box.x1, ax.x1) - max(box.x0, ax.x0)
+        h = min(box.y1, ax.y1) - max(box.y0, ax.y0)
+        sides.append(max(0.0, min(w, h)) * DPI / fig.dpi)
+    return min(sides) if sides else None
+
+
+def render(fig) -> Rendered:
+    """Save ``fig`` as PNG at :data:`DPI` (and close it), measuring its text and maps."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    texts = [pt_to_px(t.get_fontsize()) for t in _drawn_texts(fig)]
+    map_px = _map_side_px(fig)
+    plt.close(fig)
+    png = buffer.getvalue()
+    width, height = Image.open(io.BytesIO(png)).size
+    return Rendered(png, width, height, min(texts) if texts else None, map_px)
 
 
 def to_png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return render(fig).png
 
 
 def data_uri(png: bytes) -> str:
@@ -26,8 +110,90 @@ def data_uri(png: bytes) -> str:
 
 
 def figure_html(fig, alt: str) -> str:
-    """An ``<img>`` tag with the figure embedded (reports stay self-contained)."""
-    return f'<img alt="{alt}" src="{data_uri(to_png(fig))}">'
+    """The figure embedded at its native size (reports stay self-contained), with its measures.
+
+    ``data-text-px`` / ``data-map-px`` are the smallest text and map in CSS px.
+    """
+    r = render(fig)
+    measures = (("text", r.text_px), ("map", r.map_px))
+    facts = "".join(f' data-{k}-px="{v:.1f}"' for k, v in measures if v is not None)
+    return (
+        f'<span class="figure"><img alt="{html.escape(alt)}" width="{r.width_px}" '
+        f'height="{r.height_px}"'
+        f'{facts} src="{data_uri(r.png)}"></span>'
+    )
+
+
+class CellGrid:
+    """A figure of ``rows x columns`` square cells of ``cell_px``, placed to the pixel.
+
+    One Axes spans the figure in pixel coordinates (y down): a cell is exactly
+    ``cell_px`` on screen, and hundreds of cells stay cheap (no Axes each).
+    ``left_px`` leaves room for row labels, ``title_px`` (one value or one per
+    row) for titles above a row.
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        columns: int,
+        *,
+        cell_px: int = MAP_PX,
+        gap_px: int = GAP_PX,
+        left_px: int = 0,
+        title_px: int | Sequence[int] = 0,
+    ):
+        tops = [title_px] * rows if isinstance(title_px, int) else list(title_px)
+        self.cell = cell_px
+        self.x = [left_px + j * (cell_px + gap_px) for j in range(columns)]
+        self.y = [sum(tops[: i + 1]) + i * (cell_px + gap_px) for i in range(rows)]
+        width, height = self.x[-1] + cell_px, self.y[-1] + cell_px
+        self.fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+        self.ax = self.fig.add_axes((0, 0, 1, 1))
+        self.ax.set(xlim=(0, width), ylim=(height, 0))
+        self.ax.set_autoscale_on(False)
+        self.ax.axis("off")
+
+    def _place(self, i: int, j: int, shape) -> tuple[float, float, float]:
+        """Top-left corner and scale of an ``(H, W)`` image centred in cell ``(i, j)``."""
+        h, w = shape[:2]
+        scale = self.cell / max(h, w)
+        return (
+            self.x[j] + (self.cell - w * scale) / 2,
+            self.y[i] + (self.cell - h * scale) / 2,
+            scale,
+        )
+
+    def image(self, i: int, j: int, array: np.ndarray, **imshow) -> None:
+        """Draw ``array`` (``imshow`` arguments) fitted into cell ``(i, j)``."""
+        x, y, scale = self._place(i, j, array.shape)
+        h, w = array.shape[:2]
+        extent = (x, x + w * scale, y + h * scale, y)
+        self.ax.imshow(array, extent=extent, aspect="auto", **imshow)
+
+    def rectangle(self, i: int, j: int, shape, box: Sequence[float], **style) -> None:
+        """Outline pixels ``box = (x0, y0, x1, y1)`` (inclusive) of a ``shape`` image in a cell."""
+        x, y, scale = self._place(i, j, shape)
+        x0, y0, x1, y1 = box
+        corner = (x + x0 * scale, y + y0 * scale)
+        size = ((x1 - x0 + 1) * scale, (y1 - y0 + 1) * scale)
+        self.ax.add_patch(plt.Rectangle(corner, *size, fill=False, **style))
+
+    def title(self, i: int, j: int, text: str, **style) -> None:
+        """Text centred above cell ``(i, j)`` (in the room ``title_px`` left)."""
+        x, y = self.x[j] + self.cell / 2, self.y[i] - 3
+        self.ax.text(x, y, text, ha="center", va="bottom", fontsize=TITLE_PT, **style)
+
+    def label(self, i: int, text: str, **style) -> None:
+        """Text beside row ``i``, right-aligned in the room ``left_px`` left."""
+        x, y = self.x[0] - 8, self.y[i] + self.cell / 2
+        self.ax.text(x, y, text, ha="right", va="center", fontsize=TITLE_PT, **style)
+
+
+def title_px(titles: Sequence[str], *, points: float = TITLE_PT) -> int:
+    """Height in px to keep above a cell for the tallest of ``titles``."""
+    lines = max((t.count("\n") + 1 for t in titles), default=0)
+    return int(round(lines * 1.25 * pt_to_px(points) + 6)) if lines else 0
 
 
 def _as_hwc(image: torch.Tensor) -> np.ndarray:
@@ -43,38 +209,31 @@ def image_grid(
     boxes: torch.Tensor | None = None,
     title_colors: Sequence[str] | None = None,
     columns: int = 8,
-    cell: float = 1.6,
+    cell_px: int = 128,
 ):
-    """A grid of ``[N,C,H,W]`` images in [0,1] with optional titles and boxes."""
+    """A grid of ``[N,C,H,W]`` images in [0,1] with optional titles and boxes.
+
+    Cells are ``cell_px`` square, 14 px apart so titles of about 18 characters fit.
+    """
     n = len(images)
+    columns = max(1, min(columns, n))
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * cell, rows * (cell + 0.25)))
-    axes = np.atleast_1d(axes).ravel()
-    for i, ax in enumerate(axes):
-        ax.axis("off")
-        if i >= n:
-            continue
-        ax.imshow(_as_hwc(images[i]), cmap="gray", interpolation="nearest")
+    top = title_px(titles) if titles is not None else 0
+    grid = CellGrid(rows, columns, cell_px=cell_px, gap_px=14, title_px=top)
+    for k in range(n):
+        i, j = divmod(k, columns)
+        image = _as_hwc(images[k])
+        grid.image(i, j, image, cmap="gray", interpolation="nearest")
         if boxes is not None:
-            x0, y0, x1, y1 = (float(v) for v in boxes[i])
-            ax.add_patch(
-                plt.Rectangle(
-                    (x0 - 0.5, y0 - 0.5),
-                    x1 - x0 + 1,
-                    y1 - y0 + 1,
-                    fill=False,
-                    edgecolor="yellow",
-                    linewidth=1.2,
-                )
-            )
+            box = [float(v) for v in boxes[k]]
+            grid.rectangle(i, j, image.shape, box, edgecolor="yellow", linewidth=1.2)
         if titles is not None:
-            color = title_colors[i] if title_colors is not None else "black"
-            ax.set_title(titles[i], fontsize=7, color=color)
-    fig.tight_layout()
-    return fig
+            grid.title(i, j, titles[k], color=title_colors[k] if title_colors else "black")
+    return grid.fig
 
 
 def line_plot(series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str = ""):
+    """One line per series against 1, 2, 3, ... (e.g. epochs)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, ys in series.items():
         ax.plot(range(1, len(ys) + 1), ys, marker="o", markersize=3, label=name)
@@ -83,16 +242,17 @@ def line_plot(series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, t
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL_PT)
     fig.tight_layout()
     return fig
 
 
 def confusion_plot(matrix: np.ndarray, classes: Sequence[str]):
+    """Counts of (true, predicted) classes, the count written in each cell."""
     fig, ax = plt.subplots(figsize=(0.5 * len(classes) + 2.5, 0.5 * len(classes) + 2))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=TITLE_PT)
+    ax.set_yticks(range(len(classes)), classes, fontsize=TITLE_PT)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     top = matrix.max() if matrix.size else 1
@@ -103,7 +263,7 @@ def confusion_plot(matrix: np.ndarray, classes: Sequence[str]):
             str(int(v)),
             ha="center",
             va="center",
-            fontsize=7,
+            fontsize=SMALL_PT,
             color="white" if v > top / 2 else "black",
         )
     fig.tight_layout()
@@ -122,5 +282,7 @@ def explanation_grid_png(explanation, images: torch.Tensor | None = None) -> byt
             ax.imshow(maps[i], cmap="jet", alpha=0.5, interpolation="bilinear")
         else:
             ax.imshow(maps[i], cmap="inferno", interpolation="nearest")
-        ax.set_title(f"{explanation.method}\ntarget {int(explanation.target[i])}", fontsize=7)
+        ax.set_title(
+            f"{explanation.method}\ntarget {int(explanation.target[i])}", fontsize=TITLE_PT
+        )
     return to_png(fig)

@@ -10,50 +10,84 @@ instead of run. A method that fails shows its error in the table.
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Sequence
 
 import torch
 
 from .. import ReportContext, section, table_html
-from ..figures import _as_hwc, figure_html, plt
+from ..figures import CellGrid, _as_hwc, figure_html, title_px
 
 BUDGET_S = 30.0
 QUICK_BUDGET_S = 8.0  # the quick demo (options["quick"])
 IMAGES = 8
 
 
+LABEL_PX = 170  # room for a method name beside its row ("meaningful-perturbation")
+
+# Attribution module -> the family its methods are shown under, in report order.
+FAMILIES = {
+    "gradient": "Gradients", "smoothgrad": "Gradients",
+    "propagation": "Propagation", "lrp": "Propagation",
+    "cam": "Class activation maps",
+    "occlusion": "Perturbation", "rise": "Perturbation", "surrogate": "Perturbation",
+    "extremal": "Perturbation",
+    "bottleneck": "Information bottleneck",
+}  # fmt: skip
+OTHER_FAMILY = "Other methods"
+
+
 def explanation_grid(
     images: torch.Tensor,
-    columns: dict[str, torch.Tensor],
-    row_titles: Sequence[str],
-    *,
-    cell: float = 1.25,
+    maps: dict[str, torch.Tensor],
+    titles: Sequence[str],
 ):
-    """Figure: one row per image, first the image, then each method's map over it.
+    """Figure: the images (columns, titled) on top, then one row of maps per method.
 
-    ``columns`` maps a method name to its maps ``[N,1,H,W]`` (any scale; each
-    is min-max normalised per image).
+    ``maps`` maps a method name to its maps ``[N,1,H,W]`` (any scale; each is
+    min-max normalised per image) and is drawn over the image; the method's
+    name is written beside its row. Cells follow the report's figure rule.
     """
-    n, m = len(images), len(columns)
-    fig, axes = plt.subplots(n, m + 1, figsize=((m + 1) * cell, n * (cell + 0.1)), squeeze=False)
+    n = len(images)
+    names = list(maps)
+    grid = CellGrid(
+        len(names) + 1, n, left_px=LABEL_PX, title_px=[title_px(titles)] + [0] * len(names)
+    )
     for i in range(n):
         base = _as_hwc(images[i])
-        for j, ax in enumerate(axes[i]):
-            ax.axis("off")
-            ax.imshow(base, cmap="gray", interpolation="nearest")
-            if j == 0:
-                ax.set_title(row_titles[i], fontsize=6)
-                continue
-            name = list(columns)[j - 1]
-            heat = columns[name][i, 0].detach().float().cpu()
+        grid.image(0, i, base, cmap="gray", interpolation="nearest")
+        grid.title(0, i, titles[i])
+        for r, name in enumerate(names, start=1):
+            heat = maps[name][i, 0].detach().float().cpu()
             lo, hi = heat.min(), heat.max()
             heat = ((heat - lo) / (hi - lo).clamp_min(1e-12)).numpy()
-            ax.imshow(heat, cmap="jet", alpha=0.55, interpolation="bilinear")
-            if i == 0:
-                ax.set_title(name, fontsize=6)
-    fig.tight_layout(pad=0.2)
-    return fig
+            grid.image(r, i, base, cmap="gray", interpolation="nearest")
+            grid.image(r, i, heat, cmap="jet", alpha=0.55, interpolation="bilinear")
+    for r, name in enumerate(["image", *names]):
+        grid.label(r, name)
+    return grid.fig
+
+
+def family(name: str) -> str:
+    """The family heading a registered method is shown under (by its module)."""
+    from ...attribution import get
+
+    return FAMILIES.get(get(name).__module__.rsplit(".", 1)[-1], OTHER_FAMILY)
+
+
+def family_grids(images: torch.Tensor, maps: dict[str, torch.Tensor], titles: Sequence[str]) -> str:
+    """HTML: one heading and one :func:`explanation_grid` per method family shown."""
+    order = [*dict.fromkeys(FAMILIES.values()), OTHER_FAMILY]
+    groups: dict[str, dict[str, torch.Tensor]] = {f: {} for f in order}
+    for name in sorted(maps):
+        groups[family(name)][name] = maps[name]
+    return "".join(
+        f"<h3>{html.escape(f)}</h3>"
+        + figure_html(explanation_grid(images, group, titles), f"{f} attribution maps")
+        for f, group in groups.items()
+        if group
+    )
 
 
 # Model passes per image at default settings (forward+backward = 1) for the
@@ -138,14 +172,13 @@ def explanations(ctx: ReportContext) -> str:
     rows.sort(key=lambda r: r["method"])
     titles = [f"{classes[int(p)]} {float(probs[i, p]):.2f}" for i, p in enumerate(pred)]
     parts = [
-        f"<p>The first {n} test images (rows) explained by every registered attribution "
-        "method that fits the section's time budget (columns), for the predicted class; "
-        "the row title is that class and its probability. Each map is scaled to its own "
-        f"range per image (red = most relevant). Section time "
+        f"<p>The first {n} test images (columns) explained by every registered attribution "
+        "method that fits the section's time budget (rows, one figure per family), for the "
+        "predicted class; the image's title is that class and its probability. Each map is "
+        f"scaled to its own range per image (red = most relevant). Section time "
         f"{time.perf_counter() - start:.1f} s.</p>"
     ]
     if maps:
-        fig = explanation_grid(ctx.test.raw_batch(range(n)), maps, titles)
-        parts.append(figure_html(fig, "attribution maps"))
+        parts.append(family_grids(ctx.test.raw_batch(range(n)), maps, titles))
     parts.append(table_html(rows))
     return "".join(parts)

@@ -49,13 +49,14 @@ def faithfulness(ctx: ReportContext) -> str | None:
         progress=False,
     )
     methods, names, cells = ev.table()
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in names)
+    # metric names may break after "_", so the table fits the page's column
+    head = "".join(f"<th>{html.escape(m).replace('_', '_<wbr>')}</th>" for m in names)
     body = ""
     for method in methods:
         tds = ""
         for metric in names:
             mean, half = cells.get((method, metric), (float("nan"), 0.0))
-            tds += "<td>–</td>" if mean != mean else f"<td>{mean:.3f} ± {half:.3f}</td>"
+            tds += "<td>–</td>" if mean != mean else f"<td>{mean:.3f} ±&nbsp;{half:.3f}</td>"
         fails = ev.sanity_fails.get(method)
         verdict = "–" if fails is None else ("<b>fails</b>" if fails else "passes")
         body += f"<tr><td>{html.escape(method)}</td>{tds}<td>{verdict}</td></tr>"
