@@ -58,10 +58,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find class-specific influential features and decompose the final layer (paper 002)."""
         from ..analysis import run_decompose
+        from ..io import check_writable_folder
         from ..workflows import open_model
 
         net = open_model(model)
-        out = out or (model / "decompose")
+        out = check_writable_folder(out or (model / "decompose"))
         summary = run_decompose(
             net,
             data=data,
@@ -96,8 +97,10 @@ def register(app: typer.Typer) -> None:
 
         from ..analysis import depth_study
         from ..analysis.plots import depth_plot
+        from ..io import check_writable_folder
         from ..workflows import DEMO_CONFIG
 
+        check_writable_folder(out)
         config = dataclasses.replace(DEMO_CONFIG, epochs=epochs, seed=seed)
         rows = depth_study(
             out=out,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InputError
+from ..errors import InputError, TargetError
 
 
 def parse_index(spec: str, total: int) -> list[int]:
@@ -78,8 +78,9 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .. import attribution
+        from ..compatibility import check_fits
         from ..data import load
-        from ..io import atomic_path, write_bytes, write_json
+        from ..io import atomic_path, check_writable_folder, write_bytes, write_json
         from ..report.figures import to_png
         from ..report.sections.explanations import explanation_grid
         from ..workflows import iba_statistics, open_model
@@ -90,6 +91,12 @@ def register(app: typer.Typer) -> None:
         net = open_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
+        check_fits(net, dataset, data=data)
+        if target >= dataset.num_classes:
+            raise TargetError(
+                f"--target {target} is not a class of {data} (0 .. {dataset.num_classes - 1})"
+            )
+        check_writable_folder(out)
         x, labels = dataset.tensors(indices)
         dev = next(net.parameters()).device
         x = x.to(dev)
@@ -119,7 +126,6 @@ def register(app: typer.Typer) -> None:
             arrays[f"{name}.target"] = e.target.cpu().numpy()
             columns[name] = e.maps.cpu()
             typer.echo(f"{name}: {len(x)} images in {timings[name]:.2f} s")
-        out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "maps.npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
