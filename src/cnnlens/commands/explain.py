@@ -59,13 +59,30 @@ def parse_params(items: list[str]) -> dict[str, object]:
     return params
 
 
+def method_names(spec: str) -> list[str]:
+    """``"all"`` -> every registered method (as ``evaluate --methods all``); else a comma
+    list, each name checked so an unknown one fails before any work."""
+    from .. import attribution
+
+    if spec.strip() == "all":
+        return list(attribution.methods())
+    names = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
+    if not names:
+        raise InputError(f"--method must name at least one method or 'all', got {spec!r}")
+    for name in names:
+        attribution.get(name)
+    return names
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
         model: Path = typer.Option(..., help="saved model folder or run folder with model/"),
         data: str = typer.Option("shapes", help="data set (test split is used)"),
         index: str = typer.Option("0:16", help="test images: 0:16, 1,5,9, ..."),
-        method: str = typer.Option("grad-cam", help="comma list of methods (cnnlens methods)"),
+        method: str = typer.Option(
+            "grad-cam", help="comma list of methods, or 'all' registered (as evaluate --methods)"
+        ),
         target: int = typer.Option(-1, help="class to explain; -1 = the predicted class"),
         param: list[str] = typer.Option(  # noqa: B008
             [], help="hyperparameter key=value for every method that has it (repeatable)"
@@ -85,9 +102,7 @@ def register(app: typer.Typer) -> None:
         from ..report.sections.explanations import explanation_grid
         from ..workflows import iba_statistics, open_model
 
-        names = [m.strip() for m in method.split(",") if m.strip()]
-        for name in names:
-            attribution.get(name)  # unknown names fail before any work
+        names = method_names(method)
         net = open_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
