@@ -21,7 +21,7 @@ import traceback
 
 import typer
 
-from .errors import CnnlensError
+from .errors import CnnlensError, first_line
 
 app = typer.Typer(
     name="cnnlens",
@@ -60,11 +60,6 @@ def _register_commands() -> None:
         module.register(app)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 1 unexpected failure, 2 bad input)."""
     global _debug
@@ -91,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an environment failure, not bad input
         if _debug:
             traceback.print_exc()
-        message = _first_line(exc)
+        message = first_line(exc)
         hint = "" if _debug else " (cnnlens --debug ... shows the traceback)"
         print(
             f"error: {type(exc).__name__}{': ' if message else ''}{message}{hint}", file=sys.stderr

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 
 def _recorded_shape(model: nn.Module) -> tuple[int, int, int] | None:
     """``(C, H, W)`` recorded when the model was saved (``cnnlens.save(input_shape=...)``)."""
-    shape = (getattr(model, "meta", None) or {}).get("input_shape")
+    meta = getattr(model, "meta", None)
+    shape = meta.get("input_shape") if isinstance(meta, dict) else None
     return None if shape is None else tuple(int(v) for v in shape)
 
 
@@ -73,7 +74,7 @@ def check_fits(model: nn.Module, dataset, *, data: str) -> None:
     try:
         logits = _probe(model, x)
     except RuntimeError as exc:
-        reason = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+        reason = first_line(exc) or type(exc).__name__
         raise InputError(
             f"the model does not run on the {_describe(given)} images of {data}: {reason}"
         ) from None

@@ -15,7 +15,7 @@ from . import checkpoint, nets
 from .compatibility import check_fits
 from .data import load as load_data
 from .data.base import ImageDataset
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, first_line
 from .train import OptimizerConfig, TrainConfig, TrainResult, evaluate, fit
 
 
@@ -136,8 +136,7 @@ def check_device(device: str) -> torch.device:
         dev = torch.device(device)
         torch.empty(0, device=dev)
     except (RuntimeError, AssertionError) as exc:  # a CPU-only build asserts on "cuda"
-        reason = next((s.strip() for s in str(exc).splitlines() if s.strip()), "")
-        raise InputError(f"device {device!r} is not usable here: {reason}") from None
+        raise InputError(f"device {device!r} is not usable here: {first_line(exc)}") from None
     return dev
 
 
