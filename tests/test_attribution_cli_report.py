@@ -11,7 +11,7 @@ import torch
 from cnnlens import checkpoint, nets
 from cnnlens.attribution import methods
 from cnnlens.cli import main
-from cnnlens.commands.explain import parse_index, parse_params
+from cnnlens.commands.explain import method_names, parse_index, parse_params
 from cnnlens.errors import InputError
 
 
@@ -51,6 +51,32 @@ def test_explain_command_errors(saved, tmp_path, capsys):
     assert main([*args, "--index", "0:2", "--target", "99"]) == 2
     assert "target" in capsys.readouterr().err
     assert main([*args, "--index", "99999"]) == 2
+
+
+def test_method_all_means_every_registered_method():
+    assert method_names("all") == list(methods())  # as evaluate --methods all
+    assert method_names("grad-cam, saliency,grad-cam") == ["grad-cam", "saliency"]
+    with pytest.raises(InputError, match="grad-cam"):
+        method_names("grad-kam")
+    with pytest.raises(InputError, match="at least one method"):
+        method_names(" , ")
+
+
+@pytest.mark.slow
+def test_explain_command_runs_all_methods(saved, tmp_path):
+    folder, _model = saved
+    out = tmp_path / "all"
+    cheap = ["steps=4", "n_masks=50", "n_samples=20", "iterations=5"]
+    params = [arg for p in cheap for arg in ("--param", p)]
+    code = main(
+        ["explain", "--model", str(folder), "--index", "0:1", "--method", "all", *params,
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    maps = np.load(out / "maps.npz")
+    for name in methods():
+        assert maps[name].shape == (1, 32, 32), name
+    assert json.loads((out / "explain.json").read_text())["methods"] == list(methods())
 
 
 def test_parsers():

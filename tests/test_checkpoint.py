@@ -29,7 +29,7 @@ def _trained_like(name: str = "resnet8", **kwargs) -> nn.Module:
 def test_round_trip(tmp_path):
     model = _trained_like("resnet8", num_classes=4, shortcut="B", width=2)
     save(model, tmp_path / "m", classes=list("abcd"), mean=torch.tensor([0.5, 0.4, 0.3]),
-         std=(0.2, 0.2, 0.2), extra={"epochs": 3})  # fmt: skip
+         std=(0.2, 0.2, 0.2), input_shape=(3, 32, 32), extra={"epochs": 3})  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "model.json",
         "model.safetensors",
@@ -41,6 +41,7 @@ def test_round_trip(tmp_path):
         "classes": ["a", "b", "c", "d"],
         "mean": pytest.approx([0.5, 0.4, 0.3]),
         "std": [0.2, 0.2, 0.2],
+        "input_shape": [3, 32, 32],
         "extra": {"epochs": 3},
     }
     x = torch.randn(2, 3, 32, 32)

@@ -16,7 +16,7 @@ from cnnlens.batching import (
 )
 from cnnlens.errors import CnnlensError, InputError, LayerError
 from cnnlens.hooks import capture_outputs, frozen, model_fingerprint, same_fingerprint
-from cnnlens.io import atomic_path, write_text
+from cnnlens.io import atomic_path, check_writable_folder, write_text
 from cnnlens.layers import auto_layer, final_linear, get_layer, penultimate_features
 
 
@@ -235,3 +235,18 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_check_writable_folder_creates_nothing(tmp_path):
+    assert check_writable_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(InputError) as info:
+        check_writable_folder(blocker / "sub")
+    assert (
+        str(info.value)
+        == f"--out {blocker / 'sub'} cannot be created: {blocker} is a file, not a folder"
+    )
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_writable_folder(blocker)

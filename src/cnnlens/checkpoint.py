@@ -1,8 +1,8 @@
 """Save and load models: ``model.safetensors`` plus ``model.json``.
 
 The JSON records the architecture (``model.arch``: a ``cnnlens.nets`` name
-and its arguments), the class names, the input normalisation and free-form
-metadata, so :func:`load` rebuilds the model without any pickled code
+and its arguments), the class names, the input shape and normalisation and
+free-form metadata, so :func:`load` rebuilds the model without any pickled code
 (DESIGN.md, "Saved models"). Both files are written atomically and the JSON
 holds the SHA-256 of the weights, so an interrupted save that left new
 weights beside an old JSON is detected. :func:`load_state_dict_file` reads a
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -56,6 +57,15 @@ def _floats(name: str, values: Any) -> list[float] | None:
     return out
 
 
+def _as_shape(values: Any) -> list[int] | None:
+    """``[C, H, W]`` as three positive ints, or None when ``values`` is not that."""
+    try:
+        out = [operator.index(v) for v in values]
+    except TypeError:
+        return None
+    return out if len(out) == 3 and min(out) >= 1 else None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -71,13 +81,17 @@ def save(
     classes: Sequence[str] | None = None,
     mean: Sequence[float] | torch.Tensor | None = None,
     std: Sequence[float] | torch.Tensor | None = None,
+    input_shape: Sequence[int] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``dir/model.safetensors`` and ``dir/model.json``; returns ``dir``.
 
     ``model.arch`` (set by :func:`cnnlens.nets.create`) is stored so :func:`load`
     can rebuild the model; a model without it is saved too, and is loaded
-    with ``load(dir, model=...)``. ``extra`` must be JSON-serialisable.
+    with ``load(dir, model=...)``. ``input_shape`` ``(C, H, W)`` is the image
+    shape the model was trained on, so a data set that does not fit is named
+    before any work (:func:`cnnlens.compatibility.check_fits`). ``extra`` must
+    be JSON-serialisable.
     """
     import cnnlens
 
@@ -93,9 +107,12 @@ def save(
         "classes": None if classes is None else [str(c) for c in classes],
         "mean": _floats("mean", mean),
         "std": _floats("std", std),
+        "input_shape": None if input_shape is None else _as_shape(input_shape),
         "extra": dict(extra or {}),
         "weights": WEIGHTS_FILE,
     }
+    if input_shape is not None and meta["input_shape"] is None:
+        raise InputError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
     try:
         json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -163,7 +180,8 @@ def load(
 ) -> nn.Module:
     """Rebuild a model saved by :func:`save`, load its weights strictly, set eval mode.
 
-    ``model.meta`` gets ``classes``, ``mean``, ``std`` and ``extra``. Pass
+    ``model.meta`` gets ``classes``, ``mean``, ``std``, ``input_shape`` (None
+    when not recorded) and ``extra``. Pass
     ``model`` to fill an existing module instead of rebuilding one from the
     JSON (needed for models that are not in :mod:`cnnlens.nets`).
     """
@@ -178,13 +196,18 @@ def load(
             f"{weights} does not match the checksum in {dir / META_FILE} "
             "(an interrupted save or a modified file); save the model again"
         )
+    shape = meta.get("input_shape")
+    if shape is not None and _as_shape(shape) is None:
+        raise CheckpointError(
+            f"{dir / META_FILE}: input_shape must be [C, H, W] (positive ints), got {shape!r}"
+        )
     if model is None:
         model = rebuild(meta, dir / META_FILE)
     load_state_dict_file(model, weights)
     if device is not None:
         model.to(device)
     model.eval()
-    model.meta = {k: meta.get(k) for k in ("classes", "mean", "std", "extra")}
+    model.meta = {k: meta.get(k) for k in ("classes", "mean", "std", "input_shape", "extra")}
     return model
 
 

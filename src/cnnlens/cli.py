@@ -1,8 +1,15 @@
-"""The ``cnnlens`` command: one subcommand per job, errors as one line.
+"""The ``cnnlens`` command: one subcommand per job, one error path.
 
 Each capability adds its subcommand in its own module under
-:mod:`cnnlens.commands`; this module only assembles them and turns a
-:class:`~cnnlens.errors.CnnlensError` into a one-line message and exit code 2.
+:mod:`cnnlens.commands`; this module only assembles them and turns every
+failure into a short message, never a traceback (DESIGN.md, "Bad input"):
+
+- a :class:`~cnnlens.errors.CnnlensError` (bad input): ``error: ...``, exit 2;
+- a usage error (unknown option, missing value, bad type): typer's usage
+  message, exit 2;
+- anything else: ``error: <type>: <message>`` in one line, exit 1.
+
+``cnnlens --debug ...`` (or ``CNNLENS_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
@@ -10,10 +17,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import traceback
 
 import typer
 
-from .errors import CnnlensError
+from .errors import CnnlensError, first_line
 
 app = typer.Typer(
     name="cnnlens",
@@ -22,6 +30,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+DEBUG_ENV = "CNNLENS_DEBUG"
+_debug = False  # set by --debug / CNNLENS_DEBUG for the run in progress
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", envvar=DEBUG_ENV, help="show the traceback when a command fails"
+    ),
+) -> None:
+    global _debug
+    _debug = debug
 
 
 _registered = False
@@ -40,26 +61,38 @@ def _register_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI; a cnnlens error becomes ``error: ...`` and exit 2."""
+    """Run the CLI and return its exit code (0 ok, 1 unexpected failure, 2 bad input)."""
+    global _debug
     _register_commands()
+    _debug = False
     try:
-        app(args=argv, standalone_mode=False)
-    except CnnlensError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except typer.Exit as exc:
+        # prog_name: the usage line says "cnnlens" also under `python -m cnnlens.cli`
+        code = app(args=argv, prog_name="cnnlens", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: typer's own family (no click here)
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"Error: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors come as ClickException
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
-    return 0
+    except CnnlensError as exc:
+        if _debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug or an environment failure, not bad input
+        if _debug:
+            traceback.print_exc()
+        message = first_line(exc)
+        hint = "" if _debug else " (cnnlens --debug ... shows the traceback)"
+        print(
+            f"error: {type(exc).__name__}{': ' if message else ''}{message}{hint}", file=sys.stderr
+        )
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 def command_names() -> list[str]:

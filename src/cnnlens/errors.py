@@ -8,6 +8,12 @@ offending value and what was expected, so a user can act on it.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message ("" if none): torch's
+    errors run over several lines, a message for the user takes one."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
 class CnnlensError(Exception):
     """Base class of every error cnnlens raises on bad input."""
 

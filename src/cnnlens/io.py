@@ -65,3 +65,26 @@ def save_tensors(
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=metadata)
     return Path(path)
+
+
+def check_writable_folder(path: str | os.PathLike, *, option: str = "--out") -> Path:
+    """Check that folder ``path`` can be created (or exists) and written, creating nothing.
+
+    Commands call this before their work starts, so a bad ``--out`` fails in
+    seconds with a message naming the path, not after an hour of work; the
+    test file goes into the nearest folder that exists and is removed at once.
+    """
+    from .errors import InputError
+
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at last
+    if not existing.is_dir():
+        what = "is" if existing == path else f"cannot be created: {existing} is"
+        raise InputError(f"{option} {path} {what} a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        where = "is not writable" if existing == path else f"cannot be created in {existing}"
+        raise InputError(f"{option} {path} {where}: {exc.strerror or exc}") from None
+    return path

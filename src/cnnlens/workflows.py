@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from . import checkpoint, nets
+from .compatibility import check_fits
 from .data import load as load_data
 from .data.base import ImageDataset
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError, first_line
 from .train import OptimizerConfig, TrainConfig, TrainResult, evaluate, fit
 
 
@@ -91,6 +92,7 @@ def train_classifier(
     torch.manual_seed(config.seed)
     channels = train.image_shape[0]
     model = nets.create(arch, num_classes=train.num_classes, in_channels=channels, **arch_options)
+    check_fits(model, train, data=data)  # e.g. an architecture made for another image size
     result: TrainResult = fit(model, train, val, config=config, out=out, resume=resume)
     metrics = evaluate(model, test)
     checkpoint.save(
@@ -99,6 +101,7 @@ def train_classifier(
         classes=train.classes,
         mean=train.mean,
         std=train.std,
+        input_shape=train.image_shape,
         extra={"data": data, "test_accuracy": metrics["accuracy"]},
     )
     from .io import write_json
@@ -127,10 +130,22 @@ DEMO_CONFIG = TrainConfig(
 )
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine can use, else an InputError."""
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as exc:  # a CPU-only build asserts on "cuda"
+        raise InputError(f"device {device!r} is not usable here: {first_line(exc)}") from None
+    return dev
+
+
 def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
     """Load a saved model from its folder or from a run folder that holds ``model/``
     (a decomposed classifier saved by ``cnnlens decompose --retrain`` included)."""
     path = Path(path)
+    if device is not None:
+        check_device(device)
     if not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
         path = path / "model"
     if (path / "model.json").is_file():

@@ -136,6 +136,7 @@ def save_decomposed(
     classes: Sequence[str] | None = None,
     mean: Sequence[float] | torch.Tensor | None = None,
     std: Sequence[float] | torch.Tensor | None = None,
+    input_shape: Sequence[int] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save a decomposed classifier (:func:`decompose`) so :func:`load_decomposed` and
@@ -152,7 +153,9 @@ def save_decomposed(
         "bias": layer.bias is not None,
     }
     info = {**dict(extra or {}), "decomposed": shape}
-    return checkpoint.save(model, dir, classes=classes, mean=mean, std=std, extra=info)
+    return checkpoint.save(
+        model, dir, classes=classes, mean=mean, std=std, input_shape=input_shape, extra=info
+    )
 
 
 def load_decomposed(dir: str | os.PathLike, *, device: str | None = None) -> nn.Module:

@@ -151,7 +151,8 @@ class InfluentialFeatures:
         self._check_fitted()
         classes = getattr(self, "classes_", [str(i) for i in range(self.n_classes_)])
         return {
-            "method": "influential-features (paper 002, Algorithm 1)",
+            "method": "influential-features (Decomposing the Deep: Finding Class Specific "
+            "Filters in Deep CNNs, Badola et al., Algorithm 1)",
             "k1": self.k1,
             "k2": self.k2,
             "by": self.by,

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..compatibility import check_fits
 from ..data import load as load_data
 from ..io import write_json, write_text
 from ..progress import log_line
@@ -69,6 +70,7 @@ def run_decompose(
     est._check_params()
     train = load_data(data, split="train")
     test = load_data(data, split="test")
+    check_fits(model, train, data=data)
     train_feats = collect_features(model, train, batch_size=batch_size, desc="features (train)")
     test_feats = collect_features(model, test, batch_size=batch_size, desc="features (test)")
     est.fit(model, train, features=train_feats)
@@ -120,6 +122,7 @@ def run_decompose(
             classes=train.classes,
             mean=meta.get("mean", train.mean),
             std=meta.get("std", train.std),
+            input_shape=train.image_shape,
             extra={"k1": k1, "k2": k2, "retrain_epochs": retrain_epochs, "whole": retrain_whole},
         )
         label = "whole network" if retrain_whole else "decomposed head"

@@ -42,8 +42,14 @@ def _save_fig(path: Path, fig) -> None:
     write_bytes(path, to_png(fig))
 
 
+PAPER = '"Decomposing the Deep: Finding Class Specific Filters in Deep CNNs" (Badola et al.)'
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(
+        help="Find class-specific influential features and decompose the final layer.\n\n"
+        f"The method of {PAPER}."
+    )
     def decompose(
         model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
         data: str = typer.Option("shapes", help="data set the model was trained on"),
@@ -56,12 +62,13 @@ def register(app: typer.Typer) -> None:
         retrain_whole: bool = typer.Option(False, help="retrain the whole network, not the head"),
         out: Path = typer.Option(None, help="output folder (default MODEL/decompose)"),
     ) -> None:
-        """Find class-specific influential features and decompose the final layer (paper 002)."""
+        """Find class-specific influential features and decompose the final layer."""
         from ..analysis import run_decompose
+        from ..io import check_writable_folder
         from ..workflows import open_model
 
         net = open_model(model)
-        out = out or (model / "decompose")
+        out = check_writable_folder(out or (model / "decompose"))
         summary = run_decompose(
             net,
             data=data,
@@ -81,7 +88,11 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo(f"results written to {out}")
 
-    @app.command("decompose-depth")
+    @app.command(
+        "decompose-depth",
+        help="Train (or reuse) ResNets of several depths and plot r_A against depth.\n\n"
+        f"The depth study of {PAPER}.",
+    )
     def decompose_depth(
         data: str = typer.Option("shapes", help="data set to train on"),
         depths: str = typer.Option("8,14,20,32,44,56", help="ResNet depths"),
@@ -91,13 +102,15 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         out: Path = typer.Option(Path("runs/depth"), help="run folder; trained nets are reused"),
     ) -> None:
-        """Train (or reuse) ResNets of several depths and plot r_A against depth (paper 002)."""
+        """Train (or reuse) ResNets of several depths and plot r_A against depth."""
         import dataclasses
 
         from ..analysis import depth_study
         from ..analysis.plots import depth_plot
+        from ..io import check_writable_folder
         from ..workflows import DEMO_CONFIG
 
+        check_writable_folder(out)
         config = dataclasses.replace(DEMO_CONFIG, epochs=epochs, seed=seed)
         rows = depth_study(
             out=out,

@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train ResNet-20 on the offline `shapes` data (or reuse it) and write report.html."""
         from ..demo import run_demo
+        from ..io import check_writable_folder
 
+        check_writable_folder(out)
         path = run_demo(out=out, quick=quick, epochs=epochs, seed=seed)
         typer.echo(f"report written to {path.resolve()}")

@@ -48,8 +48,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
+        from ..compatibility import check_fits
         from ..data import load
         from ..errors import DataError, InputError
+        from ..io import check_writable_folder
         from ..metrics.evaluate import evaluate as run_evaluation
         from ..metrics.evaluate import resolve_methods
         from ..metrics.outputs import write_evaluation
@@ -61,6 +63,7 @@ def register(app: typer.Typer) -> None:
         test = load(data, split="test")
         if n > len(test):
             raise DataError(f"--n {n} is more than the {len(test)} test images of {data}")
+        check_fits(net, test, data=data)
         x, _ = test.tensors(range(n))
         boxes = None if test.boxes is None else test.boxes[:n]
         masks = None if test.masks is None else test.masks[:n]
@@ -68,6 +71,7 @@ def register(app: typer.Typer) -> None:
         stray = sorted(set(method_params) - set(chosen))
         if stray:
             raise InputError(f"--param names methods that are not evaluated: {', '.join(stray)}")
+        check_writable_folder(out)
         if "iba" in chosen:
             iba = method_params.setdefault("iba", {})
             if "statistics" not in iba:

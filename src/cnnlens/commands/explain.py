@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InputError
+from ..errors import InputError, TargetError
 
 
 def parse_index(spec: str, total: int) -> list[int]:
@@ -59,13 +59,30 @@ def parse_params(items: list[str]) -> dict[str, object]:
     return params
 
 
+def method_names(spec: str) -> list[str]:
+    """``"all"`` -> every registered method (as ``evaluate --methods all``); else a comma
+    list, each name checked so an unknown one fails before any work."""
+    from .. import attribution
+
+    if spec.strip() == "all":
+        return list(attribution.methods())
+    names = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
+    if not names:
+        raise InputError(f"--method must name at least one method or 'all', got {spec!r}")
+    for name in names:
+        attribution.get(name)
+    return names
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
         model: Path = typer.Option(..., help="saved model folder or run folder with model/"),
         data: str = typer.Option("shapes", help="data set (test split is used)"),
         index: str = typer.Option("0:16", help="test images: 0:16, 1,5,9, ..."),
-        method: str = typer.Option("grad-cam", help="comma list of methods (cnnlens methods)"),
+        method: str = typer.Option(
+            "grad-cam", help="comma list of methods, or 'all' registered (as evaluate --methods)"
+        ),
         target: int = typer.Option(-1, help="class to explain; -1 = the predicted class"),
         param: list[str] = typer.Option(  # noqa: B008
             [], help="hyperparameter key=value for every method that has it (repeatable)"
@@ -78,18 +95,23 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .. import attribution
+        from ..compatibility import check_fits
         from ..data import load
-        from ..io import atomic_path, write_bytes, write_json
+        from ..io import atomic_path, check_writable_folder, write_bytes, write_json
         from ..report.figures import to_png
         from ..report.sections.explanations import explanation_grid
         from ..workflows import iba_statistics, open_model
 
-        names = [m.strip() for m in method.split(",") if m.strip()]
-        for name in names:
-            attribution.get(name)  # unknown names fail before any work
+        names = method_names(method)
         net = open_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
+        check_fits(net, dataset, data=data)
+        if target >= dataset.num_classes:
+            raise TargetError(
+                f"--target {target} is not a class of {data} (0 .. {dataset.num_classes - 1})"
+            )
+        check_writable_folder(out)
         x, labels = dataset.tensors(indices)
         dev = next(net.parameters()).device
         x = x.to(dev)
@@ -119,7 +141,6 @@ def register(app: typer.Typer) -> None:
             arrays[f"{name}.target"] = e.target.cpu().numpy()
             columns[name] = e.maps.cpu()
             typer.echo(f"{name}: {len(x)} images in {timings[name]:.2f} s")
-        out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "maps.npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)

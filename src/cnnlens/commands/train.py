@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, help="continue from the last checkpoint in --out"),
     ) -> None:
         """Train ARCH on DATA and save the model under OUT/model."""
+        from ..io import check_writable_folder
         from ..train import OptimizerConfig, TrainConfig
         from ..workflows import train_classifier
 
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
             patience=patience,
             seed=seed,
         )
+        check_writable_folder(out)
         run = train_classifier(
             data=data, arch=arch, out=out, config=config, resume=resume, reuse=not resume
         )

@@ -57,7 +57,8 @@ def class_filters(ctx: ReportContext) -> str | None:
     classes = train.classes
 
     parts = [
-        "<p>Paper 002 (<i>Decomposing the Deep</i>, Algorithm 1): for each training image the "
+        "<p><i>Decomposing the Deep: Finding Class Specific Filters in Deep CNNs</i> "
+        "(Badola et al., Algorithm 1): for each training image the "
         f"{k} largest of the {m} penultimate features; per class the {k} features most often "
         "among them are its <b>influential features</b>. The <b>decomposed final layer</b> "
         "lets each class read only its own influential features "
@@ -85,7 +86,7 @@ def class_filters(ctx: ReportContext) -> str | None:
                 for i, c in enumerate(classes)
             ]
         ),
-        "<p><b>Noise ablation</b> (paper 002, Table 8): each image's influential features, or "
+        "<p><b>Noise ablation</b> (Badola et al., Table 8): each image's influential features, or "
         "as many random other features, replaced by N(0,1) noise after pooling; accuracy of "
         "the original final layer, mean &plusmn; std over 3 seeds.</p>",
         table_html(
@@ -105,7 +106,7 @@ def class_filters(ctx: ReportContext) -> str | None:
     if test.masks is not None:
         energy = energy_table(ctx.model, est, test.subset(range(min(len(test), 500))))
         parts.append(
-            "<p><b>Where the channels look</b> (paper 002, Table 7): share of the mean "
+            "<p><b>Where the channels look</b> (Badola et al., Table 7): share of the mean "
             "activation map's positive energy inside the object mask at the last conv layer "
             f"(chance = mask area {energy['mask_area']:.3f}).</p>"
         )
