@@ -307,6 +307,33 @@ def test_kernel_shap_sums_to_the_score_difference(shapes_test):
     )
 
 
+def test_surrogates_with_fewer_samples_than_segments(shapes_test):
+    """Fewer distinct coalitions than segments: the normal equations are singular, and
+    Kernel SHAP (and LIME without a ridge) give the minimum-norm solution, not an error;
+    Kernel SHAP still sums to f(x) - f(baseline)."""
+    model = tiny_net(8)
+    x, _ = shapes_test.tensors([2, 3])
+    e = cnnlens.explain(model, x, method="kernel-shap", n_samples=6, segments="grid:4")
+    assert torch.isfinite(e.maps).all()
+    with torch.no_grad():
+        full = model(x).gather(1, e.target[:, None])[:, 0]
+        empty = model(torch.zeros_like(x)).gather(1, e.target[:, None])[:, 0]
+    torch.testing.assert_close(e.extras["coefficients"].sum(1), full - empty, atol=1e-3, rtol=1e-4)
+    lime = cnnlens.explain(model, x, method="lime", n_samples=6, segments="grid:4", alpha=0.0)
+    assert torch.isfinite(lime.maps).all()
+
+
+def test_minimum_norm_solution_of_singular_normal_equations():
+    from cnnlens.attribution.surrogate import solve_normal_equations
+
+    a = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # rank 1
+    good = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    rhs = torch.tensor([[2.0, 2.0], [2.0, 8.0]], dtype=torch.float64)
+    out = solve_normal_equations(torch.stack([a, good]), rhs)
+    torch.testing.assert_close(out[0], torch.tensor([1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(out[1], torch.tensor([1.0, 2.0], dtype=torch.float64))
+
+
 def test_segments_grid_and_label_tensor():
     from cnnlens.attribution.segments import segment
 

@@ -37,6 +37,18 @@ def _solve_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def solve_normal_equations(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``gram [N,M,M] @ out = rhs [N,M]`` per image; a singular ``gram`` (fewer distinct
+    coalitions than segments, or a segment in all or none of them) gets the minimum-norm
+    least-squares solution, from the pseudo-inverse, instead of an error."""
+    out, info = torch.linalg.solve_ex(gram, rhs)
+    bad = (info != 0) | ~torch.isfinite(out).all(1)
+    if bad.any():
+        pinv = torch.linalg.pinv(gram[bad], hermitian=True)
+        out[bad] = (pinv @ rhs[bad][:, :, None])[:, :, 0]
+    return out
+
+
 def weighted_ridge(
     x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, valid: torch.Tensor, alpha: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +70,7 @@ def weighted_ridge(
     )
     gram = gram + torch.diag_embed(diag)
     rhs = (xc.transpose(1, 2) @ (w * yc)[:, :, None])[:, :, 0]
-    coef = torch.linalg.solve(gram, rhs)
+    coef = solve_normal_equations(gram, rhs)
     intercept = y_mean[:, 0] - (x_mean * coef).sum(1)
     return coef.float(), intercept.float()
 
@@ -84,7 +96,7 @@ def constrained_shapley_regression(
     gram = x.transpose(1, 2) @ (w[:, :, None] * x)
     gram = gram + torch.diag_embed((~free).to(dt))
     rhs = (x.transpose(1, 2) @ (w * target)[:, :, None])[:, :, 0]
-    phi = torch.linalg.solve(gram, rhs) * free.to(dt)
+    phi = solve_normal_equations(gram, rhs) * free.to(dt)
     phi[torch.arange(n, device=z.device), last] = total - phi.sum(1)
     return phi.float()
 
