@@ -79,6 +79,32 @@ def test_explain_command_runs_all_methods(saved, tmp_path):
     assert json.loads((out / "explain.json").read_text())["methods"] == list(methods())
 
 
+@pytest.mark.slow
+def test_explain_all_skips_what_the_model_lacks(shapes_test, tmp_path, capsys):
+    """LeNet-5 has no pooled linear head: 'all' skips CAM with the reason and runs the
+    rest; naming CAM on purpose is an error."""
+    torch.manual_seed(0)
+    model = nets.create("lenet5", num_classes=len(shapes_test.classes), in_channels=3)
+    folder = tmp_path / "lenet"
+    checkpoint.save(
+        model, folder, classes=shapes_test.classes, mean=shapes_test.mean, std=shapes_test.std
+    )
+    cheap = ["steps=4", "n_masks=50", "n_samples=20", "iterations=5"]
+    params = [arg for p in cheap for arg in ("--param", p)]
+    out = tmp_path / "all"
+    args = ["explain", "--model", str(folder), "--index", "0:1", *params, "--out", str(out)]
+    assert main([*args, "--method", "all"]) == 0
+    info = json.loads((out / "explain.json").read_text())
+    assert "cam" in info["skipped"] and "cam" not in info["methods"]
+    assert "cam: skipped" in capsys.readouterr().out
+    maps = np.load(out / "maps.npz")
+    assert set(info["methods"]) | set(info["skipped"]) == set(methods())
+    for name in info["methods"]:
+        assert maps[name].shape == (1, 32, 32), name
+    assert main([*args, "--method", "cam"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
 def test_parsers():
     assert parse_index("0:3,7", 10) == [0, 1, 2, 7]
     assert parse_index("0:10:4", 10) == [0, 4, 8]

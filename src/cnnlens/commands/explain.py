@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InputError, TargetError
+from ..errors import InputError, LayerError, TargetError, first_line
 
 
 def parse_index(spec: str, total: int) -> list[int]:
@@ -103,6 +103,7 @@ def register(app: typer.Typer) -> None:
         from ..workflows import iba_statistics, open_model
 
         names = method_names(method)
+        every_method = method.strip() == "all"
         net = open_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
@@ -131,11 +132,20 @@ def register(app: typer.Typer) -> None:
             "predicted": predicted.cpu().numpy(),
         }
         columns, timings = {}, {}
+        skipped: dict[str, str] = {}
         for name in names:
             accepted = attribution.get(name).accepted(hp)
             kwargs = {k: v for k, v in hp.items() if accepted is None or k in accepted}
             start = time.perf_counter()
-            e = attribution.explain(net, x, name, target=goal, **kwargs)
+            try:
+                e = attribution.explain(net, x, name, target=goal, **kwargs)
+            except LayerError as exc:
+                if not every_method:  # a method named on purpose must work
+                    raise
+                # 'all' means every method this model supports: CAM needs a pooled linear head
+                skipped[name] = str(exc)
+                typer.echo(f"{name}: skipped ({first_line(exc)})")
+                continue
             timings[name] = time.perf_counter() - start
             arrays[name] = e.numpy()
             arrays[f"{name}.target"] = e.target.cpu().numpy()
@@ -157,10 +167,11 @@ def register(app: typer.Typer) -> None:
                 "model": str(model),
                 "data": data,
                 "indices": indices,
-                "methods": names,
+                "methods": [n for n in names if n not in skipped],
                 "params": {k: repr(v) for k, v in hp.items()},
                 "target": "predicted" if target < 0 else target,
                 "seconds": timings,
+                "skipped": skipped,
             },
         )
         typer.echo(f"maps in {out / 'maps.npz'}, grid in {out / 'grid.png'}")
