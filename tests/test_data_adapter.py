@@ -343,3 +343,10 @@ def test_empty_data_gets_a_data_error():
         as_dataset(Items(X[:0], Y[:0]))
     with pytest.raises(DataError, match="Nothing yielded nothing"):
         as_dataset(DataLoader(Nothing(), batch_size=4))
+
+
+def test_normalisation_must_be_whole():
+    with pytest.raises(DataError, match="give both mean and std"):
+        as_dataset((X, Y), mean=[0.5] * C)
+    with pytest.raises(DataError, match=rf"one value per channel \({C}\), got 2 and 2"):
+        as_dataset((X, Y), mean=[0.5] * 2, std=[0.2] * 2)
