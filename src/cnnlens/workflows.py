@@ -178,8 +178,10 @@ def iba_statistics(
     (``path`` None without ``folder``); a path can go into a JSON settings file.
     """
     from .attribution.bottleneck import estimate_statistics
+    from .data import as_dataset
     from .layers import auto_layer
 
+    train = as_dataset(train)
     count = min(images or IBA_STATISTICS_IMAGES, len(train))
     x, _ = train.tensors(range(count))
     x = x.to(next(model.parameters()).device)

@@ -78,7 +78,8 @@ def noise_ablation(
     where a row holds ``original``, ``influential_mean/std`` and
     ``non_influential_mean/std`` (std over seeds; 0 for one seed). The
     replaced features are those of each image's true class (``by="label"``)
-    or predicted class (``by="predicted"``).
+    or predicted class (``by="predicted"``). ``test`` is its :class:`Features` or any
+    data :func:`~cnnlens.data.as_dataset` accepts.
     """
     if not seeds:
         raise InputError("noise_ablation needs at least one seed")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..batching import chunk_size, run_chunked
+from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import InputError, LayerError
 from ..hooks import frozen
@@ -71,10 +72,13 @@ def collect_features(
 ) -> Features:
     """Penultimate features and logits of ``model`` for ``data`` (or its ``indices``).
 
+    ``data`` is anything :func:`~cnnlens.data.as_dataset` accepts.
+
     Runs in eval mode without gradients; the model's state is left as found.
     The logits are the head applied to the captured features, which
     :func:`~cnnlens.layers.final_linear` guarantees equal the model's output.
     """
+    data = as_dataset(data)
     idx = torch.arange(len(data)) if indices is None else torch.as_tensor(indices).long()
     if idx.numel() == 0:
         raise InputError(f"no images to compute features on in {data.name}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import DataError, InputError
 from .features import Features, collect_features
@@ -71,10 +72,14 @@ class InfluentialFeatures:
     ) -> InfluentialFeatures:
         """Learn the influential features of ``model`` from ``data`` (a training split).
 
+        ``data`` is anything :func:`~cnnlens.data.as_dataset` accepts: a cnnlens data
+        set, a torch ``Dataset`` or ``DataLoader``, or ``(x, y)`` tensors.
+
         ``features`` (from :func:`~cnnlens.analysis.features.collect_features`
         on the same data) skips the forward passes, e.g. in a k1/k2 sweep.
         """
         self._check_params()
+        data = as_dataset(data)
         if features is None:
             features = collect_features(model, data, batch_size=batch_size)
         if features.logits.shape[1] != data.num_classes:

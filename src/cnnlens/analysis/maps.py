@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import chunk_size, run_chunked
+from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import InputError, LayerError
 from ..hooks import HookSet, capture_outputs, frozen
@@ -63,6 +64,7 @@ def influential_maps(
     influential._check_fitted()
     if by not in ("label", "predicted"):
         raise InputError(f"by must be 'label' or 'predicted', got {by!r}")
+    data = as_dataset(data)
     idx = torch.arange(len(data)) if indices is None else torch.as_tensor(indices).long()
     device = model_device(model)
     probe, _ = data.tensors(idx[:1])
@@ -127,6 +129,7 @@ def energy_table(
 
     ``mask_area`` is the share a uniform map would get (the chance level).
     """
+    test = as_dataset(test)
     if test.masks is None:
         raise InputError(f"{test.name} has no object masks; in-mask energy needs them")
     idx = torch.arange(len(test)) if indices is None else torch.as_tensor(indices).long()

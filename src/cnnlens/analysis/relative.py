@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import InputError
 from ..layers import get_layer
@@ -42,7 +43,10 @@ def relative_accuracy(
     *,
     batch_size: int | None = None,
 ) -> dict:
-    """``A_f``, ``A_d``, ``r_A = A_d / A_f`` and the final-layer cost before and after."""
+    """``A_f``, ``A_d``, ``r_A = A_d / A_f`` and the final-layer cost before and after.
+
+    ``test`` is its :class:`Features` or any data :func:`~cnnlens.data.as_dataset` accepts.
+    """
     feats = (
         test if isinstance(test, Features) else collect_features(model, test, batch_size=batch_size)
     )
@@ -71,7 +75,11 @@ def sweep(
     n_classes: int | None = None,
     batch_size: int | None = None,
 ) -> list[dict]:
-    """One row (k1, k2, A_f, A_d, r_A, coverage) per pair with ``k2 <= k1`` (paper 002, Fig. 3)."""
+    """One row (k1, k2, A_f, A_d, r_A, coverage) per pair with ``k2 <= k1`` (paper 002, Fig. 3).
+
+    ``train`` and ``test`` are :class:`Features` or any data :func:`~cnnlens.data.as_dataset`
+    accepts.
+    """
     k2s = list(k2s) if k2s is not None else list(k1s)
     if not k1s or not k2s:
         raise InputError("the sweep needs at least one k1 and one k2")
@@ -80,6 +88,7 @@ def sweep(
             raise InputError("pass n_classes when the training split is given as Features")
         train_feats = train
     else:
+        train = as_dataset(train)
         n_classes = train.num_classes
         train_feats = collect_features(model, train, batch_size=batch_size)
     test_feats = (

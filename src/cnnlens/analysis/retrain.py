@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import InputError
 from ..train import OptimizerConfig, TrainConfig, evaluate, fit
@@ -57,6 +58,7 @@ def retrain(
     config = config or retrain_config(epochs, whole=whole)
     if config.epochs != epochs:
         raise InputError(f"config.epochs={config.epochs} differs from epochs={epochs}")
+    train, test = as_dataset(train), as_dataset(test)  # once, not per epoch
     decomposed = decompose(model, influential)
     decomposed.requires_grad_(True)
     before = evaluate(decomposed, test)["accuracy"]

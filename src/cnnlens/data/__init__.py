@@ -2,7 +2,9 @@
 
 ``load("shapes", split="test")``, ``load("digits")``, ``load("cifar10:/path")``,
 ``load("folder:/path")``: the part before ``:`` names a registered loader, the
-part after it is the path its reader opens.
+part after it is the path its reader opens. ``as_dataset(obj)`` turns a user's own
+torch ``Dataset``, ``DataLoader`` or ``(x, y)`` tensors into a cnnlens data set; every
+API that takes data calls it, so any of those can be passed directly.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import DataError
+from .adapt import as_dataset
 from .base import ImageDataset, TensorDataset
 
 _LOADERS: dict[str, tuple[Callable[..., ImageDataset], str]] = {}
@@ -52,4 +55,4 @@ def _import_all() -> None:
     from . import digits, readers, shapes  # noqa: F401  (registration side effects)
 
 
-__all__ = ["ImageDataset", "TensorDataset", "load", "names", "register"]
+__all__ = ["ImageDataset", "TensorDataset", "as_dataset", "load", "names", "register"]

@@ -9,6 +9,9 @@ images ``float32 [C,H,W]`` normalised by its ``mean``/``std``, plus:
   bool, ``attributes`` ``[N,A]`` bool with ``attribute_names``;
 - :meth:`tensors` for the whole set (or a subset) as one normalised batch,
   and :meth:`denormalize` to get displayable ``[0,1]`` images back.
+
+A user's own data (a torch ``Dataset``, a ``DataLoader``, ``(x, y)`` tensors) becomes
+one through :func:`cnnlens.data.as_dataset` (:mod:`cnnlens.data.foreign`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.adapt import as_dataset
 from ..errors import ConfigError, InputError
 from ..hooks import frozen
 from ..progress import Progress
@@ -260,7 +261,7 @@ def _score_chunk(
 
 def evaluate(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | object,
     *,
     methods: str | Sequence[str] = "all",
     metrics: str | Sequence[str] = "all",
@@ -278,6 +279,9 @@ def evaluate(
 ) -> Evaluation:
     """Explain ``inputs`` with every method (plus random and Sobel) and score every metric.
 
+    ``inputs`` is a normalised batch ``[N,C,H,W]`` or any data
+    :func:`~cnnlens.data.as_dataset` accepts: then all its images are scored (use
+    ``subset`` for fewer), read chunk by chunk, with its boxes and masks by default.
     The class explained and scored is the model's top-1 per image. ``boxes``
     / ``masks`` enable the localisation metrics (bbox score uses boxes when
     given; the pointing games use masks when given). The sanity check runs on
@@ -292,12 +296,25 @@ def evaluate(
     from ..attribution.base import check_inputs
     from ._common import model_device
 
-    inputs = check_inputs(inputs)
+    if isinstance(inputs, torch.Tensor):
+        inputs = check_inputs(inputs)
+        n = inputs.shape[0]
+
+        def chunk_of(start: int, stop: int) -> torch.Tensor:
+            return inputs[start:stop]
+    else:
+        data = as_dataset(inputs)
+        n = len(data)
+        boxes = data.boxes if boxes is None else boxes
+        masks = data.masks if masks is None else masks
+
+        def chunk_of(start: int, stop: int) -> torch.Tensor:
+            return check_inputs(data.tensors(range(start, stop))[0])
+
     device = model_device(model)
     names = resolve_methods(methods)
     metric_names = resolve_metrics(metrics)
     method_params = dict(method_params or {})
-    n = inputs.shape[0]
     images = list(range(n)) if images is None else [int(i) for i in images]
     if len(images) != n:
         raise InputError(f"images must name one index per input ({n}), got {len(images)}")
@@ -329,7 +346,7 @@ def evaluate(
                 if part is None:
                     part = _score_chunk(
                         model,
-                        inputs[s:e].to(device),
+                        chunk_of(s, e).to(device),
                         method,
                         fns[method],
                         metric_names,

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..io import write_text
 
@@ -31,7 +32,9 @@ class ReportContext:
     """What sections can read: the model, its data, the run's folder and options.
 
     ``cache`` lets sections share expensive results (e.g. test-set logits via
-    :meth:`logits`). ``options`` carries run options such as ``quick``.
+    :meth:`logits`). ``options`` carries run options such as ``quick``. ``train`` and
+    ``test`` may be any data :func:`~cnnlens.data.as_dataset` accepts; sections read
+    them as cnnlens data sets.
     """
 
     model: nn.Module
@@ -42,6 +45,10 @@ class ReportContext:
     title: str = "cnnlens report"
     options: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.test = as_dataset(self.test)
+        self.train = None if self.train is None else as_dataset(self.train)
 
     def logits(self) -> torch.Tensor:
         """Test-set logits ``[N,K]`` (computed once, eval mode, model state restored)."""

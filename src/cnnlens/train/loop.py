@@ -1,6 +1,8 @@
 """The one training loop of cnnlens.
 
-:func:`fit` trains any ``nn.Module`` on any cnnlens data set with an
+:func:`fit` trains any ``nn.Module`` on any data (a cnnlens data set, a torch
+``Dataset`` or ``DataLoader``, or ``(x, y)`` tensors; see
+:func:`~cnnlens.data.as_dataset`) with an
 :class:`~cnnlens.train.objectives.Objective`: seeded data order and
 augmentation per epoch (so a resumed run repeats an uninterrupted one
 exactly), an lr schedule computed from the global step, evaluation each
@@ -19,7 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.adapt import as_dataset
 from ..data.base import ImageDataset, TensorDataset
+from ..data.foreign import TensorPairs
 from ..errors import ConfigError
 from ..io import write_json
 from ..progress import Progress, log_line
@@ -72,6 +76,11 @@ def _batches(
             x = dataset.raw_batch(idx).to(device)
             yield dataset.normalize(x), targets[idx].to(device)
         return
+    if isinstance(dataset, TensorPairs):  # in memory, already normalised
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield dataset.images[idx].to(device), targets[idx].to(device)
+        return
     loader = DataLoader(
         torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False
     )
@@ -88,6 +97,7 @@ def evaluate(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` on ``dataset`` (model mode restored)."""
+    dataset = as_dataset(dataset)
     objective = objective or Classification("bce" if targets == "attributes" else "ce")
     device = next(model.parameters()).device
     was_training = model.training
@@ -119,12 +129,16 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` in place; return its per-epoch history.
 
+    ``train`` and ``val`` are any data :func:`~cnnlens.data.as_dataset` accepts.
+
     ``trainable`` restricts training to named submodules (e.g. ``["head"]``);
     the other parameters are frozen and their BatchNorm statistics kept.
     ``targets="attributes"`` trains multi-label on the data set's attributes
     (use ``Classification("bce")``). With ``out``, every epoch is checkpointed
     under ``out/checkpoints`` and ``resume=True`` continues from the last one.
     """
+    train = as_dataset(train)
+    val = None if val is None else as_dataset(val)
     config = config or TrainConfig()
     objective = objective or Classification("bce" if targets == "attributes" else "ce")
     train_targets = _targets(train, targets)
