@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cnnlens.attribution import explain
+from helpers import above_chance
 
 N = 64
 SETTINGS = {
@@ -62,10 +63,11 @@ def test_pointing_game_table(trained_shapes):
         print(f"| {label} | {rate:.3f} |")
     print(f"| random map | {random_hit:.3f} (expected = mean mask area {area:.3f}) |")
     rates = dict(rows)
-    # Grad-CAM on a model that learnt the objects must point at them far more
-    # often than chance; so must the plain gradient.
-    assert rates["grad-cam"] > area + 0.3
-    assert rates["saliency"] > area + 0.2
+    # Grad-CAM on a model that learnt the objects must point at them more often than a
+    # random map (whose hit rate is the mean mask area); so must the plain gradient. A
+    # one-sided binomial test on the n images gives the margin (about 0.2 here).
+    for name in ("grad-cam", "saliency"):
+        assert above_chance(round(rates[name] * n), n, area), (name, rates[name], area)
 
 
 PERTURBATION_SETTINGS = {
@@ -112,5 +114,5 @@ def test_pointing_game_perturbation_methods(trained_shapes):
     for name, rate in rows.items():
         print(f"| {name} | {rate:.3f} |")
     print(f"| random map (20 seeds) | {random_rate:.3f} |")
-    for name, rate in rows.items():
-        assert rate > random_rate + 0.2, (name, rate, random_rate)
+    for name, rate in rows.items():  # above the random maps' rate, binomial test on n images
+        assert above_chance(round(rate * n), n, random_rate), (name, rate, random_rate)
