@@ -13,7 +13,8 @@ layer), with :func:`relative_accuracy` / :func:`sweep` (r_A, Figure 3),
 
 Paper 001 (survey, sections 3.2 and 3.4): :func:`layer_similarity` between the
 layers of one model or two (linear CKA, :func:`linear_cka` /
-:class:`MinibatchCKA`, and :func:`svcca`).
+:class:`MinibatchCKA`, and :func:`svcca`), and :class:`SurrogateTree`, a decision
+tree fitted to the network's predictions.
 """
 
 from .ablation import noise_ablation
@@ -28,6 +29,7 @@ from .pipeline import run_decompose
 from .relative import relative_accuracy, sweep, sweep_grid
 from .retrain import retrain, retrain_config
 from .study import DEPTHS, depth_study
+from .surrogate_tree import SurrogateTree
 from .svcca import SVCCAResult, svcca
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "LayerSimilarity",
     "MinibatchCKA",
     "SVCCAResult",
+    "SurrogateTree",
     "cka_matrix",
     "collect_features",
     "decompose",
