@@ -157,6 +157,16 @@ def test_minibatch_cka_close_to_full_batch_and_batch_size_free():
         assert abs(a - b) <= 4 * (sa + sb)
 
 
+def test_float32_minibatch_grams_keep_float64_accuracy():
+    """Grams of float32 activations are formed in float32 after removing float64 means: even
+    with a large common offset (ReLU maps far from zero) CKA matches the float64 value."""
+    x = randn(64, 300, seed=21) + 1e3
+    y = x[:, :50] * 0.5 + randn(64, 50, seed=22) + 1e3
+    x32, y32 = x.float(), y.float()
+    exact = minibatch_cka(x32.double(), y32.double(), batch_size=16)
+    assert float(minibatch_cka(x32, y32, batch_size=16)) == pytest.approx(float(exact), abs=1e-6)
+
+
 def test_minibatch_needs_four_images():
     with pytest.raises(InputError, match="at least 4 images, got batch_size=3"):
         minibatch_cka(randn(10, 2), randn(10, 2), batch_size=3)

@@ -24,7 +24,7 @@ from ..data.adapt import as_dataset
 from ..errors import InputError, LayerError, first_line
 from ..hooks import HookSet, capture_outputs, frozen
 from ..layers import get_layer
-from .cka import MinibatchCKA, as_matrix, centre, cka_matrix, minibatches, unbiased_hsic_matrix
+from .cka import MinibatchCKA, centred_gram, cka_matrix, minibatches, unbiased_hsic_matrix
 from .features import model_device
 from .svcca import svcca
 
@@ -294,8 +294,8 @@ def _minibatch(features, total: int, batch: int, desc: str | None) -> torch.Tens
     def hsic(first: int, last: int) -> torch.Tensor:
         out = []
         for start, stop in bounds[first:last]:
-            mats = [centre(as_matrix(f)) for f in features(start, stop)]
-            out.append(unbiased_hsic_matrix(torch.stack([m @ m.T for m in mats])).cpu()[None])
+            grams = torch.stack([centred_gram(f) for f in features(start, stop)])
+            out.append(unbiased_hsic_matrix(grams).cpu()[None])
         return torch.cat(out)
 
     acc = MinibatchCKA()
