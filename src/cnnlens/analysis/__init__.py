@@ -10,34 +10,52 @@ layer), with :func:`relative_accuracy` / :func:`sweep` (r_A, Figure 3),
 :func:`retrain`, :func:`noise_ablation` (Table 8), :func:`energy_table`
 (Table 7 made measurable), :func:`jaccard_matrix` (disentanglement) and
 :func:`depth_study` (Figure 4).
+
+Paper 001 (survey, sections 3.2 and 3.4): :func:`layer_similarity` between the
+layers of one model or two (linear CKA, :func:`linear_cka` /
+:class:`MinibatchCKA`, and :func:`svcca`), and :class:`SurrogateTree`, a decision
+tree fitted to the network's predictions.
 """
 
 from .ablation import noise_ablation
+from .cka import MinibatchCKA, cka_matrix, linear_cka, minibatch_cka, unbiased_hsic
 from .decomposed import DecomposedHead, decompose, head_macs, load_decomposed, save_decomposed
 from .features import Features, collect_features
 from .influential import InfluentialFeatures
+from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
 from .maps import energy_table, in_mask_energy, influential_maps
 from .overlap import jaccard_matrix, mean_overlap
 from .pipeline import run_decompose
 from .relative import relative_accuracy, sweep, sweep_grid
 from .retrain import retrain, retrain_config
 from .study import DEPTHS, depth_study
+from .surrogate_tree import SurrogateTree
+from .svcca import SVCCAResult, svcca
 
 __all__ = [
     "DEPTHS",
     "DecomposedHead",
     "Features",
     "InfluentialFeatures",
+    "LayerSimilarity",
+    "MinibatchCKA",
+    "SVCCAResult",
+    "SurrogateTree",
+    "cka_matrix",
     "collect_features",
     "decompose",
+    "default_layers",
     "depth_study",
     "energy_table",
     "head_macs",
     "in_mask_energy",
     "influential_maps",
     "jaccard_matrix",
+    "layer_similarity",
+    "linear_cka",
     "load_decomposed",
     "mean_overlap",
+    "minibatch_cka",
     "noise_ablation",
     "relative_accuracy",
     "retrain",
@@ -46,4 +64,6 @@ __all__ = [
     "retrain_config",
     "sweep",
     "sweep_grid",
+    "svcca",
+    "unbiased_hsic",
 ]
