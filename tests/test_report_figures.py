@@ -107,7 +107,8 @@ def test_page_shows_figures_at_native_size(tmp_path):
     from cnnlens.report import ReportContext, build_report
 
     # no section runs, so the page is just its frame and style sheet
-    ctx = ReportContext(model=nn.Linear(1, 1), train=None, test=None, out=tmp_path)
+    test = (torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+    ctx = ReportContext(model=nn.Linear(1, 1), train=None, test=test, out=tmp_path)
     page = build_report(ctx, tmp_path / "r.html", only=[]).read_text()
     assert f"max-width: {F.COLUMN_PX}px" in page
     assert ".figure img { max-width: none; }" in page
