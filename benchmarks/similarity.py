@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from cnnlens import nets
+from attribution import benchmark_model
 from cnnlens.analysis import default_layers, layer_similarity
 from cnnlens.hooks import capture_outputs, frozen
 
@@ -28,18 +28,6 @@ VARIANTS = {
     "cka-mean": {"method": "cka", "estimator": "full", "reduce": "mean"},
     "svcca": {"method": "svcca"},  # mean pooled
 }
-
-
-def model_for_benchmark() -> nn.Module:
-    """ResNet-20 for 8 classes with BatchNorm statistics as after training, not 0 / 1."""
-    torch.manual_seed(0)
-    model = nets.create("resnet20", num_classes=8)
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 2.0, generator=gen)
-            m.running_mean.uniform_(-0.2, 0.2, generator=gen)
-    return model.eval()
 
 
 def floor(model: nn.Module, x: torch.Tensor, layers: list[str], batch: int) -> float:
@@ -60,7 +48,7 @@ def main() -> None:
     parser.add_argument("--methods", default="cka-minibatch,cka-full")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = model_for_benchmark()
+    model = benchmark_model("resnet20")
     x = torch.randn(args.n, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     data = (x, torch.zeros(args.n, dtype=torch.long))
     layers = default_layers(model, x[:1])
