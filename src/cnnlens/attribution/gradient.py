@@ -162,8 +162,11 @@ class Deconvnet(_ReluRuleMethod):
 # --------------------------------------------------------------- Integrated Gradients
 
 
-def quadrature(steps: int, integration: str, device: torch.device):
-    """Nodes ``alpha [S]`` in [0,1] and weights ``[S]`` (sum 1) of a rule on [0,1].
+def quadrature(
+    steps: int, integration: str, device: torch.device, dtype: torch.dtype = torch.float32
+):
+    """Nodes ``alpha [S]`` in [0,1] and weights ``[S]`` (sum 1) of a rule on [0,1], computed
+    in float64 and returned in ``dtype`` (the inputs' own: float64 inputs get float64 nodes).
 
     Riemann rules as in Captum (left, right, middle, trapezoid); Gauss-Legendre
     by the Golub-Welsch eigenvalue method (exact for polynomials of degree
@@ -194,7 +197,7 @@ def quadrature(steps: int, integration: str, device: torch.device):
             f"'riemann_left', 'riemann_right', 'riemann_middle' or 'riemann_trapezoid', "
             f"got {integration!r}"
         )
-    return alphas.float().to(device), weights.float().to(device)
+    return alphas.to(dtype).to(device), weights.to(dtype).to(device)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -271,7 +274,7 @@ class IntegratedGradients(GradientMethod):
     def attribute(self, inputs, target, logits) -> Explanation:
         hp = self.hp
         steps = hp["steps"]
-        alphas, weights = quadrature(steps, hp["integration"], inputs.device)
+        alphas, weights = quadrature(steps, hp["integration"], inputs.device, inputs.dtype)
         base = make_baseline(inputs, hp["baseline"], hp["seed"])
         at = hp["at"] if hp["at"] is None else self.layer_name(inputs, "at")
         n = len(inputs)
