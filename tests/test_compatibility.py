@@ -26,8 +26,9 @@ def saved(tmp_path, model, **kwargs):
 
 def test_fitting_model_passes_and_keeps_its_mode():
     model = nets.create("resnet8", num_classes=8).train()
+    model.layer1.eval()  # a submodule a user froze keeps its own mode
     check_fits(model, images(), data="toy")
-    assert model.training
+    assert model.training and not model.layer1.training and model.layer2.training
     check_fits(model.eval(), images(size=48), data="toy")  # nothing recorded: any size it runs on
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import InputError, first_line
+from .hooks import frozen
 
 
 def _recorded_shape(model: nn.Module) -> tuple[int, int, int] | None:
@@ -31,17 +32,6 @@ def _first_conv_channels(model: nn.Module) -> int | None:
 def _describe(shape: Sequence[int | None]) -> str:
     c, h, w = shape
     return f"{c}-channel" + ("" if h is None else f" {h}x{w}")
-
-
-def _probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One forward in eval mode without gradients; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        model.train(was_training)
 
 
 def check_fits(model: nn.Module, dataset, *, data: str) -> None:
@@ -72,7 +62,8 @@ def check_fits(model: nn.Module, dataset, *, data: str) -> None:
     if param is not None:
         x = x.to(param.device)
     try:
-        logits = _probe(model, x)
+        with frozen(model), torch.no_grad():
+            logits = model(x)
     except RuntimeError as exc:
         reason = first_line(exc) or type(exc).__name__
         raise InputError(
