@@ -17,8 +17,10 @@ def run_demo(
 ) -> Path:
     """Train (or reuse) ResNet-20 on ``shapes`` in ``out`` and write ``out/report.html``.
 
-    ``quick`` trains on 2,000 images for 2 epochs (batch 64) and reports on 500 test
-    images: a smoke test of the whole pipeline, not a good model.
+    A second ResNet-20 trained the same way with seed ``seed + 1`` (in
+    ``out/seed<k>``, also reused) lets the report compare layers across training
+    runs. ``quick`` trains on 2,000 images for 2 epochs (batch 64) and reports on
+    500 test images: a smoke test of the whole pipeline, not a good model.
     """
     out = Path(out)
     config = dataclasses.replace(DEMO_CONFIG, seed=seed)
@@ -36,6 +38,18 @@ def run_demo(
         test = test.subset(range(min(QUICK_SIZES["n_test"], len(test))))
     state = "reused the saved model" if run.reused else f"trained in {run.seconds:.0f} s"
     log_line(f"demo: {state}; test accuracy {100 * run.test_accuracy:.2f} %")
+    other_seed = seed + 1
+    other = train_classifier(
+        data="shapes",
+        arch="resnet20",
+        out=out / f"seed{other_seed}",
+        config=dataclasses.replace(config, seed=other_seed),
+        data_options=options,
+    )
+    state = "reused" if other.reused else f"trained in {other.seconds:.0f} s"
+    log_line(
+        f"demo: seed-{other_seed} model {state}; test accuracy {100 * other.test_accuracy:.2f} %"
+    )
     ctx = ReportContext(
         model=run.model,
         train=run.train,
@@ -44,5 +58,6 @@ def run_demo(
         history=run.history,
         title="cnnlens demo: ResNet-20 on shapes",
         options={"quick": quick},
+        other_seeds={str(other_seed): other.model},
     )
     return build_report(ctx, out / "report.html")

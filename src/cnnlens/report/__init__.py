@@ -34,7 +34,9 @@ class ReportContext:
     ``cache`` lets sections share expensive results (e.g. test-set logits via
     :meth:`logits`). ``options`` carries run options such as ``quick``. ``train`` and
     ``test`` may be any data :func:`~cnnlens.data.as_dataset` accepts; sections read
-    them as cnnlens data sets.
+    them as cnnlens data sets. ``other_seeds`` maps a seed (as text) to the same
+    architecture trained on the same data with that seed, for comparisons across
+    training runs.
     """
 
     model: nn.Module
@@ -44,6 +46,7 @@ class ReportContext:
     history: list[dict] = field(default_factory=list)
     title: str = "cnnlens report"
     options: dict = field(default_factory=dict)
+    other_seeds: dict[str, nn.Module] = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,156 @@
+"""``cnnlens inspect ...``: the survey's model-internal analyses (paper 001) from the shell.
+
+    cnnlens inspect similarity --model runs/a [--other runs/b] --data shapes
+    cnnlens inspect surrogate  --model runs/a --data shapes --max-depth 4
+
+Each subcommand reads a saved model (a model folder or a run folder holding
+``model/``), runs one analysis of :mod:`cnnlens.analysis` on the data set's
+splits and writes JSON (and a figure or text where one helps) to ``--out``,
+by default ``MODEL/inspect/<subcommand>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+inspect_app = typer.Typer(
+    name="inspect",
+    help="Look at the model itself: layer similarity, surrogate tree, dissection, "
+    "activation maximisation, concept vectors (TCAV).",
+    no_args_is_help=True,
+)
+
+MODEL_HELP = "saved model folder or run folder holding model/"
+DATA_HELP = "data set the model was trained on"
+
+
+def _open(model: Path, data: str, split: str, n: int | None):
+    """The saved model and the first ``n`` images of ``data``'s ``split``, checked to fit."""
+    from ..compatibility import check_fits
+    from ..data import load
+    from ..errors import DataError
+    from ..workflows import open_model
+
+    net = open_model(model)
+    images = load(data, split=split)
+    if n is not None:
+        if n > len(images):
+            raise DataError(f"--n {n} is more than the {len(images)} {split} images of {data}")
+        images = images.subset(range(n))
+    check_fits(net, images, data=data)
+    return net, images
+
+
+def _out(out: Path | None, model: Path, name: str) -> Path:
+    from ..io import check_writable_folder
+
+    return check_writable_folder(out or (model / "inspect" / name))
+
+
+def _write_figure(path: Path, fig) -> None:
+    from ..io import write_bytes
+    from ..report.figures import plt, to_png
+
+    write_bytes(path, to_png(fig))
+    plt.close(fig)
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    return names or None
+
+
+@inspect_app.command(help="Linear CKA or SVCCA between every pair of layers.")
+def similarity(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    other: Path = typer.Option(None, help="a second model (e.g. another seed) to compare with"),
+    data: str = typer.Option("shapes", help=DATA_HELP),
+    n: int = typer.Option(1000, min=4, help="test images (the first n)"),
+    method: str = typer.Option("cka", help="cka or svcca"),
+    estimator: str = typer.Option("minibatch", help="CKA: minibatch (unbiased HSIC) or full"),
+    reduce: str = typer.Option(None, help="flatten or mean (default: flatten for CKA)"),
+    layers: str = typer.Option(None, help="comma list of layers (default: every block)"),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/similarity)"),
+) -> None:
+    """Write similarity.json and similarity.png."""
+    from ..analysis import layer_similarity
+    from ..io import write_json
+    from ..report.similarity_heatmap import similarity_heatmap
+    from ..workflows import open_model
+
+    net, test = _open(model, data, "test", n)
+    second = None if other is None else open_model(other)
+    if second is not None:
+        from ..compatibility import check_fits
+
+        check_fits(second, test, data=data)
+    folder = _out(out, model, "similarity")
+    result = layer_similarity(
+        net,
+        test,
+        other=second,
+        layers=_names(layers),
+        method=method,
+        estimator=estimator,
+        reduce=reduce,
+        desc=f"{method} over {n} images",
+    )
+    write_json(folder / "similarity.json", result.to_dict())
+    _write_figure(folder / "similarity.png", similarity_heatmap(result))
+    diagonal = result.matrix.diagonal()
+    if second is None:
+        typer.echo(f"{len(result.rows)} layers: {', '.join(result.rows)}")
+    else:
+        pairs = ", ".join(f"{r} {v:.3f}" for r, v in zip(result.rows, diagonal.tolist()))
+        typer.echo(f"same layer, two models: {pairs}")
+    typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(help="A decision tree imitating the network's predictions.")
+def surrogate(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option("shapes", help=DATA_HELP),
+    n_train: int = typer.Option(None, min=1, help="training images the tree learns from"),
+    n: int = typer.Option(None, min=1, help="test images for the fidelity"),
+    max_depth: int = typer.Option(4, min=1, help="the tree's depth limit"),
+    min_samples_leaf: int = typer.Option(1, min=1),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/surrogate)"),
+) -> None:
+    """Write surrogate.json and rules.txt."""
+    from ..analysis import SurrogateTree
+    from ..data import load
+    from ..io import write_json, write_text
+
+    net, test = _open(model, data, "test", n)
+    train = load(data, split="train")
+    if n_train is not None:
+        train = train.subset(range(min(n_train, len(train))))
+    folder = _out(out, model, "surrogate")
+    tree = SurrogateTree(max_depth=max_depth, min_samples_leaf=min_samples_leaf)
+    tree.fit(net, train)
+    fidelity = tree.score(net, test)
+    summary = {
+        "max_depth": max_depth,
+        "depth": tree.depth_,
+        "leaves": tree.n_leaves_,
+        "train_images": len(train),
+        "test_images": len(test),
+        "train_fidelity": tree.train_fidelity_,
+        "test_fidelity": fidelity,
+    }
+    write_json(folder / "surrogate.json", summary)
+    write_text(folder / "rules.txt", tree.rules_)
+    typer.echo(tree.rules_)
+    typer.echo(
+        f"depth {tree.depth_}, {tree.n_leaves_} leaves: fidelity {100 * fidelity:.2f} % on "
+        f"{len(test)} test images ({100 * tree.train_fidelity_:.2f} % on training images)"
+    )
+    typer.echo(f"results written to {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(inspect_app)

@@ -1,0 +1,95 @@
+"""Report section "Model internals": the survey's tools for the model itself (paper 001).
+
+Layer similarity (linear CKA, minibatch estimator) between every pair of
+blocks of the model, and between the model and the same architecture trained
+with another seed when the run has one (``ReportContext.other_seeds``); a
+decision-tree surrogate of the network's predictions with its fidelity. Each
+part runs on a few hundred to a thousand images so the section stays within
+the demo's time budget; ``cnnlens inspect ...`` runs the same analyses at any
+size.
+"""
+
+from __future__ import annotations
+
+import html
+
+from .. import ReportContext, section, table_html
+from ..figures import figure_html
+
+SIMILARITY_IMAGES = 1000
+TREE_TRAIN_IMAGES = 2000
+TREE_TEST_IMAGES = 1000
+TREE_DEPTH = 4
+
+
+def _first(data, n: int):
+    return data.subset(range(min(n, len(data))))
+
+
+def similarity_part(ctx: ReportContext, quick: bool) -> str:
+    from ...analysis import layer_similarity
+    from ..similarity_heatmap import similarity_heatmap
+
+    test = _first(ctx.test, 256 if quick else SIMILARITY_IMAGES)
+    within = layer_similarity(ctx.model, test)
+    parts = [
+        "<h3>Layer similarity</h3>",
+        "<p>Linear CKA (Kornblith et al. 2019) between the outputs of every pair of blocks, "
+        f"on {within.n} test images, with the unbiased minibatch estimator of Nguyen et al. "
+        "(2021; minibatches of 256). 1 means the two layers' representations are the same "
+        "up to rotation and scale; the survey (paper 001, section 3.2) uses such comparisons "
+        "to see where a network's hierarchy forms.</p>",
+        figure_html(similarity_heatmap(within), "CKA between layers"),
+    ]
+    for seed, other in ctx.other_seeds.items():
+        across = layer_similarity(ctx.model, test, other=other)
+        parts.append(
+            f"<p>The same architecture trained on the same data with seed {html.escape(seed)}: "
+            "rows are this model's layers, columns the other model's. The diagonal compares "
+            "each layer with its counterpart.</p>"
+        )
+        parts.append(figure_html(similarity_heatmap(across), f"CKA against seed {seed}"))
+        if across.rows == across.columns:
+            diagonal = across.matrix.diagonal().tolist()
+            parts.append(
+                table_html([dict(zip(["", *across.rows], ["CKA", *diagonal]))], floatfmt="{:.3f}")
+            )
+    return "\n".join(parts)
+
+
+def surrogate_part(ctx: ReportContext, quick: bool) -> str:
+    from ...analysis import SurrogateTree
+
+    train = _first(ctx.train, 500 if quick else TREE_TRAIN_IMAGES)
+    test = _first(ctx.test, 300 if quick else TREE_TEST_IMAGES)
+    tree = SurrogateTree(max_depth=TREE_DEPTH).fit(ctx.model, train)
+    fidelity = tree.score(ctx.model, test)
+    return "\n".join(
+        [
+            "<h3>Surrogate decision tree</h3>",
+            "<p>A decision tree of depth at most "
+            f"{TREE_DEPTH} learns the network's predicted class from its penultimate features "
+            f"({len(train)} training images; Craven &amp; Shavlik 1996, the survey's "
+            "section 3.4). Fidelity is the share of images on which tree and network agree.</p>",
+            table_html(
+                [
+                    {
+                        "depth": tree.depth_,
+                        "leaves": tree.n_leaves_,
+                        "fidelity (train)": tree.train_fidelity_,
+                        f"fidelity ({len(test)} test images)": fidelity,
+                    }
+                ]
+            ),
+            f"<pre>{html.escape(tree.rules_)}</pre>",
+        ]
+    )
+
+
+@section("internals", "Model internals", order=70)
+def internals(ctx: ReportContext) -> str | None:
+    quick = bool(ctx.options.get("quick"))
+    parts = [similarity_part(ctx, quick)]
+    if ctx.train is not None:
+        parts.append(surrogate_part(ctx, quick))
+    return "\n".join(parts)

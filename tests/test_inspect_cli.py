@@ -1,0 +1,89 @@
+"""``cnnlens inspect ...`` end to end, on small saved models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cnnlens import checkpoint, nets
+from cnnlens.cli import main
+from cnnlens.data import load
+
+
+def _saved(folder, seed: int = 0):
+    torch.manual_seed(seed)
+    model = nets.create("resnet8", num_classes=8).eval()
+    shapes = load("shapes", split="test", n=16)
+    checkpoint.save(model, folder, classes=shapes.classes, mean=shapes.mean, std=shapes.std)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inspect-models")
+    return _saved(root / "a", 0), _saved(root / "b", 1)
+
+
+def test_inspect_lists_its_subcommands(capsys):
+    assert main(["inspect", "--help"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("similarity", "surrogate"):
+        assert name in listing
+        assert main(["inspect", name, "--help"]) == 0
+        assert "Usage" in capsys.readouterr().out
+
+
+def test_similarity_within_and_across_models(two_models, tmp_path, capsys):
+    a, b = two_models
+    out = tmp_path / "within"
+    assert main(["inspect", "similarity", "--model", str(a), "--n", "64", "--out", str(out)]) == 0
+    result = json.loads((out / "similarity.json").read_text())
+    matrix = torch.tensor(result["matrix"])
+    assert matrix.shape == (len(result["rows"]), len(result["rows"]))
+    assert torch.allclose(matrix.diagonal(), torch.ones(len(matrix)), atol=1e-6)
+    assert (out / "similarity.png").stat().st_size > 0
+
+    across = tmp_path / "across"
+    args = ["inspect", "similarity", "--model", str(a), "--other", str(b), "--n", "64"]
+    assert main([*args, "--estimator", "full", "--out", str(across)]) == 0
+    other = torch.tensor(json.loads((across / "similarity.json").read_text())["matrix"])
+    # two differently initialised networks are not the same representation
+    assert other.diagonal().min() < 0.999
+    assert "same layer, two models" in capsys.readouterr().out
+
+
+def test_similarity_defaults_to_the_model_folder(two_models):
+    a, _ = two_models
+    assert main(["inspect", "similarity", "--model", str(a), "--n", "8", "--layers", "layer1"]) == 0
+    assert (a / "inspect" / "similarity" / "similarity.json").is_file()
+
+
+def test_surrogate_writes_rules_and_fidelity(two_models, tmp_path, capsys):
+    a, _ = two_models
+    out = tmp_path / "tree"
+    args = ["inspect", "surrogate", "--model", str(a), "--n-train", "200", "--n", "100"]
+    assert main([*args, "--max-depth", "3", "--out", str(out)]) == 0
+    summary = json.loads((out / "surrogate.json").read_text())
+    assert summary["depth"] <= 3 and summary["test_images"] == 100
+    assert 0.0 <= summary["test_fidelity"] <= 1.0
+    assert "|---" in (out / "rules.txt").read_text()
+    assert "fidelity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["similarity", "--method", "pca"], "pca"),
+        (["similarity", "--layers", "nosuchlayer"], "nosuchlayer"),
+        (["similarity", "--n", "100000"], "--n 100000"),
+        (["surrogate", "--data", "digits"], "digits"),
+    ],
+)
+def test_bad_input_is_one_line(two_models, tmp_path, capsys, args, message):
+    a, _ = two_models
+    code = main(["inspect", args[0], "--model", str(a), *args[1:], "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
