@@ -14,11 +14,17 @@ layer), with :func:`relative_accuracy` / :func:`sweep` (r_A, Figure 3),
 Paper 001 (survey, sections 3.2 and 3.4): :func:`layer_similarity` between the
 layers of one model or two (linear CKA, :func:`linear_cka` /
 :class:`MinibatchCKA`, and :func:`svcca`), and :class:`SurrogateTree`, a decision
-tree fitted to the network's predictions.
+tree fitted to the network's predictions. Concept activation vectors (ref. 22,
+Kim et al. 2018): :class:`TCAV` scores how much a concept matters to a class
+(:class:`TCAVResult`), from concept image sets (:class:`Concept`,
+:func:`shapes_concepts`, :func:`folder_concepts`) and CAVs (:class:`CAV`,
+:func:`learn_cav`).
 """
 
 from .ablation import noise_ablation
+from .cav import CAV, learn_cav
 from .cka import MinibatchCKA, cka_matrix, linear_cka, minibatch_cka, unbiased_hsic
+from .concepts import Concept, folder_concepts, shapes_concepts
 from .decomposed import DecomposedHead, decompose, head_macs, load_decomposed, save_decomposed
 from .features import Features, collect_features
 from .influential import InfluentialFeatures
@@ -31,8 +37,11 @@ from .retrain import retrain, retrain_config
 from .study import DEPTHS, depth_study
 from .surrogate_tree import SurrogateTree
 from .svcca import SVCCAResult, svcca
+from .tcav import TCAV, TCAVResult
 
 __all__ = [
+    "CAV",
+    "Concept",
     "DEPTHS",
     "DecomposedHead",
     "Features",
@@ -41,17 +50,21 @@ __all__ = [
     "MinibatchCKA",
     "SVCCAResult",
     "SurrogateTree",
+    "TCAV",
+    "TCAVResult",
     "cka_matrix",
     "collect_features",
     "decompose",
     "default_layers",
     "depth_study",
     "energy_table",
+    "folder_concepts",
     "head_macs",
     "in_mask_energy",
     "influential_maps",
     "jaccard_matrix",
     "layer_similarity",
+    "learn_cav",
     "linear_cka",
     "load_decomposed",
     "mean_overlap",
@@ -61,6 +74,7 @@ __all__ = [
     "retrain",
     "run_decompose",
     "save_decomposed",
+    "shapes_concepts",
     "retrain_config",
     "sweep",
     "sweep_grid",
