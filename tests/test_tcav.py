@@ -343,3 +343,11 @@ def test_errors(sets, shapes_test):
         same = torch.ones(4, 5, dtype=torch.float64)
         learn_cav(same, same.clone(), method="mean")
     assert issubclass(TargetError, CnnlensError)
+
+
+def test_mid_layer_is_two_thirds_through_the_blocks():
+    from cnnlens.analysis.tcav import mid_layer
+    from cnnlens.nets import create
+
+    model = create("resnet20", num_classes=8).eval()
+    assert mid_layer(model, torch.zeros(1, 3, 32, 32)) == "layer2.2"

@@ -36,6 +36,7 @@ from ..hooks import capture_outputs, frozen, replace_output
 from ..layers import auto_layer, get_layer
 from .cav import CAV, METHODS, learn_cav
 from .concepts import Concept, as_concepts
+from .layer_similarity import default_layers
 
 RANDOM = "random"  # the random sets are called random_0, random_1, ...
 
@@ -135,7 +136,7 @@ def _plain(value: torch.Tensor) -> float | None:
 class TCAV:
     """TCAV (Kim et al. 2018) at one layer, scikit-learn style.
 
-    ``TCAV(layer="layer3").fit(model, {"striped": images, ...}, random=data)`` draws
+    ``TCAV(layer="layer2").fit(model, {"striped": images, ...}, random=data)`` draws
     ``n_random`` disjoint random sets ``random_0 ...`` of ``random_size`` images (default: as
     many as the largest concept) from ``random`` (default: the data set the concepts come
     from, e.g. :func:`~.concepts.shapes_concepts`) and learns one CAV of each concept against
@@ -143,7 +144,8 @@ class TCAV:
     each other, for the null distribution. ``cav``: ``"logistic"`` or
     ``"mean"`` (:func:`~.cav.learn_cav`, ``held_out``, ``C``). ``score(model, images,
     targets)`` then gives a :class:`TCAVResult`. ``layer="auto"``: the last spatial map
-    (:func:`~cnnlens.layers.auto_layer`). All draws come from ``seed``.
+    (:func:`~cnnlens.layers.auto_layer`); ``"mid"``: the block two thirds of the way
+    through (:func:`mid_layer`). All draws come from ``seed``.
 
     Learned attributes: ``layer_``, ``concepts_`` (names), ``concept_sets_``
     (:class:`~.concepts.Concept`), ``random_sets_`` (Concepts of ``random_data_``),
@@ -154,7 +156,7 @@ class TCAV:
 
     def __init__(
         self,
-        layer: str = "auto",
+        layer: str = "mid",
         *,
         n_random: int = 10,
         cav: str = "logistic",
@@ -192,8 +194,11 @@ class TCAV:
         sets = as_concepts(concepts)
         pool = _pool(sets, random)
         device, dtype = _placement(model)
+        probe = pool.tensors(torch.arange(1))[0].to(device, dtype)
         if self.layer == "auto":
-            layer = auto_layer(model, pool.tensors(torch.arange(1))[0].to(device, dtype))
+            layer = auto_layer(model, probe)
+        elif self.layer == "mid":
+            layer = mid_layer(model, probe)
         else:
             layer = self.layer
         get_layer(model, layer)
@@ -322,7 +327,7 @@ class TCAV:
     # --- helpers ------------------------------------------------------
     def _check_params(self) -> None:
         if not isinstance(self.layer, str) or not self.layer:
-            raise InputError(f"layer must be a layer name or 'auto', got {self.layer!r}")
+            raise InputError(f"layer must be a layer name, 'mid' or 'auto', got {self.layer!r}")
         if _not_int(self.n_random) or self.n_random < 2:
             raise InputError(
                 f"n_random must be an integer >= 2 (the t-test needs two runs), got "
@@ -348,6 +353,15 @@ class TCAV:
     def __repr__(self) -> str:
         fitted = f", concepts_={self.concepts_}" if hasattr(self, "cavs_") else ""
         return f"TCAV(layer={self.layer!r}, n_random={self.n_random}, cav={self.cav!r}{fitted})"
+
+
+def mid_layer(model: nn.Module, probe: torch.Tensor) -> str:
+    """The block two thirds of the way through the model (:func:`default_layers`; for a
+    CIFAR ResNet-20, ``layer2.2``). The last spatial map is a poor TCAV layer in a network
+    that pools it globally into a linear head: the gradient of a logit there is the same
+    for every image, so every image of a class gets the same sign and the score is 0 or 1."""
+    layers = default_layers(model, probe)
+    return layers[(2 * len(layers)) // 3]
 
 
 def _not_int(value: object) -> bool:

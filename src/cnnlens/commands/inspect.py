@@ -2,6 +2,7 @@
 
     cnnlens inspect similarity --model runs/a [--other runs/b] --data shapes
     cnnlens inspect surrogate  --model runs/a --data shapes --max-depth 4
+    cnnlens inspect tcav       --model runs/a --data shapes [--concepts striped,class=star]
 
 Each subcommand reads a saved model (a model folder or a run folder holding
 ``model/``), runs one analysis of :mod:`cnnlens.analysis` on the data set's
@@ -148,6 +149,74 @@ def surrogate(
     typer.echo(
         f"depth {tree.depth_}, {tree.n_leaves_} leaves: fidelity {100 * fidelity:.2f} % on "
         f"{len(test)} test images ({100 * tree.train_fidelity_:.2f} % on training images)"
+    )
+    typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(help="Concept activation vectors and TCAV scores (Kim et al. 2018).")
+def tcav(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option("shapes", help=DATA_HELP),
+    concepts: str = typer.Option(
+        None,
+        help="comma list: attributes (striped, filled=0) and classes (class=star) of the data "
+        "set's val split; default every attribute and every class",
+    ),
+    concept_folder: Path = typer.Option(
+        None, help="a folder with one sub-folder of images per concept (instead of --concepts)"
+    ),
+    concept_images: int = typer.Option(50, min=2, help="images per concept (and random set)"),
+    random: int = typer.Option(10, min=2, help="random sets (runs of the significance test)"),
+    layer: str = typer.Option(
+        "mid", help="layer of the CAVs: a name, mid (2/3 through the blocks) or auto (last map)"
+    ),
+    cav: str = typer.Option("logistic", help="logistic or mean (mean difference)"),
+    n: int = typer.Option(1000, min=1, help="test images whose classes are scored"),
+    bonferroni: bool = typer.Option(False, help="divide alpha by the number of tests"),
+    seed: int = typer.Option(0, help="seed of the concept and random draws"),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/tcav)"),
+) -> None:
+    """Write tcav.json and tcav.png."""
+    from ..analysis import TCAV, folder_concepts, shapes_concepts
+    from ..data import load
+    from ..errors import InputError
+    from ..io import write_json
+    from ..report.tcav_heatmap import tcav_heatmap
+
+    net, test = _open(model, data, "test", n)
+    val = load(data, split="val")
+    if concept_folder is not None and concepts is not None:
+        raise InputError("give either --concepts or --concept-folder, not both")
+    if concept_folder is not None:
+        size = test.image_shape[-1]
+        sets = folder_concepts(concept_folder, mean=test.mean, std=test.std, size=size)
+    else:
+        names = _names(concepts)
+        if names is None:
+            names = [*(val.attribute_names or []), *(f"class={c}" for c in val.classes)]
+        sets = shapes_concepts(val, names, n=concept_images, seed=seed)
+    folder = _out(out, model, "tcav")
+    fitted = TCAV(
+        layer,
+        n_random=random,
+        cav=cav,
+        random_size=concept_images,
+        bonferroni=bonferroni,
+        seed=seed,
+    ).fit(net, sets, random=val, desc="concept and random activations")
+    result = fitted.score(net, test, desc="directional derivatives")
+    write_json(folder / "tcav.json", result.to_dict())
+    _write_figure(folder / "tcav.png", tcav_heatmap(result))
+    significant = result.significant
+    for c, concept in enumerate(result.concepts):
+        cells = [
+            f"{name} {result.mean[c, k]:.2f}{'*' if significant[c, k] else ''}"
+            for k, name in enumerate(result.class_names)
+        ]
+        typer.echo(f"{concept}: {', '.join(cells)}")
+    typer.echo(
+        f"TCAV at {result.layer}, {random} random runs; * = p < {result.alpha / result.tests:.2g} "
+        "(two-sided t-test against random-vs-random CAVs)"
     )
     typer.echo(f"results written to {folder}")
 

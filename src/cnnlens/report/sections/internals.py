@@ -3,7 +3,8 @@
 Layer similarity (linear CKA, minibatch estimator) between every pair of
 blocks of the model, and between the model and the same architecture trained
 with another seed when the run has one (``ReportContext.other_seeds``); a
-decision-tree surrogate of the network's predictions with its fidelity. Each
+decision-tree surrogate of the network's predictions with its fidelity; TCAV
+scores of the data set's attributes and classes as concepts. Each
 part runs on a few hundred to a thousand images so the section stays within
 the demo's time budget; ``cnnlens inspect ...`` runs the same analyses at any
 size.
@@ -20,6 +21,9 @@ SIMILARITY_IMAGES = 1000
 TREE_TRAIN_IMAGES = 2000
 TREE_TEST_IMAGES = 1000
 TREE_DEPTH = 4
+TCAV_RANDOM_SETS = 10
+TCAV_CONCEPT_IMAGES = 50
+TCAV_CLASS_IMAGES = 1000
 
 
 def _first(data, n: int):
@@ -86,10 +90,65 @@ def surrogate_part(ctx: ReportContext, quick: bool) -> str:
     )
 
 
+def tcav_part(ctx: ReportContext, quick: bool) -> str | None:
+    from ...analysis import TCAV, shapes_concepts
+    from ..tcav_heatmap import tcav_heatmap
+
+    if ctx.val is None or not ctx.val.attribute_names:
+        return None
+    names = [*ctx.val.attribute_names, *(f"class={c}" for c in ctx.val.classes)]
+    if quick:
+        names = [*ctx.val.attribute_names[:3], f"class={ctx.val.classes[0]}"]
+    runs = 4 if quick else TCAV_RANDOM_SETS
+    size = 30 if quick else TCAV_CONCEPT_IMAGES
+    concepts = shapes_concepts(ctx.val, names, n=size)
+    fitted = TCAV("mid", n_random=runs, random_size=size, bonferroni=True)
+    fitted.fit(ctx.model, concepts, random=ctx.val)
+    result = fitted.score(ctx.model, _first(ctx.test, 200 if quick else TCAV_CLASS_IMAGES))
+    significant = result.significant
+    attributes = [i for i, c in enumerate(result.concepts) if not c.startswith("class=")]
+    own = [
+        (i, result.class_names.index(c.removeprefix("class=")))
+        for i, c in enumerate(result.concepts)
+        if c.removeprefix("class=") in result.class_names and c.startswith("class=")
+    ]
+    counts = {
+        "attribute x class pairs significant": (
+            f"{int(significant[attributes].sum())} / {len(attributes) * len(result.classes)}"
+        ),
+    }
+    if own:
+        hits = sum(bool(significant[i, k]) and float(result.mean[i, k]) > 0.5 for i, k in own)
+        mean = sum(float(result.mean[i, k]) for i, k in own) / len(own)
+        counts["class concept, own class: significant and > 0.5"] = f"{hits} / {len(own)}"
+        counts["class concept, own class: mean score"] = f"{mean:.3f}"
+    return "\n".join(
+        [
+            "<h3>Concept vectors (TCAV)</h3>",
+            f"<p>TCAV (Kim et al. 2018; the survey's section 3.2) at <code>{result.layer}</code>: "
+            "a concept activation vector (logistic regression between the layer's activations "
+            f"of {size} validation images showing the concept and {size} random ones) for each "
+            f"concept and each of {runs} random sets; a class's score is the share of its test "
+            "images whose logit grows along the vector. A star marks a score the two-sided "
+            "t-test separates from the random-vs-random vectors (Bonferroni-corrected over "
+            f"{result.tests} tests). In <code>shapes</code> the attributes are drawn "
+            "independently of the class, while a class taken as a concept "
+            "(<code>class=star</code>) must matter to its own class; a significant attribute "
+            "says the logit is sensitive to that direction (a larger star gives more star "
+            "evidence), not that the two are correlated in the data.</p>",
+            figure_html(tcav_heatmap(result), "TCAV scores of concepts by class"),
+            table_html([counts]),
+        ]
+    )
+
+
 @section("internals", "Model internals", order=70)
 def internals(ctx: ReportContext) -> str | None:
     quick = bool(ctx.options.get("quick"))
     parts = [similarity_part(ctx, quick)]
     if ctx.train is not None:
         parts.append(surrogate_part(ctx, quick))
+    tcav = tcav_part(ctx, quick)
+    if tcav is not None:
+        parts.append(tcav)
     return "\n".join(parts)
