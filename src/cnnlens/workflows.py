@@ -58,6 +58,11 @@ def train_classifier(
     in ``out`` is loaded instead of trained again.
     """
     out = Path(out)
+    if arch in nets.names() and nets.kind_of(arch) != "classifier":
+        raise InputError(
+            f"{arch!r} is not a classifier; train it with `cnnlens train-vae --data {data} "
+            "--out ...` (cnnlens.relabel.train_vae)"
+        )
     data_options = dict(data_options or {})
     arch_options = dict(arch_options or {})
     train = load_data(data, split="train", **data_options)

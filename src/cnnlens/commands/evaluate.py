@@ -46,6 +46,11 @@ def register(app: typer.Typer) -> None:
         sanity_images: int = typer.Option(32, min=0, help="images for the randomisation check"),
         batch_size: int = typer.Option(None, help="forward batch (default: automatic)"),
         seed: int = typer.Option(0),
+        vae: Path = typer.Option(
+            None,
+            help="relabel: saved VAE folder (default: <model run folder>/vae-<data>, as "
+            "written by `cnnlens train-vae`)",
+        ),
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
         from ..compatibility import check_fits
@@ -71,6 +76,19 @@ def register(app: typer.Typer) -> None:
         stray = sorted(set(method_params) - set(chosen))
         if stray:
             raise InputError(f"--param names methods that are not evaluated: {', '.join(stray)}")
+        if "relabel" in chosen:
+            from ..relabel.vae_training import locate_vae
+
+            relabel = method_params.setdefault("relabel", {})
+            if "vae" not in relabel:
+                try:
+                    relabel["vae"] = str(locate_vae(model, data, vae))
+                except InputError:
+                    if methods.strip() != "all":
+                        raise
+                    chosen.remove("relabel")  # 'all': the methods this model can run
+                    method_params.pop("relabel")
+                    log_line("evaluate: relabel skipped (no VAE for this data; cnnlens train-vae)")
         check_writable_folder(out)
         if "iba" in chosen:
             iba = method_params.setdefault("iba", {})
@@ -82,7 +100,7 @@ def register(app: typer.Typer) -> None:
         ev = run_evaluation(
             net,
             x,
-            methods=methods,
+            methods=chosen,
             metrics=metrics,
             boxes=boxes,
             masks=masks,

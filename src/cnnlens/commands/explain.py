@@ -89,6 +89,11 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(..., help="output folder"),
         device: str = typer.Option(None, help="cpu, cuda, ... (default: where it loads)"),
+        vae: Path = typer.Option(
+            None,
+            help="relabel: saved VAE folder (default: <model run folder>/vae-<data>, as "
+            "written by `cnnlens train-vae`)",
+        ),
     ) -> None:
         """Explain test images of a saved model with one or more attribution methods."""
         import numpy as np
@@ -104,6 +109,19 @@ def register(app: typer.Typer) -> None:
 
         names = method_names(method)
         every_method = method.strip() == "all"
+        hp = parse_params(param)
+        skipped: dict[str, str] = {}
+        if "relabel" in names and "vae" not in hp:  # a VAE trained on the data, found first
+            from ..relabel.vae_training import locate_vae
+
+            try:
+                hp["vae"] = str(locate_vae(model, data, vae))
+            except InputError as exc:
+                if not every_method:
+                    raise
+                names.remove("relabel")
+                skipped["relabel"] = str(exc)
+                typer.echo(f"relabel: skipped ({first_line(exc)})")
         net = open_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
@@ -116,7 +134,6 @@ def register(app: typer.Typer) -> None:
         x, labels = dataset.tensors(indices)
         dev = next(net.parameters()).device
         x = x.to(dev)
-        hp = parse_params(param)
         if "iba" in names and "statistics" not in hp:  # from training images, saved once
             layer = str(hp.get("layer", "auto"))
             _stats, path = iba_statistics(net, load(data, split="train"), layer, folder=out)
@@ -132,7 +149,6 @@ def register(app: typer.Typer) -> None:
             "predicted": predicted.cpu().numpy(),
         }
         columns, timings = {}, {}
-        skipped: dict[str, str] = {}
         for name in names:
             accepted = attribution.get(name).accepted(hp)
             kwargs = {k: v for k, v in hp.items() if accepted is None or k in accepted}

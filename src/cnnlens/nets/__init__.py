@@ -3,7 +3,9 @@
 ``create("resnet20", num_classes=10)`` builds a model; ``names()`` lists what
 is available; ``@register("mynet", "one line")`` adds a constructor. Built in:
 CIFAR ResNet-8/14/20/32/44/56/110 (``width``, ``shortcut="A"|"B"``), CIFAR
-VGG-11/13/16/19 with BatchNorm, and LeNet-5.
+VGG-11/13/16/19 with BatchNorm, LeNet-5, and a convolutional VAE
+(``conv-vae``, :mod:`cnnlens.nets.vae`; a generator, not a classifier: the
+classifier contract below does not apply to it).
 
 Every model built here follows one contract, which methods rely on:
 
@@ -34,17 +36,24 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from . import lenet, resnet, vgg
+from . import lenet, resnet, vae, vgg
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
+_KINDS: dict[str, str] = {}
+KINDS = ("classifier", "generator")
 
 
-def register(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable]:
+def register(
+    name: str, description: str, *, kind: str = "classifier"
+) -> Callable[[Callable[..., nn.Module]], Callable]:
     """Decorator adding a constructor ``fn(*, num_classes, in_channels, **kw) -> nn.Module``.
 
-    The constructor must accept ``num_classes`` and ``in_channels`` keywords and
-    keep the contract of this module (``head``, ``forward_features``).
+    The constructor must accept ``num_classes`` and ``in_channels`` keywords; a
+    ``kind="classifier"`` net keeps the contract of this module (``head``,
+    ``forward_features``), a ``"generator"`` (the VAE) does not.
     """
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
 
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY and _REGISTRY[name][0] is not fn:
@@ -54,14 +63,20 @@ def register(name: str, description: str) -> Callable[[Callable[..., nn.Module]]
             if required not in params:
                 raise ConfigError(f"constructor for {name!r} must accept {required!r}")
         _REGISTRY[name] = (fn, description)
+        _KINDS[name] = kind
         return fn
 
     return add
 
 
-def names() -> dict[str, str]:
-    """Every registered architecture name with its one-line description."""
-    return {name: desc for name, (_fn, desc) in _REGISTRY.items()}
+def names(kind: str | None = None) -> dict[str, str]:
+    """Every registered architecture name (of ``kind``, if given) with its description."""
+    return {n: d for n, (_fn, d) in _REGISTRY.items() if kind is None or _KINDS[n] == kind}
+
+
+def kind_of(name: str) -> str:
+    """``"classifier"`` or ``"generator"`` for a registered architecture name."""
+    return _KINDS.get(name, "classifier")
 
 
 def create(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
@@ -98,5 +113,10 @@ for _depth in sorted(vgg.CONFIGS):
         vgg.factory(_depth)
     )
 register("lenet5", "LeNet-5 for 32x32 inputs (1 or 3 channels), ReLU and max pooling")(lenet.build)
+register(
+    "conv-vae",
+    "convolutional VAE (latent 64 at 32x32, 128 at 64x64) for re-label distillation; no head",
+    kind="generator",
+)(vae.build)
 
-__all__ = ["create", "names", "register"]
+__all__ = ["create", "kind_of", "names", "register"]

@@ -32,7 +32,7 @@ FAMILIES = {
     "propagation": "Propagation", "lrp": "Propagation",
     "cam": "Class activation maps",
     "occlusion": "Perturbation", "rise": "Perturbation", "surrogate": "Perturbation",
-    "extremal": "Perturbation",
+    "extremal": "Perturbation", "relabel": "Perturbation",
     "bottleneck": "Information bottleneck",
 }  # fmt: skip
 OTHER_FAMILY = "Other methods"
@@ -107,7 +107,8 @@ def _order(names: list[str]) -> list[str]:
 
 @section("explanations", "Explanations", order=40)
 def explanations(ctx: ReportContext) -> str:
-    """Options: ``explain_budget_s`` (default 30, 8 when ``quick``), ``explain_methods``."""
+    """Options: ``explain_budget_s`` (default 30, 8 when ``quick``), ``explain_methods``,
+    ``vae`` (the VAE ``relabel`` needs; without it relabel is listed as skipped)."""
     from ...attribution import explain, methods
 
     n = min(IMAGES, len(ctx.test))
@@ -131,6 +132,8 @@ def explanations(ctx: ReportContext) -> str:
             extra["iba"] = {"statistics": iba_statistics(ctx.model, source, images=256)[0]}
         except Exception:  # noqa: BLE001 - IBA's own row then says what is wrong
             pass
+    if "relabel" in wanted and ctx.options.get("vae") is not None:  # the run's VAE
+        extra["relabel"] = {"vae": ctx.options["vae"]}
     start = time.perf_counter()
     pass_cost: float | None = None  # seconds per image of one forward+backward
     maps: dict[str, torch.Tensor] = {}
@@ -144,6 +147,9 @@ def explanations(ctx: ReportContext) -> str:
 
     for name in _order([w for w in wanted if w in registered]):
         left = budget - (time.perf_counter() - start)
+        if name == "relabel" and "relabel" not in extra:
+            row(name, "skipped (needs a VAE trained on the data: cnnlens train-vae)")
+            continue
         try:
             if name in KNOWN_PASSES and pass_cost is not None:
                 estimate = KNOWN_PASSES[name] * pass_cost * n

@@ -1,0 +1,174 @@
+"""Re-label distillation end to end (paper 004, Fig. 2): synthesise, re-label, distil.
+
+For a batch of inputs: one encoder pass; per input ``n`` perturbed latents
+(:mod:`~cnnlens.relabel.synthesis`), decoded in one chunked pass; labels from one
+chunked pass of the network (:mod:`~cnnlens.relabel.labels`, with the scale
+search); one batched linear student per input (:mod:`~cnnlens.relabel.student`),
+optionally on images average-pooled by ``downsample`` (the paper's
+"low-dimensional space"); saliency ``w_1 - w_0`` reshaped to ``[C, h, w]`` and
+upsampled (bilinear) to the input size. Inputs are processed in groups small
+enough that their synthetic images fit the memory budget of
+:func:`cnnlens.batching.memory_budget`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..batching import memory_budget
+from ..errors import InputError
+from ..hooks import frozen
+from .labels import search_scale, teacher_labels
+from .student import LOSSES, check_lambdas, fit_students
+from .synthesis import check_vae, decode_perturbed, encode, latent_noise
+
+
+@dataclass
+class Distilled:
+    """Per input: the saliency ``raw`` ``[N, C, H, W]`` (``w_1 - w_0``, upsampled), the
+    student's bias ``[N]``, the final latent ``scale``, the ``share`` of ``y' = 1``,
+    the scales tried, the student's ``fidelity`` to ``y'`` (all ``[N]``)."""
+
+    raw: torch.Tensor
+    bias: torch.Tensor
+    scale: torch.Tensor
+    share: torch.Tensor
+    tries: torch.Tensor
+    fidelity: torch.Tensor
+
+
+@dataclass
+class Settings:
+    """The hyperparameters of :func:`distill`, checked (see the method's docstring)."""
+
+    n: int = 1000
+    scale: float = 1.0
+    band: tuple[float, float] = (0.1, 0.9)
+    max_tries: int = 8
+    probe: int = 100
+    loss: str = "relabel"
+    lambda1: float = 0.7
+    lambda2: float = 0.3
+    weight_decay: float = 1e-3
+    steps: int = 100
+    lr: float = 1.0
+    downsample: int = 2
+    seed: int = 0
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n", "max_tries", "probe", "steps", "downsample"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("scale", "lr"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
+                raise InputError(f"{name} must be a finite number > 0, got {v!r}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, int | float) or not 0 <= wd < float("inf"):
+            raise InputError(f"weight_decay must be a finite number >= 0, got {wd!r}")
+        band = self.band
+        if (
+            not isinstance(band, tuple | list)
+            or len(band) != 2
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in band)
+            or not 0 <= band[0] < band[1] <= 1
+        ):
+            raise InputError(f"band must be (low, high) with 0 <= low < high <= 1, got {band!r}")
+        self.band = (float(band[0]), float(band[1]))
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        self.lambda1, self.lambda2 = check_lambdas(self.lambda1, self.lambda2)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(f"seed must be an integer, got {self.seed!r}")
+
+
+def group_size(settings: Settings, inputs: torch.Tensor) -> int:
+    """Inputs per group: their synthetic images (and the student's copy) fit the budget."""
+    per_input = settings.n * inputs[0].numel() * inputs.element_size() * 3
+    return max(1, min(len(inputs), memory_budget(inputs.device) // max(per_input, 1)))
+
+
+def distill(
+    model: nn.Module,
+    vae: object,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    settings: Settings | None = None,
+) -> Distilled:
+    """Re-label distillation of ``model`` for ``inputs`` ``[N, C, H, W]`` and classes
+    ``target`` ``[N]``; the model and the VAE are left as they were."""
+    settings = settings or Settings()
+    vae = check_vae(vae, inputs, model)
+    size = group_size(settings, inputs)
+    parts = []
+    with frozen(model), frozen(vae):
+        generator = torch.Generator(device=inputs.device).manual_seed(settings.seed)
+        for start in range(0, len(inputs), size):
+            parts.append(
+                _distill_group(
+                    model,
+                    vae,
+                    inputs[start : start + size],
+                    target[start : start + size],
+                    settings,
+                    generator,
+                )
+            )
+    return Distilled(
+        *(torch.cat(field) for field in zip(*(_fields(p) for p in parts), strict=True))
+    )
+
+
+def _fields(d: Distilled) -> tuple[torch.Tensor, ...]:
+    return (d.raw, d.bias, d.scale, d.share, d.tries, d.fidelity)
+
+
+def _distill_group(
+    model: nn.Module,
+    vae: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    st: Settings,
+    generator: torch.Generator,
+) -> Distilled:
+    n = st.n
+    mu, sigma = encode(vae, x)
+    eps = latent_noise(len(x), n, mu.shape[1], generator, x.device)
+
+    def generate(images: torch.Tensor, scales: torch.Tensor, m: int) -> torch.Tensor:
+        return decode_perturbed(
+            vae, mu[images], sigma[images], eps[images, :m], scales, batch_size=st.batch_size,
+        )  # fmt: skip
+
+    def label(synthetic: torch.Tensor, images: torch.Tensor, m: int):
+        return teacher_labels(model, synthetic, target[images], m, batch_size=st.batch_size)
+
+    found = search_scale(
+        generate, label, len(x), n, scale=st.scale, band=st.band, max_tries=st.max_tries,
+        probe=st.probe, device=x.device,
+    )  # fmt: skip
+    synthetic = found.synthetic  # [K, n, C, H, W]
+    c, h, w = x.shape[1:]
+    if st.downsample > 1:
+        small = (max(1, h // st.downsample), max(1, w // st.downsample))
+        flat = F.adaptive_avg_pool2d(synthetic.view(-1, c, h, w), small)
+    else:
+        small, flat = (h, w), synthetic.view(-1, c, h, w)
+    features = flat.reshape(len(x), n, -1)
+    del synthetic, found.synthetic
+    students = fit_students(
+        features, found.soft, found.hard, loss=st.loss, lambda1=st.lambda1,
+        lambda2=st.lambda2, weight_decay=st.weight_decay, steps=st.steps, lr=st.lr,
+    )  # fmt: skip
+    raw = students.u.view(len(x), c, *small)
+    if small != (h, w):
+        raw = F.interpolate(raw, size=(h, w), mode="bilinear", align_corners=False)
+    return Distilled(
+        raw, students.a, found.scale, found.share, found.tries.float(), students.fidelity
+    )
