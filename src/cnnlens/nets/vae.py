@@ -6,8 +6,9 @@ most 256; 16 keeps training on a 2-core CPU short), each followed by its own
 ReLU, halving the image until it is at most 4 pixels (or odd) on a side, then
 one linear layer to the mean and log-variance of a diagonal Gaussian over
 ``latent`` dimensions. Decoder: the mirror image (linear, then stride-2 4x4
-transposed convolutions) ending in a linear output: the VAE reads and writes images *normalised as the classifier sees them*, so
-its samples go to the classifier as they are.
+transposed convolutions) ending in a linear output: the VAE reads and writes
+images *normalised as the classifier sees them*, so its samples go to the
+classifier as they are.
 
 Default latent sizes (:data:`DEFAULT_LATENT`): 64 for 32x32 images and 128
 for 64x64 (the paper used 500 at 224x224x3; a 32x32x3 image has 49x fewer
