@@ -172,3 +172,38 @@ def _distill_group(
     return Distilled(
         raw, students.a, found.scale, found.share, found.tries.float(), students.fidelity
     )
+
+
+def synthetic_set(
+    model: nn.Module,
+    vae: object,
+    image: torch.Tensor,
+    *,
+    target: int | None = None,
+    n: int = 1000,
+    seed: int = 0,
+    **settings,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The ``n`` relabelled synthetic images of one image ``[1, C, H, W]`` (after the
+    scale search), their labels ``y'`` ``[n]`` and the scale: for plots such as the
+    paper's t-SNE of the teacher's features (Fig. 3)."""
+    st = Settings(n=n, seed=seed, **settings)
+    vae = check_vae(vae, image, model)
+    with frozen(model), frozen(vae):
+        with torch.no_grad():
+            c = model(image).argmax(1) if target is None else torch.tensor([target])
+        generator = torch.Generator(device=image.device).manual_seed(st.seed)
+        mu, sigma = encode(vae, image)
+        eps = latent_noise(1, n, mu.shape[1], generator, image.device)
+
+        def generate(images, scales, m):
+            return decode_perturbed(vae, mu[images], sigma[images], eps[images, :m], scales)
+
+        def label(synthetic, images, m):
+            return teacher_labels(model, synthetic, c.to(image.device)[images], m)
+
+        found = search_scale(
+            generate, label, 1, n, scale=st.scale, band=st.band, max_tries=st.max_tries,
+            probe=st.probe, device=image.device,
+        )  # fmt: skip
+    return found.synthetic[0], found.hard[0], float(found.scale[0])
