@@ -78,5 +78,9 @@ def test_quick_demo_writes_a_self_contained_report(tmp_path):
         assert fig["map_px"] is None or fig["map_px"] >= MIN_MAP_PX, fig
     # a second run reuses the saved model instead of training again
     stamp = (out / "model" / "model.safetensors").stat().st_mtime_ns
+    vae_stamp = (out / "vae-shapes" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert "Re-label distillation" in page
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     assert (out / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    # and the VAE of re-label distillation too
+    assert (out / "vae-shapes" / "model" / "model.safetensors").stat().st_mtime_ns == vae_stamp
