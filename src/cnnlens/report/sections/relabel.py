@@ -5,9 +5,9 @@ Options: ``relabel_images``, ``relabel_samples``. Needs the run's VAE in
 reuses it; ``ctx.options["vae_run"]`` may hold the
 :class:`~cnnlens.relabel.TrainedVAE` for its facts); without one the section
 says how to get one. Kept cheap: deletion / insertion with 64-pixel steps and
-the pointing game on :data:`IMAGES` test images (3 with 100 samples each and
-at most 3 scales tried in quick mode) for relabel, Grad-CAM and occlusion next to the random baseline;
-``benchmarks/relabel.py`` runs the full comparison.
+the pointing game on :data:`IMAGES` test images (3 with 100 samples each
+and at most 3 scales tried in quick mode) for relabel, Grad-CAM and occlusion
+next to the random baseline; ``benchmarks/relabel.py`` runs the full comparison.
 """
 
 from __future__ import annotations
