@@ -85,7 +85,7 @@ def test_elbo_decreases_in_a_short_training():
     config = TrainConfig(
         epochs=4, batch_size=32, optimizer=OptimizerConfig(name="adam", lr=3e-3), augment=()
     )
-    result = fit(vae, squares(), config=config, objective=ELBO())
+    result = fit(vae, squares(128), config=config, objective=ELBO())
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0], losses
     assert {"recon", "kl"} <= set(result.history[-1])

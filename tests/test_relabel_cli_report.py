@@ -79,3 +79,17 @@ def test_report_section(tmp_path):
     assert "<img" in page and "pointing game" in page
     assert "share of y&#x27;=1" in page or "share of y'=1" in page
     assert not model.training
+
+
+@pytest.mark.slow
+def test_evaluate_relabel_uses_the_vae_next_to_the_model(tmp_path, capsys):
+    run = tmp_path / "run"
+    digits = _digits_model(run)
+    args = ["evaluate", "--model", str(run), "--data", "digits", "--n", "2", "--methods",
+            "relabel", "--metrics", "deletion", "--param", "relabel:n=20",
+            "--sanity-images", "0"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "cnnlens train-vae --data digits" in capsys.readouterr().err
+    _save_vae(run / "vae-digits", digits)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "| relabel |" in capsys.readouterr().out
