@@ -29,7 +29,7 @@ def two_models(tmp_path_factory):
 def test_inspect_lists_its_subcommands(capsys):
     assert main(["inspect", "--help"]) == 0
     listing = capsys.readouterr().out
-    for name in ("similarity", "surrogate", "tcav"):
+    for name in ("similarity", "surrogate", "tcav", "dissect"):
         assert name in listing
         assert main(["inspect", name, "--help"]) == 0
         assert "Usage" in capsys.readouterr().out
@@ -94,6 +94,28 @@ def test_tcav_scores_concepts_by_class(two_models, tmp_path, capsys):
     assert "striped:" in printed and "two-sided t-test" in printed
 
 
+def test_dissect_writes_json_channels_and_figures(two_models, tmp_path, capsys):
+    a, _ = two_models
+    out = tmp_path / "dissect"
+    args = ["inspect", "dissect", "--model", str(a), "--n", "24", "--layer", "layer1,layer3"]
+    args += ["--concepts", "object,background,class=star,striped", "--top-k", "4"]
+    assert main([*args, "--figures", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "dissection.json").read_text())
+    assert [layer["layer"] for layer in result["layers"]] == ["layer1", "layer3"]
+    assert result["concepts"] == ["object", "background", "class=star", "striped"]
+    assert result["n_images"] == 24 and result["quantile"] == 0.995
+    layer3 = result["layers"][1]
+    assert layer3["channels"] == len(layer3["units"]) == 64
+    assert len(layer3["iou"]) == 64 and len(layer3["iou"][0]) == 4
+    assert all(len(unit["top_images"]) == 4 for unit in layer3["units"])
+    lines = (out / "channels.csv").read_text().splitlines()
+    assert lines[0].startswith("layer,channel,label,best_concept,iou") and len(lines) == 1 + 80
+    for name in ("dissection.png", "top-images.png", "top-images-layer1.png"):
+        assert (out / name).stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "layer1: " in printed and "interpretable" in printed and "detectors" in printed
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -104,6 +126,9 @@ def test_tcav_scores_concepts_by_class(two_models, tmp_path, capsys):
         (["tcav", "--concepts", "nosuch"], "nosuch"),
         (["tcav", "--concepts", "striped", "--concept-folder", "."], "not both"),
         (["tcav", "--layer", "nosuchlayer", "--concepts", "striped"], "nosuchlayer"),
+        (["dissect", "--concepts", "furry"], "furry"),
+        (["dissect", "--layers", "head"], "spatial map"),
+        (["dissect", "--rank-by", "median"], "median"),
     ],
 )
 def test_bad_input_is_one_line(two_models, tmp_path, capsys, args, message):
