@@ -53,6 +53,7 @@ def run_demo(
     ctx = ReportContext(
         model=run.model,
         train=run.train,
+        val=run.val,
         test=test,
         out=out,
         history=run.history,
