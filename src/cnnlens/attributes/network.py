@@ -153,3 +153,33 @@ def build(
         channels=list(channels),
         attribute_names=None if attribute_names is None else list(attribute_names),
     )
+
+
+class PlainAttributeCNN(nn.Module):
+    """The baseline of the predictability score: the same extractor, global average pooling
+    and one ``Linear(C -> K)`` (``head``), no attention: logits = W GAP(f) + b."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        channels: Sequence[int] = (32, 64, 64, 128),
+        attribute_names: Sequence[str] | None = None,
+    ):
+        super().__init__()
+        self.num_attributes = int(num_classes)
+        self.attribute_names = list(attribute_names or [str(k) for k in range(num_classes)])
+        self.channels = [int(c) for c in channels]
+        self.extractor = DilatedExtractor(in_channels, self.channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(self.channels[-1], self.num_attributes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))

@@ -207,7 +207,7 @@ def pruning_sweep(
     idx = subset_indices(data, n)
     device = model_device(model)
     targets = data.attributes[idx].bool()
-    stem = model.extractor[:-3]
+    stem = nn.Sequential(*list(model.extractor)[:-3])
     with frozen(model):
         hidden = run_chunked(
             lambda a, b: stem(data.tensors(idx[a:b])[0].to(device)), len(idx), CHUNK
@@ -219,7 +219,7 @@ def pruning_sweep(
                 row = []
                 for m in counts:
                     small = prune_channels(model, order[: int(m)]).eval()
-                    tail = small.extractor[-3:]
+                    tail = nn.Sequential(*list(small.extractor)[-3:])
                     logits = run_chunked(
                         lambda a, b, s=small, t=tail: s.classify(t(hidden[a:b]))[0].cpu(),
                         len(idx),

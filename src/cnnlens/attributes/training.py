@@ -19,19 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .. import checkpoint
+from ..batching import run_chunked
 from ..data import load as load_data
 from ..data.base import ImageDataset
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
+from ..hooks import frozen
 from ..io import write_json
 from ..train import OptimizerConfig, TrainConfig, TrainResult, fit
 from .data import attribute_dataset
-from .network import AttributeNetwork
+from .network import AttributeNetwork, PlainAttributeCNN
 from .objective import PAPER_LAMBDA, AttributeObjective
-from .passes import accuracy_per_attribute, run_pass
+from .passes import accuracy_per_attribute, run_pass, subset_indices
 
 ARCH = "attribute-net"
+PLAIN_ARCH = "plain-attribute-cnn"
+KINDS = {"attention": ARCH, "plain": PLAIN_ARCH}
 # Measured on the project's 2-core CPU: see README / the module's benchmark.
 SHAPES_RECIPE = {"size": 16, "n_train": 2500, "n_test": 1000, "epochs": 3}
 QUICK_RECIPE = {"size": 16, "n_train": 400, "n_test": 200, "epochs": 1}
@@ -50,8 +55,13 @@ def default_config(epochs: int = 3, seed: int = 0) -> TrainConfig:
     )
 
 
-def build_network(data: ImageDataset, channels=(32, 64, 64, 128)) -> AttributeNetwork:
-    """An untrained network for ``data``'s image channels and attributes, with ``arch`` set."""
+def build_network(
+    data: ImageDataset, channels=(32, 64, 64, 128), kind: str = "attention"
+) -> AttributeNetwork | PlainAttributeCNN:
+    """An untrained network for ``data``'s image channels and attributes, with ``arch`` set;
+    ``kind="plain"``: the plain multi-label CNN of the same extractor."""
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     data = attribute_dataset(data)
     kwargs = {
         "num_classes": int(data.attributes.shape[1]),
@@ -59,8 +69,8 @@ def build_network(data: ImageDataset, channels=(32, 64, 64, 128)) -> AttributeNe
         "channels": [int(c) for c in channels],
         "attribute_names": list(data.attribute_names),
     }
-    model = AttributeNetwork(**kwargs)
-    model.arch = {"name": ARCH, "kwargs": kwargs}
+    model = (AttributeNetwork if kind == "attention" else PlainAttributeCNN)(**kwargs)
+    model.arch = {"name": KINDS[kind], "kwargs": kwargs}
     return model
 
 
@@ -73,15 +83,17 @@ def train_attribute_network(
     reduction: str = "sum",
     channels=(32, 64, 64, 128),
     out: str | Path | None = None,
+    kind: str = "attention",
 ) -> tuple[AttributeNetwork, TrainResult]:
     """Build and train the network on ``train``'s attributes; returns it (eval mode) and
-    the loop's history. ``train``/``val``: a data set with attributes or (x, attributes)."""
+    the loop's history. ``train``/``val``: a data set with attributes or (x, attributes).
+    ``kind="plain"`` trains the plain CNN with the same summed BCE (no masks, no L1)."""
     train = attribute_dataset(train)
     val = None if val is None else attribute_dataset(val)
     config = config or default_config()
     torch.manual_seed(config.seed)
-    model = build_network(train, channels)
-    objective = AttributeObjective(lam, reduction)
+    model = build_network(train, channels, kind)
+    objective = AttributeObjective(lam, reduction) if kind == "attention" else PlainObjective()
     result = fit(
         model,
         train,
@@ -100,14 +112,16 @@ def load_attribute_network(path: str | Path, *, device=None) -> AttributeNetwork
     path = Path(path)
     meta = checkpoint.read_meta(path)
     arch = meta.get("arch") or {}
-    if arch.get("name") != ARCH:
-        raise CheckpointError(f"{path} holds a {arch.get('name')!r}, not an {ARCH!r}")
+    name = arch.get("name")
+    if name not in KINDS.values():
+        raise CheckpointError(f"{path} holds a {name!r}, not one of {sorted(KINDS.values())}")
     kwargs = dict(arch.get("kwargs") or {})
+    cls = AttributeNetwork if name == ARCH else PlainAttributeCNN
     try:
-        model = AttributeNetwork(**kwargs)
+        model = cls(**kwargs)
     except TypeError as exc:
-        raise CheckpointError(f"{path}: cannot build {ARCH!r} from {kwargs}: {exc}") from None
-    model.arch = {"name": ARCH, "kwargs": kwargs}
+        raise CheckpointError(f"{path}: cannot build {name!r} from {kwargs}: {exc}") from None
+    model.arch = {"name": name, "kwargs": kwargs}
     return checkpoint.load(path, model=model, device=device)
 
 
@@ -124,11 +138,39 @@ def save_attribute_network(model: AttributeNetwork, path, data: ImageDataset, ex
     )
 
 
+class PlainObjective(AttributeObjective):
+    """Summed per-attribute BCE of a model without masks (the plain CNN)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    def loss(self, model, x, y):
+        logits = model(x)
+        target = y.float()
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1).mean()
+        correct = float(((logits > 0) == (target > 0.5)).float().mean(1).sum())
+        return bce, {"correct": correct, "count": float(len(x))}
+
+
+def attribute_accuracy(model, data, n: int | None = None) -> torch.Tensor:
+    """Per-attribute accuracy ``[K]`` of either kind of network on ``data``."""
+    if callable(getattr(model, "forward_masks", None)):
+        passed = run_pass(model, data, n=n)
+        return accuracy_per_attribute(passed.logits, passed.targets)
+    idx = subset_indices(data, n)
+    device = next(model.parameters()).device
+    with frozen(model), torch.no_grad():
+        logits = run_chunked(
+            lambda a, b: model(data.tensors(idx[a:b])[0].to(device)).cpu(), len(idx), 64
+        )
+    return accuracy_per_attribute(logits, data.attributes[idx].bool())
+
+
 @dataclass
 class AttributeRun:
     """A trained network, its data, history and test accuracy (mean and per attribute)."""
 
-    model: AttributeNetwork
+    model: AttributeNetwork | PlainAttributeCNN
     train: ImageDataset
     test: ImageDataset
     history: list[dict]
@@ -194,14 +236,17 @@ def attribute_run(
     reduction: str = "sum",
     seed: int = 0,
     reuse: bool = True,
+    kind: str = "attention",
 ) -> AttributeRun:
-    """Train on ``data``'s attributes into ``out`` (``model/``, ``run.json``) or reuse it."""
+    """Train on ``data``'s attributes into ``out`` (``model/``, ``run.json``) or reuse it.
+    ``kind="plain"``: the plain multi-label CNN of the same extractor (the baseline)."""
     out = Path(out)
     train, test = load_splits(data, size=size, n_train=n_train, n_test=n_test)
     config = default_config(epochs, seed)
     identity = json.loads(
         json.dumps(
             {
+                "kind": kind,
                 "data": data,
                 "size": size,
                 "n_train": len(train),
@@ -225,10 +270,9 @@ def attribute_run(
         except (CheckpointError, json.JSONDecodeError, OSError, KeyError):
             pass  # train again
     model, result = train_attribute_network(
-        train, None, config=config, lam=lam, reduction=reduction, out=out
+        train, None, config=config, lam=lam, reduction=reduction, out=out, kind=kind
     )
-    passed = run_pass(model, test)
-    per = accuracy_per_attribute(passed.logits, passed.targets)
+    per = attribute_accuracy(model, test)
     accuracy = {name: float(a) for name, a in zip(model.attribute_names, per, strict=True)}
     save_attribute_network(
         model, out / "model", train, extra={"data": data, "test_accuracy": accuracy}
