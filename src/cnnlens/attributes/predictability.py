@@ -54,6 +54,8 @@ class Predictability:
         keep = [i for i, f in enumerate(self.family) if family is None or f == family]
         if len(keep) < 3:
             return float("nan")
+        if self.predicted[keep].unique().numel() < 2 or self.measured[keep].unique().numel() < 2:
+            return float("nan")  # a constant side: no ranking to compare
         rho = spearmanr(self.predicted[keep].numpy(), self.measured[keep].numpy()).statistic
         return float(rho)
 
