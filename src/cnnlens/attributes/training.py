@@ -39,7 +39,7 @@ PLAIN_ARCH = "plain-attribute-cnn"
 KINDS = {"attention": ARCH, "plain": PLAIN_ARCH}
 # Measured on the project's 2-core CPU: see README / the module's benchmark.
 SHAPES_RECIPE = {"size": 16, "n_train": 2500, "n_test": 1000, "epochs": 3}
-QUICK_RECIPE = {"size": 16, "n_train": 400, "n_test": 200, "epochs": 1}
+QUICK_RECIPE = {"size": 16, "n_train": 256, "n_test": 100, "epochs": 1}
 
 
 def default_config(epochs: int = 3, seed: int = 0) -> TrainConfig:
