@@ -146,6 +146,13 @@ def test_pruned_network_is_smaller_and_equals_zeroed_channels():
     with pytest.raises(InputError, match="at least one"):
         prune_channels(net, range(10))
 
+    class Masked(nn.Module):  # a user's model with masks but not the cnnlens layers
+        def forward_masks(self, x):
+            return x, x
+
+    with pytest.raises(InputError, match="AttributeNetwork"):
+        prune_channels(Masked(), [0])
+
 
 def test_semantic_order_visits_pairs_by_correlation_and_prefers_lower_l1():
     corr = torch.eye(4, dtype=torch.float64)

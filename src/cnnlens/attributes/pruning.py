@@ -112,6 +112,11 @@ class SemanticPruner:
 def prune_channels(model: AttributeNetwork, channels) -> AttributeNetwork:
     """A smaller copy of ``model`` without the feature channels ``channels`` (see docstring)."""
     require_attribute_network(model)
+    if not isinstance(model, AttributeNetwork):
+        raise InputError(
+            f"channel pruning rebuilds the layers of a cnnlens.attributes.AttributeNetwork "
+            f"(extractor, masks, heads); {type(model).__name__} is not one"
+        )
     c = model.feature_channels
     drop = sorted({int(ch) for ch in channels})
     if any(not 0 <= ch < c for ch in drop):
