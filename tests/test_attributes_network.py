@@ -98,6 +98,9 @@ def _check_loss(net, x, y):
 def test_mask_transformation_identity_symmetry_and_errors():
     m = torch.linspace(0, 1, 101, dtype=torch.float64)
     torch.testing.assert_close(mask_transform(m, 1, 0), m)
+    for n in (0.5, 1.0, 2.5):  # Eq. 12 branch by branch
+        eq12 = torch.where(m < 0.5, (m / 0.5) ** n / 2, 1 - ((1 - m) / 0.5) ** n / 2)
+        torch.testing.assert_close(tone_curve(m, n), eq12)
     for n in (0.5, 2.0, 3.0):
         h = tone_curve(m, n)
         torch.testing.assert_close(tone_curve(1 - m, n), 1 - h)  # symmetric about 0.5

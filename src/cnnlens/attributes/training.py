@@ -37,7 +37,9 @@ from .passes import accuracy_per_attribute, run_pass, subset_indices
 ARCH = "attribute-net"
 PLAIN_ARCH = "plain-attribute-cnn"
 KINDS = {"attention": ARCH, "plain": PLAIN_ARCH}
-# Measured on the project's 2-core CPU: see README / the module's benchmark.
+# Measured on the project's 2-core CPU (shared, load ~9): the shapes recipe took 4 min user +
+# 1 min system CPU time (about 2.5 min wall on two free cores; 13.5 min wall under that load),
+# test accuracy 79.4 % averaged over the 10 attributes. Quick: for the demo's smoke test only.
 SHAPES_RECIPE = {"size": 16, "n_train": 2500, "n_test": 1000, "epochs": 3}
 QUICK_RECIPE = {"size": 16, "n_train": 256, "n_test": 100, "epochs": 1}
 

@@ -26,10 +26,13 @@ def check_parameters(n: float, beta: float) -> None:
 
 
 def tone_curve(mask: torch.Tensor, n: float) -> torch.Tensor:
-    """h(M; n) of Eq. 12, symmetric about 0.5 (h(1 - M) = 1 - h(M))."""
-    low = (mask.clamp(0, 0.5) / 0.5).pow(n) / 2
-    high = 1 - ((1 - mask).clamp(0, 0.5) / 0.5).pow(n) / 2
-    return torch.where(mask < 0.5, low, high)
+    """h(M; n) of Eq. 12, symmetric about 0.5 (h(1 - M) = 1 - h(M)).
+
+    Both branches in one: with s = 2M - 1, (M/0.5)^n / 2 = (1 - |s|)^n / 2 below 0.5 and
+    1 - ((1-M)/0.5)^n / 2 = 1 - (1 - |s|)^n / 2 above, so h = 0.5 + sign(s) (1 - (1-|s|)^n) / 2.
+    """
+    s = (2 * mask - 1).clamp(-1, 1)
+    return 0.5 + s.sign() * (1 - (1 - s.abs()).pow(n)) / 2
 
 
 def mask_transform(mask: torch.Tensor, n: float, beta: float) -> torch.Tensor:
