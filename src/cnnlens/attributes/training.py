@@ -41,7 +41,7 @@ KINDS = {"attention": ARCH, "plain": PLAIN_ARCH}
 # 1 min system CPU time (about 2.5 min wall on two free cores; 13.5 min wall under that load),
 # test accuracy 79.4 % averaged over the 10 attributes. Quick: for the demo's smoke test only.
 SHAPES_RECIPE = {"size": 16, "n_train": 2500, "n_test": 1000, "epochs": 3}
-QUICK_RECIPE = {"size": 16, "n_train": 256, "n_test": 100, "epochs": 1}
+QUICK_RECIPE = {"size": 16, "n_train": 128, "n_test": 64, "epochs": 1}
 
 
 def default_config(epochs: int = 3, seed: int = 0) -> TrainConfig:

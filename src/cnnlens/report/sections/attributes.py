@@ -22,7 +22,7 @@ from .. import ReportContext, section, table_html
 from ..figures import figure_html
 
 FULL = {"n_roles": 1000, "n_eval": 300, "seeds": 3, "fractions": [0.25, 0.5, 0.75]}
-QUICK = {"n_roles": 150, "n_eval": 100, "seeds": 2, "fractions": [0.5]}
+QUICK = {"n_roles": 128, "n_eval": 64, "seeds": 2, "fractions": [0.5]}
 CACHE = "report-cache.json"
 
 
