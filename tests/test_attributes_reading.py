@@ -90,6 +90,9 @@ def test_pruning_sweep_equals_pruned_models_run_alone(net, data):
     d = curves["random"].to_dict()
     assert len(d["mean_accuracy"]) == 3 and len(d["spread"]) == 3
     assert SemanticPruner(n=None).fit(net, data).order_ == pruner.order_  # deterministic
+    roles = ChannelRoles(n=None).fit(net, data)
+    given = SemanticPruner().fit(net, data, correlation=roles.channel_correlation_)
+    assert given.order_ == pruner.order_
     with pytest.raises(InputError, match="counts"):
         pruning_sweep(net, data, orders, [12])
 

@@ -96,11 +96,17 @@ class SemanticPruner:
             raise InputError(f"prefer must be one of {PREFER}, got {prefer!r}")
         self.prefer, self.n = prefer, n
 
-    def fit(self, model: AttributeNetwork, data) -> SemanticPruner:
+    def fit(self, model: AttributeNetwork, data, *, correlation=None) -> SemanticPruner:
+        """``correlation``: the ``[C,C]`` channel correlation when already measured on ``data``
+        (e.g. ``ChannelRoles.channel_correlation_``); otherwise one pass computes it."""
         require_attribute_network(model)
-        data = attribute_dataset(data)
-        passed = run_pass(model, data, n=self.n)
-        self.channel_correlation_ = pearson(passed.pooled.T)
+        if correlation is None:
+            passed = run_pass(model, attribute_dataset(data), n=self.n)
+            correlation = pearson(passed.pooled.T)
+        c = model.feature_channels
+        if tuple(correlation.shape) != (c, c):
+            raise InputError(f"correlation must be [{c},{c}], got {tuple(correlation.shape)}")
+        self.channel_correlation_ = correlation.double()
         self.filter_l1_ = filter_l1(model)
         self.order_ = semantic_order(self.channel_correlation_, self.filter_l1_, self.prefer)
         return self

@@ -42,10 +42,12 @@ def pruning_study(
     fractions=FRACTIONS,
     n_fit: int | None = 1000,
     n_eval: int | None = 500,
+    correlation=None,
 ) -> tuple[dict[str, PruningCurve], SemanticPruner]:
     """Curves of mean accuracy against pruned channels: semantic (channel correlations on
-    ``train``, as the paper uses the training data), random (one per seed) and lowest-L1."""
-    pruner = SemanticPruner(prefer, n=n_fit).fit(model, train)
+    ``train``, as the paper uses the training data; ``correlation`` when already measured),
+    random (one per seed) and lowest-L1."""
+    pruner = SemanticPruner(prefer, n=n_fit).fit(model, train, correlation=correlation)
     counts = counts_for(model.feature_channels, fractions)
     orders = {
         f"semantic ({prefer} L1)": [pruner.order_],

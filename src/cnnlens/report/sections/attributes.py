@@ -40,6 +40,7 @@ def measure(run, settings: dict) -> dict:
         fractions=settings["fractions"],
         n_fit=settings["n_roles"],
         n_eval=settings["n_eval"],
+        correlation=roles.channel_correlation_,
     )
     return {
         "roles": roles.to_dict(),
