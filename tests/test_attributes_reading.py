@@ -134,3 +134,9 @@ def test_predictability_points_and_scores(net, data):
     expected_share = w[:, first].sum(1) / w.sum(1)
     torch.testing.assert_close(pr.predicted[:10], expected_share)
     assert set(pr.to_dict()["score_by_family"]) == {"prune", "mask"}
+    weighted = result.others["mask x |head weight|"]
+    roles = ChannelRoles(n=None).fit(net, data)
+    imp = roles.mask_means_ * net.heads.weight.detach().double().abs()
+    torch.testing.assert_close(
+        weighted[:10], imp[:, first].sum(1) / imp.sum(1), rtol=1e-4, atol=1e-6
+    )

@@ -18,13 +18,14 @@ Prediction: the share of attribute k's importance in S, ``sum_{c in S} I_kc / su
 with ``I_kc`` the mean attention-mask value of channel c for attribute k (over the images,
 :class:`~.reading.ChannelRoles`) for the attention network, and ``|w_kc|``, the final-layer
 weight, for the plain multi-label CNN of the same extractor
-(:class:`~.network.PlainAttributeCNN`). Measured: the accuracy of attribute k before the edit
-minus after it, on the first ``n`` images.
+(:class:`~.network.PlainAttributeCNN`); for the attention network a second reading, the mask
+value times ``|w_kc|`` of its head, is scored too (``others``). Measured: the accuracy of
+attribute k before the edit minus after it, on the first ``n`` images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from scipy.stats import spearmanr
@@ -46,24 +47,35 @@ class Predictability:
 
     network: str
     family: list[str]  # per point
-    predicted: torch.Tensor  # [P]
+    predicted: torch.Tensor  # [P], the main predictor's
     measured: torch.Tensor  # [P]
+    others: dict[str, torch.Tensor] = field(default_factory=dict)  # other predictors, [P] each
 
-    def score(self, family: str | None = None) -> float:
-        """Spearman correlation of predicted vs measured drops (one family, or all points)."""
+    def score(self, family: str | None = None, predictor: str | None = None) -> float:
+        """Spearman correlation of predicted vs measured drops (one family, or all points;
+        the main predictor, or one of ``others``)."""
+        predicted = self.predicted if predictor is None else self.others[predictor]
         keep = [i for i, f in enumerate(self.family) if family is None or f == family]
         if len(keep) < 3:
             return float("nan")
-        if self.predicted[keep].unique().numel() < 2 or self.measured[keep].unique().numel() < 2:
+        if predicted[keep].unique().numel() < 2 or self.measured[keep].unique().numel() < 2:
             return float("nan")  # a constant side: no ranking to compare
-        rho = spearmanr(self.predicted[keep].numpy(), self.measured[keep].numpy()).statistic
+        rho = spearmanr(predicted[keep].numpy(), self.measured[keep].numpy()).statistic
         return float(rho)
 
     def to_dict(self) -> dict:
+        families = [f for f in FAMILIES if f in self.family]
         return {
             "network": self.network,
             "score": self.score(),
-            "score_by_family": {f: self.score(f) for f in FAMILIES if f in self.family},
+            "score_by_family": {f: self.score(f) for f in families},
+            "other_predictors": {
+                name: {
+                    "score": self.score(None, name),
+                    **{f: self.score(f, name) for f in families},
+                }
+                for name in self.others
+            },
             "points": len(self.family),
         }
 
@@ -109,6 +121,9 @@ def attention_predictability(
 
         f, pooled, mask_means = run_chunked(part, len(idx), CHUNK)
         importance = mask_means.double().mean(0)  # [K,C]
+        # a second reading: the mask mass weighted by the head's |w_kc|
+        weighted = importance * model.heads.weight.detach().cpu().double().abs()
+        second = []
         base = accuracy_per_attribute(model.heads(pooled), targets)
         prune, mask = _edits(model.feature_channels, model.num_attributes, sizes, repeats, seed)
         family, predicted, measured = [], [], []
@@ -123,6 +138,7 @@ def attention_predictability(
             drop = base - accuracy_per_attribute(logits, targets)
             family += ["prune"] * model.num_attributes
             predicted.append(_share(importance, chosen))
+            second.append(_share(weighted, chosen))
             measured.append(drop)
         for attr, chosen in mask:
             weight = model.heads.weight.detach().cpu().clone()
@@ -131,8 +147,15 @@ def attention_predictability(
             drop = base - accuracy_per_attribute(logits, targets)
             family.append("mask")
             predicted.append(_share(importance, chosen)[attr : attr + 1])
+            second.append(_share(weighted, chosen)[attr : attr + 1])
             measured.append(drop[attr : attr + 1])
-    return Predictability("attention", family, torch.cat(predicted), torch.cat(measured))
+    return Predictability(
+        "attention",
+        family,
+        torch.cat(predicted),
+        torch.cat(measured),
+        {"mask x |head weight|": torch.cat(second)},
+    )
 
 
 @torch.no_grad()

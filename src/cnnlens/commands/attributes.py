@@ -241,6 +241,8 @@ def predictability(
     for name, r in (("attention network", att), ("plain CNN", pla)):
         fam = ", ".join(f"{f} {v:+.3f}" for f, v in r.to_dict()["score_by_family"].items())
         typer.echo(f"{name}: predictability {r.score():+.3f} (Spearman; {fam})")
+        for other, scores in r.to_dict()["other_predictors"].items():
+            typer.echo(f"  predicted from {other}: {scores['score']:+.3f}")
     typer.echo(f"results written to {folder}")
 
 
