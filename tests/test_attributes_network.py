@@ -101,6 +101,11 @@ def test_mask_transformation_identity_symmetry_and_errors():
     for n in (0.5, 1.0, 2.5):  # Eq. 12 branch by branch
         eq12 = torch.where(m < 0.5, (m / 0.5) ** n / 2, 1 - ((1 - m) / 0.5) ** n / 2)
         torch.testing.assert_close(tone_curve(m, n), eq12)
+        for beta in (0.0, 0.3):  # Eq. 11 on top of Eq. 12
+            torch.testing.assert_close(mask_transform(m, n, beta), (1 + beta) * eq12 - beta)
+    before = m.clone()
+    mask_transform(m, 2.0, 0.2)
+    assert torch.equal(m, before)  # the masks are not changed in place
     for n in (0.5, 2.0, 3.0):
         h = tone_curve(m, n)
         torch.testing.assert_close(tone_curve(1 - m, n), 1 - h)  # symmetric about 0.5
