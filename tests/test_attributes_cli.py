@@ -26,6 +26,8 @@ def test_train_prune_robustness_predictability(tiny_run, tmp_path, capsys):
     roles = json.loads((run / "roles.json").read_text())
     assert len(roles["mask_means"]) == 10 and len(roles["mask_means"][0]) == 128
     assert roles["construction_check"]["correlated_by_construction"]["red-warm"] is not None
+    for figure in ("mask_grid.png", "top_masks.png", "channel_correlation.png"):
+        assert (run / figure).read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     # a second train reuses the run
     assert main(["attributes", "train", "--data", "shapes", "--out", str(run), *TINY]) == 0
@@ -34,6 +36,7 @@ def test_train_prune_robustness_predictability(tiny_run, tmp_path, capsys):
     assert main(["attributes", "prune", *args, "--seeds", "2", "--save", "0.5"]) == 0
     pruning = json.loads((run / "prune" / "pruning.json").read_text())
     assert pruning["curves"]["random"]["counts"] == [0, 32, 64, 96]
+    assert (run / "prune" / "pruning.png").is_file()
     macs = list(pruning["macs_m"].values())
     assert macs == sorted(macs, reverse=True) and macs[-1] < macs[0] / 4
     assert json.loads((run / "prune" / "model" / "model.json").read_text())["arch"]["kwargs"][

@@ -6,7 +6,8 @@
     cnnlens attributes predictability --run runs/attr
 
 ``train`` trains (or reuses) the network on the data set's attributes and writes the reading of
-its channels (``roles.json``: mask means, top channels, attribute and channel correlations);
+its channels (``roles.json``: mask means, top channels, attribute and channel correlations;
+``mask_grid.png``, ``top_masks.png``, ``channel_correlation.png``; ``correlations.md``);
 the others read that run folder and write their JSON under ``RUN/<subcommand>`` (or ``--out``).
 """
 
@@ -30,6 +31,32 @@ def _out(out: Path | None, run: Path, name: str) -> Path:
     from ..io import check_writable_folder
 
     return check_writable_folder(out or (run / name))
+
+
+def _write_figure(path: Path, fig) -> None:
+    from ..io import write_bytes
+    from ..report.figures import plt, to_png
+
+    write_bytes(path, to_png(fig))
+    plt.close(fig)
+
+
+def _write_role_figures(out: Path, run, roles) -> None:
+    """mask_grid.png (Fig. 5), top_masks.png (Fig. 4, two test images), channel_correlation.png."""
+    import torch
+
+    from ..attributes.reading import channel_masks
+    from ..report.attribute_figures import channel_correlation_plot, mask_grid_plot, top_mask_grid
+
+    names = roles.attribute_names_
+    _write_figure(out / "mask_grid.png", mask_grid_plot(roles.mask_means_.numpy(), names))
+    x, _ = run.test.tensors(range(min(2, len(run.test))))
+    top = roles.top_channels_
+    masks = torch.stack([channel_masks(run.model, x, k, top[k]) for k in range(len(names))])
+    figure = top_mask_grid(run.test.denormalize(x), masks, names, top)
+    _write_figure(out / "top_masks.png", figure)
+    correlation = roles.channel_correlation_.numpy()
+    _write_figure(out / "channel_correlation.png", channel_correlation_plot(correlation))
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -102,6 +129,7 @@ def train(
             out / "roles.json",
             {**roles.to_dict(), "construction_check": construction_check(roles)},
         )
+        _write_role_figures(out, run, roles)
         table = correlation_table(roles)
         write_text(out / "correlations.md", table + "\n")
         typer.echo(table)
@@ -162,6 +190,11 @@ def prune(
     )
     table = pruning_table(curves, c)
     write_text(folder / "pruning.md", table + "\n")
+    from ..report.attribute_figures import pruning_plot
+
+    _write_figure(
+        folder / "pruning.png", pruning_plot({k: v.to_dict() for k, v in curves.items()}, c)
+    )
     typer.echo(table)
     typer.echo(
         "MACs (M) by pruned channels: " + ", ".join(f"{m}: {v:.1f}" for m, v in macs.items())
