@@ -207,3 +207,18 @@ def test_data_without_attributes_is_refused():
 @pytest.fixture(scope="module")
 def shapes_small():
     return cnnlens.data.load("shapes", split="test", size=16, n=64)
+
+
+def test_trains_through_fit_on_a_users_own_tensors():
+    from cnnlens.attributes.training import default_config, train_attribute_network
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, 12, 12, generator=gen)
+    attrs = torch.stack([x[:, 0].mean((1, 2)) > 0, x[:, 1].mean((1, 2)) > 0], 1)
+    net, result = train_attribute_network(
+        (x, attrs), config=default_config(epochs=2), channels=SMALL, lam=1e-4
+    )
+    assert not net.training and [r["epoch"] for r in result.history] == [1, 2]
+    assert net.num_attributes == 2 and net.attribute_names == ["0", "1"]
+    assert net.arch["name"] == "attribute-net" and net.arch["kwargs"]["channels"] == list(SMALL)
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in result.history)
