@@ -50,6 +50,7 @@ def run_demo(
     log_line(
         f"demo: seed-{other_seed} model {state}; test accuracy {100 * other.test_accuracy:.2f} %"
     )
+    attributes = train_attribute_demo(out / "attributes", quick=quick, seed=seed)
     ctx = ReportContext(
         model=run.model,
         train=run.train,
@@ -58,7 +59,21 @@ def run_demo(
         out=out,
         history=run.history,
         title="cnnlens demo: ResNet-20 on shapes",
-        options={"quick": quick},
+        options={"quick": quick, "attributes_run": attributes},
         other_seeds={str(other_seed): other.model},
     )
     return build_report(ctx, out / "report.html")
+
+
+def train_attribute_demo(folder: Path, *, quick: bool, seed: int = 0) -> Path:
+    """Train (or reuse) paper 003's attribute network on ``shapes`` attributes in ``folder``
+    for the report's "Channel roles and pruning" section; returns ``folder``."""
+    from .attributes.training import QUICK_RECIPE, SHAPES_RECIPE, attribute_run
+
+    recipe = QUICK_RECIPE if quick else SHAPES_RECIPE
+    run = attribute_run(data="shapes", out=folder, seed=seed, **recipe)
+    state = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
+    log_line(
+        f"demo: attribute network {state}; mean attribute accuracy {100 * run.mean_accuracy:.1f} %"
+    )
+    return folder
