@@ -65,7 +65,12 @@ def test_quick_demo_writes_a_self_contained_report(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     page = (out / "report.html").read_text()
-    for title in ("Model and data", "Training and test accuracy", "Predictions on test images"):
+    for title in (
+        "Model and data",
+        "Training and test accuracy",
+        "Predictions on test images",
+        "Channel roles and pruning",
+    ):
         assert title in page
     assert "Test accuracy:" in page and 'class="error"' not in page
     # every image is embedded; nothing is loaded from elsewhere

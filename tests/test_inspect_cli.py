@@ -29,7 +29,7 @@ def two_models(tmp_path_factory):
 def test_inspect_lists_its_subcommands(capsys):
     assert main(["inspect", "--help"]) == 0
     listing = capsys.readouterr().out
-    for name in ("similarity", "surrogate"):
+    for name in ("similarity", "surrogate", "tcav", "dissect"):
         assert name in listing
         assert main(["inspect", name, "--help"]) == 0
         assert "Usage" in capsys.readouterr().out
@@ -72,6 +72,50 @@ def test_surrogate_writes_rules_and_fidelity(two_models, tmp_path, capsys):
     assert "fidelity" in capsys.readouterr().out
 
 
+def test_tcav_scores_concepts_by_class(two_models, tmp_path, capsys):
+    a, _ = two_models
+    out = tmp_path / "tcav"
+    args = ["inspect", "tcav", "--model", str(a), "--concepts", "striped,filled=0,class=star"]
+    args += ["--concept-images", "12", "--random", "3", "--n", "48", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads((out / "tcav.json").read_text())
+    assert result["n_random"] == 3
+    rows = result["rows"]  # one per (concept, class)
+    classes = {row["class"] for row in rows}
+    assert [row["concept"] for row in rows[:: len(classes)]] == [
+        "striped",
+        "filled=0",
+        "class=star",
+    ]
+    assert all(0 <= s <= 1 and len(row["scores"]) == 3 for row in rows for s in row["scores"])
+    assert sum(row["n_images"] for row in result["random"]) == 48
+    assert (out / "tcav.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "striped:" in printed and "two-sided t-test" in printed
+
+
+def test_dissect_writes_json_channels_and_figures(two_models, tmp_path, capsys):
+    a, _ = two_models
+    out = tmp_path / "dissect"
+    args = ["inspect", "dissect", "--model", str(a), "--n", "24", "--layer", "layer1,layer3"]
+    args += ["--concepts", "object,background,class=star,striped", "--top-k", "4"]
+    assert main([*args, "--figures", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "dissection.json").read_text())
+    assert [layer["layer"] for layer in result["layers"]] == ["layer1", "layer3"]
+    assert result["concepts"] == ["object", "background", "class=star", "striped"]
+    assert result["n_images"] == 24 and result["quantile"] == 0.995
+    layer3 = result["layers"][1]
+    assert layer3["channels"] == len(layer3["units"]) == 64
+    assert len(layer3["iou"]) == 64 and len(layer3["iou"][0]) == 4
+    assert all(len(unit["top_images"]) == 4 for unit in layer3["units"])
+    lines = (out / "channels.csv").read_text().splitlines()
+    assert lines[0].startswith("layer,channel,label,best_concept,iou") and len(lines) == 1 + 80
+    for name in ("dissection.png", "top-images.png", "top-images-layer1.png"):
+        assert (out / name).stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "layer1: " in printed and "interpretable" in printed and "detectors" in printed
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -79,6 +123,12 @@ def test_surrogate_writes_rules_and_fidelity(two_models, tmp_path, capsys):
         (["similarity", "--layers", "nosuchlayer"], "nosuchlayer"),
         (["similarity", "--n", "100000"], "--n 100000"),
         (["surrogate", "--data", "digits"], "digits"),
+        (["tcav", "--concepts", "nosuch"], "nosuch"),
+        (["tcav", "--concepts", "striped", "--concept-folder", "."], "not both"),
+        (["tcav", "--layer", "nosuchlayer", "--concepts", "striped"], "nosuchlayer"),
+        (["dissect", "--concepts", "furry"], "furry"),
+        (["dissect", "--layers", "head"], "spatial map"),
+        (["dissect", "--rank-by", "median"], "median"),
     ],
 )
 def test_bad_input_is_one_line(two_models, tmp_path, capsys, args, message):

@@ -11,10 +11,40 @@ from cnnlens.attribution import methods
 from cnnlens.metrics.evaluate import Evaluation
 from cnnlens.metrics.outputs import curve_figure
 from cnnlens.report import figures as F
+from cnnlens.report.dissection_figures import interpretability_chart, top_images_figure
 from cnnlens.report.sections.explanations import family, family_grids
 from helpers import embedded_figures
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "crescent", "arrow", "heart"]
+
+
+def _dissection(n: int):
+    """A network dissection of four layers of a CIFAR ResNet over ``n`` images, made up."""
+    from cnnlens.analysis import DissectionResult, LayerDissection
+
+    gen = torch.Generator().manual_seed(0)
+    concepts = ["object", "background", *(f"class={c}" for c in CLASSES), "striped", "filled=0"]
+    layers = [
+        LayerDissection(
+            name,
+            concepts,
+            0.04,
+            torch.rand(c, generator=gen),
+            0.1 * torch.rand(c, len(concepts), generator=gen, dtype=torch.float64),
+            torch.full((c,), 0.005),
+            torch.randint(0, n, (c, 8), generator=gen),
+            torch.rand(c, 8, generator=gen),
+            torch.rand(c, 8, side, side, generator=gen),
+        )
+        for name, c, side in (
+            ("relu", 16, 32),
+            ("layer1.0", 16, 32),
+            ("layer2.2", 32, 16),
+            ("layer3.2", 64, 8),
+        )
+    ]
+    share = torch.rand(len(concepts), dtype=torch.float64)
+    return DissectionResult(layers, concepts, share, 0.995, 0.04, "max", n, (32, 32))
 
 
 def _images(n: int) -> torch.Tensor:
@@ -43,6 +73,11 @@ def _report_figures() -> dict[str, str]:
         "deletion curves": curve_figure(Evaluation(images=list(range(8)), curves=curves),
                                         "deletion"),
     }  # fmt: skip
+    dissected = _dissection(len(images))
+    figs["dissection chart"] = interpretability_chart(dissected)
+    figs["dissection top images"] = top_images_figure(
+        dissected, (images, torch.zeros(32, dtype=torch.long))
+    )
     out = {name: F.figure_html(fig, name) for name, fig in figs.items()}
     # the explanation grids with every registered method, as the section groups them
     maps = {name: torch.rand(8, 1, 32, 32) for name in methods()}

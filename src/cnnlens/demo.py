@@ -74,14 +74,35 @@ def run_demo(
         f"demo: seed-{other_seed} model {state}; test accuracy {100 * other.test_accuracy:.2f} %"
     )
     vae_run = demo_vae(out, quick=quick, seed=seed)
+    attributes = train_attribute_demo(out / "attributes", quick=quick, seed=seed)
     ctx = ReportContext(
         model=run.model,
         train=run.train,
+        val=run.val,
         test=test,
         out=out,
         history=run.history,
         title="cnnlens demo: ResNet-20 on shapes",
-        options={"quick": quick, "vae": vae_run.vae, "vae_run": vae_run},
+        options={
+            "quick": quick,
+            "vae": vae_run.vae,
+            "vae_run": vae_run,
+            "attributes_run": attributes,
+        },
         other_seeds={str(other_seed): other.model},
     )
     return build_report(ctx, out / "report.html")
+
+
+def train_attribute_demo(folder: Path, *, quick: bool, seed: int = 0) -> Path:
+    """Train (or reuse) paper 003's attribute network on ``shapes`` attributes in ``folder``
+    for the report's "Channel roles and pruning" section; returns ``folder``."""
+    from .attributes.training import QUICK_RECIPE, SHAPES_RECIPE, attribute_run
+
+    recipe = QUICK_RECIPE if quick else SHAPES_RECIPE
+    run = attribute_run(data="shapes", out=folder, seed=seed, **recipe)
+    state = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
+    log_line(
+        f"demo: attribute network {state}; mean attribute accuracy {100 * run.mean_accuracy:.1f} %"
+    )
+    return folder

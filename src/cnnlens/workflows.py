@@ -154,6 +154,13 @@ def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
     if not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
         path = path / "model"
     if (path / "model.json").is_file():
+        if (checkpoint.read_meta(path).get("arch") or {}).get("name") in (
+            "attribute-net",
+            "plain-attribute-cnn",
+        ):
+            from .attributes.training import load_attribute_network
+
+            return load_attribute_network(path, device=device)
         if "decomposed" in (checkpoint.read_meta(path).get("extra") or {}):
             from .analysis.decomposed import load_decomposed
 

@@ -18,14 +18,19 @@ tree fitted to the network's predictions. Concept activation vectors (ref. 22,
 Kim et al. 2018): :class:`TCAV` scores how much a concept matters to a class
 (:class:`TCAVResult`), from concept image sets (:class:`Concept`,
 :func:`shapes_concepts`, :func:`folder_concepts`) and CAVs (:class:`CAV`,
-:func:`learn_cav`).
+:func:`learn_cav`). Network dissection (ref. 47, Bau et al. 2017): :class:`Dissection`
+labels each channel with the concept its top activations segment
+(:class:`DissectionResult`, :class:`LayerDissection`), from per-pixel concept masks
+(:class:`ConceptMasks`).
 """
 
 from .ablation import noise_ablation
 from .cav import CAV, learn_cav
 from .cka import MinibatchCKA, cka_matrix, linear_cka, minibatch_cka, unbiased_hsic
+from .concept_masks import ConceptMasks
 from .concepts import Concept, folder_concepts, shapes_concepts
 from .decomposed import DecomposedHead, decompose, head_macs, load_decomposed, save_decomposed
+from .dissection import Dissection, DissectionResult, LayerDissection
 from .features import Features, collect_features
 from .influential import InfluentialFeatures
 from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
@@ -42,10 +47,14 @@ from .tcav import TCAV, TCAVResult
 __all__ = [
     "CAV",
     "Concept",
+    "ConceptMasks",
     "DEPTHS",
     "DecomposedHead",
+    "Dissection",
+    "DissectionResult",
     "Features",
     "InfluentialFeatures",
+    "LayerDissection",
     "LayerSimilarity",
     "MinibatchCKA",
     "SVCCAResult",

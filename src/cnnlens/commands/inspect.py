@@ -3,6 +3,7 @@
     cnnlens inspect similarity --model runs/a [--other runs/b] --data shapes
     cnnlens inspect surrogate  --model runs/a --data shapes --max-depth 4
     cnnlens inspect tcav       --model runs/a --data shapes [--concepts striped,class=star]
+    cnnlens inspect dissect    --model runs/a --data shapes [--layers layer3.2] [--n 2000]
 
 Each subcommand reads a saved model (a model folder or a run folder holding
 ``model/``), runs one analysis of :mod:`cnnlens.analysis` on the data set's
@@ -217,6 +218,65 @@ def tcav(
     typer.echo(
         f"TCAV at {result.layer}, {random} random runs; * = p < {result.alpha / result.tests:.2g} "
         "(two-sided t-test against random-vs-random CAVs)"
+    )
+    typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(help="Network dissection: which concept each channel segments (Bau et al.).")
+def dissect(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option("shapes", help=DATA_HELP + " (with object masks)"),
+    n: int = typer.Option(None, min=1, help="test images (the first n; default all)"),
+    layers: str = typer.Option(
+        None, "--layers", "--layer", help="comma list of layers (default: every block)"
+    ),
+    concepts: str = typer.Option(
+        None,
+        help="comma list: object, background, classes (class=star), attributes (striped, "
+        "filled=0); default all of them",
+    ),
+    quantile: float = typer.Option(0.995, min=0, max=1, help="T_k: this quantile per channel"),
+    iou_threshold: float = typer.Option(0.04, min=0, max=1, help="IoU a detector exceeds"),
+    top_k: int = typer.Option(8, min=1, help="top activating images kept per channel"),
+    rank_by: str = typer.Option("max", help="rank a channel's images by their max or mean"),
+    figures: int = typer.Option(6, min=0, help="channels shown per top-images figure"),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/dissect)"),
+) -> None:
+    """Write dissection.json, channels.csv, dissection.png and top-images figures."""
+    from ..analysis import Dissection
+    from ..analysis.tables import to_csv
+    from ..io import write_json, write_text
+    from ..report.dissection_figures import interpretability_chart, top_images_figure
+
+    net, test = _open(model, data, "test", n)
+    folder = _out(out, model, "dissect")
+    fitted = Dissection(
+        _names(layers),
+        quantile=quantile,
+        iou_threshold=iou_threshold,
+        top_k=top_k,
+        rank_by=rank_by,
+    ).fit(net, test, _names(concepts), desc=f"dissection of {len(test)} images")
+    result = fitted.result_
+    write_json(folder / "dissection.json", result.to_dict())
+    write_text(folder / "channels.csv", to_csv(result.channel_rows()))
+    _write_figure(folder / "dissection.png", interpretability_chart(result))
+    if figures:
+        _write_figure(folder / "top-images.png", top_images_figure(result, test, count=figures))
+        for d in result.layers:
+            units = [(d.layer, c) for c in d.best_iou.argsort(descending=True).tolist()][:figures]
+            path = folder / f"top-images-{d.layer}.png"
+            _write_figure(path, top_images_figure(result, test, units))
+    for row in result.summary():
+        typer.echo(
+            f"{row['layer']}: {row['interpretable']}/{row['channels']} interpretable "
+            f"({100 * row['share']:.1f} %){': ' + row['detectors'] if row['detectors'] else ''}"
+        )
+    found = {c: k for c, k in result.detectors().items() if k}
+    typer.echo(
+        f"detectors (IoU > {result.iou_threshold:g}, T_k at quantile {result.quantile:g}, "
+        f"{result.n_images} images): "
+        + (", ".join(f"{c} {k}" for c, k in sorted(found.items(), key=lambda i: -i[1])) or "none")
     )
     typer.echo(f"results written to {folder}")
 

@@ -33,7 +33,8 @@ class ReportContext:
 
     ``cache`` lets sections share expensive results (e.g. test-set logits via
     :meth:`logits`). ``options`` carries run options such as ``quick``. ``train`` and
-    ``test`` may be any data :func:`~cnnlens.data.as_dataset` accepts; sections read
+    ``test`` (and ``val``, a held-out split some sections draw examples from, e.g. TCAV's
+    concept sets) may be any data :func:`~cnnlens.data.as_dataset` accepts; sections read
     them as cnnlens data sets. ``other_seeds`` maps a seed (as text) to the same
     architecture trained on the same data with that seed, for comparisons across
     training runs.
@@ -48,10 +49,12 @@ class ReportContext:
     options: dict = field(default_factory=dict)
     other_seeds: dict[str, nn.Module] = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
+    val: ImageDataset | None = None
 
     def __post_init__(self) -> None:
         self.test = as_dataset(self.test)
         self.train = None if self.train is None else as_dataset(self.train)
+        self.val = None if self.val is None else as_dataset(self.val)
 
     def logits(self) -> torch.Tensor:
         """Test-set logits ``[N,K]`` (computed once, eval mode, model state restored)."""

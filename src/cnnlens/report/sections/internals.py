@@ -4,10 +4,11 @@ Layer similarity (linear CKA, minibatch estimator) between every pair of
 blocks of the model, and between the model and the same architecture trained
 with another seed when the run has one (``ReportContext.other_seeds``); a
 decision-tree surrogate of the network's predictions with its fidelity; TCAV
-scores of the data set's attributes and classes as concepts. Each
-part runs on a few hundred to a thousand images so the section stays within
-the demo's time budget; ``cnnlens inspect ...`` runs the same analyses at any
-size.
+scores of the data set's attributes and classes as concepts; network dissection
+of every block against the object masks, classes and attributes (when the test
+set has object masks). Each part runs on a few hundred to a thousand images so
+the section stays within the demo's time budget; ``cnnlens inspect ...`` runs
+the same analyses at any size.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ TREE_DEPTH = 4
 TCAV_RANDOM_SETS = 10
 TCAV_CONCEPT_IMAGES = 50
 TCAV_CLASS_IMAGES = 1000
+DISSECTION_IMAGES = 1000
+DISSECTION_UNITS = 6  # channels in the top-images figure
 
 
 def _first(data, n: int):
@@ -142,6 +145,47 @@ def tcav_part(ctx: ReportContext, quick: bool) -> str | None:
     )
 
 
+def dissection_part(ctx: ReportContext, quick: bool) -> str | None:
+    from ...analysis import Dissection
+    from ..dissection_figures import interpretability_chart, top_images_figure
+
+    if ctx.test.masks is None:
+        return None
+    test = _first(ctx.test, 200 if quick else DISSECTION_IMAGES)
+    result = Dissection(top_k=8).fit(ctx.model, test).result_
+    rows = [
+        {
+            "layer": r["layer"],
+            "interpretable": f"{r['interpretable']} / {r['channels']}",
+            "share": f"{100 * r['share']:.1f} %",
+            "detectors (concept: channels)": r["detectors"] or "-",
+        }
+        for r in result.summary()
+    ]
+    units = result.strongest(DISSECTION_UNITS)
+    parts = [
+        "<h3>Network dissection</h3>",
+        "<p>Network dissection (Bau et al. 2017; the survey's section 3.2) on "
+        f"{result.n_images} test images: each channel's activation map, upsampled to the image "
+        f"and cut at the channel's top {100 * (1 - result.quantile):.2g} % activation over all "
+        "images and positions, is compared with the mask of each concept by intersection over "
+        "union summed over the images. Concepts: the object, the background, the object in "
+        "the images of each class (<code>class=star</code>) and in the images with each "
+        "attribute (<code>striped</code>, <code>red</code>, ...). A channel whose best IoU "
+        f"exceeds {result.iou_threshold:g} is labelled a detector of that concept.</p>",
+        figure_html(interpretability_chart(result), "interpretable channels per layer"),
+        table_html(rows),
+    ]
+    if units:
+        parts += [
+            "<p>The strongest detectors (the best channel of each concept first): their "
+            "top activating test images, the region above the channel's threshold outlined, "
+            "the rest dimmed.</p>",
+            figure_html(top_images_figure(result, test, units), "top images of detectors"),
+        ]
+    return "\n".join(parts)
+
+
 @section("internals", "Model internals", order=70)
 def internals(ctx: ReportContext) -> str | None:
     quick = bool(ctx.options.get("quick"))
@@ -151,4 +195,7 @@ def internals(ctx: ReportContext) -> str | None:
     tcav = tcav_part(ctx, quick)
     if tcav is not None:
         parts.append(tcav)
+    dissection = dissection_part(ctx, quick)
+    if dissection is not None:
+        parts.append(dissection)
     return "\n".join(parts)

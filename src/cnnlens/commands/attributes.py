@@ -1,0 +1,283 @@
+"""``cnnlens attributes ...``: the human-predictable attribute network of paper 003.
+
+    cnnlens attributes train          --data shapes --out runs/attr [--epochs 3 --size 16]
+    cnnlens attributes prune          --run runs/attr [--prefer lower --seeds 3]
+    cnnlens attributes robustness     --run runs/attr [--transforms 1:0,2:0,4:0.2]
+    cnnlens attributes predictability --run runs/attr
+
+``train`` trains (or reuses) the network on the data set's attributes and writes the reading of
+its channels (``roles.json``: mask means, top channels, attribute and channel correlations;
+``mask_grid.png``, ``top_masks.png``, ``channel_correlation.png``; ``correlations.md``);
+the others read that run folder and write their JSON under ``RUN/<subcommand>`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+attributes_app = typer.Typer(
+    name="attributes",
+    help="The multi-attribute channel-attention network of paper 003: train, semantic pruning, "
+    "mask transformation under noise, measured predictability.",
+    no_args_is_help=True,
+)
+
+RUN_HELP = "run folder written by 'cnnlens attributes train'"
+
+
+def _out(out: Path | None, run: Path, name: str) -> Path:
+    from ..io import check_writable_folder
+
+    return check_writable_folder(out or (run / name))
+
+
+def _write_figure(path: Path, fig) -> None:
+    from ..io import write_bytes
+    from ..report.figures import plt, to_png
+
+    write_bytes(path, to_png(fig))
+    plt.close(fig)
+
+
+def _write_role_figures(out: Path, run, roles) -> None:
+    """mask_grid.png (Fig. 5), top_masks.png (Fig. 4, two test images), channel_correlation.png."""
+    import torch
+
+    from ..attributes.reading import channel_masks
+    from ..report.attribute_figures import channel_correlation_plot, mask_grid_plot, top_mask_grid
+
+    names = roles.attribute_names_
+    _write_figure(out / "mask_grid.png", mask_grid_plot(roles.mask_means_.numpy(), names))
+    x, _ = run.test.tensors(range(min(2, len(run.test))))
+    top = roles.top_channels_
+    masks = torch.stack([channel_masks(run.model, x, k, top[k]) for k in range(len(names))])
+    figure = top_mask_grid(run.test.denormalize(x), masks, names, top)
+    _write_figure(out / "top_masks.png", figure)
+    correlation = roles.channel_correlation_.numpy()
+    _write_figure(out / "channel_correlation.png", channel_correlation_plot(correlation))
+
+
+def _floats(text: str, option: str) -> list[float]:
+    from ..errors import InputError
+
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"{option} must be a comma list of numbers, got {text!r}") from None
+
+
+def parse_transforms(text: str) -> list[tuple[float, float]]:
+    """``"1:0,2:0.2"`` -> ``[(1.0, 0.0), (2.0, 0.2)]``, each checked (n > 0, 0 <= beta < 1)."""
+    from ..attributes.transform import check_parameters
+    from ..errors import InputError
+
+    pairs = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            n, beta = (float(p) for p in parts)
+        except ValueError:
+            raise InputError(
+                f"--transforms takes n:beta pairs like 1:0,2:0.2; got {item.strip()!r}"
+            ) from None
+        check_parameters(n, beta)
+        pairs.append((n, beta))
+    return pairs
+
+
+@attributes_app.command(help="Train (or reuse) the attribute network; write its channel roles.")
+def train(
+    data: str = typer.Option("shapes", help="a data set with attributes (shapes, celeba:/path)"),
+    out: Path = typer.Option(..., help="run folder (model/, run.json, roles.json)"),
+    size: int = typer.Option(16, min=8, help="image size (the extractor never downsamples)"),
+    n_train: int = typer.Option(2500, min=1, help="training images (the first n)"),
+    n_test: int = typer.Option(1000, min=1, help="test images (the first n)"),
+    epochs: int = typer.Option(3, min=1),
+    lam: float = typer.Option(1e-5, "--lambda", min=0.0, help="weight of ||M||_1 (Eq. 10)"),
+    reduction: str = typer.Option("sum", help="||M||_1 reduction: sum (per image) or mean"),
+    plain: bool = typer.Option(False, help="train the plain multi-label CNN baseline instead"),
+    seed: int = typer.Option(0),
+) -> None:
+    from ..attributes.reading import ChannelRoles
+    from ..attributes.study import construction_check, correlation_table
+    from ..attributes.training import attribute_run
+    from ..io import check_writable_folder, write_json, write_text
+
+    check_writable_folder(out)
+    run = attribute_run(
+        data=data,
+        out=out,
+        size=size,
+        n_train=n_train,
+        n_test=n_test,
+        epochs=epochs,
+        lam=lam,
+        reduction=reduction,
+        seed=seed,
+        kind="plain" if plain else "attention",
+    )
+    typer.echo(
+        f"{'reused' if run.reused else 'trained'}: mean attribute accuracy "
+        f"{100 * run.mean_accuracy:.1f}% on {len(run.test)} test images"
+    )
+    typer.echo(", ".join(f"{k} {100 * v:.1f}" for k, v in run.accuracy.items()))
+    if not plain:
+        roles = ChannelRoles(n=1000).fit(run.model, run.train)
+        write_json(
+            out / "roles.json",
+            {**roles.to_dict(), "construction_check": construction_check(roles)},
+        )
+        _write_role_figures(out, run, roles)
+        table = correlation_table(roles)
+        write_text(out / "correlations.md", table + "\n")
+        typer.echo(table)
+    typer.echo(f"results written to {out}")
+
+
+@attributes_app.command(help="Semantic channel pruning against random and lowest-L1 pruning.")
+def prune(
+    run: Path = typer.Option(..., help=RUN_HELP),
+    prefer: str = typer.Option("lower", help="prune the pair's channel with the lower|higher L1"),
+    seeds: int = typer.Option(3, min=1, help="random-pruning seeds"),
+    fractions: str = typer.Option("0.25,0.5,0.75", help="pruned shares of the channels"),
+    n: int = typer.Option(500, min=1, help="test images (the first n)"),
+    save: float = typer.Option(
+        None, help="also save the semantically pruned network at this share"
+    ),
+    out: Path = typer.Option(None, help="output folder (default RUN/prune)"),
+) -> None:
+    import cnnlens
+
+    from ..attributes.pruning import PREFER
+    from ..attributes.runs import open_run
+    from ..attributes.study import counts_for, pruning_study, pruning_table
+    from ..attributes.training import save_attribute_network
+    from ..errors import InputError
+    from ..io import write_json, write_text
+
+    if prefer not in PREFER:
+        raise InputError(f"--prefer must be one of {PREFER}, got {prefer!r}")
+    shares = _floats(fractions, "--fractions")
+    counts_for(128, shares)  # checks the shares before any work
+    folder = _out(out, run, "prune")
+    trained = open_run(run)
+    model = trained.model
+    curves, pruner = pruning_study(
+        model,
+        trained.train,
+        trained.test,
+        prefer=prefer,
+        seeds=range(seeds),
+        fractions=shares,
+        n_eval=n,
+    )
+    c = model.feature_channels
+    shape = tuple(trained.test.image_shape)
+    macs = {
+        m: cnnlens.macs(pruner.transform(model, m), shape).total_m
+        for m in curves[next(iter(curves))].counts
+    }
+    write_json(
+        folder / "pruning.json",
+        {
+            "prefer": prefer,
+            "order": pruner.order_,
+            "curves": {k: v.to_dict() for k, v in curves.items()},
+            "macs_m": macs,
+        },
+    )
+    table = pruning_table(curves, c)
+    write_text(folder / "pruning.md", table + "\n")
+    from ..report.attribute_figures import pruning_plot
+
+    _write_figure(
+        folder / "pruning.png", pruning_plot({k: v.to_dict() for k, v in curves.items()}, c)
+    )
+    typer.echo(table)
+    typer.echo(
+        "MACs (M) by pruned channels: " + ", ".join(f"{m}: {v:.1f}" for m, v in macs.items())
+    )
+    if save is not None:
+        count = counts_for(c, [save])[1]
+        save_attribute_network(pruner.transform(model, count), folder / "model", trained.train)
+    typer.echo(f"results written to {folder}")
+
+
+@attributes_app.command(help="Accuracy under input noise for a grid of mask transformations.")
+def robustness(
+    run: Path = typer.Option(..., help=RUN_HELP),
+    transforms: str = typer.Option(
+        "1:0,2:0,4:0,2:0.2,4:0.2,4:0.5", help="n:beta pairs of g(M; n, beta) (1:0 = none)"
+    ),
+    stds: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5", help="noise std, share of the [0,1] range"),
+    n: int = typer.Option(500, min=1, help="test images (the first n)"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(None, help="output folder (default RUN/robustness)"),
+) -> None:
+    from ..attributes.robustness import robustness_grid
+    from ..attributes.runs import open_run
+    from ..io import write_json, write_text
+
+    grid_transforms = parse_transforms(transforms)
+    noise = _floats(stds, "--stds")
+    folder = _out(out, run, "robustness")
+    trained = open_run(run)
+    grid = robustness_grid(
+        trained.model, trained.test, stds=noise, transforms=grid_transforms, n=n, seed=seed
+    )
+    write_json(folder / "robustness.json", grid.to_dict())
+    write_text(folder / "robustness.md", grid.table() + "\n")
+    typer.echo(grid.table())
+    typer.echo(f"results written to {folder}")
+
+
+@attributes_app.command(help="Measured predictability: attention network vs plain CNN.")
+def predictability(
+    run: Path = typer.Option(..., help=RUN_HELP),
+    repeats: int = typer.Option(4, min=1, help="edits per size and family"),
+    sizes: str = typer.Option("8,16,32,64", help="channels per edit"),
+    n: int = typer.Option(300, min=3, help="test images (the first n)"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(None, help="output folder (default RUN/predictability)"),
+) -> None:
+    from ..attributes.predictability import attention_predictability, plain_predictability
+    from ..attributes.runs import open_run
+    from ..attributes.training import attribute_run
+    from ..io import write_json
+
+    edit_sizes = [int(s) for s in _floats(sizes, "--sizes")]
+    folder = _out(out, run, "predictability")
+    trained = open_run(run)
+    ident = trained.identity
+    config = ident["config"]
+    plain = attribute_run(
+        data=ident["data"],
+        out=run / "plain",
+        size=ident["size"],
+        n_train=ident["n_train"],
+        n_test=ident["n_test"],
+        epochs=config["epochs"],
+        seed=config["seed"],
+        kind="plain",
+    )
+    options = {"sizes": edit_sizes, "repeats": repeats, "n": n, "seed": seed}
+    att = attention_predictability(trained.model, trained.test, **options)
+    pla = plain_predictability(plain.model, plain.test, **options)
+    result = {
+        "attention": {**att.to_dict(), "mean_accuracy": trained.mean_accuracy},
+        "plain": {**pla.to_dict(), "mean_accuracy": plain.mean_accuracy},
+        "protocol": options,
+    }
+    write_json(folder / "predictability.json", result)
+    for name, r in (("attention network", att), ("plain CNN", pla)):
+        fam = ", ".join(f"{f} {v:+.3f}" for f, v in r.to_dict()["score_by_family"].items())
+        typer.echo(f"{name}: predictability {r.score():+.3f} (Spearman; {fam})")
+        for other, scores in r.to_dict()["other_predictors"].items():
+            typer.echo(f"  predicted from {other}: {scores['score']:+.3f}")
+    typer.echo(f"results written to {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(attributes_app)

@@ -1,0 +1,77 @@
+"""``cnnlens attributes ...`` end to end on a tiny run, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnlens.cli import main
+
+TINY = ["--size", "16", "--n-train", "48", "--n-test", "24", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("attributes-run")
+    assert main(["attributes", "train", "--data", "shapes", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_train_prune_robustness_predictability(tiny_run, tmp_path, capsys):
+    run = tiny_run
+    record = json.loads((run / "run.json").read_text())
+    assert set(record["accuracy"]) >= {"red", "striped", "bright"}
+    roles = json.loads((run / "roles.json").read_text())
+    assert len(roles["mask_means"]) == 10 and len(roles["mask_means"][0]) == 128
+    assert roles["construction_check"]["correlated_by_construction"]["red-warm"] is not None
+    for figure in ("mask_grid.png", "top_masks.png", "channel_correlation.png"):
+        assert (run / figure).read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    # a second train reuses the run
+    assert main(["attributes", "train", "--data", "shapes", "--out", str(run), *TINY]) == 0
+    assert capsys.readouterr().out.startswith("reused")
+    args = ["--run", str(run), "--n", "24"]
+    assert main(["attributes", "prune", *args, "--seeds", "2", "--save", "0.5"]) == 0
+    pruning = json.loads((run / "prune" / "pruning.json").read_text())
+    assert pruning["curves"]["random"]["counts"] == [0, 32, 64, 96]
+    assert (run / "prune" / "pruning.png").is_file()
+    macs = list(pruning["macs_m"].values())
+    assert macs == sorted(macs, reverse=True) and macs[-1] < macs[0] / 4
+    assert json.loads((run / "prune" / "model" / "model.json").read_text())["arch"]["kwargs"][
+        "channels"
+    ] == [32, 64, 64, 64]
+    assert main(["attributes", "robustness", *args, "--transforms", "1:0,2:0.2"]) == 0
+    grid = json.loads((run / "robustness" / "robustness.json").read_text())
+    assert grid["transforms"] == [[1.0, 0.0], [2.0, 0.2]] and len(grid["stds"]) == 6
+    assert main(["attributes", "predictability", *args, "--sizes", "16,64", "--repeats", "1"]) == 0
+    scores = json.loads((run / "predictability" / "predictability.json").read_text())
+    assert set(scores) == {"attention", "plain", "protocol"}
+    assert (run / "plain" / "model" / "model.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "digits"], "no attributes"),
+        (["robustness", "--transforms", "0:0.1"], "n > 0"),
+        (["robustness", "--transforms", "-1:0"], "n > 0"),
+        (["robustness", "--transforms", "2:1"], "beta in [0, 1)"),
+        (["robustness", "--transforms", "2:-0.5"], "beta in [0, 1)"),
+        (["robustness", "--transforms", "2"], "n:beta"),
+        (["prune", "--prefer", "middle"], "--prefer"),
+        (["prune", "--fractions", "0.5,1.5"], "(0, 1)"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    where = ["--out", str(tmp_path / "o")] if args[0] == "train" else ["--run", str(tmp_path)]
+    code = main(["attributes", *args, *where])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_a_folder_that_is_no_run_is_named(tmp_path, capsys):
+    assert main(["attributes", "prune", "--run", str(tmp_path)]) == 2
+    assert "not an attribute-network run" in capsys.readouterr().err
