@@ -396,3 +396,35 @@ def test_class_images_of_a_trained_model_are_given_their_class(trained_shapes):
     own = torch.stack([r.probabilities[:, k] for k, r in enumerate(results)])  # [K, S]
     assert float(own.mean()) > 0.9
     assert all((r.logits.argmax(1) == k).any() for k, r in enumerate(results))
+
+
+# --- the report part -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_report_part_follows_the_figure_rule(quick, tmp_path, monkeypatch):
+    from cnnlens import nets
+    from cnnlens.data import load
+    from cnnlens.report import ReportContext
+    from cnnlens.report.figures import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
+    from cnnlens.report.sections import internals
+    from helpers import embedded_figures
+
+    torch.manual_seed(0)
+    model = nets.create("resnet8", num_classes=8).eval()
+    test = load("shapes", split="test", n=16)
+    ctx = ReportContext(model=model, train=None, test=test, out=tmp_path, options={"quick": quick})
+    before = model_fingerprint(model)
+    monkeypatch.setattr(internals, "MAXIMISE_STEPS", 4)  # the full part's settings, fewer steps
+    page = internals.maximise_part(ctx, quick)
+    assert same_fingerprint(before, model_fingerprint(model))
+    figures = embedded_figures(page)
+    assert [f["alt"] for f in figures] == ["class images", "channel images"]
+    for figure in figures:
+        assert figure["width"] <= COLUMN_PX and figure["text_px"] >= MIN_TEXT_PX
+        assert figure["map_px"] >= MIN_MAP_PX and figure["png_size"] == (
+            figure["width"],
+            figure["height"],
+        )
+    classes = test.classes[:4] if quick else test.classes
+    assert all(f"<th>{c}</th>" in page for c in classes)
