@@ -31,6 +31,7 @@ from ..batching import chunk_size, fast_model
 from ..errors import InputError, LayerError, TargetError
 from ..hooks import capture_outputs, frozen
 from ..layers import get_layer
+from ..progress import Progress
 from .image_params import (
     PARAMETERISATIONS,
     decorrelation_matrix,
@@ -219,6 +220,7 @@ def maximise_all(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     batch_size: int | None = None,
+    desc: str | None = None,
 ) -> list[Maximisation]:
     """Activation maximisation of several objectives at once, one :class:`Maximisation` each.
 
@@ -236,7 +238,8 @@ def maximise_all(
 
     ``image_shape`` ``(C, H, W)``, ``mean`` and ``std`` default to what a saved model
     records (``model.meta``, :func:`cnnlens.load`); without ``mean``/``std`` the model is
-    taken to read [0, 1] images. ``batch_size`` caps the images per chunk.
+    taken to read [0, 1] images. ``batch_size`` caps the images per chunk; ``desc`` shows
+    a progress bar over the steps on a terminal.
     """
     objectives = [as_objective(o) for o in objectives]
     if not objectives:
@@ -262,7 +265,7 @@ def maximise_all(
         probe = torch.zeros(1, *shape, device=device, dtype=dtype)
         size = chunk_size(model, probe, backward=True, batch_size=batch_size)
         parts = [
-            _optimise(model, rows[start : start + size], settings, matrix, probe)
+            _optimise(model, rows[start : start + size], settings, matrix, probe, desc)
             for start in range(0, len(rows), size)
         ]
     pixels, history, final, logits = zip(*parts)
@@ -382,6 +385,7 @@ def _optimise(
     settings: dict,
     matrix: torch.Tensor | None,
     probe: torch.Tensor,
+    desc: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Optimise one chunk of (objective, seed) images; pixels, history, final, logits.
     ``probe``: one zero image of the model's shape, device and dtype."""
@@ -416,7 +420,8 @@ def _optimise(
     with contextlib.ExitStack() as redirect:
         if warm:
             redirect.enter_context(redirected_relus(net, probe.contiguous(memory_format=layout)))
-        with capture_outputs(net, layers) as store:
+        bar = Progress(total=settings["steps"], desc=desc, enabled=desc is not None)
+        with bar, capture_outputs(net, layers) as store:
             for step in range(settings["steps"]):
                 if step == warm:
                     redirect.close()
@@ -435,6 +440,7 @@ def _optimise(
                 history.append(value.detach())
                 if blur is not None and (step + 1) % blur_every == 0:
                     image.blur_(blur)
+                bar.update(1)
             redirect.close()
             with torch.no_grad():
                 pixels = image.pixels()

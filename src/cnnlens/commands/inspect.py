@@ -350,6 +350,7 @@ def maximise(
         image_shape=test.image_shape,
         mean=test.mean,
         std=test.std,
+        desc=f"{len(objectives)} x {seeds} images",
     )
     rows = []
     for name, result in zip(names, results):
