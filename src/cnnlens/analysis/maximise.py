@@ -42,15 +42,17 @@ from .image_params import (
 )
 from .redirected_relu import redirected_relus
 
-KINDS = ("logit", "channel", "neuron")
+CLASS_KINDS = ("logit", "log_softmax")  # read from the model's output
+KINDS = (*CLASS_KINDS, "channel", "neuron")
 
 
 @dataclass(frozen=True)
 class Objective:
-    """What to maximise: ``Objective.logit(k)``, ``Objective.channel("layer3", c)``
-    (the channel's mean over positions, Lucid's ``channel``) or
-    ``Objective.neuron("layer3", c, (y, x))`` (one position, default the centre).
-    ``-objective`` minimises it (Olah et al.'s negative optimisation)."""
+    """What to maximise: ``Objective.logit(k)`` (the class score, as Simonyan et al. 2013),
+    ``Objective.log_softmax(k)`` (the class's log probability: also lowers the other
+    classes), ``Objective.channel("layer3", c)`` (the channel's mean over positions,
+    Lucid's ``channel``) or ``Objective.neuron("layer3", c, (y, x))`` (one position,
+    default the centre). ``-objective`` minimises it (Olah et al.'s negative optimisation)."""
 
     kind: str
     index: int
@@ -61,15 +63,19 @@ class Objective:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"objective kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        what = "class" if self.kind == "logit" else "channel"
+        what = "class" if self.is_class else "channel"
         if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
             raise TargetError(f"{what} must be an integer >= 0, got {self.index!r}")
-        if self.kind != "logit" and not self.layer:
+        if not self.is_class and not self.layer:
             raise InputError(f"a {self.kind} objective needs a layer name")
 
     @classmethod
     def logit(cls, target: int) -> Objective:
         return cls("logit", _integer(target, "class"))
+
+    @classmethod
+    def log_softmax(cls, target: int) -> Objective:
+        return cls("log_softmax", _integer(target, "class"))
 
     @classmethod
     def channel(cls, layer: str, channel: int) -> Objective:
@@ -87,16 +93,22 @@ class Objective:
         return replace(self, sign=-self.sign)
 
     @property
+    def is_class(self) -> bool:
+        """True for an objective on the model's output (a class), not on a layer."""
+        return self.kind in CLASS_KINDS
+
+    @property
     def name(self) -> str:
         sign = "-" if self.sign < 0 else ""
-        if self.kind == "logit":
-            return f"{sign}class {self.index}"
+        if self.is_class:
+            what = "class" if self.kind == "logit" else "log softmax of class"
+            return f"{sign}{what} {self.index}"
         where = "" if self.kind == "channel" else f" at {self.position or 'centre'}"
         return f"{sign}{self.layer} {self.kind} {self.index}{where}"
 
     def value(self, output: torch.Tensor) -> torch.Tensor:
-        """The maximised quantity ``[N]`` from the model's output (``logit``) or the layer's."""
-        if self.kind == "logit":
+        """The maximised quantity ``[N]`` from the model's output (a class) or the layer's."""
+        if self.is_class:
             if output.dim() != 2:
                 raise InputError(
                     f"a class objective needs logits [N, K]; the model returns shape "
@@ -106,6 +118,8 @@ class Objective:
                 raise TargetError(
                     f"class {self.index} is out of range for a model with {output.shape[1]} classes"
                 )
+            if self.kind == "log_softmax":
+                output = output.float().log_softmax(1)
             return self.sign * output[:, self.index]
         if not isinstance(output, torch.Tensor) or output.dim() < 2:
             raise LayerError(f"layer {self.layer!r} gives no [N, C, ...] tensor to maximise")
@@ -190,7 +204,7 @@ class Maximisation:
             "history": self.history.t().tolist(),  # one list of steps per seed
             "parameters": self.parameters,
         }
-        if o.kind == "logit":
+        if o.is_class:
             out["target_probability"] = self.probabilities[:, o.index].tolist()
         return out
 

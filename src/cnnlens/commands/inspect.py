@@ -293,6 +293,9 @@ def maximise(
     channel: str = typer.Option(None, help="comma list of channels of --layer"),
     neuron: bool = typer.Option(False, help="the channel's centre neuron, not its mean"),
     negative: bool = typer.Option(False, help="minimise instead (negative objective)"),
+    softmax: bool = typer.Option(
+        False, help="maximise each class's log softmax (lowering the others) instead of its logit"
+    ),
     seeds: int = typer.Option(4, min=1, help="images per objective (seeds 0..n-1)"),
     steps: int = typer.Option(256, min=1, help="optimisation steps"),
     param: str = typer.Option("fourier", help="image parameterisation: fourier or pixel"),
@@ -321,7 +324,7 @@ def maximise(
     wanted = _names(class_) or ([] if layer is not None else list(classes))
     for name in wanted:
         k = classes.index(name) if name in classes else _index(name, "--class", classes)
-        objectives.append(Objective.logit(k))
+        objectives.append(Objective.log_softmax(k) if softmax else Objective.logit(k))
         names.append(classes[k] if k < len(classes) else str(k))
     for text in _names(channel) or []:
         c = _index(text, "--channel")
@@ -357,7 +360,7 @@ def maximise(
         row = {"name": name, **result.to_dict()}
         row["predicted_class"] = [classes[k] for k in row["predicted"]]
         rows.append(row)
-        if result.objective.kind == "logit":
+        if result.objective.is_class:
             shown = f"probability of {name}: " + ", ".join(
                 f"{p:.3f}" for p in row["target_probability"]
             )

@@ -21,7 +21,7 @@ COLUMNS = 8  # 8 cells of 128 px and their gaps fit the report's column
 
 def cell_titles(result: Maximisation, name: str) -> list[str]:
     """Two-line titles for ``result``'s images: ``name``, then the seed and the outcome."""
-    if result.objective.kind == "logit":
+    if result.objective.is_class:
         outcome = [f"p {p:.2f}" for p in result.probabilities[:, result.objective.index].tolist()]
     else:
         outcome = [f"{v:.3g}" for v in result.final.tolist()]
