@@ -32,9 +32,11 @@ from .concepts import Concept, folder_concepts, shapes_concepts
 from .decomposed import DecomposedHead, decompose, head_macs, load_decomposed, save_decomposed
 from .dissection import Dissection, DissectionResult, LayerDissection
 from .features import Features, collect_features
+from .image_params import colour_decorrelation
 from .influential import InfluentialFeatures
 from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
 from .maps import energy_table, in_mask_energy, influential_maps
+from .maximise import Maximisation, Objective, maximise, maximise_all
 from .overlap import jaccard_matrix, mean_overlap
 from .pipeline import run_decompose
 from .relative import relative_accuracy, sweep, sweep_grid
@@ -56,13 +58,16 @@ __all__ = [
     "InfluentialFeatures",
     "LayerDissection",
     "LayerSimilarity",
+    "Maximisation",
     "MinibatchCKA",
+    "Objective",
     "SVCCAResult",
     "SurrogateTree",
     "TCAV",
     "TCAVResult",
     "cka_matrix",
     "collect_features",
+    "colour_decorrelation",
     "decompose",
     "default_layers",
     "depth_study",
@@ -76,6 +81,8 @@ __all__ = [
     "learn_cav",
     "linear_cka",
     "load_decomposed",
+    "maximise",
+    "maximise_all",
     "mean_overlap",
     "minibatch_cka",
     "noise_ablation",

@@ -4,6 +4,7 @@
     cnnlens inspect surrogate  --model runs/a --data shapes --max-depth 4
     cnnlens inspect tcav       --model runs/a --data shapes [--concepts striped,class=star]
     cnnlens inspect dissect    --model runs/a --data shapes [--layers layer3.2] [--n 2000]
+    cnnlens inspect maximise   --model runs/a [--class star] [--layer layer3 --channel 5]
 
 Each subcommand reads a saved model (a model folder or a run folder holding
 ``model/``), runs one analysis of :mod:`cnnlens.analysis` on the data set's
@@ -279,6 +280,118 @@ def dissect(
         + (", ".join(f"{c} {k}" for c, k in sorted(found.items(), key=lambda i: -i[1])) or "none")
     )
     typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(help="Activation maximisation: images that maximise a class or a channel.")
+def maximise(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option("shapes", help=DATA_HELP),
+    class_: str = typer.Option(
+        None, "--class", help="comma list of class names or indices (default: every class)"
+    ),
+    layer: str = typer.Option(None, help="a layer whose channels to maximise (with --channel)"),
+    channel: str = typer.Option(None, help="comma list of channels of --layer"),
+    neuron: bool = typer.Option(False, help="the channel's centre neuron, not its mean"),
+    negative: bool = typer.Option(False, help="minimise instead (negative objective)"),
+    softmax: bool = typer.Option(
+        False, help="maximise each class's log softmax (lowering the others) instead of its logit"
+    ),
+    seeds: int = typer.Option(4, min=1, help="images per objective (seeds 0..n-1)"),
+    steps: int = typer.Option(256, min=1, help="optimisation steps"),
+    param: str = typer.Option("fourier", help="image parameterisation: fourier or pixel"),
+    lr: float = typer.Option(0.05, help="Adam's learning rate"),
+    jitter: str = typer.Option("auto", help="random translation in pixels (auto: 1/16 side)"),
+    scale: str = typer.Option(None, help="random zoom range lo,hi (e.g. 0.9,1.1)"),
+    tv: float = typer.Option(0.0, min=0.0, help="weight of the total-variation penalty"),
+    blur: float = typer.Option(None, help="Gaussian blur sigma in pixels, every --blur-every"),
+    blur_every: int = typer.Option(4, min=1, help="steps between blurs"),
+    decorrelate: bool = typer.Option(False, help="decorrelate colours as the data's are"),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/maximise)"),
+) -> None:
+    """Write maximise.png (one column per objective, one row per seed) and maximise.json."""
+    from ..analysis import Objective, colour_decorrelation, maximise_all
+    from ..errors import InputError
+    from ..io import write_json
+    from ..report.maximise_grid import maximise_grid
+
+    net, test = _open(model, data, "test", None)
+    if channel is not None and layer is None:
+        raise InputError("--channel needs --layer")
+    if layer is not None and channel is None:
+        raise InputError(f"--layer {layer} needs --channel (a comma list of channels)")
+    classes = test.classes
+    objectives, names = [], []
+    wanted = _names(class_) or ([] if layer is not None else list(classes))
+    for name in wanted:
+        k = classes.index(name) if name in classes else _index(name, "--class", classes)
+        objectives.append(Objective.log_softmax(k) if softmax else Objective.logit(k))
+        names.append(classes[k] if k < len(classes) else str(k))
+    for text in _names(channel) or []:
+        c = _index(text, "--channel")
+        objectives.append(Objective.neuron(layer, c) if neuron else Objective.channel(layer, c))
+        names.append(f"{layer}:{c}")
+    if negative:
+        objectives = [-o for o in objectives]
+        names = [f"-{n}" for n in names]
+    matrix = None
+    if decorrelate:
+        matrix = colour_decorrelation(test.raw_batch(range(min(256, len(test)))))
+    folder = _out(out, model, "maximise")
+    results = maximise_all(
+        net,
+        objectives,
+        parameterisation=param,
+        steps=steps,
+        lr=lr,
+        seeds=tuple(range(seeds)),
+        jitter=jitter if jitter == "auto" else _index(jitter, "--jitter"),
+        scale=None if scale is None else _floats(scale, "--scale"),
+        tv=tv,
+        blur=blur,
+        blur_every=blur_every,
+        decorrelate=matrix,
+        image_shape=test.image_shape,
+        mean=test.mean,
+        std=test.std,
+        desc=f"{len(objectives)} x {seeds} images",
+    )
+    rows = []
+    for name, result in zip(names, results):
+        row = {"name": name, **result.to_dict()}
+        row["predicted_class"] = [classes[k] for k in row["predicted"]]
+        rows.append(row)
+        if result.objective.is_class:
+            shown = f"probability of {name}: " + ", ".join(
+                f"{p:.3f}" for p in row["target_probability"]
+            )
+        else:
+            shown = f"{result.objective.kind} value: " + ", ".join(f"{v:.3g}" for v in row["final"])
+        typer.echo(f"{name}: {shown} (seeds 0..{seeds - 1})")
+    write_json(folder / "maximise.json", {"data": data, "objectives": rows})
+    _write_figure(folder / "maximise.png", maximise_grid(results, names))
+    typer.echo(f"results written to {folder}")
+
+
+def _index(text: str, option: str, classes: list[str] | None = None) -> int:
+    from ..errors import InputError
+
+    try:
+        value = int(text)
+    except ValueError:
+        known = f" (classes: {', '.join(classes)})" if classes else ""
+        raise InputError(f"{option} {text!r} is not a non-negative integer{known}") from None
+    if value < 0:
+        raise InputError(f"{option} must be >= 0, got {value}")
+    return value
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    from ..errors import InputError
+
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise InputError(f"{option} must be numbers separated by commas, got {text!r}") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -6,9 +6,10 @@ with another seed when the run has one (``ReportContext.other_seeds``); a
 decision-tree surrogate of the network's predictions with its fidelity; TCAV
 scores of the data set's attributes and classes as concepts; network dissection
 of every block against the object masks, classes and attributes (when the test
-set has object masks). Each part runs on a few hundred to a thousand images so
-the section stays within the demo's time budget; ``cnnlens inspect ...`` runs
-the same analyses at any size.
+set has object masks); activation maximisation of every class logit and of the
+channels each class weighs most. Each part runs on a few hundred to a thousand
+images (the optimised images: a few dozen) so the section stays within the
+demo's time budget; ``cnnlens inspect ...`` runs the same analyses at any size.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ TCAV_CONCEPT_IMAGES = 50
 TCAV_CLASS_IMAGES = 1000
 DISSECTION_IMAGES = 1000
 DISSECTION_UNITS = 6  # channels in the top-images figure
+# activation maximisation: Fourier images, two seeds, every class and one channel per class
+MAXIMISE_STEPS = 128
+MAXIMISE_SEEDS = (0, 1)
+MAXIMISE_OPTIONS = {"parameterisation": "fourier", "tv": 1.0, "scale": (0.9, 1.1)}
 
 
 def _first(data, n: int):
@@ -186,6 +191,77 @@ def dissection_part(ctx: ReportContext, quick: bool) -> str | None:
     return "\n".join(parts)
 
 
+def top_channels(model, layer: str, x, count: int) -> list[int]:
+    """For each of the first ``count`` classes, the channel of ``layer`` with the largest
+    weight into its logit (distinct channels), where the final linear layer reads the
+    layer's pooled channels (a CIFAR ResNet's last block); else channels 0..count-1."""
+    import torch
+
+    from ...hooks import capture_outputs, frozen
+    from ...layers import final_linear
+
+    with frozen(model), capture_outputs(model, [layer]) as store, torch.no_grad():
+        model(x[:1])
+    channels = store[layer].shape[1]
+    weight = final_linear(model, x[:1])[1].weight.detach()
+    if weight.shape[1] != channels:
+        return list(range(min(count, channels)))
+    chosen: list[int] = []
+    for row in weight[:count]:
+        order = row.argsort(descending=True).tolist()
+        chosen.append(next(c for c in order if c not in chosen))
+    return chosen
+
+
+def maximise_part(ctx: ReportContext, quick: bool) -> str:
+    from ...analysis import Objective, maximise_all
+    from ...layers import auto_layer
+    from ..maximise_grid import maximise_grid
+
+    test = ctx.test
+    x, _ = test.tensors(range(1))
+    x = x.to(next(ctx.model.parameters()).device)
+    classes = test.classes[: 4 if quick else len(test.classes)]
+    layer = auto_layer(ctx.model, x)
+    channels = top_channels(ctx.model, layer, x, len(classes))
+    objectives = [Objective.logit(k) for k in range(len(classes))]
+    objectives += [Objective.channel(layer, c) for c in channels]
+    seeds = MAXIMISE_SEEDS[:1] if quick else MAXIMISE_SEEDS
+    steps = 32 if quick else MAXIMISE_STEPS
+    results = maximise_all(
+        ctx.model,
+        objectives,
+        steps=steps,
+        seeds=seeds,
+        image_shape=test.image_shape,
+        mean=test.mean,
+        std=test.std,
+        **MAXIMISE_OPTIONS,
+    )
+    own = [float(r.probabilities[:, k].mean()) for k, r in enumerate(results[: len(classes)])]
+    class_names = list(classes)
+    channel_names = [f"{layer}:{c}" for c in channels]
+    rows = [dict(zip(["", *class_names], ["probability of the class", *own]))]
+    return "\n".join(
+        [
+            "<h3>Activation maximisation</h3>",
+            "<p>Images optimised to maximise a class logit (Simonyan et al. 2013) or a "
+            "channel's mean activation (Erhan et al. 2009; the survey's section 3.4): "
+            f"{steps} Adam steps on a Fourier parameterisation scaled by 1/frequency "
+            "(Olah et al. 2017), with random jitter and zoom at every step and a "
+            "total-variation penalty (Mahendran &amp; Vedaldi 2015); each row starts from "
+            "another seed. Under each class image: the model's softmax probability of that "
+            "class. The channels are, for each class in turn, the channel of "
+            f"<code>{html.escape(layer)}</code> (the last feature map) with the largest "
+            "weight into its logit; under each: the activation reached. "
+            "<code>cnnlens inspect maximise</code> runs any class, layer or channel.</p>",
+            figure_html(maximise_grid(results[: len(classes)], class_names), "class images"),
+            table_html(rows, floatfmt="{:.3f}"),
+            figure_html(maximise_grid(results[len(classes) :], channel_names), "channel images"),
+        ]
+    )
+
+
 @section("internals", "Model internals", order=70)
 def internals(ctx: ReportContext) -> str | None:
     quick = bool(ctx.options.get("quick"))
@@ -198,4 +274,5 @@ def internals(ctx: ReportContext) -> str | None:
     dissection = dissection_part(ctx, quick)
     if dissection is not None:
         parts.append(dissection)
+    parts.append(maximise_part(ctx, quick))
     return "\n".join(parts)
