@@ -27,15 +27,7 @@ from attribution import benchmark_model
 from cnnlens.analysis import Dissection, default_layers
 from cnnlens.data import load
 from cnnlens.hooks import capture_outputs, frozen
-
-
-def floor(model: nn.Module, x: torch.Tensor, layers: list[str], batch: int) -> float:
-    """Seconds for the hooked forward passes alone."""
-    start = time.perf_counter()
-    with frozen(model), capture_outputs(model, layers), torch.no_grad():
-        for i in range(0, len(x), batch):
-            model(x[i : i + batch])
-    return time.perf_counter() - start
+from similarity import floor  # the same hooked forward passes
 
 
 def main() -> None:
