@@ -43,11 +43,12 @@ from torch import nn
 
 from ..batching import chunk_size, memory_budget, run_chunked
 from ..data.adapt import as_dataset
-from ..errors import InputError, LayerError, first_line
+from ..errors import InputError, LayerError
 from ..hooks import HookSet, frozen
 from ..layers import get_layer
 from .concept_masks import ConceptMasks, as_concept_masks
 from .layer_similarity import default_layers
+from .running import placement, run_model
 
 QUANTILE = 0.995  # Bau et al.: the top 0.5 % of a unit's activations
 IOU_THRESHOLD = 0.04  # Bau et al.: a unit with IoU above this detects the concept
@@ -293,7 +294,7 @@ class Dissection:
         self._check_params()
         data = as_dataset(data)
         masks = as_concept_masks(concepts, data)
-        device, dtype = _placement(model)
+        device, dtype = placement(model)
         n = len(data)
         with frozen(model):
             probe = data.tensors(torch.arange(1))[0].to(device, dtype)
@@ -332,7 +333,7 @@ class Dissection:
     def _first_pass(self, model, data, tallies, size, desc) -> torch.Tensor:
         """Thresholds: each tally sees its layer's output of every chunk as the layer runs.
         Returns the per-image ``[N, sum 2C]`` max and mean of every channel."""
-        device, dtype = _placement(model)
+        device, dtype = placement(model)
         with HookSet() as hooks:
             for t in tallies:
                 hooks.forward(get_layer(model, t.name), t.hook)
@@ -342,7 +343,7 @@ class Dissection:
                 for t in tallies:
                     t.begin(start, stop)
                 with torch.no_grad():
-                    _forward(model, x)
+                    run_model(model, x)
                 return torch.cat([t.end(type(model).__name__) for t in tallies], 1)
 
             return run_chunked(run, len(data), size, desc=_label(desc, "thresholds"))
@@ -350,7 +351,7 @@ class Dissection:
     def _second_pass(self, model, data, masks, tallies, size, cache, desc) -> torch.Tensor:
         """Intersections and unions, from the kept outputs or a second forward of every
         chunk. Returns the pixels of each concept over the data set."""
-        device, dtype = _placement(model)
+        device, dtype = placement(model)
         concepts = len(masks.names)
         pixels = torch.zeros(concepts, device=device, dtype=_accumulator(device))
 
@@ -382,7 +383,7 @@ class Dissection:
                 else:
                     x = data.tensors(torch.arange(start, stop))[0].to(device, dtype)
                     with torch.no_grad():
-                        _forward(model, x)
+                        run_model(model, x)
                 return torch.cat([t.end(type(model).__name__) for t in tallies], 1)
 
             run_chunked(run, len(data), size, desc=_label(desc, "IoU"))
@@ -404,7 +405,7 @@ class Dissection:
                     ),
                 )
             with torch.no_grad():
-                _forward(model, probe[:1])
+                run_model(model, probe[:1])
         return n * sum(sizes) <= memory_budget(probe.device) // 4
 
     def _layer_names(self, model: nn.Module, probe: torch.Tensor) -> list[str]:
@@ -651,24 +652,6 @@ def _check_mask_shape(labels: torch.Tensor, masks: ConceptMasks, b: int) -> None
     expected = (b, len(masks.names), *masks.size)
     if tuple(labels.shape) != expected:
         raise InputError(f"concept masks of a batch are {tuple(labels.shape)}, not {expected}")
-
-
-def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype images go to: the model's first parameter's."""
-    param = next(model.parameters(), None)
-    if param is None or not param.is_floating_point():
-        return (param.device if param is not None else torch.device("cpu")), torch.float32
-    return param.device, param.dtype
-
-
-def _forward(model: nn.Module, x: torch.Tensor) -> None:
-    try:
-        model(x)
-    except RuntimeError as exc:
-        raise InputError(
-            f"{type(model).__name__} cannot run on images of shape {tuple(x.shape[1:])} "
-            f"(is it the model for this data set?): {first_line(exc)}"
-        ) from None
 
 
 __all__ = ["Dissection", "DissectionResult", "LayerDissection", "TopValues", "quantile_position"]

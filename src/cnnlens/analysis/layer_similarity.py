@@ -21,11 +21,12 @@ from torch import nn
 
 from ..batching import chunk_size, run_chunked
 from ..data.adapt import as_dataset
-from ..errors import InputError, LayerError, first_line
+from ..errors import InputError, LayerError
 from ..hooks import HookSet, capture_outputs, frozen
 from ..layers import get_layer
 from .cka import MinibatchCKA, centred_gram, cka_matrix, minibatches, unbiased_hsic_matrix
 from .features import model_device
+from .running import run_model
 from .svcca import svcca
 
 METHODS = ("cka", "svcca")
@@ -125,18 +126,8 @@ def _trace(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, nn.Module, 
                         order.append((name, m, out))
 
                 hooks.forward(module, record)
-        _run(model, probe)
+        run_model(model, probe)
     return order
-
-
-def _run(model: nn.Module, x: torch.Tensor) -> None:
-    try:
-        model(x)
-    except RuntimeError as exc:
-        raise InputError(
-            f"{type(model).__name__} cannot run on images of shape {tuple(x.shape[1:])} "
-            f"(is it the model for this data set?): {first_line(exc)}"
-        ) from None
 
 
 def reduce_output(out: object, reduce: str, name: str, batch: int) -> torch.Tensor:
@@ -276,7 +267,7 @@ def _runner(
     def run(x: torch.Tensor) -> list[torch.Tensor]:
         store.clear()
         with torch.no_grad():
-            _run(model, x.to(device))
+            run_model(model, x.to(device))
         missing = [name for name in names if name not in store]
         if missing:
             raise LayerError(

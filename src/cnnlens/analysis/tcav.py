@@ -31,12 +31,13 @@ from torch import nn
 from ..batching import chunk_size, run_chunked
 from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
-from ..errors import InputError, LayerError, TargetError, first_line
+from ..errors import InputError, LayerError, TargetError
 from ..hooks import capture_outputs, frozen, replace_output
 from ..layers import auto_layer, get_layer
 from .cav import CAV, METHODS, learn_cav
 from .concepts import Concept, as_concepts
 from .layer_similarity import default_layers
+from .running import placement, run_model
 
 RANDOM = "random"  # the random sets are called random_0, random_1, ...
 
@@ -193,7 +194,7 @@ class TCAV:
         self._check_params()
         sets = as_concepts(concepts)
         pool = _pool(sets, random)
-        device, dtype = _placement(model)
+        device, dtype = placement(model)
         probe = pool.tensors(torch.arange(1))[0].to(device, dtype)
         if self.layer == "auto":
             layer = auto_layer(model, probe)
@@ -439,22 +440,8 @@ def _targets(data: ImageDataset, targets: object) -> torch.Tensor:
     return t
 
 
-def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype images go to: the model's first parameter's."""
-    param = next(model.parameters(), None)
-    if param is None or not param.is_floating_point():
-        return (param.device if param is not None else torch.device("cpu")), torch.float32
-    return param.device, param.dtype
-
-
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    try:
-        logits = model(x)
-    except RuntimeError as exc:
-        raise InputError(
-            f"{type(model).__name__} cannot run on images of shape {tuple(x.shape[1:])} "
-            f"(is it the model for this data set?): {first_line(exc)}"
-        ) from None
+    logits = run_model(model, x)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise InputError(f"the model must return logits [N, K], got {shape}")
@@ -480,7 +467,7 @@ def _activations(
 ) -> torch.Tensor:
     """Flattened activations of ``layer`` for images ``indices`` of ``data``, float64 on the
     CPU ``[n, P]`` (one forward per chunk, no gradients)."""
-    device, dtype = _placement(model)
+    device, dtype = placement(model)
     with frozen(model):
         probe = data.tensors(indices[:1])[0].to(device, dtype)
         size = chunk_size(model, probe, backward=False, batch_size=batch_size)
@@ -525,7 +512,7 @@ def directional_derivatives(
     """
     data = as_dataset(data)
     get_layer(model, layer)
-    device, dtype = _placement(model)
+    device, dtype = placement(model)
     targets = torch.as_tensor(targets).long().cpu().flatten()
     if targets.numel() != len(data):
         raise TargetError(f"targets must hold one class per image ({len(data)}), got {targets}")
