@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         from ..workflows import iba_statistics, open_model
 
         method_params = parse_method_params(param)
+        check_writable_folder(out)
         net = open_model(model)
         test = load(data, split="test")
         if n > len(test):
@@ -89,7 +90,6 @@ def register(app: typer.Typer) -> None:
                     chosen.remove("relabel")  # 'all': the methods this model can run
                     method_params.pop("relabel")
                     log_line("evaluate: relabel skipped (no VAE for this data; cnnlens train-vae)")
-        check_writable_folder(out)
         if "iba" in chosen:
             iba = method_params.setdefault("iba", {})
             if "statistics" not in iba:

@@ -111,6 +111,7 @@ def register(app: typer.Typer) -> None:
         every_method = method.strip() == "all"
         hp = parse_params(param)
         skipped: dict[str, str] = {}
+        check_writable_folder(out)
         if "relabel" in names and "vae" not in hp:  # a VAE trained on the data, found first
             from ..relabel.vae_training import locate_vae
 
@@ -130,7 +131,6 @@ def register(app: typer.Typer) -> None:
             raise TargetError(
                 f"--target {target} is not a class of {data} (0 .. {dataset.num_classes - 1})"
             )
-        check_writable_folder(out)
         x, labels = dataset.tensors(indices)
         dev = next(net.parameters()).device
         x = x.to(dev)
