@@ -12,7 +12,7 @@ UV := build/uv-$(UV_VERSION)/bin/uv
 # where the CPU build of torch 2.13.0 lies as a wheel (the lock resolves torch's dependencies from it)
 TORCH_WHEELS ?= /opt/wheels
 
-.PHONY: demo test test-fast lint format bench lock clean
+.PHONY: demo test test-fast lint format bench lock clean browser
 
 # torch first (the CPU build where one lies on disk), then every other package exactly as
 # locked and hash-checked (this also sets torch's own dependencies to the locked versions),
@@ -31,9 +31,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# Debian's chromium for the explorer's browser tests, installed when missing and we may (root,
+# apt-get); where it cannot be, those tests are skipped with a message saying so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed and could not be: the browser tests will be skipped"
+
 # The whole suite at the default thread count, then the numerics-sensitive tests once more on
 # one thread (other summation orders; see the `numerics` marker in pyproject.toml).
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m numerics -p no:cacheprovider $(ARGS)
 
