@@ -89,6 +89,7 @@ def test_elbo_decreases_in_a_short_training():
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0], losses
     assert {"recon", "kl"} <= set(result.history[-1])
+    assert "train_accuracy" not in result.history[-1]  # an ELBO counts no correct answers
     with pytest.raises(cnnlens.errors.ConfigError, match="encode"):
         fit(nets.create("lenet5", num_classes=2, in_channels=1), squares(8, 32),
             config=config, objective=ELBO())  # fmt: skip

@@ -317,24 +317,24 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
                 sums[k] = sums.get(k, 0.0) + v
             step += 1
             count = max(sums.get("count", 1.0), 1.0)
-            bar.update(len(x), loss=sums["loss"] / count, acc=sums.get("correct", 0.0) / count)
+            shown = {"loss": sums["loss"] / count}
+            if "correct" in sums:  # an objective without classes (a VAE's ELBO) has no accuracy
+                shown["acc"] = sums["correct"] / count
+            bar.update(len(x), **shown)
     count = max(sums.pop("count", 1.0), 1.0)
-    record = {
-        "epoch": epoch,
-        "train_loss": sums.pop("loss") / count,
-        "train_accuracy": sums.pop("correct", 0.0) / count,
-        "lr": next(iter(optimizers.values())).param_groups[0]["lr"],
-        "seconds": time.perf_counter() - t0,
-    }
+    record = {"epoch": epoch, "train_loss": sums.pop("loss") / count}
+    if "correct" in sums:
+        record["train_accuracy"] = sums.pop("correct") / count
+    record["lr"] = next(iter(optimizers.values())).param_groups[0]["lr"]
+    record["seconds"] = time.perf_counter() - t0
     record.update({k: v / count for k, v in sums.items()})
     return record
 
 
 def _log_epoch(desc: str, record: dict, epochs: int) -> None:
-    text = (
-        f"{desc} epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f} "
-        f"acc {record['train_accuracy']:.4f}"
-    )
+    text = f"{desc} epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f}"
+    if "train_accuracy" in record:
+        text += f" acc {record['train_accuracy']:.4f}"
     if "val_accuracy" in record:
         text += f" | val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
     log_line(text + f" | {record['seconds']:.1f}s")

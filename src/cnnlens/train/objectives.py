@@ -171,7 +171,7 @@ class ELBO(Objective):
     ``beta`` times ``KL(q(z|x) || N(0, I))``, with one reparameterised sample
     ``z = mu + eps * sigma``; the batch loss is the mean over images. The model
     needs ``encode(x) -> (mu, logvar)`` and ``decode(z)``; labels are ignored.
-    Reports ``recon`` and ``kl`` (per image) beside the loss; ``accuracy`` is 0.
+    Reports ``recon`` and ``kl`` (per image) beside the loss, and no accuracy.
     """
 
     def __init__(self, beta: float = 1.0) -> None:
