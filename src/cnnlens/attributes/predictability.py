@@ -100,6 +100,13 @@ def _share(importance: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     return importance[:, chosen].sum(1) / total
 
 
+def _reading(model, data, n: int | None):
+    """The attribute data, the ``n`` images read, the model's device and their targets."""
+    data = attribute_dataset(data)
+    idx = subset_indices(data, n)
+    return data, idx, model_device(model), data.attributes[idx].bool()
+
+
 @torch.no_grad()
 def attention_predictability(
     model, data, *, sizes=SIZES, repeats: int = 4, n: int | None = 300, seed: int = 0
@@ -107,10 +114,7 @@ def attention_predictability(
     """The score of an :class:`~.network.AttributeNetwork` (see the module docstring)."""
     from .pruning import prune_channels
 
-    data = attribute_dataset(data)
-    idx = subset_indices(data, n)
-    device = model_device(model)
-    targets = data.attributes[idx].bool()
+    data, idx, device, targets = _reading(model, data, n)
     with frozen(model):
 
         def part(a, b):
@@ -163,10 +167,7 @@ def plain_predictability(
     model, data, *, sizes=SIZES, repeats: int = 4, n: int | None = 300, seed: int = 0
 ) -> Predictability:
     """The score of a :class:`~.network.PlainAttributeCNN` (importance: ``|w_kc|``)."""
-    data = attribute_dataset(data)
-    idx = subset_indices(data, n)
-    device = model_device(model)
-    targets = data.attributes[idx].bool()
+    data, idx, device, targets = _reading(model, data, n)
     with frozen(model):
         pooled = run_chunked(
             lambda a, b: model.forward_features(data.tensors(idx[a:b])[0].to(device)).cpu(),
