@@ -16,8 +16,8 @@ Endpoints (all GET unless said):
   explained on the fly; maps come back as PNG data URLs (and arrays with ``arrays=true``).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations,
+# which name classes imported inside create_app
 import base64
 import math
 import time
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import CnnlensError, InputError
 from . import extra
+from .headers import SafeHeaders
 from .paths import Refused, media_type, resolve_inside
 from .render import map_png, png
 from .sources import NEEDS_SETUP, on_the_fly_methods, open_source, report_sections
@@ -37,11 +38,6 @@ STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/c
 LOOPBACK = ("127.0.0.1", "localhost")
 MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the uploaded file
 MAX_METHODS = 8
-PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'self'"
-)
 
 
 def _data_url(data: bytes) -> str:
@@ -66,8 +62,8 @@ def create_app(
     ``images`` caps how many test images a run folder shows.
     """
     extra.require()
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+    from fastapi.responses import FileResponse, HTMLResponse, Response
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     if not max_upload_mb > 0:
@@ -77,23 +73,11 @@ def create_app(
     sections = report_sections(source.report)
     app = FastAPI(title="cnnlens explorer", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD") and origin is not None:
-            host = request.headers.get("host", "")
-            if origin.split("://", 1)[-1].rstrip("/") != host:
-                return JSONResponse({"detail": f"cross-origin request from {origin}"}, 403)
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK)
+    too_large = f"the upload is larger than the limit of {max_upload_mb:g} MB"
+    app.add_middleware(SafeHeaders)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK, message=too_large)
 
     def png_response(data: bytes) -> Response:
         return Response(data, media_type="image/png")
@@ -212,7 +196,7 @@ def create_app(
             raise HTTPException(409, f"uploads cannot be explained: {holder.problem}")
         data = image.file.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise HTTPException(413, f"the upload is larger than the limit of {max_upload_mb:g} MB")
+            raise HTTPException(413, too_large)
         names = list(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip()))
         allowed = on_the_fly_methods()
         unknown = [m for m in names if m not in allowed]

@@ -6,17 +6,17 @@ import importlib
 
 from ..errors import ConfigError
 
-PACKAGES = ("fastapi", "uvicorn", "multipart")  # multipart: python-multipart, for uploads
+PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python_multipart": "python-multipart"}
 
 
 def require() -> None:
     """Import the explorer's packages; a :class:`ConfigError` naming the extra if one is missing."""
     missing = []
-    for name in PACKAGES:
+    for module, package in PACKAGES.items():
         try:
-            importlib.import_module(name)
+            importlib.import_module(module)
         except ImportError:
-            missing.append("python-multipart" if name == "multipart" else name)
+            missing.append(package)
     if missing:
         raise ConfigError(
             f"cnnlens serve needs the optional extra 'serve' ({', '.join(missing)} not "

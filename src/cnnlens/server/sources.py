@@ -320,12 +320,10 @@ class StoreSource:
         ]
 
 
-def is_store(path: Path) -> bool:
-    return (path / "job.json").is_file() and (path / "manifest.json").is_file()
-
-
 def open_source(path: str | Path, *, images: int = RUN_IMAGES):
     """A :class:`StoreSource` or :class:`RunSource` for ``path``; InputError if it is neither."""
+    from ..store import is_store
+
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path} is not a folder: pass a run folder or a store")
@@ -334,6 +332,5 @@ def open_source(path: str | Path, *, images: int = RUN_IMAGES):
     if _model_folder(path) is not None or (path / "report.html").is_file():
         return RunSource(path.resolve(), images=images)
     raise InputError(
-        f"{path} is neither a run folder (model/model.json or report.html) nor a store "
-        "(job.json and manifest.json)"
+        f"{path} is neither a run folder (model/model.json or report.html) nor a store (job.json)"
     )

@@ -65,9 +65,10 @@ def to_input(pixels: np.ndarray, mean, std) -> torch.Tensor:
 class BodyLimit:
     """ASGI middleware: request bodies over ``max_bytes`` get HTTP 413, unread."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, message: str = "the request body is too large") -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.message = message
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -77,7 +78,7 @@ class BodyLimit:
         from starlette.responses import JSONResponse
 
         limit = self.max_bytes
-        too_large = f"the upload is larger than the limit of {limit / 1e6:g} MB"
+        too_large = self.message
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             try:
