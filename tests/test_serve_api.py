@@ -252,6 +252,17 @@ def test_upload_that_is_not_a_png_or_jpeg_is_refused(store_client, payload, word
     assert r.status_code == 400 and word in r.json()["detail"]
 
 
+def test_decompression_bomb_is_refused(run_client):
+    buffer = io.BytesIO()
+    Image.new("L", (7000, 7000)).save(buffer, "PNG")  # 49 M pixels in ~50 KB
+    r = run_client.post(
+        "/api/explain",
+        files={"image": ("bomb.png", buffer.getvalue(), "image/png")},
+        data={"methods": "saliency"},
+    )
+    assert r.status_code == 400 and "7000x7000" in r.json()["detail"]
+
+
 def test_upload_methods_are_checked(store_client):
     image = {"image": ("a.png", png_bytes(np.zeros((32, 32, 3), np.uint8)), "image/png")}
     too_many = ",".join(["saliency", "grad-cam", "lrp", "rise", "cam", "lime", "occlusion"] * 2)
@@ -286,6 +297,9 @@ def test_upload_over_the_limit_is_refused_before_reading(store_client):
 def test_host_and_origin_are_checked(store_client):
     assert store_client.get("/api/info", headers={"host": "evil.example"}).status_code == 400
     assert store_client.get("/api/info", headers={"host": "localhost:8765"}).status_code == 200
+    assert store_client.get("/api/info", headers={"host": "[::1]:8765"}).status_code == 200
+    for host in ("127.0.0.1.evil.example", "localhost.evil.example:8765", "[::2]:80", ""):
+        assert store_client.get("/", headers={"host": host}).status_code == 400, host
     image = {"image": ("a.png", png_bytes(np.zeros((32, 32, 3), np.uint8)), "image/png")}
     r = store_client.post(
         "/api/explain",
@@ -310,6 +324,26 @@ def test_serve_refuses_a_remote_host_without_the_flag(tmp_path, capsys):
     assert "neither a run folder" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_remote_host_with_the_flag_prints_a_warning(folders):
+    import os
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {**os.environ, "CNNLENS_QUIET": "0"}
+    command = [sys.executable, "-m", "cnnlens.cli", "serve", str(folders[0]), "--host",
+               "0.0.0.0", "--allow-remote", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = [proc.stderr.readline() for _ in range(2)]  # warning, then the address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert lines[0].startswith("warning: serving on 0.0.0.0, reachable from other machines")
+    assert f"http://0.0.0.0:{port}/" in lines[1]
 
 
 def test_missing_extra_is_named(monkeypatch, folders):

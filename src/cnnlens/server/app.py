@@ -35,7 +35,7 @@ from .upload import BodyLimit, decode_image, to_input
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
-LOOPBACK = ("127.0.0.1", "localhost")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the uploaded file
 MAX_METHODS = 8
 
@@ -64,7 +64,6 @@ def create_app(
     extra.require()
     from fastapi import FastAPI, File, Form, HTTPException, UploadFile
     from fastapi.responses import FileResponse, HTMLResponse, Response
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     if not max_upload_mb > 0:
         raise InputError(f"--max-upload-mb must be positive, got {max_upload_mb}")
@@ -73,10 +72,8 @@ def create_app(
     sections = report_sections(source.report)
     app = FastAPI(title="cnnlens explorer", docs_url=None, redoc_url=None, openapi_url=None)
 
-    if allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     too_large = f"the upload is larger than the limit of {max_upload_mb:g} MB"
-    app.add_middleware(SafeHeaders)
+    app.add_middleware(SafeHeaders, allowed_hosts=allowed_hosts)
     app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK, message=too_large)
 
     def png_response(data: bytes) -> Response:

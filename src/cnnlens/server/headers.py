@@ -1,10 +1,13 @@
-"""ASGI middleware that refuses cross-origin writes and adds safe headers to every answer.
+"""ASGI middleware that checks the Host, refuses cross-origin writes and adds safe headers.
 
-A request that changes or computes something (not GET / HEAD) from a page of another
-origin is refused (HTTP 403), so a web site open in the same browser cannot make the
-explorer work for it. Every response gets ``nosniff``, no referrer, no caching and, unless
-it set its own, the page's Content-Security-Policy (scripts and styles from this server
-only; images also as data URLs; nothing fetched from elsewhere).
+A request whose ``Host`` is not one of the allowed names (by default the loopback names
+the server listens on) gets HTTP 400: a page elsewhere cannot reach the explorer by
+pointing a DNS name of its own at 127.0.0.1 (DNS rebinding). A request that changes or
+computes something (not GET / HEAD) from a page of another origin is refused (HTTP 403),
+so a web site open in the same browser cannot make the explorer work for it. Every
+response gets ``nosniff``, no referrer, no caching and, unless it set its own, the page's
+Content-Security-Policy (scripts and styles from this server only; images also as data
+URLs; nothing fetched from elsewhere).
 """
 
 from __future__ import annotations
@@ -17,20 +20,38 @@ PAGE_POLICY = (
 SAFE_METHODS = ("GET", "HEAD")
 
 
-class SafeHeaders:
-    """Pure ASGI (no task group around the app, so errors raised while reading pass as is)."""
+def host_name(value: str) -> str:
+    """The name in a ``Host`` header: ``[::1]:80`` -> ``::1``, ``localhost:80`` -> ``localhost``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
-    def __init__(self, app) -> None:
+
+class SafeHeaders:
+    """Pure ASGI (no task group around the app, so errors raised while reading pass as is).
+
+    ``allowed_hosts``: the names a request's ``Host`` may carry; None allows any.
+    """
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...] | None = None) -> None:
         self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if self.allowed is not None and host_name(host) not in self.allowed:
+            from starlette.responses import JSONResponse
+
+            detail = f"host {host!r} is not served here (DNS rebinding?)"
+            await JSONResponse({"detail": detail}, 400)(scope, receive, send)
+            return
         origin = headers.get(b"origin")
         if scope["method"] not in SAFE_METHODS and origin is not None:
-            host = headers.get(b"host", b"").decode("latin-1")
             if origin.decode("latin-1").split("://", 1)[-1].rstrip("/") != host:
                 from starlette.responses import JSONResponse
 

@@ -140,6 +140,8 @@ function curvePlot(metric, series) {
   label((L + W - R) / 2, H - 6, `${metric}: fraction of pixels`);
   label(L - 4, T + 8, top.toPrecision(2), "end");
   label(L - 4, H - B, bottom.toPrecision(2), "end");
+  label(L, H - B + 12, "0");
+  label(W - R, H - B + 12, "1", "end");
   const legend = el("div", { class: "legend" });
   series.forEach(([method, c], k) => {
     const span = Math.max(1e-12, c.x[c.x.length - 1] - c.x[0]);
