@@ -90,6 +90,9 @@ class StoreWriter:
                     f"store {path} holds results of another job ({', '.join(diff)} differ); "
                     "refusing to mix them: use another store or start a new one (--new-store)"
                 )
+            else:  # the same job: keep the saved one (its order of methods, say)
+                saved.pop("format", None)
+                self.job = {**saved, **{k: job[k] for k in VOLATILE_KEYS if k in job}}
         elif path.is_dir() and any(path.iterdir()):
             raise InputError(f"store {path} is a folder with other files in it, not a store")
         if not layout.is_store(path):
