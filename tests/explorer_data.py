@@ -50,19 +50,19 @@ def make_run(root: Path) -> Path:
 
 
 def make_store(root: Path, run: Path) -> Path:
-    from cnnlens import checkpoint, explain
+    from cnnlens import explain
     from cnnlens.data import load
+    from cnnlens.jobs.spec import model_checksum
     from cnnlens.metrics.causal import deletion, insertion
     from cnnlens.store import ShardData, StoreWriter
     from cnnlens.store.layout import METRIC_COLUMNS, PREDICTION_COLUMNS
     from cnnlens.workflows import open_model
 
     model = open_model(run / "model")
-    meta = checkpoint.read_meta(run / "model")
     test = load("shapes", split="test").subset(range(N_IMAGES))
     job = {
         "model": str(run / "model"),
-        "model_sha256": meta["sha256"],
+        "model_sha256": model_checksum(model),
         "data": "shapes",
         "n_images": N_IMAGES,
         "methods": {m: {} for m in METHODS},

@@ -122,6 +122,54 @@ def test_store_curves_and_metric_table(store_client, folders):
         assert s["images"] == 8 and s["mean"] == pytest.approx(means[(s["method"], s["metric"])])
 
 
+def test_a_store_whose_model_changed_does_not_explain_uploads(folders, tmp_path):
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(folders[1], copy)
+    job = json.loads((copy / "job.json").read_text())
+    job["model_sha256"] = "0" * 64  # as if the model had been retrained since
+    (copy / "job.json").write_text(json.dumps(job))
+    client = TestClient(create_app(copy), base_url=BASE)
+    upload = client.get("/api/info").json()["upload"]
+    assert not upload["available"] and "not the one the job used" in upload["problem"]
+    image = {"image": ("a.png", png_bytes(np.zeros((32, 32, 3), np.uint8)), "image/png")}
+    r = client.post("/api/explain", files=image, data={"methods": "saliency"})
+    assert r.status_code == 409 and "not the one the job used" in r.json()["detail"]
+    assert client.get("/api/maps/saliency/0.png").status_code == 200  # the store still reads
+
+
+def test_a_store_written_by_a_job(folders, tmp_path):
+    from cnnlens.jobs import JobSpec, run
+
+    spec = JobSpec(
+        model=folders[0],
+        store=tmp_path / "job-store",
+        images=6,
+        shard_size=3,
+        methods={"saliency": {}, "grad-cam": {}},
+        metrics=["deletion", "pointing_game"],
+        threads=1,
+        compile="off",
+        progress=False,
+    )
+    run(spec)
+    store = cnnlens.store.open(tmp_path / "job-store")
+    client = TestClient(create_app(store.path), base_url=BASE)
+    info = client.get("/api/info").json()
+    assert info["methods"] == ["saliency", "grad-cam"] and info["images"] == 6
+    assert info["upload"]["available"], info["upload"]["problem"]  # the job's checksum matches
+    assert info["report"]["available"]  # the run folder of the job's model has one
+    got = np.asarray(client.get("/api/maps/grad-cam/4.json").json()["values"], np.float32)
+    assert np.array_equal(got, store.maps("grad-cam", [4])[0])
+    curves = client.get("/api/curves/4").json()
+    assert list(curves) == ["deletion"]  # the pointing game has no curve
+    summary = client.get("/api/metrics").json()["summary"]
+    assert {(s["method"], s["metric"]) for s in summary} == {
+        (m, k) for m in ("saliency", "grad-cam") for k in ("deletion", "pointing_game")
+    }
+
+
 def test_report_is_served_with_scripts_off(store_client):
     r = store_client.get("/report")
     assert r.status_code == 200 and "explorer test run" in r.text

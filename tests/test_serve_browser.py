@@ -106,7 +106,6 @@ def test_overlay_renders_and_follows_the_slider(page):
     page.locator("#opacity").fill("100")
     assert page.eval_on_selector(viewer + " img.overlay", "i => getComputedStyle(i).opacity") == "1"
     shown = _pixels(stack.screenshot())
-    page.screenshot(path="/tmp/cnnlens-explorer-test.png", full_page=True)
     assert shown.std() > 10, "the overlay region is blank"
     assert np.abs(shown - plain).mean() > 5, "the map does not change what is shown"
 

@@ -5,7 +5,8 @@
   maps are computed when first asked for (target: the predicted class).
 - :class:`StoreSource` — a store written by ``cnnlens run`` (:mod:`cnnlens.store`): images,
   predictions, maps, curves and metrics of its finished shards, read as saved; the job's
-  model (found by its path, checked against its SHA-256) explains uploads.
+  model (found by its path, checked against the job's checksum of its weights) explains
+  uploads.
 
 Both load the model lazily for uploads through :func:`cnnlens.workflows.open_model`
 (safetensors and JSON, never a pickle).
@@ -243,11 +244,14 @@ class StoreSource:
         holder = ModelHolder(folder)
         expected = job.get("model_sha256")
         try:
-            saved = holder.meta.get("sha256")
+            model = holder.model
         except CnnlensError as exc:
-            return ModelHolder(None, f"the job's model {spec!r} cannot be read: {exc}")
-        if expected and saved and expected != saved:
-            return ModelHolder(None, f"the model in {folder} is not the one the job used")
+            return ModelHolder(None, f"the job's model {spec!r} cannot be opened: {exc}")
+        if expected:
+            from ..jobs.spec import model_checksum  # the checksum the job saved
+
+            if model_checksum(model) != expected:
+                return ModelHolder(None, f"the model in {folder} is not the one the job used")
         return holder
 
     @property

@@ -100,9 +100,13 @@ function renderViewers() {
   const methods = chosen(document.getElementById("methods"));
   if (!methods.length) box.append(el("p", { class: "meta", text: "Pick a method above." }));
   for (const m of methods) {
-    const v = viewer(`/api/images/${state.image}.png`, `/api/maps/${m}/${state.image}.png`, m, m);
+    const v = viewer(`/api/images/${state.image}.png`, `/api/maps/${m}/${state.image}.png`,
+                     `${m} (computing ...)`, m);
     const overlay = v.querySelector("img.overlay");
-    overlay.addEventListener("load", () => v.classList.add("ready"));
+    overlay.addEventListener("load", () => {
+      v.classList.add("ready");
+      v.querySelector(".caption").textContent = m;
+    });
     overlay.addEventListener("error", () => {
       v.classList.add("failed");
       v.querySelector(".caption").textContent = `${m}: no map`;
