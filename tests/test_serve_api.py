@@ -77,12 +77,20 @@ def test_store_info_images_and_predictions(store_client, folders):
     assert "iba" not in info["upload"]["methods"] and info["upload"]["max_mb"] == 0.05
     assert info["report"]["available"]  # found next to the job's model
     assert [s["key"] for s in info["report"]["sections"]] == ["overview"]
-    rows = store_client.get("/api/images").json()
+    page = store_client.get("/api/images").json()
+    assert page["total"] == 8 and page["offset"] == 0
+    rows = page["rows"]
     want = store.predictions().sort_values("image")
     assert [r["image"] for r in rows] == want["image"].tolist() == [0, 1, 2, 3, 8, 9, 10, 11]
     assert [r["prediction"] for r in rows] == want["prediction"].tolist()
     assert [r["label"] for r in rows] == want["label"].tolist()
     assert all(r["predicted_label"] == store.classes[r["prediction"]] for r in rows)
+    second = store_client.get("/api/images?offset=3&limit=4").json()
+    assert [r["image"] for r in second["rows"]] == [3, 8, 9, 10] and second["total"] == 8
+    wrong = store_client.get("/api/images?wrong=true").json()
+    assert [r["image"] for r in wrong["rows"]] == [
+        r["image"] for r in rows if r["prediction"] != r["target"]
+    ]
     for i in (0, 9):
         r = store_client.get(f"/api/images/{i}.png")
         assert r.headers["content-type"] == "image/png"
@@ -113,13 +121,22 @@ def test_store_curves_and_metric_table(store_client, folders):
     assert np.allclose(curves["insertion"]["saliency"]["x"], x)
     assert np.allclose(curves["insertion"]["saliency"]["y"], y)
     assert store_client.get("/api/curves/6").status_code == 404
-    data = store_client.get("/api/metrics").json()
+    summary = store_client.get("/api/metrics").json()["summary"]
     table = store.metrics_table()
-    assert len(data["rows"]) == len(table) == 8 * 2 * 2
-    means = table.groupby(["method", "metric"])["value"].mean()
-    assert len(data["summary"]) == 4
-    for s in data["summary"]:
-        assert s["images"] == 8 and s["mean"] == pytest.approx(means[(s["method"], s["metric"])])
+    groups = table.groupby(["method", "metric"])["value"]
+    means, sds = groups.mean(), groups.std()
+    assert len(summary) == 4
+    for s in summary:
+        key = (s["method"], s["metric"])
+        assert s["images"] == 8 and s["mean"] == pytest.approx(means[key])
+        assert s["ci95"] == pytest.approx(1.96 * sds[key] / 8**0.5)
+    rows = store_client.get("/api/metrics/9").json()["rows"]
+    mine = table[table["image"] == 9]
+    assert len(rows) == len(mine) == 4
+    for r in rows:
+        hit = mine[(mine["method"] == r["method"]) & (mine["metric"] == r["metric"])]
+        assert r["value"] == pytest.approx(float(hit["value"].iloc[0]))
+    assert store_client.get("/api/metrics/5").status_code == 404
 
 
 def test_a_store_whose_model_changed_does_not_explain_uploads(folders, tmp_path):
@@ -184,7 +201,7 @@ def test_run_folder_browses_its_test_images(run_client, folders):
     info = run_client.get("/api/info").json()
     assert info["kind"] == "run" and info["images"] == 6 and info["metrics"] == []
     assert "grad-cam" in info["methods"] and info["report"]["available"]
-    rows = run_client.get("/api/images").json()
+    rows = run_client.get("/api/images").json()["rows"]
     test = load("shapes", split="test")
     assert [r["target"] for r in rows] == test.labels[:6].tolist()
     model = open_model(folders[0])
@@ -197,7 +214,8 @@ def test_run_folder_browses_its_test_images(run_client, folders):
     assert np.allclose(got, want, rtol=1e-5, atol=1e-7)
     assert run_client.get("/api/maps/saliency/6.png").status_code == 404
     assert run_client.get("/api/curves/0").json() == {}
-    assert run_client.get("/api/metrics").json() == {"rows": [], "summary": []}
+    assert run_client.get("/api/metrics").json() == {"summary": []}
+    assert run_client.get("/api/metrics/2").json() == {"rows": []}
 
 
 @pytest.mark.parametrize(

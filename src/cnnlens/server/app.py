@@ -5,11 +5,13 @@ Endpoints (all GET unless said):
 - ``/`` the page; ``/static/app.js``, ``/static/style.css`` its script and style;
 - ``/api/info`` what is served: kind, classes, methods (stored, and on the fly), metrics,
   report sections, upload limit;
-- ``/api/images`` one row per browsable image (target, prediction, probability, labels);
+- ``/api/images?offset=&limit=&wrong=`` a page of the browsable images, one row each
+  (target, prediction, probability, labels), and how many there are;
 - ``/api/images/{i}.png`` the image; ``/api/maps/{method}/{i}.png`` its map as an RGBA
   overlay, ``/api/maps/{method}/{i}.json`` the values as arrays;
 - ``/api/curves/{i}`` deletion / insertion curves (x, y per metric and method);
-- ``/api/metrics`` the metric rows and their means per method and metric;
+- ``/api/metrics`` the mean (with a 95 % interval) per method and metric over the finished
+  images; ``/api/metrics/{i}`` the values of one image;
 - ``/report`` the run's ``report.html`` (model-level sections), scripts off;
 - ``/files/{path}`` a plain file of the served folder (:mod:`.paths` refuses the rest);
 - POST ``/api/explain`` (multipart: ``image``, ``methods``) an uploaded PNG / JPEG,
@@ -38,6 +40,7 @@ STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/c
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the uploaded file
 MAX_METHODS = 8
+PAGE, MAX_PAGE = 200, 1000  # image rows per answer: a store may hold 50,000
 
 
 def _data_url(data: bytes) -> str:
@@ -118,8 +121,12 @@ def create_app(
         }
 
     @app.get("/api/images")
-    def images_list():
-        return lookup(source.predictions)
+    def images_list(offset: int = 0, limit: int = PAGE, wrong: bool = False):
+        rows = lookup(source.predictions)
+        if wrong:
+            rows = [r for r in rows if r["prediction"] != r["target"]]
+        offset, limit = max(0, offset), min(max(1, limit), MAX_PAGE)
+        return {"total": len(rows), "offset": offset, "rows": rows[offset : offset + limit]}
 
     @app.get("/api/images/{index:int}.png")
     def image_png(index: int):
@@ -145,16 +152,33 @@ def create_app(
 
     @app.get("/api/metrics")
     def metrics():
-        rows = lookup(source.metric_rows)
-        groups: dict[tuple[str, str], list[float]] = {}
-        for r in rows:
-            if r["value"] is not None:
-                groups.setdefault((r["method"], r["metric"]), []).append(r["value"])
-        summary = [
-            {"method": m, "metric": k, "images": len(v), "mean": _finite(float(np.mean(v)))}
-            for (m, k), v in sorted(groups.items())
-        ]
-        return {"rows": rows, "summary": summary}
+        table = lookup(source.metric_table).dropna(subset=["value"])
+        summary = []
+        for (method, metric), values in table.groupby(["method", "metric"], sort=False)["value"]:
+            n = len(values)
+            sd = float(values.std(ddof=1)) if n > 1 else float("nan")
+            summary.append(
+                {
+                    "method": str(method),
+                    "metric": str(metric),
+                    "images": n,
+                    "mean": _finite(float(values.mean())),
+                    "ci95": _finite(1.96 * sd / math.sqrt(n)) if n > 1 else None,
+                }
+            )
+        return {"summary": summary}
+
+    @app.get("/api/metrics/{index:int}")
+    def image_metrics(index: int):
+        lookup(source.image, index)  # 404 for an image that is not there (yet)
+        table = lookup(source.metric_table)
+        rows = table[table["image"] == index]
+        return {
+            "rows": [
+                {"method": str(r.method), "metric": str(r.metric), "value": _finite(float(r.value))}
+                for r in rows.itertuples(index=False)
+            ]
+        }
 
     @app.get("/report")
     def report():

@@ -27,6 +27,7 @@ from ..errors import CheckpointError, CnnlensError, InputError
 # every registered method runs on the fly except those that need a part trained first
 NEEDS_SETUP = {"iba": "layer statistics from training images", "relabel": "a trained VAE"}
 RUN_IMAGES = 64
+METRIC_COLUMNS = ["image", "method", "metric", "value"]
 
 
 def on_the_fly_methods() -> list[str]:
@@ -198,8 +199,10 @@ class RunSource:
         self._check(i)
         return {}
 
-    def metric_rows(self) -> list[dict]:
-        return []
+    def metric_table(self):
+        import pandas as pd
+
+        return pd.DataFrame({c: [] for c in METRIC_COLUMNS})
 
 
 class StoreSource:
@@ -214,6 +217,7 @@ class StoreSource:
         self.store = store_module.open(root)
         self.metrics = list(self.store.metrics)
         self.methods = list(self.store.methods)
+        self._cache: dict[str, tuple[int, object]] = {}
         self.holder = self._find_model()
         report = None
         if self.holder.folder is not None:
@@ -266,7 +270,18 @@ class StoreSource:
         if i not in set(int(k) for k in self.store.finished):
             raise KeyError(f"image {i} is not in a finished shard")
 
+    def _cached(self, name: str, read):
+        """``read()``, again only when more shards have finished since the last call."""
+        count = len(self.store.shards)
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != count:
+            hit = self._cache[name] = (count, read())
+        return hit[1]
+
     def predictions(self) -> list[dict]:
+        return self._cached("predictions", self._read_predictions)
+
+    def _read_predictions(self) -> list[dict]:
         table = self.store.predictions().sort_values("image")
         classes = self.classes
         rows = []
@@ -309,19 +324,9 @@ class StoreSource:
                 }
         return out
 
-    def metric_rows(self) -> list[dict]:
-        table = self.store.metrics_table()
-        keep = ["image", "method", "metric", "value"]
-        rows = table[keep].to_dict(orient="records")
-        return [
-            {
-                "image": int(r["image"]),
-                "method": str(r["method"]),
-                "metric": str(r["metric"]),
-                "value": None if not np.isfinite(r["value"]) else float(r["value"]),
-            }
-            for r in rows
-        ]
+    def metric_table(self):
+        """``image, method, metric, value`` of the finished shards (a pandas DataFrame)."""
+        return self._cached("metrics", lambda: self.store.metrics_table()[METRIC_COLUMNS])
 
 
 def open_source(path: str | Path, *, images: int = RUN_IMAGES):

@@ -1,7 +1,8 @@
 // cnnlens explorer: one page, plain JavaScript, nothing loaded from elsewhere.
 "use strict";
 
-const state = { info: null, rows: [], image: null, metricRows: [] };
+const state = { info: null, rows: [], total: 0, offset: 0, image: null };
+const PAGE = 200;
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
 const DEFAULT_METHODS = ["grad-cam", "integrated-gradients", "saliency"];
@@ -59,13 +60,20 @@ function viewer(base, overlay, caption, method) {
 }
 
 // --- browsing ------------------------------------------------------------------------
+async function loadImages(offset) {
+  const wrong = document.getElementById("only-wrong").checked;
+  const page = await getJSON(`/api/images?offset=${offset}&limit=${PAGE}&wrong=${wrong}`);
+  state.rows = page.rows;
+  state.total = page.total;
+  state.offset = page.offset;
+  renderThumbs();
+}
+
 function renderThumbs() {
   const list = document.getElementById("images");
-  const onlyWrong = document.getElementById("only-wrong").checked;
   list.replaceChildren();
   for (const row of state.rows) {
     const wrong = row.prediction !== row.target;
-    if (onlyWrong && !wrong) continue;
     const card = el("div", { class: "thumb" + (wrong ? " wrong" : ""), "data-index": row.image,
                              title: `#${row.image}: ${row.label}, predicted ` +
                                     `${row.predicted_label} (${row.probability.toFixed(2)})` },
@@ -76,7 +84,12 @@ function renderThumbs() {
     if (row.image === state.image) card.classList.add("selected");
     list.append(card);
   }
-  document.getElementById("image-count").textContent = `(${state.rows.length})`;
+  const last = Math.min(state.offset + state.rows.length, state.total);
+  document.getElementById("image-count").textContent =
+    state.total > state.rows.length ? `(${state.offset + 1}–${last} of ${state.total})`
+                                    : `(${state.total})`;
+  document.getElementById("prev-page").disabled = state.offset === 0;
+  document.getElementById("next-page").disabled = last >= state.total;
 }
 
 function selectImage(index) {
@@ -210,18 +223,26 @@ async function renderMetrics() {
     return;
   }
   const data = await getJSON("/api/metrics");
-  state.metricRows = data.rows;
   const metrics = state.info.metrics;
-  box.replaceChildren(sortableTable(["method", ...metrics], pivot(data.summary, metrics, "mean"),
-                                    "metrics-table"));
+  const rows = pivot(data.summary, metrics, "mean");
+  for (const r of data.summary) {
+    const row = rows.find((x) => x.method === r.method);
+    row[r.metric + " ±95%"] = r.ci95;
+    row.images = Math.max(row.images ?? 0, r.images);
+  }
+  const columns = ["method", ...metrics.flatMap((m) => [m, m + " ±95%"]), "images"];
+  box.replaceChildren(sortableTable(columns, rows, "metrics-table"));
 }
 
-function renderImageMetrics() {
+async function renderImageMetrics() {
   const box = document.getElementById("image-metrics");
-  const rows = state.metricRows.filter((r) => r.image === state.image);
-  if (!rows.length) { box.replaceChildren(); return; }
+  box.replaceChildren();
+  if (!state.info.metrics.length) return;
+  const index = state.image;
+  const data = await getJSON(`/api/metrics/${index}`).catch(() => ({ rows: [] }));
+  if (index !== state.image || !data.rows.length) return;
   box.replaceChildren(el("h3", { class: "meta", text: "This image" }),
-    sortableTable(["method", ...state.info.metrics], pivot(rows, state.info.metrics, "value"),
+    sortableTable(["method", ...state.info.metrics], pivot(data.rows, state.info.metrics, "value"),
                   "image-metrics-table"));
 }
 
@@ -302,7 +323,11 @@ async function main() {
     if (state.image !== null) renderCurves();
   });
   document.getElementById("opacity").addEventListener("input", applyOpacity);
-  document.getElementById("only-wrong").addEventListener("change", renderThumbs);
+  document.getElementById("only-wrong").addEventListener("change", () => loadImages(0));
+  document.getElementById("prev-page").addEventListener("click",
+    () => loadImages(Math.max(0, state.offset - PAGE)));
+  document.getElementById("next-page").addEventListener("click",
+    () => loadImages(state.offset + PAGE));
   const note = document.getElementById("upload-note");
   if (info.upload.available) {
     note.textContent = `PNG or JPEG, at most ${info.upload.max_mb} MB; resized to the model's ` +
@@ -315,8 +340,7 @@ async function main() {
     document.getElementById("upload-form").hidden = true;
   }
   renderReport();
-  state.rows = await getJSON("/api/images");
-  renderThumbs();
+  await loadImages(0);
   await renderMetrics();
   if (state.rows.length) selectImage(state.rows[0].image);
   document.body.dataset.ready = "true";
