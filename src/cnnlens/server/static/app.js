@@ -88,6 +88,7 @@ function renderThumbs() {
   document.getElementById("image-count").textContent =
     state.total > state.rows.length ? `(${state.offset + 1}–${last} of ${state.total})`
                                     : `(${state.total})`;
+  document.querySelector(".pager").hidden = state.offset === 0 && last >= state.total;
   document.getElementById("prev-page").disabled = state.offset === 0;
   document.getElementById("next-page").disabled = last >= state.total;
 }
