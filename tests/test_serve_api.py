@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 import cnnlens.store  # noqa: E402
 from cnnlens.server import create_app  # noqa: E402
-from explorer_data import METHODS, SECRET, make_run, make_store, png_bytes  # noqa: E402
+from explorer_helpers import METHODS, SECRET, make_run, make_store, png_bytes  # noqa: E402
 
 BASE = "http://127.0.0.1"
 

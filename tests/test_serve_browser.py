@@ -19,7 +19,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 
 from PIL import Image  # noqa: E402
 
-from explorer_data import SECRET, make_run, make_store, png_bytes  # noqa: E402
+from explorer_helpers import SECRET, make_run, make_store, png_bytes  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

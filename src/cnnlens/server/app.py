@@ -68,7 +68,7 @@ def create_app(
     from fastapi import FastAPI, File, Form, HTTPException, UploadFile
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
-    if not max_upload_mb > 0:
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise InputError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     max_bytes = int(max_upload_mb * 1e6)
     source = open_source(path, **({} if images is None else {"images": images}))
