@@ -8,8 +8,8 @@
   model (found by its path, checked against the job's checksum of its weights) explains
   uploads.
 
-Both load the model lazily for uploads through :func:`cnnlens.workflows.open_model`
-(safetensors and JSON, never a pickle).
+Models open through :func:`cnnlens.workflows.open_model` (safetensors and JSON, never a
+pickle): a run folder's when first needed, a store's at start (to check its checksum).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, CnnlensError, InputError
+from ..errors import CheckpointError, CnnlensError, InputError, first_line
 
 # every registered method runs on the fly except those that need a part trained first
 NEEDS_SETUP = {"iba": "layer statistics from training images", "relabel": "a trained VAE"}
@@ -249,8 +249,10 @@ class StoreSource:
         expected = job.get("model_sha256")
         try:
             model = holder.model
-        except CnnlensError as exc:
-            return ModelHolder(None, f"the job's model {spec!r} cannot be opened: {exc}")
+        except Exception as exc:  # the store stays browsable without its model
+            return ModelHolder(
+                None, f"the job's model {spec!r} cannot be opened: {first_line(exc)}"
+            )
         if expected:
             from ..jobs.spec import model_checksum  # the checksum the job saved
 
@@ -267,7 +269,9 @@ class StoreSource:
         return [int(i) for i in self.store.finished]
 
     def _check(self, i: int) -> None:
-        if i not in set(int(k) for k in self.store.finished):
+        finished = self.store.finished  # sorted
+        k = int(np.searchsorted(finished, i))
+        if k >= len(finished) or int(finished[k]) != i:
             raise KeyError(f"image {i} is not in a finished shard")
 
     def _cached(self, name: str, read):
