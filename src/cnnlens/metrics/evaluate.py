@@ -198,8 +198,46 @@ def _score_chunk(
         with torch.no_grad():
             target = model(x).argmax(1)
     expl = fn(model, x, target)
+    out, _x = score_explanation(
+        model,
+        x,
+        method,
+        fn,
+        expl,
+        target,
+        metrics,
+        boxes=boxes,
+        masks=masks,
+        sanity_rows=sanity_rows,
+        batch_size=batch_size,
+        seed=seed,
+        metric_params=metric_params,
+    )
+    return out
+
+
+def score_explanation(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: str,
+    fn: Callable,
+    expl: object,
+    target: torch.Tensor,
+    metrics: list[str],
+    *,
+    boxes: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    sanity_rows: int,
+    batch_size: int | None,
+    seed: int,
+    metric_params: dict[str, dict] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Score the explanation ``expl`` of ``x`` for ``target`` (made by ``fn``) with every
+    metric: the flat dict of :func:`_score_chunk` and the curves' abscissae ``{metric: x}``
+    (used by dataset-scale jobs, :mod:`cnnlens.jobs`, which keep the maps too)."""
     maps = expl.maps if hasattr(expl, "maps") else expl
     out: dict[str, torch.Tensor] = {}
+    xs: dict[str, torch.Tensor] = {}
     small, large = default_tiles(min(x.shape[2:]))
     n = x.shape[0]
     extra = metric_params or {}
@@ -209,6 +247,7 @@ def _score_chunk(
             f = deletion if metric == "deletion" else insertion
             r = f(model, x, maps, target, batch_size=batch_size, **kw)
             out[f"{metric}/values"], out[f"{metric}/curve"] = r.values, r.curves
+            xs[metric] = r.x
         elif metric.startswith("degradation"):
             kw.setdefault("tile", small if metric.endswith("small") else large)
             r = degradation(model, x, maps, target, batch_size=batch_size, **kw)
@@ -256,7 +295,11 @@ def _score_chunk(
             kw.setdefault("seed", seed)
             r = road(model, x, maps, target, batch_size=batch_size, **kw)
             out["road/values"], out["road/curve"] = r.values, r.curves
-    return {k: v.detach().float().cpu() for k, v in out.items()}
+            if r.x is not None:
+                xs["road"] = r.x
+    return {k: v.detach().float().cpu() for k, v in out.items()}, {
+        k: v.detach().float().cpu() for k, v in xs.items()
+    }
 
 
 def evaluate(

@@ -1,0 +1,83 @@
+"""``cnnlens run job.yaml``: a dataset-scale explain + evaluate job into a resumable store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        job: Path = typer.Argument(None, help="job.yaml (its fields; flags given override them)"),
+        model: Path = typer.Option(None, help="saved model folder or run folder holding model/"),
+        data: str = typer.Option(None, help="data set name as cnnlens.data.load reads it"),
+        split: str = typer.Option(None, help="split of the data set (default test)"),
+        images: int = typer.Option(None, min=1, help="the first n images (default: all)"),
+        methods: str = typer.Option(None, help="comma list of methods (default saliency)"),
+        param: list[str] = typer.Option(  # noqa: B008
+            [], help="method parameter method:key=value, e.g. rise:n_masks=2000 (repeatable)"
+        ),
+        metrics: str = typer.Option(None, help="comma list of metrics, or 'all' (default)"),
+        shard_size: int = typer.Option(None, min=1, help="images per shard (default 32)"),
+        store: Path = typer.Option(None, help="output store folder (resumed when it exists)"),
+        engine: str = typer.Option(None, help="local (default) or ray"),
+        workers: int = typer.Option(None, min=1, help="worker processes / Ray actors"),
+        threads: int = typer.Option(None, min=1, help="torch threads per worker"),
+        address: str = typer.Option(None, help="ray: auto or ray://host:port"),
+        dtype: str = typer.Option(None, help="maps stored as float32 (default) or float16"),
+        compile: str = typer.Option(None, help="auto (default), on or off: torch.compile"),
+        seed: int = typer.Option(None),
+        sanity_images: int = typer.Option(None, min=0, help="images for the randomisation check"),
+        new_store: bool = typer.Option(
+            False, "--new-store", help="replace a store that holds another job's results"
+        ),
+    ) -> None:
+        """Explain and score a whole data set into a store (Zarr maps, Parquet tables)."""
+        from ..errors import InputError
+        from ..jobs import JobSpec
+        from ..jobs import run as run_job
+        from .evaluate import parse_method_params
+
+        flags = {
+            "model": model,
+            "data": data,
+            "split": split,
+            "images": images,
+            "metrics": metrics,
+            "shard_size": shard_size,
+            "store": store,
+            "engine": engine,
+            "workers": workers,
+            "threads": threads,
+            "address": address,
+            "dtype": dtype,
+            "compile": compile,
+            "seed": seed,
+            "sanity_images": sanity_images,
+        }
+        if new_store:
+            flags["new_store"] = True
+        params = parse_method_params(param)
+        if job is not None:
+            spec = JobSpec.from_yaml(job, **{k: v for k, v in flags.items() if v is not None})
+        else:
+            spec = JobSpec.from_dict({k: v for k, v in flags.items() if v is not None}, where="run")
+        if methods is not None:
+            spec.methods = {m.strip(): {} for m in methods.split(",") if m.strip()}
+        if params:
+            if isinstance(spec.methods, list | tuple | str):
+                names = spec.methods.split(",") if isinstance(spec.methods, str) else spec.methods
+                spec.methods = {str(m).strip(): {} for m in names}
+            stray = sorted(set(params) - set(spec.methods))
+            if stray:
+                raise InputError(f"--param names methods the job does not run: {', '.join(stray)}")
+            for name, values in params.items():
+                spec.methods[name] = {**(spec.methods[name] or {}), **values}
+        result = run_job(spec)
+        typer.echo(result.markdown())
+        typer.echo(
+            f"{len(result.ran)} shard(s) run, {len(result.skipped)} finished before; "
+            f"{result.seconds:.1f} s; store {result.store.resolve()}"
+        )

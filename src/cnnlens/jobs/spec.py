@@ -1,0 +1,236 @@
+"""A job: what to explain and score, over which data, into which store (issue 18).
+
+:class:`JobSpec` holds the fields of ``job.yaml`` (or the flags of ``cnnlens run``,
+or keyword arguments in Python). :func:`prepare` checks all of it before any work
+(unknown method, parameter or metric, unreadable data, a model that does not
+load or fit, an unwritable store: one :class:`~cnnlens.errors.CnnlensError`)
+and returns the loaded model and data with the job as the store saves it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, InputError
+
+ENGINES = ("local", "ray")
+COMPILE = ("auto", "on", "off")
+DTYPES = ("float16", "float32")
+BASELINES = ("random", "sobel")
+
+
+@dataclass
+class JobSpec:
+    """The fields of a job. ``model`` is a saved-model folder (or a run folder holding
+    ``model/``), or an ``nn.Module`` in Python; ``data`` a data set name as
+    :func:`cnnlens.data.load` reads (``split`` of it), or any data
+    :func:`cnnlens.data.as_dataset` takes, in Python. ``images``: the first n
+    images (None: all). ``methods``: ``{name: {parameter: value}}`` (a list of
+    names means default parameters). ``metrics``: names or ``"all"``."""
+
+    model: Any
+    store: Path
+    data: Any = "shapes"
+    split: str = "test"
+    images: int | None = None
+    methods: dict[str, dict] = field(default_factory=lambda: {"saliency": {}})
+    metrics: list[str] | str = "all"
+    metric_params: dict[str, dict] = field(default_factory=dict)
+    shard_size: int = 32
+    dtype: str = "float32"
+    seed: int = 0
+    sanity_images: int = 32
+    batch_size: int | None = None
+    engine: str = "local"
+    workers: int = 1
+    threads: int | None = None
+    address: str | None = None
+    compile: str = "auto"
+    new_store: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, fields: dict, *, where: str = "job") -> JobSpec:
+        """A spec from a mapping (a parsed ``job.yaml``); unknown keys are refused."""
+        if not isinstance(fields, dict):
+            raise ConfigError(
+                f"{where} must be a mapping of job fields, got {type(fields).__name__}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        for key in ("model", "store"):
+            if fields.get(key) in (None, ""):
+                raise ConfigError(f"{where}: {key!r} is required")
+        values = dict(fields)
+        values["store"] = Path(values["store"])
+        if isinstance(values.get("model"), str):
+            values["model"] = Path(values["model"])
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> JobSpec:
+        """Read ``job.yaml``; ``overrides`` (flags given next to it) win over its fields."""
+        import yaml
+
+        path = Path(path)
+        try:
+            fields = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise InputError(f"cannot read job file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(fields, dict):
+            raise ConfigError(f"{path} must be a mapping of job fields")
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(fields, where=str(path))
+
+
+@dataclass
+class PreparedJob:
+    """A validated job: the loaded model and data, and ``job`` as ``job.json`` saves it."""
+
+    spec: JobSpec
+    model: nn.Module
+    dataset: Any
+    job: dict
+    shards: dict[int, tuple[int, int]]
+
+
+def model_checksum(model: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _methods(spec: JobSpec) -> dict[str, dict]:
+    from .. import attribution
+    from ..attribution.base import check_hyperparameters
+
+    methods = spec.methods
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if isinstance(methods, list | tuple):
+        methods = {str(m): {} for m in methods}
+    if not isinstance(methods, dict) or not methods:
+        raise ConfigError(f"methods must name at least one method, got {spec.methods!r}")
+    out = {}
+    for name, params in methods.items():
+        params = dict(params or {})
+        if name in BASELINES:
+            if params:
+                raise InputError(f"baseline {name!r} takes no parameters, got {sorted(params)}")
+        else:
+            cls = attribution.get(name)  # InputError with close matches
+            valid = cls.accepted(params)
+            if valid is not None:
+                check_hyperparameters(name, params, valid)
+            if name == "iba" and "statistics" not in params:
+                raise InputError(
+                    "iba in a job needs iba's statistics=<file> (layer statistics, e.g. "
+                    "from cnnlens evaluate's iba-statistics-*.safetensors)"
+                )
+            if name == "relabel" and "vae" not in params:
+                raise InputError(
+                    "relabel in a job needs vae=<saved VAE folder> (cnnlens train-vae)"
+                )
+        out[str(name)] = params
+    return out
+
+
+def _open_data(spec: JobSpec):
+    from ..data import as_dataset, load
+    from ..errors import CnnlensError, DataError
+
+    if isinstance(spec.data, str):
+        try:
+            data = load(spec.data, split=spec.split)
+        except CnnlensError:
+            raise
+        except Exception as exc:  # a reader failing on a bad file
+            raise DataError(f"cannot read data {spec.data!r}: {exc}") from None
+        described = f"{spec.data}:{spec.split}" if ":" not in spec.data else spec.data
+        return data, {"name": spec.data, "split": spec.split, "spec": described}
+    data = as_dataset(spec.data)
+    return data, {"name": getattr(data, "name", "dataset"), "split": None, "spec": None}
+
+
+def prepare(spec: JobSpec) -> PreparedJob:
+    """Validate every field of ``spec`` before any work; the model and data loaded."""
+    from ..compatibility import check_fits
+    from ..io import check_writable_folder
+    from ..metrics.evaluate import resolve_metrics
+    from ..workflows import open_model
+
+    if spec.engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {spec.engine!r}")
+    if spec.compile not in COMPILE:
+        raise ConfigError(f"compile must be one of {', '.join(COMPILE)}, got {spec.compile!r}")
+    if spec.dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
+    for name in ("shard_size", "workers"):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if spec.images is not None and (not isinstance(spec.images, int) or spec.images < 1):
+        raise ConfigError(
+            f"images must be a positive integer (or absent: all), got {spec.images!r}"
+        )
+    if spec.address is not None and spec.engine != "ray":
+        raise ConfigError("address is for engine: ray only")
+    methods = _methods(spec)
+    metrics = resolve_metrics(spec.metrics)
+    stray = sorted(set(spec.metric_params) - set(metrics))
+    if stray:
+        raise ConfigError(f"metric_params names metrics the job does not score: {', '.join(stray)}")
+    store = Path(spec.store)
+    check_writable_folder(store, option="store")
+    data, data_spec = _open_data(spec)
+    n = len(data) if spec.images is None else spec.images
+    if n > len(data) or n < 1:
+        raise InputError(f"images: {spec.images} is more than the {len(data)} images of the data")
+    if isinstance(spec.model, nn.Module):
+        model, model_path = spec.model.eval(), None
+        checksum = model_checksum(model)
+    else:
+        model_path = Path(spec.model)
+        model = open_model(model_path)
+        checksum = model_checksum(model)
+    check_fits(model, data, data=str(data_spec["spec"] or data_spec["name"]))
+    c, h, w = (int(v) for v in data.image_shape)
+    job = {
+        "model": None if model_path is None else str(model_path),
+        "model_sha256": checksum,
+        "data": data_spec,
+        "n_images": n,
+        "methods": methods,
+        "metrics": metrics,
+        "metric_params": spec.metric_params,
+        "shard_size": spec.shard_size,
+        "dtype": spec.dtype,
+        "seed": spec.seed,
+        "sanity_images": spec.sanity_images,
+        "batch_size": spec.batch_size,
+        "classes": [str(c) for c in data.classes],
+        "image_shape": [c, h, w],
+        "mean": [float(v) for v in data.mean],
+        "std": [float(v) for v in data.std],
+    }
+    shards = {
+        k: (a, min(a + spec.shard_size, n)) for k, a in enumerate(range(0, n, spec.shard_size))
+    }
+    return PreparedJob(spec=spec, model=model, dataset=data, job=job, shards=shards)

@@ -1,0 +1,56 @@
+"""Names of the files and folders of a store, and the atomic manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError
+
+FORMAT = "cnnlens-store"
+FORMAT_VERSION = 1
+JOB = "job.json"
+MANIFEST = "manifest.json"
+IMAGES = "images.zarr"
+MAPS = "maps.zarr"
+CURVES = "curves.zarr"
+METRICS = "metrics"
+PREDICTIONS = "predictions"
+METRIC_COLUMNS = ["image", "method", "metric", "value", "target", "prediction", "shard"]
+PREDICTION_COLUMNS = ["image", "target", "prediction", "probability", "label", "shard"]
+
+
+def shard_file(folder: Path, shard: int) -> Path:
+    return folder / f"shard-{shard:05d}.parquet"
+
+
+def is_store(path: str | Path) -> bool:
+    """True when ``path`` is a folder holding a store's ``job.json``."""
+    return (Path(path) / JOB).is_file()
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable {what}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a readable {what}: not a JSON object")
+    return data
+
+
+def read_manifest(root: Path) -> dict[int, dict]:
+    """Finished shards ``{k: {"start": a, "stop": b, ...}}`` (empty when none)."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return {}
+    shards = read_json(path, "store manifest").get("shards", {})
+    return {int(k): v for k, v in shards.items()}
+
+
+def write_manifest(root: Path, shards: dict[int, dict]) -> None:
+    """Replace the manifest atomically (temporary file, then rename)."""
+    from ..io import write_json
+
+    ordered = {str(k): shards[k] for k in sorted(shards)}
+    write_json(root / MANIFEST, {"format": FORMAT, "version": FORMAT_VERSION, "shards": ordered})

@@ -1,0 +1,142 @@
+"""A run folder and a store for the explorer's tests (not tests themselves).
+
+The run folder holds a saved ResNet-8 (untrained, seeded), a one-section report and,
+for the traversal tests, a symlink that points at a file outside it. The store is written
+through :class:`cnnlens.store.StoreWriter` with real maps (``cnnlens.explain``) and real
+deletion / insertion curves of that model on shapes test images; its middle shard is
+left unfinished, as in a job still running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+SECRET = "top secret outside the run folder"
+METHODS = ["saliency", "grad-cam"]
+METRICS = ["deletion", "insertion"]
+SHARD = 4
+N_IMAGES = 12
+FINISHED_SHARDS = (0, 2)
+
+
+def make_run(root: Path) -> Path:
+    from cnnlens import checkpoint, nets
+    from cnnlens.data import load
+    from cnnlens.report import ReportContext, build_report
+
+    torch.manual_seed(0)
+    test = load("shapes", split="test").subset(range(N_IMAGES))
+    model = nets.create("resnet8", num_classes=test.num_classes, in_channels=3).eval()
+    run = root / "run"
+    checkpoint.save(
+        model,
+        run / "model",
+        classes=test.classes,
+        mean=test.mean,
+        std=test.std,
+        input_shape=test.image_shape,
+        extra={"data": "shapes"},
+    )
+    ctx = ReportContext(model=model, train=None, test=test, out=run, title="explorer test run")
+    build_report(ctx, run / "report.html", only=["overview"])
+    (run / "notes.txt").write_text("notes inside the run folder\n")
+    (root / "secret.txt").write_text(SECRET + "\n")
+    (run / "leak.txt").symlink_to(root / "secret.txt")
+    return run
+
+
+def make_store(root: Path, run: Path) -> Path:
+    from cnnlens import explain
+    from cnnlens.data import load
+    from cnnlens.jobs.spec import model_checksum
+    from cnnlens.metrics.causal import deletion, insertion
+    from cnnlens.store import ShardData, StoreWriter
+    from cnnlens.store.layout import METRIC_COLUMNS, PREDICTION_COLUMNS
+    from cnnlens.workflows import open_model
+
+    model = open_model(run / "model")
+    test = load("shapes", split="test").subset(range(N_IMAGES))
+    job = {
+        "model": str(run / "model"),
+        "model_sha256": model_checksum(model),
+        "data": "shapes",
+        "n_images": N_IMAGES,
+        "methods": {m: {} for m in METHODS},
+        "metrics": METRICS,
+        "shard_size": SHARD,
+        "dtype": "float16",
+        "classes": test.classes,
+        "image_shape": list(test.image_shape),
+        "mean": list(test.mean),
+        "std": list(test.std),
+    }
+    writer = StoreWriter(root / "store", job)
+    for k in FINISHED_SHARDS:
+        a, b = k * SHARD, (k + 1) * SHARD
+        x, labels = test.tensors(range(a, b))
+        with torch.no_grad():
+            probs = model(x).softmax(1)
+        pred = probs.argmax(1)
+        images = (test.raw_batch(range(a, b)).permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8)
+        maps, curves, xs, rows = {}, {}, {}, []
+        for method in METHODS:
+            e = explain(model, x, method, target=pred)
+            maps[method] = e.maps[:, 0].numpy()
+            for metric, fn in (("deletion", deletion), ("insertion", insertion)):
+                result = fn(model, x, e.maps, pred)
+                curves.setdefault(metric, {})[method] = result.curves.numpy()
+                xs[metric] = result.x.numpy()
+                rows += [
+                    (
+                        a + j,
+                        method,
+                        metric,
+                        float(result.values[j]),
+                        int(labels[j]),
+                        int(pred[j]),
+                        k,
+                    )
+                    for j in range(b - a)
+                ]
+        predictions = pd.DataFrame(
+            [
+                (
+                    a + j,
+                    int(labels[j]),
+                    int(pred[j]),
+                    float(probs[j, pred[j]]),
+                    test.classes[int(labels[j])],
+                    k,
+                )
+                for j in range(b - a)
+            ],
+            columns=PREDICTION_COLUMNS,
+        )
+        writer.write_shard(
+            k,
+            ShardData(
+                a,
+                b,
+                images.numpy(),
+                maps,
+                curves,
+                xs,
+                pd.DataFrame(rows, columns=METRIC_COLUMNS),
+                predictions,
+            ),
+        )
+    return root / "store"
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,147 @@
+"""Shared by the job tests: a small saved model, a job, store comparison, kill helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+import cnnlens.store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def save_small_model(folder: Path) -> Path:
+    import torch
+
+    import cnnlens
+    from cnnlens import data, nets
+
+    test = data.load("shapes", split="test")
+    torch.manual_seed(0)
+    model = nets.create("resnet8", num_classes=test.num_classes).eval()
+    return cnnlens.save(
+        model,
+        folder,
+        classes=test.classes,
+        mean=test.mean,
+        std=test.std,
+        input_shape=test.image_shape,
+    )
+
+
+def job_fields(model: Path, store: Path, **over) -> dict:
+    fields = {
+        "model": str(model),
+        "store": str(store),
+        "data": "shapes",
+        "images": 24,
+        "shard_size": 2,
+        "methods": {"saliency": {}, "grad-cam": {"layer": "auto"}, "random": {}},
+        "metrics": ["deletion", "pointing_game"],
+        "threads": 1,
+        "progress": False,
+    }
+    fields.update(over)
+    return fields
+
+
+def write_yaml(path: Path, fields: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def cli(*args: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("CNNLENS_QUIET", None)  # the tests read the driver's log lines
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnlens.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished_shards(store: Path) -> int:
+    try:
+        return len(json.loads((store / "manifest.json").read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def wait_for_shards(proc: subprocess.Popen, store: Path, count: int, timeout: float = 120) -> int:
+    """Poll until ``count`` shards are finished (or the process ended); the count seen."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        done = finished_shards(store)
+        if done >= count:
+            return done
+        time.sleep(0.005)
+    return finished_shards(store)
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def worker_pids(pid: int) -> list[int]:
+    """Worker processes of a local-engine driver (spawned pool processes)."""
+    out = []
+    for child in children(pid):
+        try:
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            out.append(child)
+    return out
+
+
+def kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Two stores hold the same results, bit for bit, every image finished once."""
+    sa, sb = cnnlens.store.open(a), cnnlens.store.open(b)
+    n = sa.n_images
+    assert sa.finished.tolist() == list(range(n)) == sb.finished.tolist()
+    for method in sa.methods:
+        ma, mb = sa.maps(method, range(n)), sb.maps(method, range(n))
+        assert ma.tobytes() == mb.tobytes(), method
+    assert np.array_equal(
+        zarr.open_array(a / "images.zarr")[:], zarr.open_array(b / "images.zarr")[:]
+    )
+    ca, cb = (
+        zarr.open_group(a / "curves.zarr", mode="r"),
+        zarr.open_group(b / "curves.zarr", mode="r"),
+    )
+    names_a = sorted(name for name, _ in ca.arrays()) + sorted(
+        f"{g}/{name}" for g, grp in ca.groups() for name, _ in grp.arrays()
+    )
+    names_b = sorted(name for name, _ in cb.arrays()) + sorted(
+        f"{g}/{name}" for g, grp in cb.groups() for name, _ in grp.arrays()
+    )
+    assert names_a == names_b and names_a
+    for name in names_a:
+        assert ca[name][:].tobytes() == cb[name][:].tobytes(), name
+    ta, tb = sa.metrics_table(), sb.metrics_table()
+    assert not ta.duplicated(["image", "method", "metric"]).any()
+    assert ta.equals(tb)
+    assert sa.predictions().equals(sb.predictions())
+    assert len(sa.predictions()) == n
