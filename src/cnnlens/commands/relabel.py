@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("shapes", help="data set: shapes, digits, cifar10:/path, ..."),
         out: Path = typer.Option(..., help="folder: model/, run.json (e.g. runs/demo/vae-shapes)"),
         latent: int = typer.Option(None, help="latent size (default 64 at 32x32, 128 at 64x64)"),
-        width: int = typer.Option(16, min=1, help="channels of the first convolution"),
+        width: int = typer.Option(32, min=1, help="channels of the first convolution"),
         epochs: int = typer.Option(None, help="default: >= 4 and >= 40,000 images seen"),
         seed: int = typer.Option(0),
     ) -> None:

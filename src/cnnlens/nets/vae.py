@@ -2,7 +2,7 @@
 generator of re-label distillation (paper 004, section 2.2, Eqs. 3-5).
 
 Encoder: stride-2 4x4 convolutions (``width`` = 16, 2x, 4x, ... channels, at
-most 256; 16 keeps training on a 2-core CPU short), each followed by its own
+most 256; :func:`cnnlens.relabel.train_vae` uses 32), each followed by its own
 ReLU, halving the image until it is at most 4 pixels (or odd) on a side, then
 one linear layer to the mean and log-variance of a diagonal Gaussian over
 ``latent`` dimensions. Decoder: the mirror image (linear, then stride-2 4x4
