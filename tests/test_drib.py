@@ -48,8 +48,8 @@ def _diverse_heads(model: nn.Module, x: torch.Tensor, seed: int = 0) -> None:
     """Heads that see only how an input differs from the batch mean (so inputs split)."""
     g = torch.Generator().manual_seed(seed)
     for gl in gated_layers(model).values():  # in forward order: later inputs depend on it
-        seen = {}
-        handle = gl.head.register_forward_pre_hook(lambda _m, inp: seen.update(f=inp[0]))
+        seen: dict = {}
+        handle = gl.head.register_forward_pre_hook(lambda _m, inp, seen=seen: seen.update(f=inp[0]))
         with torch.no_grad():
             model(x)
         handle.remove()

@@ -27,6 +27,23 @@ drib_app = typer.Typer(
 PARTS = ("macs", "latency", "credibility", "usage", "attribution")
 
 
+def _load(data: str, split: str, n: int | None):
+    """Split ``split`` of ``data``, its first ``n`` images when given (generated or read only
+    up to ``n`` where the data set takes an ``n`` option, e.g. ``shapes``)."""
+    from ..data import load as load_data
+    from ..errors import DataError
+
+    if n is None:
+        return load_data(data, split=split)
+    try:
+        ds = load_data(data, split=split, n=n)
+    except DataError as exc:
+        if "takes no option" not in str(exc):
+            raise
+        ds = load_data(data, split=split)
+    return ds.subset(range(min(n, len(ds)))) if len(ds) > n else ds
+
+
 def _summary(evaluation: dict) -> str:
     u, g = evaluation["ungated"], evaluation["gated"]
     return (
@@ -57,11 +74,11 @@ def train(
     n_train: int | None = typer.Option(
         None, min=1, help="train the gates on the first n training images"
     ),
+    n_test: int | None = typer.Option(None, min=1, help="evaluate on the first n test images"),
     seed: int = typer.Option(0),
 ) -> None:
     import dataclasses
 
-    from ..data import load as load_data
     from ..drib.runs import gated_run
     from ..drib.training import GateRecipe
     from ..errors import InputError
@@ -71,13 +88,14 @@ def train(
     check_writable_folder(out)
     if model is not None:
         base = open_model(model)
-        train_set = load_data(data, split="train")
-        test = load_data(data, split="test")
+        train_set = _load(data, "train", n_train)
+        test = _load(data, "test", n_test)
         base_id = {"model": str(model.resolve())}
     else:
         config = dataclasses.replace(DEMO_CONFIG, epochs=base_epochs, seed=seed)
         run = train_classifier(data=data, arch=arch, out=out / "base", config=config)
-        base, train_set, test = run.model, run.train, run.test
+        base, train_set = run.model, run.train
+        test = run.test if n_test is None else _load(data, "test", n_test)
         base_id = {"model": str((out / "base" / "model").resolve()), "config": config.to_dict()}
         verb = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
         typer.echo(f"ungated {arch}: test accuracy {100 * run.test_accuracy:.2f} % ({verb})")
@@ -94,9 +112,9 @@ def train(
         tau=tau,
         seed=seed,
     )
-    if n_train is not None:
-        train_set = train_set.subset(range(min(n_train, len(train_set))))
-    identity = {**base_id, "data": data, "n_train": n_train}
+    if n_train is not None and len(train_set) > n_train:
+        train_set = train_set.subset(range(n_train))
+    identity = {**base_id, "data": data, "n_train": n_train, "n_test": n_test}
     result = gated_run(
         base,
         identity=identity,
@@ -121,7 +139,6 @@ def evaluate(
     quick: bool = typer.Option(False, help="small settings (fewer images, IBA steps, repeats)"),
     out: Path | None = typer.Option(None, help="folder for evaluation.json (default: RUN)"),
 ) -> None:
-    from ..data import load as load_data
     from ..drib.runs import load_gated
     from ..drib.study import FULL, QUICK, study
     from ..errors import CheckpointError, InputError
@@ -143,10 +160,8 @@ def evaluate(
         raise CheckpointError(f"the ungated model of {run} is gone: {str(base_path)!r}")
     base = open_model(base_path)
     spec = data or identity.get("data", "shapes")
-    train_set = load_data(spec, split="train")
-    test = load_data(spec, split="test")
-    if n_test is not None:
-        test = test.subset(range(min(n_test, len(test))))
+    train_set = _load(spec, "train", 256)  # IBA's layer statistics read at most 256
+    test = _load(spec, "test", n_test)
     result = study(base, gated, train_set, test, settings=QUICK if quick else FULL, parts=chosen)
     path = write_json(folder / "evaluation.json", result)
     if "macs" in result:

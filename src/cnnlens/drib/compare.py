@@ -66,8 +66,8 @@ def attribution_table(
         for tile in (small, large):
             r = degradation(model, images, maps, target, tile=tile, fractions=fractions)
             row[f"decline {tile}x{tile}"] = float(r.extras["decline"].mean())
-            row[f"LeRF-MoRF {tile}x{tile}"] = r.mean()
+            row[f"LeRF-MoRF {tile}x{tile}"] = r.mean
         if boxes is not None:
-            row["bbox"] = bbox_score(maps=maps, boxes=boxes).mean()
+            row["bbox"] = bbox_score(maps=maps, boxes=boxes).mean
         rows.append(row)
     return rows

@@ -45,6 +45,7 @@ class GatedConv(nn.Module):
             raise ConfigError(f"masks must be a positive integer, got {masks!r}")
         self.conv = conv
         self.bn = bn if bn is not None else nn.Identity()
+        self.head_relu = nn.ReLU()  # a module of its own (hook-based methods see it)
         self.head = nn.Linear(conv.in_channels, masks, bias=False)
         self.masks = nn.Parameter(torch.ones(masks, conv.out_channels))
         self.tau = 1.0
@@ -57,7 +58,7 @@ class GatedConv(nn.Module):
 
     def decision_logits(self, x: torch.Tensor) -> torch.Tensor:
         """``W_h GAP(ReLU(x))``: the logits of ``p``, ``[B, m]``."""
-        return self.head(F.relu(x).mean((2, 3)))
+        return self.head(self.head_relu(x).mean((2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.opened:
