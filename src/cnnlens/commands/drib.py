@@ -64,7 +64,10 @@ def train(
     out: Path = typer.Option(..., help="run folder: base/, model/, run.json"),
     masks: int = typer.Option(4, min=1, help="masks per gated layer (m)"),
     density: float = typer.Option(0.7, min=0.0, max=5.0, help="target mean |mask| (s)"),
-    lam: float = typer.Option(0.5, "--lambda", min=0.0, help="weight of (density - s)^2"),
+    lam: float = typer.Option(0.5, "--lambda", min=0.0, help="weight of the sparsity term"),
+    penalty: str = typer.Option(
+        "target", help="target: lambda (mean|mask| - s)^2 (the paper's); l1: lambda mean|mask|"
+    ),
     epochs: int = typer.Option(4, min=1, help="epochs of the alternating gate training"),
     finetune_epochs: int = typer.Option(2, min=0, help="epochs with fixed decisions"),
     gate_lr: float = typer.Option(0.01, min=0.0, help="Adam lr of heads and masks"),
@@ -85,6 +88,18 @@ def train(
     from ..io import check_writable_folder
     from ..workflows import DEMO_CONFIG, open_model, train_classifier
 
+    recipe = GateRecipe(
+        gate_epochs=epochs,
+        finetune_epochs=finetune_epochs,
+        density=density,
+        lam=lam,
+        penalty=penalty,
+        gate_lr=gate_lr,
+        backbone_lr=backbone_lr,
+        finetune_lr=backbone_lr,
+        tau=tau,
+        seed=seed,
+    )
     check_writable_folder(out)
     if model is not None:
         base = open_model(model)
@@ -101,17 +116,6 @@ def train(
         typer.echo(f"ungated {arch}: test accuracy {100 * run.test_accuracy:.2f} % ({verb})")
     if getattr(base, "arch", None) is None:
         raise InputError(f"{model}: the model to gate must be a cnnlens net (resnet*, vgg*)")
-    recipe = GateRecipe(
-        gate_epochs=epochs,
-        finetune_epochs=finetune_epochs,
-        density=density,
-        lam=lam,
-        gate_lr=gate_lr,
-        backbone_lr=backbone_lr,
-        finetune_lr=backbone_lr,
-        tau=tau,
-        seed=seed,
-    )
     if n_train is not None and len(train_set) > n_train:
         train_set = train_set.subset(range(n_train))
     identity = {**base_id, "data": data, "n_train": n_train, "n_test": n_test}

@@ -96,6 +96,11 @@ class GateRecipe:
     def __post_init__(self) -> None:
         if self.gate_epochs < 1 or self.finetune_epochs < 0:
             raise ConfigError("gate_epochs must be >= 1 and finetune_epochs >= 0")
+        for name in ("tau", "gate_lr", "backbone_lr", "finetune_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.penalty not in PENALTIES:
+            raise ConfigError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
