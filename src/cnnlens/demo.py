@@ -114,7 +114,7 @@ def train_attribute_demo(folder: Path, *, quick: bool, seed: int = 0) -> Path:
 # Dynamic channel gating (report section "Dynamic channel gating"): the demo's trained
 # ResNet-20 is gated, its heads and masks trained alternating with the backbone on the first
 # n training images, then fine-tuned with fixed decisions; saved in out/drib and reused.
-DEMO_DRIB = {"n_train": 3000, "gate_epochs": 1, "finetune_epochs": 1}
+DEMO_DRIB = {"n_train": 3000, "gate_epochs": 2, "finetune_epochs": 2}
 QUICK_DRIB = {"n_train": 300, "gate_epochs": 1, "finetune_epochs": 0}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -99,6 +99,7 @@ class GatedRun:
     reused: bool
     seconds: float
     folder: Path
+    identity: dict = field(default_factory=dict)
 
 
 def gated_run(
@@ -127,7 +128,7 @@ def gated_run(
             saved = json.loads(run_file.read_text())
             if saved.get("identity") == key:
                 model = load_gated(out / "model")
-                return GatedRun(model, saved["history"], saved["evaluation"], True, 0.0, out)
+                return GatedRun(model, saved["history"], saved["evaluation"], True, 0.0, out, key)
         except (CheckpointError, json.JSONDecodeError, OSError, KeyError):
             pass  # train again
     t0 = time.perf_counter()
@@ -144,4 +145,4 @@ def gated_run(
         run_file,
         {"identity": key, "history": history, "evaluation": evaluation, "seconds": seconds},
     )
-    return GatedRun(model, history, evaluation, False, seconds, out)
+    return GatedRun(model, history, evaluation, False, seconds, out, key)

@@ -23,21 +23,25 @@ from .runs import evaluate_gated
 from .usage import usage
 
 FULL = {
-    "n_credibility": 32,
+    "n_credibility": 16,
     "n_attribution": 64,
     "n_statistics": 256,
     "iba_steps": 10,
     "iba_samples": 4,
+    "smoothgrad_samples": 16,
+    "fractions": 20,
     "latency_repeats": 15,
     "batches": [1, 64],
 }
 QUICK = {
-    "n_credibility": 8,
-    "n_attribution": 16,
+    "n_credibility": 4,
+    "n_attribution": 8,
     "n_statistics": 64,
-    "iba_steps": 5,
+    "iba_steps": 4,
     "iba_samples": 2,
-    "latency_repeats": 5,
+    "smoothgrad_samples": 8,
+    "fractions": 10,
+    "latency_repeats": 3,
     "batches": [1, 64],
 }
 
@@ -109,6 +113,8 @@ def study(
                 statistics_images=stats_x,
                 iba_steps=settings["iba_steps"],
                 iba_samples=settings["iba_samples"],
+                smoothgrad_samples=settings["smoothgrad_samples"],
+                fractions=settings["fractions"],
             ),
         )
     result["torch_threads"] = torch.get_num_threads()

@@ -91,8 +91,8 @@ def drib_section(ctx: ReportContext) -> str | None:
         f"after BatchNorm. {n_gated} layers of the model above are gated (ResNet: the first "
         "conv of every block). Heads and masks were trained with Adam alternating with the "
         "backbone (SGD), Gumbel-softmax straight-through, then the backbone was fine-tuned "
-        f"with fixed decisions ({_epochs(run.history)}). Evaluated on {ev['n_test']} test "
-        "images.</p>",
+        f"with fixed decisions ({_epochs(run.history)}{_recipe(run.identity)}). Evaluated "
+        f"on {ev['n_test']} test images.</p>",
         "<h3>Counted savings</h3>",
         table_html(mac_rows(ev, ctx.options.get("drib_baselines", ()))),
         f"<p>Reduction ratio (M<sub>before</sub> &minus; M<sub>after</sub>) / "
@@ -198,6 +198,18 @@ def _spread(names: list[str], k: int) -> list[str]:
         return names
     idx = sorted({round(i * (len(names) - 1) / (k - 1)) for i in range(k)})
     return [names[i] for i in idx]
+
+
+def _recipe(identity: dict) -> str:
+    r = identity.get("recipe")
+    if not r:
+        return ""
+    if r.get("penalty") == "l1":
+        term = f"sparsity term {r['lam']:g} mean |mask|"
+    else:
+        term = f"sparsity term {r['lam']:g} (mean |mask| &minus; {r['density']:g})<sup>2</sup>"
+    n = identity.get("n_train")
+    return f"; {term}, gate lr {r['gate_lr']:g}" + (f", {n} training images" if n else "")
 
 
 def _epochs(history: dict) -> str:
