@@ -184,7 +184,7 @@ def test_training_keeps_the_constraints_and_fine_tune_freezes_gates():
     assert not torch.equal(g.layer1[0].conv2.weight, backbone1)
     g.eval()
     g(x[:4])
-    assert float(selected_density(g)) < 1.0
+    assert float(selected_density(g).detach()) < 1.0
 
 
 def test_saved_gated_model_rebuilds(tmp_path, vgg11):
