@@ -171,9 +171,11 @@ def gate(
                 )
             set_layer(gated, spec.bn, nn.Identity())
         set_layer(gated, spec.conv, GatedConv(conv, bn, masks))
+    from ..nets.resnet import CifarResNet
+
     found = {s.conv: s.reads for s in specs if s.reads}
-    if layers is None and not any(found.values()):
-        # ResNet: conv2 of each block reads the gated conv1 (through bn1 and relu1)
+    if layers is None and isinstance(model, CifarResNet):
+        # conv2 of each block reads the gated conv1 (through bn1 and relu1)
         found = {s.conv.replace(".conv1", ".conv2"): s.conv for s in specs}
     found.update(links or {})
     for reader, producer in found.items():
