@@ -159,14 +159,22 @@ def drib_section(ctx: ReportContext) -> str | None:
         u = result["usage"]
         show = _spread(gates_of(u), USAGE_LAYERS)
         purity = [
-            {"layer": name, "mean purity": sum(v) / len(v)} for name, v in u["purity"].items()
+            {
+                "layer": name,
+                "mean purity": sum(v) / len(v),
+                "inputs on the most used mask (%)": 100 * _top_share(u, name),
+            }
+            for name, v in u["purity"].items()
         ]
         parts += [
             "<h3>Which paths each class takes</h3>",
             "<p>Share of each class's test images that chose each mask index per gated layer, "
             "and how often each class used each channel (first, middle and last gated layer). "
             "Purity of a class at a layer: the share of its images that chose its most "
-            "frequent index (1 = one path per class).</p>",
+            "frequent index (1 = one path per class). Where every input takes the same mask "
+            "(100 % on the most used mask) the layer is pruned statically, not dynamically: "
+            "the training can collapse onto one mask, as nothing in the loss spreads the "
+            "choices.</p>",
             figure_html(index_usage_heatmap(u["index_freq"], u["classes"]), "mask index usage"),
             figure_html(
                 channel_usage_heatmap({k: u["channel_freq"][k] for k in show}, u["classes"]),
@@ -196,6 +204,15 @@ def _latency_row(row: dict) -> dict:
     out["speedup vs ungated"] = f"{row['ungated (ms)'] / sparse:.2f}x"
     out["vs same code"] = f"{row['ungated (sparse code, all channels) (ms)'] / sparse:.2f}x"
     return out
+
+
+def _top_share(usage: dict, layer: str) -> float:
+    """Share of all inputs that chose the layer's most used mask index."""
+    counts = usage["counts"]
+    freq = usage["index_freq"][layer]
+    rows = list(zip(freq, counts, strict=True))
+    per_index = [sum(f[i] * n for f, n in rows) for i in range(len(freq[0]))]
+    return max(per_index) / max(sum(counts), 1)
 
 
 def gates_of(usage: dict) -> list[str]:
