@@ -229,3 +229,34 @@ def test_usage_frequencies_and_purity(resnet8):
     for name, freq in u.index_freq.items():
         assert torch.allclose(freq.sum(1), torch.ones(5))
         assert bool((u.purity[name] >= 1 / 3 - 1e-6).all())
+
+
+def test_alternating_gives_each_group_its_loss_and_after_step():
+    from cnnlens.drib.training import GateLoss
+    from cnnlens.train import Alternating, Classification, OptimizerConfig
+
+    torch.manual_seed(0)
+    g = gate(nets.create("resnet8", num_classes=3), masks=2)
+    names = gate_parameter_names(g)
+    calls = []
+    objective = Alternating(
+        {
+            "gates": (lambda n: n in names, OptimizerConfig("adam", lr=0.01, weight_decay=0)),
+            "backbone": (lambda n: n not in names, OptimizerConfig("sgd", lr=0.01)),
+        },
+        base=GateLoss(lam=100.0, density=0.0),
+        losses={"backbone": Classification()},
+        after_step={"gates": lambda m: calls.append(m)},
+    )
+    objective.bind(g)
+    groups = objective.parameter_groups(list(g.parameters()))
+    configs = objective.optimizer_configs(OptimizerConfig())
+    opts = {k: configs[k].build(ps) for k, ps in groups.items()}
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,))
+    out = objective.train_step(g.train(), x, y, opts)
+    assert calls == [g]
+    # the gates pay 100 * density^2 (density about 1 at the start), the backbone CE only
+    assert out["loss_gates"] / 8 > 50 > out["loss_backbone"] / 8
+    assert "density" in out
+    with pytest.raises(ConfigError, match="unknown groups"):
+        Alternating(objective.groups, losses={"nonsense": Classification()})
