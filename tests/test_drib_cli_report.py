@@ -79,6 +79,7 @@ def test_evaluate_without_a_run_says_so(tmp_path, capsys):
     assert err.startswith("error: no run.json") and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_report_section_shows_tables_and_legible_heatmaps(drib_run):
     from cnnlens.data import load
     from cnnlens.drib.runs import GatedRun, load_gated
