@@ -70,6 +70,7 @@ def test_quick_demo_writes_a_self_contained_report(tmp_path):
         "Training and test accuracy",
         "Predictions on test images",
         "Channel roles and pruning",
+        "Dynamic channel gating",
     ):
         assert title in page
     assert "Test accuracy:" in page and 'class="error"' not in page
@@ -84,8 +85,11 @@ def test_quick_demo_writes_a_self_contained_report(tmp_path):
     # a second run reuses the saved model instead of training again
     stamp = (out / "model" / "model.safetensors").stat().st_mtime_ns
     vae_stamp = (out / "vae-shapes" / "model" / "model.safetensors").stat().st_mtime_ns
+    drib_stamp = (out / "drib" / "model" / "model.safetensors").stat().st_mtime_ns
     assert "Re-label distillation" in page
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     assert (out / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     # and the VAE of re-label distillation too
     assert (out / "vae-shapes" / "model" / "model.safetensors").stat().st_mtime_ns == vae_stamp
+    # and the gated model of "Dynamic channel gating"
+    assert (out / "drib" / "model" / "model.safetensors").stat().st_mtime_ns == drib_stamp

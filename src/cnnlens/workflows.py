@@ -161,6 +161,10 @@ def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
             from .attributes.training import load_attribute_network
 
             return load_attribute_network(path, device=device)
+        if "drib" in (checkpoint.read_meta(path).get("extra") or {}):
+            from .drib.runs import load_gated
+
+            return load_gated(path, device=device)
         if "decomposed" in (checkpoint.read_meta(path).get("extra") or {}):
             from .analysis.decomposed import load_decomposed
 

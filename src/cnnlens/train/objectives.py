@@ -115,17 +115,30 @@ class Alternating(Objective):
     (e.g. gate parameters with Adam, then the backbone with SGD, as dynamic
     channel gating trains). ``groups`` maps a name to a predicate on the
     parameter name and an optimiser configuration (``None``: the run's).
+    ``losses`` gives a group its own objective (default ``base``; e.g. the
+    backbone on cross-entropy only while the gates also pay a sparsity term);
+    ``after_step`` maps a group to ``fn(model)`` run after its optimiser step
+    (e.g. clamping masks, renormalising rows). Evaluation uses ``base``.
     """
 
     def __init__(
         self,
         groups: dict[str, tuple[Callable[[str], bool], OptimizerConfig | None]],
         base: Objective | None = None,
+        *,
+        losses: dict[str, Objective] | None = None,
+        after_step: dict[str, Callable[[nn.Module], None]] | None = None,
     ) -> None:
         if len(groups) < 2:
             raise ConfigError("Alternating needs at least two parameter groups")
+        for label, given in (("losses", losses), ("after_step", after_step)):
+            unknown = set(given or {}) - set(groups)
+            if unknown:
+                raise ConfigError(f"Alternating {label} name unknown groups {sorted(unknown)}")
         self.groups = groups
         self.base = base or Classification()
+        self.losses = dict(losses or {})
+        self.after_step = dict(after_step or {})
         self._names: dict[int, str] = {}
 
     def bind(self, model: nn.Module) -> None:
@@ -155,10 +168,12 @@ class Alternating(Objective):
         for group in self.groups:
             for opt in optimizers.values():
                 opt.zero_grad(set_to_none=True)
-            loss, stats = self.base.loss(model, x, y)
+            loss, stats = self.losses.get(group, self.base).loss(model, x, y)
             loss.backward()
             optimizers[group].step()
-            result = {"loss": float(loss.detach()) * len(x), **stats}
+            if group in self.after_step:
+                self.after_step[group](model)
+            result = {**result, "loss": float(loss.detach()) * len(x), **stats}
             result[f"loss_{group}"] = float(loss.detach()) * len(x)
         return result
 

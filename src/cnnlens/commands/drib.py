@@ -1,0 +1,189 @@
+"""``cnnlens drib ...``: dynamic per-input channel gating (paper 000).
+
+    cnnlens drib train    --data shapes --arch resnet20 --out runs/drib [--masks 4 --density 0.7]
+    cnnlens drib train    --model runs/demo --data shapes --out runs/drib   (gate a trained model)
+    cnnlens drib evaluate --run runs/drib [--parts macs,latency,credibility,usage,attribution]
+
+``train`` trains (or reuses) the ungated model in ``OUT/base`` unless ``--model`` names a
+saved one, gates it, trains heads and masks alternating with the backbone, fine-tunes with
+fixed decisions and saves ``OUT/model`` and ``OUT/run.json`` (accuracy, dynamic MACs,
+reduction ratio). ``evaluate`` writes ``RUN/evaluation.json`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+drib_app = typer.Typer(
+    name="drib",
+    help="Dynamic channel gating (DRIB, paper 000): train gated models, count and realise the "
+    "savings, check the decisions.",
+    no_args_is_help=True,
+)
+
+PARTS = ("macs", "latency", "credibility", "usage", "attribution")
+
+
+def _load(data: str, split: str, n: int | None):
+    """Split ``split`` of ``data``, its first ``n`` images when given (generated or read only
+    up to ``n`` where the data set takes an ``n`` option, e.g. ``shapes``)."""
+    from ..data import load as load_data
+    from ..errors import DataError
+
+    if n is None:
+        return load_data(data, split=split)
+    try:
+        ds = load_data(data, split=split, n=n)
+    except DataError as exc:
+        if "takes no option" not in str(exc):
+            raise
+        ds = load_data(data, split=split)
+    return ds.subset(range(min(n, len(ds)))) if len(ds) > n else ds
+
+
+def _summary(evaluation: dict) -> str:
+    u, g = evaluation["ungated"], evaluation["gated"]
+    return (
+        f"ungated: accuracy {100 * u['accuracy']:.2f} %, {u['macs'] / 1e6:.2f} M MACs | "
+        f"gated: accuracy {100 * g['accuracy']:.2f} %, {g['macs'] / 1e6:.2f} M MACs (mean per "
+        f"input) | reduction {evaluation['reduction_ratio']:.1f} %, accuracy change "
+        f"{-evaluation['accuracy_drop_pt']:+.2f} pt on {evaluation['n_test']} test images"
+    )
+
+
+@drib_app.command(help="Gate a model and train it (heads + masks, then fixed-decision fine-tune).")
+def train(
+    data: str = typer.Option("shapes", help="data set: shapes, digits, cifar10:/path, ..."),
+    arch: str = typer.Option("resnet20", help="architecture of the ungated model (resnet*, vgg*)"),
+    model: Path | None = typer.Option(
+        None, help="a saved model (folder) to gate instead of training --arch first"
+    ),
+    out: Path = typer.Option(..., help="run folder: base/, model/, run.json"),
+    masks: int = typer.Option(4, min=1, help="masks per gated layer (m)"),
+    density: float = typer.Option(0.7, min=0.0, max=5.0, help="target mean |mask| (s)"),
+    lam: float = typer.Option(0.5, "--lambda", min=0.0, help="weight of the sparsity term"),
+    penalty: str = typer.Option(
+        "target", help="target: lambda (mean|mask| - s)^2 (the paper's); l1: lambda mean|mask|"
+    ),
+    epochs: int = typer.Option(4, min=1, help="epochs of the alternating gate training"),
+    finetune_epochs: int = typer.Option(2, min=0, help="epochs with fixed decisions"),
+    gate_lr: float = typer.Option(0.01, min=0.0, help="Adam lr of heads and masks"),
+    backbone_lr: float = typer.Option(0.01, min=0.0, help="SGD lr of the backbone"),
+    tau: float = typer.Option(1.0, min=0.0, help="Gumbel-softmax temperature"),
+    base_epochs: int = typer.Option(8, min=1, help="epochs of the ungated model (no --model)"),
+    n_train: int | None = typer.Option(
+        None, min=1, help="train the gates on the first n training images"
+    ),
+    n_test: int | None = typer.Option(None, min=1, help="evaluate on the first n test images"),
+    seed: int = typer.Option(0),
+) -> None:
+    import dataclasses
+
+    from ..drib.runs import gated_run
+    from ..drib.training import GateRecipe
+    from ..errors import InputError
+    from ..io import check_writable_folder
+    from ..workflows import DEMO_CONFIG, open_model, train_classifier
+
+    recipe = GateRecipe(
+        gate_epochs=epochs,
+        finetune_epochs=finetune_epochs,
+        density=density,
+        lam=lam,
+        penalty=penalty,
+        gate_lr=gate_lr,
+        backbone_lr=backbone_lr,
+        finetune_lr=backbone_lr,
+        tau=tau,
+        seed=seed,
+    )
+    check_writable_folder(out)
+    if model is not None:
+        base = open_model(model)
+        train_set = _load(data, "train", n_train)
+        test = _load(data, "test", n_test)
+        base_id = {"model": str(model.resolve())}
+    else:
+        config = dataclasses.replace(DEMO_CONFIG, epochs=base_epochs, seed=seed)
+        run = train_classifier(data=data, arch=arch, out=out / "base", config=config)
+        base, train_set = run.model, run.train
+        test = run.test if n_test is None else _load(data, "test", n_test)
+        base_id = {"model": str((out / "base" / "model").resolve()), "config": config.to_dict()}
+        verb = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
+        typer.echo(f"ungated {arch}: test accuracy {100 * run.test_accuracy:.2f} % ({verb})")
+    if getattr(base, "arch", None) is None:
+        raise InputError(f"{model}: the model to gate must be a cnnlens net (resnet*, vgg*)")
+    if n_train is not None and len(train_set) > n_train:
+        train_set = train_set.subset(range(n_train))
+    identity = {**base_id, "data": data, "n_train": n_train, "n_test": n_test}
+    result = gated_run(
+        base,
+        identity=identity,
+        train=train_set,
+        val=None,
+        test=test,
+        out=out,
+        masks=masks,
+        recipe=recipe,
+    )
+    verb = "reused" if result.reused else f"trained in {result.seconds:.0f} s"
+    typer.echo(f"gated model {verb}; saved in {out / 'model'}")
+    typer.echo(_summary(result.evaluation))
+
+
+@drib_app.command(help="Measure a gated run: MACs, latency, credibility, usage, Table 5.")
+def evaluate(
+    run: Path = typer.Option(..., help="run folder written by 'cnnlens drib train'"),
+    data: str | None = typer.Option(None, help="data set to evaluate on (default: the run's)"),
+    parts: str = typer.Option(",".join(PARTS), help=f"comma list of {', '.join(PARTS)}"),
+    n_test: int | None = typer.Option(None, min=1, help="use the first n test images"),
+    quick: bool = typer.Option(False, help="small settings (fewer images, IBA steps, repeats)"),
+    out: Path | None = typer.Option(None, help="folder for evaluation.json (default: RUN)"),
+) -> None:
+    from ..drib.runs import load_gated
+    from ..drib.study import FULL, QUICK, study
+    from ..errors import CheckpointError, InputError
+    from ..io import check_writable_folder, write_json
+    from ..workflows import open_model
+
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown or not chosen:
+        raise InputError(f"--parts takes a comma list of {', '.join(PARTS)}; got {parts!r}")
+    folder = check_writable_folder(out or run)
+    run_file = run / "run.json"
+    if not run_file.is_file():
+        raise CheckpointError(f"no run.json in {run}; expected a folder of 'cnnlens drib train'")
+    identity = json.loads(run_file.read_text()).get("identity", {})
+    gated = load_gated(run / "model")
+    base_path = Path(identity.get("model", ""))
+    if not any((p / "model.json").is_file() for p in (base_path, base_path / "model")):
+        raise CheckpointError(f"the ungated model of {run} is gone: {str(base_path)!r}")
+    base = open_model(base_path)
+    spec = data or identity.get("data", "shapes")
+    train_set = _load(spec, "train", 256)  # IBA's layer statistics read at most 256
+    test = _load(spec, "test", n_test)
+    result = study(base, gated, train_set, test, settings=QUICK if quick else FULL, parts=chosen)
+    path = write_json(folder / "evaluation.json", result)
+    if "macs" in result:
+        typer.echo(_summary(result["macs"]))
+    for row in result.get("latency", []):
+        cells = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "batch")
+        typer.echo(f"latency at batch {row['batch']}: {cells}")
+    if "credibility" in result:
+        o = result["credibility"]["overall"]
+        typer.echo(
+            f"credibility {100 * o['credibility']:.1f} % (chance {100 * o['chance']:.1f} %), "
+            f"kept channels carry {100 * o['kept_bits']:.1f} % of the bits"
+        )
+    for row in result.get("attribution", []):
+        cells = (f"{k}: {v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items())
+        typer.echo("  ".join(cells))
+    typer.echo(f"written {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(drib_app)
