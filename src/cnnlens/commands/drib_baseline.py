@@ -51,6 +51,11 @@ def prune_baseline(
     lr: float = typer.Option(0.01, help="SGD learning rate of the fine-tune (cosine to 0)"),
     n_train: int = typer.Option(None, min=1, help="fine-tune on the first n training images"),
     n_test: int = typer.Option(None, min=1, help="evaluate on the first n test images"),
+    ignore: str = typer.Option(
+        None,
+        help="comma list of layers whose output channels stay (default: the final linear "
+        "layer; in a padding-shortcut ResNet every conv but each block's first)",
+    ),
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., help="output folder (tables and the pruned models)"),
 ) -> None:
@@ -100,6 +105,7 @@ def prune_baseline(
         sparsity_epochs=sparsity_epochs,
         lam=lam,
         config=config,
+        ignored=None if ignore is None else [n.strip() for n in ignore.split(",") if n.strip()],
     )
     for name, pruned in study.models.items():
         row = next(r for r in study.rows if r.method == name)

@@ -25,8 +25,8 @@ from ..progress import log_line
 from ..train import OptimizerConfig, TrainConfig, evaluate, fit
 from .baselines import (
     METHODS,
-    default_ignored,
     prune_to_macs,
+    resolve_ignored,
     slimming_batchnorms,
     slimming_objective,
 )
@@ -114,7 +114,7 @@ def run_baselines(
     sparsity_epochs = epochs if sparsity_epochs is None else sparsity_epochs
     train, test = as_dataset(train), as_dataset(test)
     shape = tuple(test.image_shape)
-    ignored = default_ignored(model) if ignored is None else list(ignored)
+    ignored = resolve_ignored(model, shape, ignored)
     before = count_macs(model, shape).total
     base_acc = evaluate(model, test)["accuracy"]
     rows = [BaselineRow("unpruned", before, 0.0, base_acc)]

@@ -88,6 +88,67 @@ def default_ignored(model: nn.Module) -> list[str]:
     return ignored
 
 
+def channel_ops(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Parameter-free ops of one forward that pad or slice the channel dimension.
+
+    Torch-Pruning treats them as element-wise and maps channel indices through them
+    unchanged, which silently misaligns the layers around them; a model with one is
+    pruned only with the layers around it named as ignored.
+    """
+    x = example.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+    found: list[str] = []
+    seen: set[int] = set()
+    stack = [out.grad_fn] if out.grad_fn is not None else []
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        name = type(node).__name__
+        if name.startswith("ConstantPadNd") and any(getattr(node, "_saved_pad", ())[4:]):
+            found.append(f"channel padding {tuple(node._saved_pad)}")
+        elif name.startswith("Slice") and getattr(node, "_saved_dim", None) == 1:
+            start, end = node._saved_start, node._saved_end
+            if (start not in (None, 0)) or (end is not None and end < 2**62):
+                found.append(f"channel slice [{start}:{end}]")
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
+
+
+def resolve_ignored(
+    model: nn.Module, input_size: Sequence[int], ignored: Sequence[str] | None
+) -> list[str]:
+    """``ignored`` as given, or :func:`default_ignored` after checking that the model has
+    no channel padding or slicing Torch-Pruning would misread (:func:`channel_ops`)."""
+    if ignored is not None:
+        return list(ignored)
+    if not _known_shortcuts(model):
+        param = next(model.parameters())
+        example = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
+        was_training = model.training
+        model.eval()
+        try:
+            ops = channel_ops(model, example)
+        finally:
+            model.train(was_training)
+        if ops:
+            raise LayerError(
+                f"Torch-Pruning cannot trace {type(model).__name__}: its forward has "
+                f"{', '.join(sorted(set(ops)))}, which would misalign the pruned channels; "
+                "name the layers whose outputs reach it as ignored"
+            )
+    return default_ignored(model)
+
+
+def _known_shortcuts(model: nn.Module) -> bool:
+    """True for a cnnlens ResNet with padding shortcuts (handled by :func:`default_ignored`)."""
+    from ..nets.resnet import PadShortcut
+
+    return any(isinstance(m, PadShortcut) for m in model.modules())
+
+
 def _has_linear(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Linear) for m in model.modules())
 
@@ -176,7 +237,7 @@ def prune_to_macs(
     example = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
     before = count_macs(model, tuple(input_size)).total
     budget = mac_budget(before, macs=macs, reduction=reduction)
-    ignored = default_ignored(model) if ignored is None else list(ignored)
+    ignored = resolve_ignored(model, input_size, ignored)
 
     def attempt(ratio: float) -> tuple[nn.Module, int]:
         m = prune_copy(model, example, method=method, ratio=ratio, ignored=ignored)
