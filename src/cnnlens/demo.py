@@ -88,6 +88,7 @@ def run_demo(
             "vae": vae_run.vae,
             "vae_run": vae_run,
             "attributes_run": attributes,
+            "drib_baselines": True,  # pruning baselines + information plane (paper 000)
         },
         other_seeds={str(other_seed): other.model},
     )

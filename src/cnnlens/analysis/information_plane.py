@@ -99,6 +99,13 @@ def kde_information(
 ESTIMATORS = ("binning", "kde")
 
 
+def estimator_text(estimator: str, *, bins: int = 30, noise_variance: float = 0.1) -> str:
+    """The estimator and its parameters, as every figure and table states them."""
+    if estimator == "binning":
+        return f"binning, {bins} bins per unit after per-layer min-max scaling"
+    return f"KDE upper bound (Saxe et al.), noise variance {noise_variance:g}"
+
+
 @dataclass
 class PlanePoint:
     """One epoch of one layer and estimator."""
@@ -203,10 +210,8 @@ class InformationPlane:
         return sorted(chosen, key=lambda p: p.epoch)
 
     def describe(self, estimator: str) -> str:
-        """The estimator and its parameters, as every figure and table states them."""
-        if estimator == "binning":
-            return f"binning, {self.bins} bins per unit after per-layer min-max scaling"
-        return f"KDE upper bound (Saxe et al.), noise variance {self.noise_variance:g}"
+        """The estimator and its parameters (:func:`estimator_text`)."""
+        return estimator_text(estimator, bins=self.bins, noise_variance=self.noise_variance)
 
     def to_dict(self) -> dict:
         return {
