@@ -278,3 +278,24 @@ def test_prune_baseline_command_bad_input_is_one_line(tiny_run, tmp_path, capsys
     assert main(args + extra + ["--epochs", "0", "--n-test", "16"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+@pytest.mark.numerics
+def test_batchnorm_recalibration_fits_the_statistics_and_changes_nothing_else():
+    from cnnlens.drib.baseline_study import recalibrate_batchnorm
+
+    model = with_bn_statistics(nets.create("resnet8", num_classes=4))
+    model.layer1.train()  # a mixed state, to be restored as it was
+    modes = [m.training for m in model.modules()]
+    weights = [p.detach().clone() for p in model.parameters()]
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 3, 32, 32, generator=g), torch.randint(0, 4, (300,), generator=g)
+    recalibrate_batchnorm(model, (x, y), n=256)
+    with torch.no_grad():  # the cumulative average of the two chunks' batch statistics
+        chunks = [model.conv1(x[:128]), model.conv1(x[128:256])]
+    mean = torch.stack([c.mean((0, 2, 3)) for c in chunks]).mean(0)
+    var = torch.stack([c.var((0, 2, 3)) for c in chunks]).mean(0)
+    assert torch.allclose(model.bn1.running_mean, mean, atol=1e-5)
+    assert torch.allclose(model.bn1.running_var, var, rtol=1e-4)
+    assert model.bn1.momentum == 0.1 and [m.training for m in model.modules()] == modes
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
