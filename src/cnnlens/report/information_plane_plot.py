@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import textwrap
 
+from matplotlib.ticker import MaxNLocator
+
 from ..analysis.information_plane import estimator_text
 from .figures import DPI, SMALL_PT, TITLE_PT, plt
 
@@ -52,5 +54,7 @@ def information_plane_plot(plane: dict):
     if scatter is not None:
         bar = fig.colorbar(scatter, ax=list(axes[0]), fraction=0.03, pad=0.02)
         bar.set_label("epoch", fontsize=TITLE_PT)
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
         bar.ax.tick_params(labelsize=SMALL_PT)
     return fig
