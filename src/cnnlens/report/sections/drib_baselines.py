@@ -140,10 +140,11 @@ def measure(ctx: ReportContext, settings: dict) -> dict:
     points = []
     for layer in plane.layers:
         for estimator in ("binning", "kde"):
-            for kind, p in key_points(plane.trajectory(layer, estimator)).items():
-                points.append(
-                    {"layer": layer, "estimator": estimator, "point": kind, **p.to_dict()}
-                )
+            trajectory = plane.trajectory(layer, estimator)
+            for kind, p in key_points(trajectory).items():
+                if kind == "convergence" and p.epoch == trajectory[-1].epoch:
+                    kind += " (last epoch: not settled within the run)"
+                points.append({**p.to_dict(), "point": kind})
     return {
         "rows": [r.to_dict() for r in study.rows],
         "budget": study.budget,
