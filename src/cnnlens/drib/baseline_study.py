@@ -28,6 +28,7 @@ from ..progress import log_line
 from ..train import OptimizerConfig, TrainConfig, evaluate, fit
 from .baselines import (
     METHODS,
+    SEARCH_STEPS,
     prune_to_macs,
     resolve_ignored,
     slimming_batchnorms,
@@ -149,6 +150,7 @@ def run_baselines(
     config: TrainConfig = FINE_TUNE,
     ignored: Sequence[str] | None = None,
     recalibrate: bool = True,
+    steps: int = SEARCH_STEPS,
 ) -> BaselineStudy:
     """Prune ``model`` (unchanged) by each method to the budget, fine-tune ``epochs``
     epochs (0: none) on ``train``, re-estimate the BatchNorm statistics on ``train``
@@ -181,7 +183,13 @@ def run_baselines(
             )
             spent = sparsity_epochs
         pruned = prune_to_macs(
-            source, shape, method=method, macs=macs, reduction=reduction, ignored=ignored
+            source,
+            shape,
+            method=method,
+            macs=macs,
+            reduction=reduction,
+            ignored=ignored,
+            steps=steps,
         )
         study.budget = pruned.budget
         if epochs > 0:

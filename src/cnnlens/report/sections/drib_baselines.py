@@ -27,6 +27,7 @@ from ..figures import figure_html
 
 FULL = {
     "reduction": 50.0,
+    "search_steps": 14,
     "n_fine_tune": 2000,
     "epochs": 1,
     "sparsity_epochs": 1,
@@ -43,6 +44,7 @@ FULL = {
 QUICK = {
     **FULL,
     "n_fine_tune": 256,
+    "search_steps": 8,
     "plane_train": 256,
     "plane_epochs": 3,
     "plane_images": 200,
@@ -110,6 +112,7 @@ def measure(ctx: ReportContext, settings: dict) -> dict:
         epochs=settings["epochs"],
         sparsity_epochs=settings["sparsity_epochs"],
         lam=settings["lambda"],
+        steps=settings["search_steps"],
     )
     prune_seconds = time.perf_counter() - t0
 
