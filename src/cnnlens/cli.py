@@ -57,7 +57,8 @@ def _register_commands() -> None:
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(app)
+        if hasattr(module, "register"):  # a module without one is part of another command
+            module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

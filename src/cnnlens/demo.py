@@ -92,6 +92,7 @@ def run_demo(
             "attributes_run": attributes,
             "drib_run": drib,
             "drib_base": run.model,
+            "drib_baselines": True,  # pruning baselines + information plane (paper 000)
         },
         other_seeds={str(other_seed): other.model},
     )

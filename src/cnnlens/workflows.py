@@ -165,6 +165,10 @@ def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
             from .drib.runs import load_gated
 
             return load_gated(path, device=device)
+        if "pruned" in (checkpoint.read_meta(path).get("extra") or {}):
+            from .drib.pruned_models import load_pruned  # a channel-pruned baseline (paper 000)
+
+            return load_pruned(path, device=device)
         if "decomposed" in (checkpoint.read_meta(path).get("extra") or {}):
             from .analysis.decomposed import load_decomposed
 

@@ -22,6 +22,10 @@ Kim et al. 2018): :class:`TCAV` scores how much a concept matters to a class
 labels each channel with the concept its top activations segment
 (:class:`DissectionResult`, :class:`LayerDissection`), from per-pixel concept masks
 (:class:`ConceptMasks`).
+
+Paper 000 (section 4.3): :class:`InformationPlane`, a training callback recording
+I(X;Z) and I(Z;Y) per epoch (:func:`binned_information`, :func:`kde_information`) and
+the transition and convergence points (:func:`key_points`).
 """
 
 from .ablation import noise_ablation
@@ -34,6 +38,7 @@ from .dissection import Dissection, DissectionResult, LayerDissection
 from .features import Features, collect_features
 from .image_params import colour_decorrelation
 from .influential import InfluentialFeatures
+from .information_plane import InformationPlane, binned_information, kde_information, key_points
 from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
 from .maps import energy_table, in_mask_energy, influential_maps
 from .maximise import Maximisation, Objective, maximise, maximise_all
@@ -56,6 +61,7 @@ __all__ = [
     "DissectionResult",
     "Features",
     "InfluentialFeatures",
+    "InformationPlane",
     "LayerDissection",
     "LayerSimilarity",
     "Maximisation",
@@ -65,6 +71,7 @@ __all__ = [
     "SurrogateTree",
     "TCAV",
     "TCAVResult",
+    "binned_information",
     "cka_matrix",
     "collect_features",
     "colour_decorrelation",
@@ -77,6 +84,8 @@ __all__ = [
     "in_mask_energy",
     "influential_maps",
     "jaccard_matrix",
+    "kde_information",
+    "key_points",
     "layer_similarity",
     "learn_cav",
     "linear_cka",

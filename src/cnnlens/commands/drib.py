@@ -186,4 +186,10 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
+    from .drib_baseline import prune_baseline
+
+    drib_app.command(
+        "prune-baseline",
+        help="L1-norm filter pruning and network slimming to one MAC budget (paper 000).",
+    )(prune_baseline)
     app.add_typer(drib_app)

@@ -8,9 +8,10 @@ comparison and the usage heatmaps with purity. The measurements are cached in
 ``<run>/report-cache.json`` (keyed by the run and the settings), so a second report reuses
 them, latency included (measured when the cache was written).
 
-Hooks for parts built elsewhere: ``options["drib_baselines"]``, rows
-``{"method", "macs", "accuracy"}`` (e.g. L1 filter pruning and network slimming at the same
-MAC budget) added to the MAC table; ``options["drib_parts"]``, callables
+Hooks for parts built elsewhere: ``options["drib_baselines"]``, either rows
+``{"method", "macs", "accuracy"}`` added to the MAC table, or ``True``: L1 filter pruning
+and network slimming at the gated model's mean MAC count, measured (and cached) by the
+section "Pruning baselines and the information plane", which then shows them in full; ``options["drib_parts"]``, callables
 ``fn(ctx) -> html | None`` appended at the end (e.g. the information plane).
 """
 
@@ -71,6 +72,21 @@ def _parts(ctx: ReportContext) -> tuple[str, ...]:
     return parts + ("attribution",) if ctx.test.boxes is not None else parts
 
 
+def _baseline_rows(ctx: ReportContext) -> list[dict] | tuple:
+    """The static baselines' rows for the MAC table (module docstring, hooks)."""
+    wanted = ctx.options.get("drib_baselines", ())
+    if wanted is not True:
+        return wanted or ()
+    from .drib_baselines import baseline_settings, cached_measure
+
+    rows = cached_measure(ctx, baseline_settings(ctx))["rows"]
+    return [
+        {**r, "method": f"{r['method']} pruning (static, fine-tuned)"}
+        for r in rows
+        if r["method"] != "unpruned"
+    ]
+
+
 @section("drib", "Dynamic channel gating", order=85)
 def drib_section(ctx: ReportContext) -> str | None:
     run = ctx.options.get("drib_run")
@@ -94,7 +110,7 @@ def drib_section(ctx: ReportContext) -> str | None:
         f"with fixed decisions ({_epochs(run.history)}{_recipe(run.identity)}). Evaluated "
         f"on {ev['n_test']} test images.</p>",
         "<h3>Counted savings</h3>",
-        table_html(mac_rows(ev, ctx.options.get("drib_baselines", ()))),
+        table_html(mac_rows(ev, _baseline_rows(ctx))),
         f"<p>Reduction ratio (M<sub>before</sub> &minus; M<sub>after</sub>) / "
         f"M<sub>before</sub> = <b>{ev['reduction_ratio']:.1f} %</b> at an accuracy change of "
         f"<b>{-ev['accuracy_drop_pt']:+.2f} pt</b> (the issue's target: at least 50 % with at "

@@ -1,0 +1,135 @@
+"""``cnnlens drib prune-baseline``: DRIB's static pruning baselines at one MAC budget.
+
+    cnnlens drib prune-baseline --model runs/demo --data shapes --reduction 50 --epochs 2 \\
+        --out runs/demo/prune-baseline
+
+Prunes a copy of a trained model by L1-norm filter pruning (Li et al. 2017) and/or network
+slimming (Liu et al. 2017) with Torch-Pruning to the same MAC count, fine-tunes each with the
+same epoch budget and writes ``baselines.md`` / ``baselines.csv`` / ``baselines.json`` (method,
+MACs, reduction ratio %, accuracy; paper 000, Tables 1-2) and each pruned model under
+``OUT/<method>/model`` (loadable with :func:`cnnlens.workflows.open_model`).
+
+The function :func:`prune_baseline` is the command; the ``drib`` sub-app
+(:mod:`cnnlens.commands.drib`) registers it as ``prune-baseline``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+METHOD_CHOICES = {"l1": ("l1",), "slimming": ("slimming",), "both": ("l1", "slimming")}
+
+
+def _first(dataset, n: int | None, option: str):
+    from ..errors import InputError
+
+    if n is None:
+        return dataset
+    if not hasattr(dataset, "subset"):
+        raise InputError(f"{option} needs an in-memory data set; {dataset.name} is not one")
+    return dataset.subset(range(min(n, len(dataset))))
+
+
+def prune_baseline(
+    model: Path = typer.Option(..., help="trained run folder (holding model/) or model folder"),
+    data: str = typer.Option(
+        None, help="data set: shapes, digits, cifar10:/path (default: the one the model records)"
+    ),
+    method: str = typer.Option("both", help="l1 | slimming | both"),
+    macs: float = typer.Option(None, help="target MACs per image, in millions (e.g. 20.3)"),
+    reduction: float = typer.Option(
+        None, help="target MAC reduction in percent of the unpruned model (default 50)"
+    ),
+    epochs: int = typer.Option(1, min=0, help="fine-tune epochs after pruning, per method"),
+    sparsity_epochs: int = typer.Option(
+        None, min=0, help="slimming: epochs of L1-on-BN-scale training before (default --epochs)"
+    ),
+    lam: float = typer.Option(1e-4, "--lambda", min=0.0, help="slimming: weight of sum |gamma|"),
+    lr: float = typer.Option(0.01, help="SGD learning rate of the fine-tune (cosine to 0)"),
+    n_train: int = typer.Option(None, min=1, help="fine-tune on the first n training images"),
+    n_test: int = typer.Option(None, min=1, help="evaluate on the first n test images"),
+    ignore: str = typer.Option(
+        None,
+        help="comma list of layers whose output channels stay (default: the final linear "
+        "layer; in a padding-shortcut ResNet every conv but each block's first)",
+    ),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., help="output folder (tables and the pruned models)"),
+) -> None:
+    """Prune by L1 norm and/or network slimming to one MAC budget, fine-tune, tabulate."""
+    import dataclasses
+
+    import torch
+
+    from ..compatibility import check_fits
+    from ..data import load
+    from ..drib.baseline_study import FINE_TUNE, run_baselines
+    from ..drib.pruned_models import save_pruned
+    from ..errors import ConfigError, InputError
+    from ..io import check_writable_folder, write_json, write_text
+    from ..train.config import OptimizerConfig
+    from ..workflows import open_model
+
+    if method not in METHOD_CHOICES:
+        raise InputError(f"--method must be l1, slimming or both, got {method!r}")
+    if macs is not None and reduction is not None:
+        raise InputError("give --macs or --reduction, not both")
+    if macs is None and reduction is None:
+        reduction = 50.0
+    if not lr > 0:
+        raise ConfigError(f"--lr must be > 0, got {lr}")
+    check_writable_folder(out)
+    net = open_model(model)
+    meta = getattr(net, "meta", {}) or {}
+    data = data or (meta.get("extra") or {}).get("data")
+    if not data:
+        raise InputError(f"{model} records no data set; pass --data (shapes, cifar10:/path, ...)")
+    train = _first(load(data, split="train"), n_train, "--n-train")
+    test = _first(load(data, split="test"), n_test, "--n-test")
+    check_fits(net, test, data=data)
+    config = dataclasses.replace(
+        FINE_TUNE, optimizer=OptimizerConfig(name="sgd", lr=lr, weight_decay=5e-4), seed=seed
+    )
+    torch.manual_seed(seed)
+    study = run_baselines(
+        net,
+        train,
+        test,
+        methods=METHOD_CHOICES[method],
+        macs=None if macs is None else macs * 1e6,
+        reduction=reduction,
+        epochs=epochs,
+        sparsity_epochs=sparsity_epochs,
+        lam=lam,
+        config=config,
+        ignored=None if ignore is None else [n.strip() for n in ignore.split(",") if n.strip()],
+    )
+    for name, pruned in study.models.items():
+        row = next(r for r in study.rows if r.method == name)
+        save_pruned(
+            pruned,
+            out / name / "model",
+            classes=meta.get("classes") or test.classes,
+            mean=meta.get("mean") or test.mean,
+            std=meta.get("std") or test.std,
+            input_shape=test.image_shape,
+            extra={"data": data, "test_accuracy": row.accuracy, "pruned": {"method": name}},
+        )
+    settings = {
+        "model": str(model),
+        "data": data,
+        "n_train": len(train),
+        "n_test": len(test),
+        "budget_macs": study.budget,
+        "lambda": lam,
+        "lr": lr,
+        "seed": seed,
+    }
+    rows = [r.to_dict() for r in study.rows]
+    write_json(out / "baselines.json", {"settings": settings, "rows": rows})
+    write_text(out / "baselines.csv", study.csv())
+    write_text(out / "baselines.md", study.markdown())
+    typer.echo(study.markdown())
+    typer.echo(f"results written to {out}")

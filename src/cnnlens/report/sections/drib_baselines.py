@@ -1,0 +1,268 @@
+"""Report section "Pruning baselines and the information plane" (paper 000, Tables 1-4).
+
+Shown when the run asks for it (``ReportContext.options["drib_baselines"]``; the demo
+does). Two measurements, cached in ``<out>/drib-baselines/report-cache.json`` (keyed by
+the model's weights and the settings), so a second report only draws:
+
+- the report's model pruned to half its MACs by L1-norm filter pruning and by network
+  slimming (:mod:`cnnlens.drib.baselines`), each fine-tuned one short epoch on a subset
+  of the training images (slimming after one sparsity epoch), beside the unpruned model;
+- the information plane (:class:`cnnlens.analysis.information_plane.InformationPlane`)
+  of a short ResNet-8 training from scratch on the same data, with the transition and
+  convergence points. It is a training of its own, not the report model's: the demo's
+  model is trained (and cached) before the report, without the callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from pathlib import Path
+
+import torch
+
+from .. import ReportContext, section, table_html
+from ..figures import figure_html
+
+FULL = {
+    "reduction": 50.0,
+    "search_steps": 14,
+    "n_fine_tune": 2000,
+    "epochs": 1,
+    "sparsity_epochs": 1,
+    "lambda": 1e-4,
+    "plane_arch": "resnet8",
+    "plane_train": 4000,
+    "plane_epochs": 5,
+    "plane_lr": 0.1,
+    "plane_images": 500,
+    "plane_layers": ["layer1", "layer2", "layer3"],
+    "noise_variance": 0.1,
+    "bins": 30,
+}
+QUICK = {
+    **FULL,
+    "n_fine_tune": 256,
+    "search_steps": 8,
+    "plane_train": 256,
+    "plane_epochs": 3,
+    "plane_images": 200,
+}
+FOLDER = "drib-baselines"
+CACHE = "report-cache.json"
+
+# Published points to set ours beside (CIFAR-10; issue 19).
+REFERENCES = [
+    {
+        "source": "Torch-Pruning, ResNet-56 (base 93.53 %)",
+        "method": "group L1",
+        "MACs": "2.12x fewer",
+        "accuracy (%)": "92.93",
+    },
+    {
+        "source": "Torch-Pruning, ResNet-56 (base 93.53 %)",
+        "method": "group BN scale",
+        "MACs": "2.12x fewer",
+        "accuracy (%)": "93.29",
+    },
+    {
+        "source": "Li et al. 2017, VGG-16 (base error 6.75 %)",
+        "method": "L1 filters",
+        "MACs": "-34.2 %",
+        "accuracy (%)": "93.40",
+    },
+    {
+        "source": "Li et al. 2017, ResNet-56-B",
+        "method": "L1 filters",
+        "MACs": "-27.6 %",
+        "accuracy (%)": "93.06",
+    },
+]
+
+
+def _weights_key(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _first(dataset, n: int):
+    return dataset.subset(range(min(n, len(dataset)))) if hasattr(dataset, "subset") else dataset
+
+
+def measure(ctx: ReportContext, settings: dict) -> dict:
+    """Run the pruning baselines and the information-plane training (module docstring)."""
+    import time
+
+    from ...analysis.information_plane import InformationPlane, key_points
+    from ...drib.baseline_study import run_baselines
+    from ...nets import create
+    from ...train import OptimizerConfig, TrainConfig, fit
+
+    train = _first(ctx.train, settings["n_fine_tune"])
+    t0 = time.perf_counter()
+    study = run_baselines(
+        ctx.model,
+        train,
+        ctx.test,
+        reduction=settings["reduction"],
+        epochs=settings["epochs"],
+        sparsity_epochs=settings["sparsity_epochs"],
+        lam=settings["lambda"],
+        steps=settings["search_steps"],
+    )
+    prune_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    plane_train = _first(ctx.train, settings["plane_train"])
+    net = create(
+        settings["plane_arch"],
+        num_classes=plane_train.num_classes,
+        in_channels=plane_train.image_shape[0],
+    )
+    plane = InformationPlane(
+        ctx.test,
+        layers=settings["plane_layers"],
+        n=settings["plane_images"],
+        bins=settings["bins"],
+        noise_variance=settings["noise_variance"],
+    )
+    config = TrainConfig(
+        epochs=settings["plane_epochs"],
+        batch_size=64,
+        optimizer=OptimizerConfig(name="sgd", lr=settings["plane_lr"], weight_decay=5e-4),
+        schedule="onecycle",
+        augment=(),
+        seed=0,
+    )
+    fit(net, plane_train, config=config, callbacks=[plane], desc="information plane")
+    points = []
+    for layer in plane.layers:
+        for estimator in ("binning", "kde"):
+            trajectory = plane.trajectory(layer, estimator)
+            for kind, p in key_points(trajectory).items():
+                if kind == "convergence" and p.epoch == trajectory[-1].epoch:
+                    kind += " (last epoch: not settled within the run)"
+                points.append({**p.to_dict(), "point": kind})
+    return {
+        "rows": [r.to_dict() for r in study.rows],
+        "budget": study.budget,
+        "plane": plane.to_dict(),
+        "key_points": points,
+        "train_images": len(train),
+        "plane_train_images": len(plane_train),
+        "test_images": len(ctx.test),
+        "seconds": {"pruning": prune_seconds, "plane": time.perf_counter() - t0},
+    }
+
+
+def baseline_settings(ctx: ReportContext) -> dict:
+    """QUICK or FULL; with a gated model in the report (``options["drib_run"]``), the MAC
+    budget is its mean dynamic MAC count (paper 000 compares at the same budget)."""
+    settings = dict(QUICK if ctx.options.get("quick") else FULL)
+    gated = ctx.options.get("drib_run")
+    if gated is not None:
+        settings["reduction"] = round(float(gated.evaluation["reduction_ratio"]), 1)
+    return settings
+
+
+def cached_measure(ctx: ReportContext, settings: dict) -> dict:
+    from ...io import write_json
+
+    folder = Path(ctx.out) / FOLDER
+    key = json.loads(json.dumps({"weights": _weights_key(ctx.model), "settings": settings}))
+    path = folder / CACHE
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return saved["result"]
+        except (json.JSONDecodeError, OSError, KeyError):
+            pass
+    result = measure(ctx, settings)
+    write_json(path, {"key": key, "result": result})
+    return result
+
+
+@section("drib_baselines", "Pruning baselines and the information plane", order=86)
+def drib_baselines_section(ctx: ReportContext) -> str | None:
+    if not ctx.options.get("drib_baselines") or ctx.train is None:
+        return None
+    from ...analysis.information_plane import estimator_text
+    from ..information_plane_plot import information_plane_plot
+
+    settings = baseline_settings(ctx)
+    result = cached_measure(ctx, settings)
+    rows = result["rows"]
+    table = [
+        {
+            "method": r["method"],
+            "MACs (M)": f"{r['macs'] / 1e6:.2f}",
+            "reduction (%)": f"{r['reduction']:.1f}",
+            "accuracy (%)": f"{100 * r['accuracy']:.2f}",
+            "training": "-"
+            if r["method"] == "unpruned"
+            else (f"{r['sparsity_epochs']} sparsity + " if r["sparsity_epochs"] else "")
+            + f"{r['epochs']} fine-tune",
+        }
+        for r in rows
+    ]
+    plane = result["plane"]
+    key_rows = [
+        {
+            "layer": p["layer"],
+            "estimator": p["estimator"],
+            "point": p["point"],
+            "I(X;Z) (bits)": f"{p['ixz']:.3f}",
+            "I(Z;Y) (bits)": f"{p['izy']:.3f}",
+            "epoch": p["epoch"],
+            "accuracy (%)": f"{100 * p['accuracy']:.1f}",
+        }
+        for p in result["key_points"]
+    ]
+    texts = [
+        estimator_text(e, bins=plane["bins"], noise_variance=plane["noise_variance"])
+        for e in ("binning", "kde")
+    ]
+    parts = [
+        "<p>The static baselines of paper 000's Tables 1-2, at one MAC budget "
+        f"({result['budget'] / 1e6:.2f} M, a {settings['reduction']:.1f} % reduction of the "
+        "report's model, the gated model's mean where the report has one): <b>L1</b> removes, the same share in every prunable layer, the "
+        "filters of smallest L1 norm (Li et al. 2017); <b>slimming</b> trains with an L1 "
+        "penalty on the BatchNorm scales (Liu et al. 2017; "
+        f"&lambda; = {settings['lambda']:g}), then removes the channels of smallest scale "
+        "under one global threshold. Torch-Pruning removes the channels (the pruned networks "
+        "are really smaller); the pruning ratio is bisected until the MACs are at or just "
+        "under the budget. In a ResNet with zero-padding shortcuts only the first conv of "
+        "each block is pruned (Li et al.'s scheme for ResNet-56). Each pruned model is "
+        f"fine-tuned on {result['train_images']} training images, its BatchNorm statistics "
+        "re-estimated on them afterwards; accuracy on "
+        f"{result['test_images']} test images. A demo-sized budget: the published runs "
+        "fine-tune for 40-160 epochs.</p>",
+        table_html(table),
+        "<p>Published points on CIFAR-10, for scale (not the same data):</p>",
+        table_html(REFERENCES),
+        "<h3>Information plane</h3>",
+        f"<p>A {settings['plane_arch']} trained from scratch for {settings['plane_epochs']} "
+        f"epochs on {result.get('plane_train_images', settings['plane_train'])} training "
+        "images, measured after each epoch "
+        f"on {plane['n']} fixed test images: I(X;Z) and I(Z;Y) of each stage's "
+        "global-average-pooled output, with two estimators: "
+        f"{html.escape(texts[0])}; {html.escape(texts[1])}. With many units and few "
+        "images, binning gives every image its own bin tuple, so I(X;Z) = log2 N and "
+        "I(Z;Y) = H(Y) at once (a known limit of that estimator); the KDE bound moves. "
+        "Transition point = epoch of maximal I(X;Z); convergence point = first epoch from "
+        "which both quantities stay within 5 % of their range of their last value (our "
+        "definition; paper 000 gives none). Accuracy on the measured test images.</p>",
+        figure_html(information_plane_plot(plane), "information plane"),
+        table_html(key_rows),
+        "<p><code>cnnlens drib prune-baseline --model RUN --reduction 50 --epochs N</code> "
+        "prunes a trained model by both methods and writes this table; "
+        "<code>cnnlens.analysis.information_plane.InformationPlane</code> is a callback for "
+        "any training through <code>cnnlens.train.fit</code>.</p>",
+    ]
+    return "\n".join(parts)
