@@ -11,8 +11,8 @@ them, latency included (measured when the cache was written).
 Hooks for parts built elsewhere: ``options["drib_baselines"]``, either rows
 ``{"method", "macs", "accuracy"}`` added to the MAC table, or ``True``: L1 filter pruning
 and network slimming at the gated model's mean MAC count, measured (and cached) by the
-section "Pruning baselines and the information plane", which then shows them in full; ``options["drib_parts"]``, callables
-``fn(ctx) -> html | None`` appended at the end (e.g. the information plane).
+section "Pruning baselines and the information plane", which then shows them in full;
+``options["drib_parts"]``, callables ``fn(ctx) -> html | None`` appended at the end.
 """
 
 from __future__ import annotations

@@ -231,7 +231,8 @@ def drib_baselines_section(ctx: ReportContext) -> str | None:
     parts = [
         "<p>The static baselines of paper 000's Tables 1-2, at one MAC budget "
         f"({result['budget'] / 1e6:.2f} M, a {settings['reduction']:.1f} % reduction of the "
-        "report's model, the gated model's mean where the report has one): <b>L1</b> removes, the same share in every prunable layer, the "
+        "report's model, the gated model's mean where the report has one): <b>L1</b> "
+        "removes, the same share in every prunable layer, the "
         "filters of smallest L1 norm (Li et al. 2017); <b>slimming</b> trains with an L1 "
         "penalty on the BatchNorm scales (Liu et al. 2017; "
         f"&lambda; = {settings['lambda']:g}), then removes the channels of smallest scale "
