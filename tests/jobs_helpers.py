@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 import cnnlens.store
@@ -145,3 +146,19 @@ def assert_same_store(a: Path, b: Path) -> None:
     assert ta.equals(tb)
     assert sa.predictions().equals(sb.predictions())
     assert len(sa.predictions()) == n
+
+
+@pytest.fixture(scope="session", name="small_model")
+def small_model_fixture(tmp_path_factory):
+    return save_small_model(tmp_path_factory.mktemp("jobs") / "model")
+
+
+@pytest.fixture(scope="session", name="reference")
+def reference_fixture(small_model, tmp_path_factory):
+    """The uninterrupted run of :func:`job_fields` (this process, one worker)."""
+    import cnnlens.jobs
+
+    store = tmp_path_factory.mktemp("jobs-ref") / "store"
+    result = cnnlens.jobs.run(**job_fields(small_model, store))
+    assert result.ran == list(range(12)) and result.skipped == []
+    return store

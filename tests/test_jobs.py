@@ -9,30 +9,17 @@ import cnnlens.jobs
 import cnnlens.store
 from cnnlens.cli import main
 from cnnlens.errors import ConfigError
-from jobs_helpers import (
+from jobs_helpers import (  # noqa: F401  (fixtures)
     assert_same_store,
     cli,
     job_fields,
     kill,
-    save_small_model,
+    reference_fixture,
+    small_model_fixture,
     wait_for_shards,
     worker_pids,
     write_yaml,
 )
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    return save_small_model(tmp_path_factory.mktemp("jobs") / "model")
-
-
-@pytest.fixture(scope="module")
-def reference(small_model, tmp_path_factory):
-    """The uninterrupted run (this process, one worker)."""
-    store = tmp_path_factory.mktemp("jobs-ref") / "store"
-    result = cnnlens.jobs.run(**job_fields(small_model, store))
-    assert result.ran == list(range(12)) and result.skipped == []
-    return store
 
 
 @pytest.mark.parametrize(
