@@ -26,13 +26,12 @@ from ..store.layout import METRIC_COLUMNS, PREDICTION_COLUMNS
 class ShardWorker:
     """Explain and score shards of ``job`` (a ``job.json`` dict) on ``model`` / ``dataset``."""
 
-    def __init__(self, model: torch.nn.Module, dataset, job: dict, *, compile: str = "off") -> None:
+    def __init__(self, model: torch.nn.Module, dataset, job: dict) -> None:
         from ..metrics.evaluate import _method_fn
 
         self.model = model.eval()
         self.dataset = dataset
         self.job = job
-        self.compile = compile
         self.fns = {
             name: _method_fn(name, params, job["seed"]) for name, params in job["methods"].items()
         }
@@ -41,6 +40,14 @@ class ShardWorker:
 
     def compute(self, k: int, start: int, stop: int) -> ShardData:
         """Shard ``k`` (images ``start:stop``) as the store writes it."""
+        if not self.job.get("compile"):
+            return self._compute(k, start, stop)
+        from ..batching import compiled_forward
+
+        with compiled_forward(self.model):
+            return self._compute(k, start, stop)
+
+    def _compute(self, k: int, start: int, stop: int) -> ShardData:
         import pandas as pd
 
         from ..attribution.base import check_inputs
