@@ -162,3 +162,18 @@ def reference_fixture(small_model, tmp_path_factory):
     result = cnnlens.jobs.run(**job_fields(small_model, store))
     assert result.ran == list(range(12)) and result.skipped == []
     return store
+
+
+def ray_actor_pids(name: bytes = b"MapWorker") -> list[int]:
+    """Processes of Ray actors whose title names ``name`` (Ray Data's map actors)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::") and name in cmd:
+            out.append(int(proc.name))
+    return out

@@ -13,6 +13,7 @@ from jobs_helpers import (  # noqa: F401  (fixtures)
     cli,
     job_fields,
     kill,
+    ray_actor_pids,
     reference_fixture,
     small_model_fixture,
     wait_for_shards,
@@ -51,4 +52,18 @@ def test_ray_driver_killed_resumes_bit_identical(cluster, tmp_path, small_model,
     assert 2 <= done < 12, f"the job was not killed mid-way ({done} shards finished)"
     resumed = cnnlens.jobs.run(**fields)
     assert len(resumed.skipped) == done and len(resumed.ran) == 12 - done
+    assert_same_store(store, reference)
+
+
+def test_ray_worker_killed_job_finishes_identical(cluster, tmp_path, small_model, reference):
+    store = tmp_path / "store"
+    fields = job_fields(small_model, store, engine="ray", workers=2)
+    proc = cli("run", str(write_yaml(tmp_path / "job.yaml", fields)), "--address", "auto")
+    wait_for_shards(proc, store, 1, timeout=180)
+    actors = ray_actor_pids()
+    assert actors, "no Ray Data actor process found"
+    kill(actors[0])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "12 shard(s) run" in out  # Ray restarted the actor and retried its shard
     assert_same_store(store, reference)

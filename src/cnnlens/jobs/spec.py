@@ -208,6 +208,11 @@ def prepare(spec: JobSpec) -> PreparedJob:
         )
     if spec.address is not None and spec.engine != "ray":
         raise ConfigError("address is for engine: ray only")
+    if spec.engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError('engine ray needs Ray: pip install "cnnlens[ray]"')
     methods = _methods(spec)
     metrics = resolve_metrics(spec.metrics)
     stray = sorted(set(spec.metric_params) - set(metrics))

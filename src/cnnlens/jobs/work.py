@@ -81,12 +81,14 @@ class ShardWorker:
             },
             columns=PREDICTION_COLUMNS,
         )
-        maps, curves, curve_x, rows, seconds = {}, {}, {}, [], {}
+        maps, curves, curve_x, rows, seconds, scoring = {}, {}, {}, [], {}, {}
         for method, fn in self.fns.items():
             t0 = time.perf_counter()
             expl = fn(self.model, x, pred.to(device))
             m = expl.maps if hasattr(expl, "maps") else expl
             maps[method] = m.detach().float().cpu()[:, 0].numpy()
+            seconds[method] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             out, xs = score_explanation(
                 self.model,
                 x,
@@ -102,7 +104,7 @@ class ShardWorker:
                 seed=job["seed"],
                 metric_params=job["metric_params"],
             )
-            seconds[method] = time.perf_counter() - t0
+            scoring[method] = time.perf_counter() - t0
             for key, value in out.items():
                 metric, kind = key.split("/", 1)
                 if kind == "values":
@@ -139,7 +141,7 @@ class ShardWorker:
             curve_x=curve_x,
             metrics=metrics,
             predictions=predictions,
-            info={"seconds": seconds, "floor_seconds": floor},
+            info={"seconds": seconds, "score_seconds": scoring, "floor_seconds": floor},
         )
 
 
