@@ -164,16 +164,24 @@ def reference_fixture(small_model, tmp_path_factory):
     return store
 
 
-def ray_actor_pids(name: bytes = b"MapWorker") -> list[int]:
-    """Processes of Ray actors whose title names ``name`` (Ray Data's map actors)."""
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def ray_actor_pids(root: int | None = None, name: bytes = b"MapWorker") -> list[int]:
+    """Ray Data's map actor processes under ``root`` (default: this process, which
+    started the local cluster; a cluster someone else runs is left alone)."""
     out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in descendants(os.getpid() if root is None else root):
         try:
-            cmd = (proc / "cmdline").read_bytes()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
         if cmd.startswith(b"ray::") and name in cmd:
-            out.append(int(proc.name))
+            out.append(pid)
     return out

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    yield ray.get_runtime_context().gcs_address  # this cluster, not "auto": another may run
     ray.shutdown()
 
 
@@ -44,7 +44,7 @@ def test_ray_engine_equals_local(cluster, tmp_path, small_model, reference):
 def test_ray_driver_killed_resumes_bit_identical(cluster, tmp_path, small_model, reference):
     store = tmp_path / "store"
     fields = job_fields(small_model, store, engine="ray", workers=2)
-    proc = cli("run", str(write_yaml(tmp_path / "job.yaml", fields)), "--address", "auto")
+    proc = cli("run", str(write_yaml(tmp_path / "job.yaml", fields)), "--address", cluster)
     wait_for_shards(proc, store, 2, timeout=180)
     kill(proc.pid)
     proc.communicate(timeout=60)
@@ -58,7 +58,7 @@ def test_ray_driver_killed_resumes_bit_identical(cluster, tmp_path, small_model,
 def test_ray_worker_killed_job_finishes_identical(cluster, tmp_path, small_model, reference):
     store = tmp_path / "store"
     fields = job_fields(small_model, store, engine="ray", workers=2)
-    proc = cli("run", str(write_yaml(tmp_path / "job.yaml", fields)), "--address", "auto")
+    proc = cli("run", str(write_yaml(tmp_path / "job.yaml", fields)), "--address", cluster)
     wait_for_shards(proc, store, 1, timeout=180)
     actors = ray_actor_pids()
     assert actors, "no Ray Data actor process found"
