@@ -207,22 +207,25 @@ def compiled_forward(model: nn.Module) -> Iterator[None]:
 
 
 def _compiled_copy(model: nn.Module, x: torch.Tensor) -> FastCopy | None:
-    hit = _COMPILED.get(model)
-    if hit is not None:
-        return hit[0]
-    folded = fast_copy(model, x, "folded") if x.device.type == "cpu" else None
-    base, layout = (folded.module, folded.layout) if folded else (model, torch.contiguous_format)
-    fast = None
-    try:
-        compiled = torch.compile(base, dynamic=True)
-        probe = x[:2].contiguous(memory_format=layout)
-        with torch.no_grad():
-            if same_outputs(compiled(probe), model(x[:2])):
-                fast = FastCopy(compiled, layout)
-    except Exception:  # no C++ compiler, an op inductor cannot lower: run uncompiled
-        fast = None
-    _COMPILED[model] = (fast,)
-    return fast
+    """The compiled copy of ``model``, made again only when its structure, parameters
+    or the image shape change (not the batch size: it is compiled dynamic)."""
+
+    def make() -> FastCopy | None:
+        folded = fast_copy(model, x, "folded") if x.device.type == "cpu" else None
+        base, layout = (
+            (folded.module, folded.layout) if folded else (model, torch.contiguous_format)
+        )
+        try:
+            compiled = torch.compile(base, dynamic=True)
+            probe = x[:2].contiguous(memory_format=layout)
+            with torch.no_grad():
+                if same_outputs(compiled(probe), model(x[:2])):
+                    return FastCopy(compiled, layout)
+        except Exception:  # no C++ compiler, an op inductor cannot lower: run uncompiled
+            pass
+        return None
+
+    return cached_per_model(_COMPILED, model, x, make)
 
 
 def fast_model(
