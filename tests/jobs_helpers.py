@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 import cnnlens.store
@@ -145,3 +146,42 @@ def assert_same_store(a: Path, b: Path) -> None:
     assert ta.equals(tb)
     assert sa.predictions().equals(sb.predictions())
     assert len(sa.predictions()) == n
+
+
+@pytest.fixture(scope="session", name="small_model")
+def small_model_fixture(tmp_path_factory):
+    return save_small_model(tmp_path_factory.mktemp("jobs") / "model")
+
+
+@pytest.fixture(scope="session", name="reference")
+def reference_fixture(small_model, tmp_path_factory):
+    """The uninterrupted run of :func:`job_fields` (this process, one worker)."""
+    import cnnlens.jobs
+
+    store = tmp_path_factory.mktemp("jobs-ref") / "store"
+    result = cnnlens.jobs.run(**job_fields(small_model, store))
+    assert result.ran == list(range(12)) and result.skipped == []
+    return store
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def ray_actor_pids(root: int | None = None, name: bytes = b"MapWorker") -> list[int]:
+    """Ray Data's map actor processes under ``root`` (default: this process, which
+    started the local cluster; a cluster someone else runs is left alone)."""
+    out = []
+    for pid in descendants(os.getpid() if root is None else root):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::") and name in cmd:
+            out.append(pid)
+    return out

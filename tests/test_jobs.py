@@ -9,30 +9,17 @@ import cnnlens.jobs
 import cnnlens.store
 from cnnlens.cli import main
 from cnnlens.errors import ConfigError
-from jobs_helpers import (
+from jobs_helpers import (  # noqa: F401  (fixtures)
     assert_same_store,
     cli,
     job_fields,
     kill,
-    save_small_model,
+    reference_fixture,
+    small_model_fixture,
     wait_for_shards,
     worker_pids,
     write_yaml,
 )
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    return save_small_model(tmp_path_factory.mktemp("jobs") / "model")
-
-
-@pytest.fixture(scope="module")
-def reference(small_model, tmp_path_factory):
-    """The uninterrupted run (this process, one worker)."""
-    store = tmp_path_factory.mktemp("jobs-ref") / "store"
-    result = cnnlens.jobs.run(**job_fields(small_model, store))
-    assert result.ran == list(range(12)) and result.skipped == []
-    return store
 
 
 @pytest.mark.parametrize(
@@ -122,3 +109,19 @@ def test_worker_killed_is_rerun_and_result_identical(tmp_path, small_model, refe
     assert proc.returncode == 0, err
     assert "a worker process died" in err and "12 shard(s) run" in out
     assert_same_store(store, reference)
+
+
+def test_compile_setting_is_part_of_the_job(tmp_path, small_model):
+    import cnnlens.fusion
+    from cnnlens import nets
+    from cnnlens.jobs.spec import AUTO_COMPILE_IMAGES, resolve_compile
+
+    model = nets.create("lenet5", num_classes=3)
+    assert resolve_compile("on", 1, model) and not resolve_compile("off", 10**6, model)
+    assert not resolve_compile("auto", AUTO_COMPILE_IMAGES - 1, model)
+    # on this CPU the fused copy is kept for forward chunks (benchmarks/compile.py)
+    assert resolve_compile("auto", AUTO_COMPILE_IMAGES, model) == (not cnnlens.fusion.available())
+    fields = job_fields(small_model, tmp_path / "store", images=2, metrics=["pointing_game"])
+    cnnlens.jobs.run(**fields, compile="off")
+    with pytest.raises(ConfigError, match="compile differ"):
+        cnnlens.jobs.run(**fields, compile="on")  # compiled rounding differs: not mixed

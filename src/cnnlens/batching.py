@@ -13,9 +13,10 @@ runs fastest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from copy import deepcopy
 from dataclasses import dataclass
 
@@ -173,10 +174,58 @@ def fast_copy(model: nn.Module, x: torch.Tensor, kind: str = "exact") -> FastCop
     """
     if kind not in KINDS:
         raise ValueError(f"fast copy kind must be one of {KINDS}, got {kind!r}")
+    if kind == "forward" and model in _COMPILE and _copyable(model):
+        compiled = _compiled_copy(model, x)
+        if compiled is not None:
+            return compiled
     if x.device.type == "cpu" and x.dim() == 4 and _copyable(model):
         make = lambda: _make_fast_copy(model, x, kind)  # noqa: E731
         return cached_per_model(_FAST_COPY[kind], model, x, make)
     return None
+
+
+# Long jobs (cnnlens.jobs, --compile on) run forward-only chunks through
+# torch.compile (inductor) of the "folded" copy instead: the public path to the
+# fusion that cnnlens.fusion writes by hand (benchmarks/compile.py compares them).
+_COMPILE: weakref.WeakSet = weakref.WeakSet()
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def compiled_forward(model: nn.Module) -> Iterator[None]:
+    """Inside the block, forward-only chunks of ``model`` (kind ``"forward"``) run a copy
+    compiled by ``torch.compile``: once per model (dynamic batch size) on first use,
+    kept while the model lives; if compiling fails or the copy's logits differ, the
+    usual fast copy runs instead."""
+    added = model not in _COMPILE
+    _COMPILE.add(model)
+    try:
+        yield
+    finally:
+        if added:
+            _COMPILE.discard(model)
+
+
+def _compiled_copy(model: nn.Module, x: torch.Tensor) -> FastCopy | None:
+    """The compiled copy of ``model``, made again only when its structure, parameters
+    or the image shape change (not the batch size: it is compiled dynamic)."""
+
+    def make() -> FastCopy | None:
+        folded = fast_copy(model, x, "folded") if x.device.type == "cpu" else None
+        base, layout = (
+            (folded.module, folded.layout) if folded else (model, torch.contiguous_format)
+        )
+        try:
+            compiled = torch.compile(base, dynamic=True)
+            probe = x[:2].contiguous(memory_format=layout)
+            with torch.no_grad():
+                if same_outputs(compiled(probe), model(x[:2])):
+                    return FastCopy(compiled, layout)
+        except Exception:  # no C++ compiler, an op inductor cannot lower: run uncompiled
+            pass
+        return None
+
+    return cached_per_model(_COMPILED, model, x, make)
 
 
 def fast_model(

@@ -18,6 +18,13 @@ Measured with ``benchmarks/fast_copy.py`` on the 2-core Intel Xeon (2.6 GHz) thi
 project runs on: ResNet-20's forward (BatchNorm folded, channels-last; batch 32
 and 64, 1 and 2 threads) took 0.75-0.79x the time of the unfused copy. VGG-11 and
 LeNet-5, without residual additions, were unchanged within noise (+-4 %).
+
+Kept after issue 18's comparison with ``torch.compile`` (inductor, the public path to
+the same fusion; ``benchmarks/compile.py``, batch 32, 1 thread, on the shared 2-core
+machine, load average 5-9): inductor's forward of the folded copy took 1.01x, 1.29x
+and 1.06x the time of this module's on ResNet-20 in three runs (0.91x, 0.94x on
+VGG-11), short of the issue's "within 5 % on both", and a cold compile took 20-40 s.
+Long jobs can still choose it (``cnnlens run --compile on``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ def register(app: typer.Typer) -> None:
             [], help="method parameter method:key=value, e.g. rise:n_masks=2000 (repeatable)"
         ),
         metrics: str = typer.Option(None, help="comma list of metrics, or 'all' (default)"),
+        metric_param: list[str] = typer.Option(  # noqa: B008
+            [], help="metric setting metric:key=value, e.g. deletion:step=32 (repeatable)"
+        ),
+        batch_size: int = typer.Option(None, min=1, help="forward batch (default: automatic)"),
         shard_size: int = typer.Option(None, min=1, help="images per shard (default 32)"),
         store: Path = typer.Option(None, help="output store folder (resumed when it exists)"),
         engine: str = typer.Option(None, help="local (default) or ray"),
@@ -56,7 +60,10 @@ def register(app: typer.Typer) -> None:
             "compile": compile,
             "seed": seed,
             "sanity_images": sanity_images,
+            "batch_size": batch_size,
         }
+        if metric_param:
+            flags["metric_params"] = parse_method_params(metric_param)
         if new_store:
             flags["new_store"] = True
         params = parse_method_params(param)

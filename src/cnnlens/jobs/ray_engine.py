@@ -52,13 +52,13 @@ def run_ray(
         import ray
     except ImportError:
         raise ConfigError('engine ray needs Ray: pip install "cnnlens[ray]"') from None
+    if not pending:
+        return
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the job's own bar counts images
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    if not pending:
-        return
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     rows = [{"shard": k, "start": shards[k][0], "stop": shards[k][1]} for k in pending]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))

@@ -61,9 +61,18 @@ class JobResult:
     metrics: list[dict]
 
     def markdown(self) -> str:
-        lines = ["| method | images | seconds | x model-pass floor |", "|---|---|---|---|"]
+        lines = [
+            "| method | images | explain s | x model-pass floor | scoring s |",
+            "|---|---|---|---|---|",
+        ]
         for r in self.methods:
-            cells = (r["method"], r["images"], f"{r['seconds']:.1f}", f"{r['floor_multiple']:.1f}")
+            cells = (
+                r["method"],
+                r["images"],
+                f"{r['seconds']:.1f}",
+                f"{r['floor_multiple']:.1f}",
+                f"{r['score_seconds']:.1f}",
+            )
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines += ["", "| method | metric | mean ± 95 % CI | n |", "|---|---|---|---|"]
         for r in self.metrics:
@@ -73,8 +82,9 @@ class JobResult:
 
 
 def summarise(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """Per method (images, seconds, multiple of the model-pass floor: seconds over
-    the time of one forward+backward pass over the same images) and per method x
+    """Per method (images, seconds explaining, their multiple of the model-pass floor:
+    one forward+backward pass over the same images, and seconds scoring the maps
+    with the metrics) and per method x
     metric (mean, 95 % CI half width, n) over the store's finished shards."""
     from .. import store as store_module
     from ..metrics.result import ci95
@@ -85,12 +95,14 @@ def summarise(path: str | Path) -> tuple[list[dict], list[dict]]:
     methods = []
     for m in store.methods:
         secs = sum(s.get("seconds", {}).get(m, 0.0) for s in shards.values())
+        scoring = sum(s.get("score_seconds", {}).get(m, 0.0) for s in shards.values())
         images = sum(s["stop"] - s["start"] for s in shards.values())
         methods.append(
             {
                 "method": m,
                 "images": images,
                 "seconds": secs,
+                "score_seconds": scoring,
                 "floor_multiple": secs / floor if floor > 0 else math.nan,
             }
         )

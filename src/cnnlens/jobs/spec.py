@@ -169,6 +169,22 @@ def _open_data(spec: JobSpec):
     return data, {"name": getattr(data, "name", "dataset"), "split": None, "spec": None}
 
 
+# "auto" compiles only where cnnlens.fusion's fused kernels are missing (a torch
+# without oneDNN, a GPU) and the job is long enough to repay the one-time compile:
+# on the 2-core CPU of benchmarks/compile.py the fused copy's forward was faster.
+AUTO_COMPILE_IMAGES = 1000
+
+
+def resolve_compile(mode: str, n_images: int, model: nn.Module) -> bool:
+    """Whether a job's forward-only chunks run ``torch.compile``d (``--compile``)."""
+    if mode != "auto":
+        return mode == "on"
+    from .. import fusion
+
+    cpu = next(model.parameters(), torch.empty(0)).device.type == "cpu"
+    return n_images >= AUTO_COMPILE_IMAGES and not (cpu and fusion.available())
+
+
 def prepare(spec: JobSpec) -> PreparedJob:
     """Validate every field of ``spec`` before any work; the model and data loaded."""
     from ..compatibility import check_fits
@@ -192,6 +208,11 @@ def prepare(spec: JobSpec) -> PreparedJob:
         )
     if spec.address is not None and spec.engine != "ray":
         raise ConfigError("address is for engine: ray only")
+    if spec.engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError('engine ray needs Ray: pip install "cnnlens[ray]"')
     methods = _methods(spec)
     metrics = resolve_metrics(spec.metrics)
     stray = sorted(set(spec.metric_params) - set(metrics))
@@ -222,6 +243,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
         "metric_params": spec.metric_params,
         "shard_size": spec.shard_size,
         "dtype": spec.dtype,
+        "compile": resolve_compile(spec.compile, n, model),
         "seed": spec.seed,
         "sanity_images": spec.sanity_images,
         "batch_size": spec.batch_size,

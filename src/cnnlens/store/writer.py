@@ -116,13 +116,19 @@ class StoreWriter:
             tmp / layout.IMAGES,
             shape=(n, h, w, c),
             chunks=(1, h, w, c),
+            shards=self._shards((n, h, w, c)),
             dtype="uint8",
             fill_value=0,
         )
         maps = zarr.open_group(tmp / layout.MAPS, mode="w")
         for method in job["methods"]:
             maps.create_array(
-                method, shape=(n, h, w), chunks=(1, h, w), dtype=job["dtype"], fill_value=0
+                method,
+                shape=(n, h, w),
+                chunks=(1, h, w),
+                shards=self._shards((n, h, w)),
+                dtype=job["dtype"],
+                fill_value=0,
             )
         zarr.open_group(tmp / layout.CURVES, mode="w")
         (tmp / layout.METRICS).mkdir()
@@ -133,6 +139,15 @@ class StoreWriter:
         if self.path.is_dir():
             self.path.rmdir()  # empty (checked above)
         os.replace(tmp, self.path)
+
+    def _shards(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """Zarr shards = the job's shards: one file per job shard holding one chunk per
+        image (small chunks as separate files would cost a disk block each), written
+        whole by one :meth:`write_shard`."""
+        size = self.job.get("shard_size")
+        if not size:
+            return None
+        return (min(int(size), shape[0]), *shape[1:])
 
     def pending(self, shards: dict[int, tuple[int, int]]) -> list[int]:
         """The shards of ``shards`` ``{k: (start, stop)}`` not finished yet, in order."""
@@ -168,6 +183,7 @@ class StoreWriter:
                         name,
                         shape=(n, y.shape[1]),
                         chunks=(1, y.shape[1]),
+                        shards=self._shards((n, y.shape[1])),
                         dtype="float32",
                         fill_value=float("nan"),
                     )
