@@ -51,3 +51,26 @@ def test_section_prunes_measures_the_plane_and_reuses_its_cache(tmp_path):
     plain = dataclasses.replace(ctx, options={"quick": True}, cache={})
     page = build_report(plain, tmp_path / "report3.html", only=["drib_baselines"]).read_text()
     assert "Pruning baselines" not in page
+
+
+@pytest.mark.parametrize(
+    ("gated_reduction", "budget"),
+    [(None, 50.0), (49.44, 49.4), (-0.0, 50.0), (3.0, 50.0)],
+    ids=["no gated model", "gated budget", "gate saves nothing", "gate saves too little"],
+)
+def test_budget_is_the_gated_models_where_it_saves_enough(gated_reduction, budget):
+    from types import SimpleNamespace
+
+    from cnnlens.report.sections.drib_baselines import FULL, baseline_settings
+
+    options = {}
+    if gated_reduction is not None:  # the section reads only the run's evaluation
+        options["drib_run"] = SimpleNamespace(evaluation={"reduction_ratio": gated_reduction})
+    import torch
+
+    images = (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))
+    ctx = ReportContext(model=None, train=None, test=images, out=".", options=options)
+    settings = baseline_settings(ctx)
+    assert settings["reduction"] == budget
+    assert FULL["reduction"] == 50.0
+    assert ("gated" in settings["budget_from"]) == (budget != 50.0)
