@@ -106,7 +106,9 @@ def main() -> None:
     t_dyn = timed(lambda: dynamic_macs(gated, x))
     print(f"dynamic_macs on {n} images: {t_dyn:.3f} s = {t_dyn / t_forward:.2f} x floor")
 
-    y = torch.randint(0, 10, (n,))
+    with torch.no_grad():
+        classes = gated(x[:1]).shape[1]
+    y = torch.randint(0, classes, (n,))
     objective = gating_objective(gated, GateRecipe())
     objective.bind(gated)
     groups = objective.parameter_groups(list(gated.parameters()))
