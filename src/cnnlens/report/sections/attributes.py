@@ -13,12 +13,12 @@ against random and lowest-L1 pruning (Fig. 7). The measurements are cached in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .. import ReportContext, section, table_html
+from ..cache import cached_json
 from ..figures import figure_html
 
 FULL = {"n_roles": 1000, "n_eval": 300, "seeds": 3, "fractions": [0.25, 0.5, 0.75]}
@@ -52,20 +52,8 @@ def measure(run, settings: dict) -> dict:
 
 
 def cached_measure(run, folder: Path, settings: dict) -> dict:
-    from ...io import write_json
-
     key = {"identity": run.identity, "settings": settings}
-    path = folder / CACHE
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("key") == json.loads(json.dumps(key)):
-                return saved["result"]
-        except (json.JSONDecodeError, OSError, KeyError):
-            pass
-    result = measure(run, settings)
-    write_json(path, {"key": key, "result": result})
-    return result
+    return cached_json(folder / CACHE, key, lambda: measure(run, settings))
 
 
 def _markdown_table(text: str) -> list[dict]:

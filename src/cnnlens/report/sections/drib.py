@@ -17,10 +17,10 @@ section "Pruning baselines and the information plane", which then shows them in 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .. import ReportContext, section, table_html
+from ..cache import cached_json
 from ..figures import figure_html
 
 CACHE = "report-cache.json"
@@ -50,21 +50,13 @@ def mac_rows(evaluation: dict, baselines: list[dict] | tuple = ()) -> list[dict]
 
 def cached_study(run, base, ctx: ReportContext, settings: dict) -> dict:
     from ...drib.study import study
-    from ...io import write_json
 
     key = {"identity": run.evaluation, "settings": settings, "n_test": len(ctx.test)}
-    key = json.loads(json.dumps(key))
-    path = Path(run.folder) / CACHE
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("key") == key:
-                return saved["result"]
-        except (json.JSONDecodeError, OSError, KeyError):
-            pass
-    result = study(base, run.model, ctx.train, ctx.test, settings=settings, parts=_parts(ctx))
-    write_json(path, {"key": key, "result": result})
-    return json.loads(path.read_text())["result"]  # as a second report reads it
+    return cached_json(
+        Path(run.folder) / CACHE,
+        key,
+        lambda: study(base, run.model, ctx.train, ctx.test, settings=settings, parts=_parts(ctx)),
+    )
 
 
 def _parts(ctx: ReportContext) -> tuple[str, ...]:

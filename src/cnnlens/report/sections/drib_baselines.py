@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 from pathlib import Path
 
 import torch
 
 from .. import ReportContext, section, table_html
+from ..cache import cached_json
 from ..figures import figure_html
 
 FULL = {
@@ -178,21 +178,8 @@ def baseline_settings(ctx: ReportContext) -> dict:
 
 
 def cached_measure(ctx: ReportContext, settings: dict) -> dict:
-    from ...io import write_json
-
-    folder = Path(ctx.out) / FOLDER
-    key = json.loads(json.dumps({"weights": _weights_key(ctx.model), "settings": settings}))
-    path = folder / CACHE
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("key") == key:
-                return saved["result"]
-        except (json.JSONDecodeError, OSError, KeyError):
-            pass
-    result = measure(ctx, settings)
-    write_json(path, {"key": key, "result": result})
-    return result
+    key = {"weights": _weights_key(ctx.model), "settings": settings}
+    return cached_json(Path(ctx.out) / FOLDER / CACHE, key, lambda: measure(ctx, settings))
 
 
 @section("drib_baselines", "Pruning baselines and the information plane", order=86)
