@@ -91,7 +91,14 @@ def test_tcav_scores_concepts_by_class(two_models, tmp_path, capsys):
     assert sum(row["n_images"] for row in result["random"]) == 48
     assert (out / "tcav.png").stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "striped:" in printed and "two-sided t-test" in printed
+    assert "striped:" in printed and "random sets' means" in printed
+    assert result["test"] == "exchangeable"
+    kim = tmp_path / "kim"
+    assert main([*args[:-1], str(kim), "--test", "kim"]) == 0
+    assert json.loads((kim / "tcav.json").read_text())["test"] == "kim"
+    assert "(Kim et al.)" in capsys.readouterr().out
+    assert main([*args[:-1], str(tmp_path / "bad"), "--test", "welch"]) == 2
+    assert "test must be one of" in capsys.readouterr().err
 
 
 def test_dissect_writes_json_channels_and_figures(two_models, tmp_path, capsys):

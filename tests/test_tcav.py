@@ -190,7 +190,11 @@ def test_planted_concept_is_found(cav):
     pool = draw(600)
     concepts = {"planted": draw(40, shift=3.0), "noise": draw(40)}
     classes = (draw(60), torch.arange(60) % 3)
-    tcav = TCAV("features", n_random=10, cav=cav, alpha=0.01)
+    # Kim et al.'s test: in this linear model every direction gives each class one sign, so
+    # a random set's mean score is as extreme as the planted one's and the exchangeable test
+    # rightly cannot tell them apart; only the consistency across runs that Kim's t-test
+    # counts separates the planted concept here.
+    tcav = TCAV("features", n_random=10, cav=cav, alpha=0.01, test="kim")
     before = model_fingerprint(model)
     result = tcav.fit(model, concepts, random=(pool, torch.zeros(600).long())).score(model, classes)
     assert same_fingerprint(before, model_fingerprint(model))
@@ -209,6 +213,58 @@ def test_planted_concept_is_found(cav):
     row = next(r for r in record["rows"] if r["concept"] == "planted" and r["class"] == 0)
     assert row["significant"] and row["score"] >= 0.99 and len(row["scores"]) == 10
     assert row["magnitude"] >= 0.99
+
+
+def test_exchangeable_p_values_by_hand():
+    """The default test: the concept's mean score against the means of the random sets taken
+    as concepts (random_i against every random_j), t with R - 1 degrees of freedom."""
+    from scipy import stats
+
+    from cnnlens.analysis.tcav import p_values
+
+    rng = np.random.default_rng(3)
+    runs = 5
+    scores = torch.from_numpy(rng.uniform(size=(2, 3, runs)))  # [C, K, R]
+    random_scores = torch.from_numpy(rng.uniform(size=(3, runs * (runs - 1))))
+    p = p_values(scores, random_scores, "exchangeable")
+    for k in range(3):
+        pairs = random_scores[k].numpy()
+        null = [np.mean(pairs[i * (runs - 1) : (i + 1) * (runs - 1)]) for i in range(runs)]
+        for c in range(2):
+            t = (scores[c, k].mean().item() - np.mean(null)) / (
+                np.std(null, ddof=1) * np.sqrt(1 + 1 / runs)
+            )
+            assert p[c, k].item() == pytest.approx(2 * stats.t.sf(abs(t), runs - 1), rel=1e-12)
+    kim = p_values(scores, random_scores, "kim")
+    direct = stats.ttest_ind(scores[1, 2].numpy(), random_scores[2].numpy()).pvalue
+    assert kim[1, 2].item() == pytest.approx(direct, rel=1e-12)
+    # all random sets alike and the concept too: no evidence either way (NaN, not significant)
+    flat = p_values(
+        torch.full((1, 1, runs), 0.5), torch.full((1, runs * (runs - 1)), 0.5), "exchangeable"
+    )
+    assert torch.isnan(flat).all()
+
+
+@pytest.mark.numerics
+def test_concepts_of_random_images_are_rarely_significant():
+    """Calibration: 24 concepts that are random draws of the pool (the null by construction).
+    The exchangeable test flags about alpha of the (concept, class) pairs; Kim et al.'s t-test,
+    which takes a concept's runs for independent although they share its images, flags
+    more. Bounds: 72 pairs at alpha 0.05 give 3.6 expected; 12 or more has probability
+    below 1e-3 for independent pairs."""
+    model, draw, _ = planted(seed=1)
+    pool = draw(800)
+    concepts = {f"noise{i}": draw(30) for i in range(24)}
+    classes = (draw(90), torch.arange(90) % 3)
+    found = {}
+    for test in ("exchangeable", "kim"):
+        tcav = TCAV("features", n_random=10, random_size=30, test=test, seed=2)
+        result = tcav.fit(model, concepts, random=(pool, torch.zeros(800).long()))
+        result = result.score(model, classes)
+        assert result.test == test and result.to_dict()["test"] == test
+        found[test] = int(result.significant.sum())
+    assert found["exchangeable"] < 12, found
+    assert found["kim"] > found["exchangeable"], found
 
 
 def test_same_seed_same_result_and_chunks_do_not_matter(sets):
@@ -317,7 +373,8 @@ def test_errors(sets, shapes_test):
     bad[3, 0, 0, 0] = float("nan")
     with pytest.raises(InputError, match="NaN or infinite activations on 1 image.*'bad'"):
         TCAV("conv2", n_random=2).fit(model, {"bad": bad}, random=random)
-    for option, value in (("n_random", 1), ("cav", "svm"), ("held_out", 1.0), ("alpha", 0)):
+    options = (("n_random", 1), ("cav", "svm"), ("held_out", 1.0), ("alpha", 0), ("test", "z"))
+    for option, value in options:
         with pytest.raises(InputError, match=option if option != "cav" else "cav must be"):
             TCAV("conv2", **{option: value}).fit(model, concepts, random=random)
     with pytest.raises(InputError, match="not fitted"):

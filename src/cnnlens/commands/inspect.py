@@ -27,6 +27,7 @@ inspect_app = typer.Typer(
 
 MODEL_HELP = "saved model folder or run folder holding model/"
 DATA_HELP = "data set the model was trained on"
+TCAV_RANDOM_SETS = 20  # the default number of random sets, where the val split holds them
 
 
 def _open(model: Path, data: str, split: str, n: int | None):
@@ -168,18 +169,30 @@ def tcav(
         None, help="a folder with one sub-folder of images per concept (instead of --concepts)"
     ),
     concept_images: int = typer.Option(50, min=2, help="images per concept (and random set)"),
-    random: int = typer.Option(10, min=2, help="random sets (runs of the significance test)"),
+    random: int = typer.Option(
+        None,
+        min=2,
+        help="random sets (runs of the significance test; default 20, or as many as the val "
+        "split holds)",
+    ),
     layer: str = typer.Option(
         "mid", help="layer of the CAVs: a name, mid (2/3 through the blocks) or auto (last map)"
     ),
     cav: str = typer.Option("logistic", help="logistic or mean (mean difference)"),
     n: int = typer.Option(1000, min=1, help="test images whose classes are scored"),
     bonferroni: bool = typer.Option(False, help="divide alpha by the number of tests"),
+    significance: str = typer.Option(
+        "exchangeable",
+        "--test",
+        help="significance test: exchangeable (calibrated) or kim (Kim et al.'s t-test, "
+        "too many false positives when a concept's runs share its images)",
+    ),
     seed: int = typer.Option(0, help="seed of the concept and random draws"),
     out: Path = typer.Option(None, help="output folder (default MODEL/inspect/tcav)"),
 ) -> None:
     """Write tcav.json and tcav.png."""
     from ..analysis import TCAV, folder_concepts, shapes_concepts
+    from ..analysis.tcav import TEST_NAMES
     from ..data import load
     from ..errors import InputError
     from ..io import write_json
@@ -198,12 +211,15 @@ def tcav(
             names = [*(val.attribute_names or []), *(f"class={c}" for c in val.classes)]
         sets = shapes_concepts(val, names, n=concept_images, seed=seed)
     folder = _out(out, model, "tcav")
+    if random is None:
+        random = max(2, min(TCAV_RANDOM_SETS, len(val) // concept_images))
     fitted = TCAV(
         layer,
         n_random=random,
         cav=cav,
         random_size=concept_images,
         bonferroni=bonferroni,
+        test=significance,
         seed=seed,
     ).fit(net, sets, random=val, desc="concept and random activations")
     result = fitted.score(net, test, desc="directional derivatives")
@@ -218,7 +234,7 @@ def tcav(
         typer.echo(f"{concept}: {', '.join(cells)}")
     typer.echo(
         f"TCAV at {result.layer}, {random} random runs; * = p < {result.alpha / result.tests:.2g} "
-        "(two-sided t-test against random-vs-random CAVs)"
+        f"({TEST_NAMES[result.test]})"
     )
     typer.echo(f"results written to {folder}")
 

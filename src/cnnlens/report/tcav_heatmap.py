@@ -3,9 +3,9 @@
 Kim et al. 2018 (Figures 4 and 6) show TCAV scores as bars per concept and
 class, with the ones that fail the significance test marked. A grid reads
 better when there are ten concepts and eight classes: one cell per (concept,
-class) with the mean score over the random runs, a star where the two-sided
-t-test against the random-vs-random CAVs rejects, and the random baseline as
-the last row. Follows the report's figure rule (:mod:`cnnlens.report.figures`).
+class) with the mean score over the random runs, a star where the
+significance test (``result.test``) rejects, and the random baseline as the
+last row. Follows the report's figure rule (:mod:`cnnlens.report.figures`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def tcav_heatmap(result: TCAVResult, *, title: str | None = None):
     ax.set_ylabel("concept", fontsize=TITLE_PT)
     runs = result.scores.shape[-1]
     default = (
-        f"TCAV at {result.layer}, {runs} random runs (* p < {result.alpha / result.tests:.2g})"
+        f"TCAV at {result.layer}, {runs} random runs (* p < {result.alpha / result.tests:.2g}, "
+        f"{result.test} test)"
     )
     ax.set_title(title or default, fontsize=TITLE_PT)
     fig.tight_layout()
