@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import cnnlens
@@ -228,6 +229,43 @@ def test_contract_target_determinism_and_model_unchanged():
     assert both.target.tolist() == [0, 1]
 
 
+class BlockVAE(PixelVAE):
+    """A VAE that forgets detail: its latent is the 2x2 block means, decoded by repetition."""
+
+    def encode(self, x):
+        mu = F.avg_pool2d(x, 2).flatten(1)
+        return mu, torch.full_like(mu, 2 * torch.log(torch.tensor(self.sigma)).item())
+
+    def decode(self, z):
+        c, h, w = self.shape
+        return F.interpolate(z.view(len(z), c, h // 2, w // 2), scale_factor=2, mode="nearest")
+
+
+def test_input_anchor_is_the_input_at_scale_zero():
+    """anchor="input": x' = x + decode(z) - decode(mu), the input itself at scale 0, where
+    the paper's samples are the blurred reconstruction; at scale s the two differ by the
+    same offset x - decode(mu)."""
+    from cnnlens.relabel.synthesis import anchor_offset, decode_perturbed, encode
+
+    vae, x = BlockVAE(), region_inputs(3)
+    mu, sigma = encode(vae, x)
+    eps = torch.randn(3, 5, mu.shape[1], generator=torch.Generator().manual_seed(0))
+    offset = anchor_offset(vae, x, mu, "input")
+    assert anchor_offset(vae, x, mu, "reconstruction") is None
+    for scale in (0.0, 0.7):
+        s = torch.full((3,), scale)
+        paper = decode_perturbed(vae, mu, sigma, eps, s).view(3, 5, 1, 8, 8)
+        anchored = decode_perturbed(vae, mu, sigma, eps, s, offset=offset).view(3, 5, 1, 8, 8)
+        torch.testing.assert_close(anchored - paper, offset[:, None].expand_as(paper))
+        if scale == 0:
+            torch.testing.assert_close(anchored, x[:, None].expand_as(anchored))
+            assert (paper - x[:, None]).abs().amax() > 0.1  # the reconstruction lost detail
+    teacher = RegionTeacher()
+    e = cnnlens.explain(teacher, x, method="relabel", vae=vae, anchor="input", n=200, seed=0)
+    share = e.extras["share"]
+    assert torch.isfinite(e.maps).all() and ((share > 0) & (share < 1)).all()
+
+
 def test_a_users_own_model_and_vae_on_the_cnnlens_vae():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 5))
@@ -258,6 +296,8 @@ def test_errors():
         cnnlens.explain(teacher, x, method="relabel", vae=vae, band=(0.9, 0.1))
     with pytest.raises(InputError, match="loss"):
         cnnlens.explain(teacher, x, method="relabel", vae=vae, loss="mse")
+    with pytest.raises(InputError, match="anchor must be one of"):
+        cnnlens.explain(teacher, x, method="relabel", vae=vae, anchor="latent")
     with pytest.raises(InputError, match="no hyperparameter"):
         cnnlens.explain(teacher, x, method="relabel", vae=vae, lamda1=0.5)
 

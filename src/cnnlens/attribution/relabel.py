@@ -23,7 +23,9 @@ class Relabel(Method):
 
     Hyperparameters: ``vae`` (a ConvVAE, any module with ``encode``/``decode``,
     or a folder saved by ``cnnlens.relabel.train_vae``; required), ``n`` (1000
-    synthetic images per input), ``scale`` (1.0, the start of the scale search),
+    synthetic images per input), ``anchor`` (``"reconstruction"``: samples are the
+    decoded latents, the paper's; ``"input"``: the decoded change added to the input,
+    see :mod:`cnnlens.relabel.synthesis`), ``scale`` (1.0, the start of the scale search),
     ``band`` ((0.1, 0.9), the share of ``y' = 1`` to reach), ``max_tries`` (8),
     ``probe`` (100 samples per scale tried), ``loss`` (``"relabel"`` = Eq. 7, or
     ``"ce"`` = Eq. 2), ``lambda1`` (0.7), ``lambda2`` (0.3), ``weight_decay``
@@ -40,8 +42,8 @@ class Relabel(Method):
     description = "re-label distillation: linear student on VAE samples relabelled by the model"
     hyperparameters = frozenset(
         {
-            "vae", "n", "scale", "band", "max_tries", "probe", "loss", "lambda1", "lambda2",
-            "weight_decay", "steps", "lr", "downsample", "signed", "seed", "batch_size",
+            "vae", "n", "anchor", "scale", "band", "max_tries", "probe", "loss", "lambda1",
+            "lambda2", "weight_decay", "steps", "lr", "downsample", "signed", "seed", "batch_size",
         }
     )  # fmt: skip
 

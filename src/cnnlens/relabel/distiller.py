@@ -24,7 +24,14 @@ from ..errors import InputError
 from ..hooks import frozen
 from .labels import search_scale, teacher_labels
 from .student import LOSSES, check_lambdas, fit_students
-from .synthesis import check_vae, decode_perturbed, encode, latent_noise
+from .synthesis import (
+    ANCHORS,
+    anchor_offset,
+    check_vae,
+    decode_perturbed,
+    encode,
+    latent_noise,
+)
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Settings:
     """The hyperparameters of :func:`distill`, checked (see the method's docstring)."""
 
     n: int = 1000
+    anchor: str = "reconstruction"
     scale: float = 1.0
     band: tuple[float, float] = (0.1, 0.9)
     max_tries: int = 8
@@ -81,6 +89,8 @@ class Settings:
         ):
             raise InputError(f"band must be (low, high) with 0 <= low < high <= 1, got {band!r}")
         self.band = (float(band[0]), float(band[1]))
+        if self.anchor not in ANCHORS:
+            raise InputError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         self.lambda1, self.lambda2 = check_lambdas(self.lambda1, self.lambda2)
@@ -140,10 +150,12 @@ def _distill_group(
     n = st.n
     mu, sigma = encode(vae, x)
     eps = latent_noise(len(x), n, mu.shape[1], generator, x.device)
+    offset = anchor_offset(vae, x, mu, st.anchor)
 
     def generate(images: torch.Tensor, scales: torch.Tensor, m: int) -> torch.Tensor:
         return decode_perturbed(
-            vae, mu[images], sigma[images], eps[images, :m], scales, batch_size=st.batch_size,
+            vae, mu[images], sigma[images], eps[images, :m], scales,
+            offset=None if offset is None else offset[images], batch_size=st.batch_size,
         )  # fmt: skip
 
     def label(synthetic: torch.Tensor, images: torch.Tensor, m: int):
@@ -195,9 +207,13 @@ def synthetic_set(
         generator = torch.Generator(device=image.device).manual_seed(st.seed)
         mu, sigma = encode(vae, image)
         eps = latent_noise(1, n, mu.shape[1], generator, image.device)
+        offset = anchor_offset(vae, image, mu, st.anchor)
 
         def generate(images, scales, m):
-            return decode_perturbed(vae, mu[images], sigma[images], eps[images, :m], scales)
+            shift = None if offset is None else offset[images]
+            return decode_perturbed(
+                vae, mu[images], sigma[images], eps[images, :m], scales, offset=shift
+            )
 
         def label(synthetic, images, m):
             return teacher_labels(model, synthetic, c.to(image.device)[images], m)

@@ -2,7 +2,11 @@
 
 ``(mu, logvar) = vae.encode(x)``; ``z_i = mu + scale * eps_i * sigma`` with
 ``sigma = exp(logvar / 2)`` and ``eps_i ~ N(0, I)``, ``i = 1..n``; ``x'_i =
-vae.decode(z_i)``. The noise ``eps`` is drawn once per call from a seeded
+vae.decode(z_i)`` (``anchor="reconstruction"``, the paper's). With ``anchor="input"``
+(beyond the paper) the decoded change is added to the input instead:
+``x'_i = x + vae.decode(z_i) - vae.decode(mu)``, so that ``x'_i = x`` at scale 0 and
+a network that does not recognise the VAE's blurred reconstructions still sees the
+input's own detail around every perturbation. The noise ``eps`` is drawn once per call from a seeded
 generator, so a scale search re-decodes the same directions at another
 length. Decoding runs every synthetic image of a batch of inputs through one
 chunked pass (:func:`cnnlens.batching.run_chunked`).
@@ -126,10 +130,12 @@ def decode_perturbed(
     eps: torch.Tensor,
     scale: torch.Tensor,
     *,
+    offset: torch.Tensor | None = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """``decode(mu_k + scale_k * eps_ki * sigma_k)`` for images ``k`` and samples ``i``:
-    ``[K * n, C, H, W]`` (image-major), one chunked pass over all of them."""
+    """``decode(mu_k + scale_k * eps_ki * sigma_k)`` (plus ``offset_k`` ``[K, C, H, W]``
+    where given) for images ``k`` and samples ``i``: ``[K * n, C, H, W]`` (image-major),
+    one chunked pass over all of them."""
     count, n, _latent = eps.shape
     device = next(vae.parameters()).device
     out_device = mu.device
@@ -139,6 +145,22 @@ def decode_perturbed(
         item = torch.arange(start, stop, device=out_device)
         k, i = item // n, item % n
         z = mu[k] + scale[k, None] * eps[k, i] * sigma[k]
-        return vae.decode(z.to(device)).to(out_device)
+        decoded = vae.decode(z.to(device)).to(out_device)
+        return decoded if offset is None else decoded + offset[k]
 
     return run_chunked(decode, count * n, size)
+
+
+ANCHORS = ("reconstruction", "input")
+
+
+@torch.no_grad()
+def anchor_offset(
+    vae: nn.Module, inputs: torch.Tensor, mu: torch.Tensor, anchor: str
+) -> torch.Tensor | None:
+    """What :func:`decode_perturbed` adds to each decoded sample: None for the paper's
+    ``"reconstruction"``, ``x - decode(mu)`` for ``"input"``."""
+    if anchor == "reconstruction":
+        return None
+    device = next(vae.parameters()).device
+    return inputs - vae.decode(mu.to(device)).to(inputs.device)
