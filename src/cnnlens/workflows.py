@@ -4,6 +4,7 @@ set and save it, or reuse the model a previous identical run saved.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,20 @@ DEMO_CONFIG = TrainConfig(
     augment=("crop",),
     seed=0,
 )
+# SGD with a one-cycle peak of 0.1 trains the CIFAR ResNets here, but VGG-16 on digits
+# diverged with it (20 % test accuracy after 15 epochs); at 0.02 it reached 100 %.
+VGG_LR = 0.02
+
+
+def default_lr(arch: str) -> float:
+    """The SGD learning rate cnnlens trains ``arch`` with unless told otherwise."""
+    return VGG_LR if arch.startswith("vgg") else DEMO_CONFIG.optimizer.lr
+
+
+def demo_config(arch: str, **changes) -> TrainConfig:
+    """:data:`DEMO_CONFIG` with ``changes``, at :func:`default_lr` for ``arch``."""
+    optimizer = dataclasses.replace(DEMO_CONFIG.optimizer, lr=default_lr(arch))
+    return dataclasses.replace(DEMO_CONFIG, optimizer=optimizer, **changes)
 
 
 def check_device(device: str) -> torch.device:

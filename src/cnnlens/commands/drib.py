@@ -80,13 +80,12 @@ def train(
     n_test: int | None = typer.Option(None, min=1, help="evaluate on the first n test images"),
     seed: int = typer.Option(0),
 ) -> None:
-    import dataclasses
 
     from ..drib.runs import gated_run
     from ..drib.training import GateRecipe
     from ..errors import InputError
     from ..io import check_writable_folder
-    from ..workflows import DEMO_CONFIG, open_model, train_classifier
+    from ..workflows import demo_config, open_model, train_classifier
 
     recipe = GateRecipe(
         gate_epochs=epochs,
@@ -107,7 +106,7 @@ def train(
         test = _load(data, "test", n_test)
         base_id = {"model": str(model.resolve())}
     else:
-        config = dataclasses.replace(DEMO_CONFIG, epochs=base_epochs, seed=seed)
+        config = demo_config(arch, epochs=base_epochs, seed=seed)
         run = train_classifier(data=data, arch=arch, out=out / "base", config=config)
         base, train_set = run.model, run.train
         test = run.test if n_test is None else _load(data, "test", n_test)
