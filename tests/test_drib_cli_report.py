@@ -57,6 +57,17 @@ def test_evaluate_writes_the_chosen_parts(drib_run, capsys):
     assert result["macs"]["n_test"] == 64
     assert [row["batch"] for row in result["latency"]] == [1, 64]
     assert "reduction" in capsys.readouterr().out
+    # a second call adds its parts to the same file; the first call's parts stay
+    assert main([*args[:-1], "usage", "--n-test", "64", "--quick"]) == 0
+    again = json.loads((out / "evaluation.json").read_text())
+    assert again["macs"] == result["macs"] and again["latency"] == result["latency"]
+    assert set(again["seconds"]) == {"macs", "usage", "latency"}
+    # measured on other test images: the earlier file is kept beside the new one
+    assert main([*args[:-1], "macs", "--n-test", "32", "--quick"]) == 0
+    assert "kept as" in capsys.readouterr().out
+    assert json.loads((out / "evaluation.json").read_text())["macs"]["n_test"] == 32
+    kept = json.loads((out / "evaluation.previous.json").read_text())
+    assert kept["macs"]["n_test"] == 64 and "latency" in kept
 
 
 @pytest.mark.parametrize(

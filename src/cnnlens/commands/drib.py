@@ -166,6 +166,8 @@ def evaluate(
     train_set = _load(spec, "train", 256)  # IBA's layer statistics read at most 256
     test = _load(spec, "test", n_test)
     result = study(base, gated, train_set, test, settings=QUICK if quick else FULL, parts=chosen)
+    result["measured_on"] = {"run": str(run.resolve()), "data": spec, "n_test": n_test}
+    result = _merged(folder / "evaluation.json", result)
     path = write_json(folder / "evaluation.json", result)
     if "macs" in result:
         typer.echo(_summary(result["macs"]))
@@ -182,6 +184,29 @@ def evaluate(
         cells = (f"{k}: {v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items())
         typer.echo("  ".join(cells))
     typer.echo(f"written {path}")
+
+
+def _merged(path: Path, result: dict) -> dict:
+    """``result`` plus the parts an earlier ``evaluation.json`` at ``path`` holds and this
+    call did not measure, where both measured the same run, data, test images and settings.
+    An earlier file measured otherwise is kept beside it as ``evaluation.previous.json``."""
+    if not path.is_file():
+        return result
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = None
+    same = isinstance(earlier, dict) and all(
+        earlier.get(key) == result[key] for key in ("measured_on", "settings")
+    )
+    if not same:
+        previous = path.with_name("evaluation.previous.json")
+        path.replace(previous)
+        typer.echo(f"{path.name} measured another run, data or settings; kept as {previous}")
+        return result
+    merged = {**{k: v for k, v in earlier.items() if k in PARTS}, **result}
+    merged["seconds"] = {**earlier.get("seconds", {}), **result["seconds"]}
+    return merged
 
 
 def register(app: typer.Typer) -> None:
