@@ -34,18 +34,23 @@ from attribution import benchmark_model
 from cnnlens import batching
 
 
+def _seconds(run, x: torch.Tensor, backward: bool) -> float:
+    """One forward (or forward+backward to the input) pass of ``run`` on ``x``, timed."""
+    v = x.detach().clone().requires_grad_(backward)
+    start = time.perf_counter()
+    if backward:
+        torch.autograd.grad(run(v).max(1).values.sum(), v)
+    else:
+        with torch.no_grad():
+            run(v)
+    return time.perf_counter() - start
+
+
 def _best(rows: dict, x: torch.Tensor, rounds: int, backward: bool) -> dict[str, float]:
     best = dict.fromkeys(rows, float("inf"))
     for _ in range(rounds):
         for name, run in rows.items():
-            v = x.detach().clone().requires_grad_(backward)
-            start = time.perf_counter()
-            if backward:
-                torch.autograd.grad(run(v).max(1).values.sum(), v)
-            else:
-                with torch.no_grad():
-                    run(v)
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], _seconds(run, x, backward))
     return best
 
 
@@ -58,14 +63,7 @@ def _compiled(
     def run(v: torch.Tensor) -> torch.Tensor:
         return compiled(v.contiguous(memory_format=layout))
 
-    v = x.detach().clone().requires_grad_(backward)
-    start = time.perf_counter()
-    if backward:
-        torch.autograd.grad(run(v).max(1).values.sum(), v)
-    else:
-        with torch.no_grad():
-            run(v)
-    return run, time.perf_counter() - start
+    return run, _seconds(run, x, backward)
 
 
 def forward_rows(model, x, rounds):
