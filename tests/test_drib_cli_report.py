@@ -68,6 +68,11 @@ def test_evaluate_writes_the_chosen_parts(drib_run, capsys):
     assert json.loads((out / "evaluation.json").read_text())["macs"]["n_test"] == 32
     kept = json.loads((out / "evaluation.previous.json").read_text())
     assert kept["macs"]["n_test"] == 64 and "latency" in kept
+    # a second mismatch keeps both earlier files: nothing is overwritten
+    assert main([*args[:-1], "macs", "--n-test", "48", "--quick"]) == 0
+    assert json.loads((out / "evaluation.previous.json").read_text()) == kept
+    second = json.loads((out / "evaluation.previous-2.json").read_text())
+    assert second["macs"]["n_test"] == 32
 
 
 @pytest.mark.parametrize(

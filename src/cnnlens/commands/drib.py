@@ -189,7 +189,8 @@ def evaluate(
 def _merged(path: Path, result: dict) -> dict:
     """``result`` plus the parts an earlier ``evaluation.json`` at ``path`` holds and this
     call did not measure, where both measured the same run, data, test images and settings.
-    An earlier file measured otherwise is kept beside it as ``evaluation.previous.json``."""
+    An earlier file measured otherwise is kept beside it as ``evaluation.previous.json``
+    (``evaluation.previous-2.json``, ... when that name is taken: none is overwritten)."""
     if not path.is_file():
         return result
     try:
@@ -200,7 +201,10 @@ def _merged(path: Path, result: dict) -> dict:
         earlier.get(key) == result[key] for key in ("measured_on", "settings")
     )
     if not same:
-        previous = path.with_name("evaluation.previous.json")
+        previous, k = path.with_name("evaluation.previous.json"), 1
+        while previous.exists():
+            k += 1
+            previous = path.with_name(f"evaluation.previous-{k}.json")
         path.replace(previous)
         typer.echo(f"{path.name} measured another run, data or settings; kept as {previous}")
         return result
