@@ -73,7 +73,9 @@ def train(
     gate_lr: float = typer.Option(0.01, min=0.0, help="Adam lr of heads and masks"),
     backbone_lr: float = typer.Option(0.01, min=0.0, help="SGD lr of the backbone"),
     tau: float = typer.Option(1.0, min=0.0, help="Gumbel-softmax temperature"),
-    base_epochs: int = typer.Option(8, min=1, help="epochs of the ungated model (no --model)"),
+    base_epochs: int = typer.Option(
+        None, min=1, help="epochs of the ungated model (no --model); default 8, 15 for VGG nets"
+    ),
     n_train: int | None = typer.Option(
         None, min=1, help="train the gates on the first n training images"
     ),
@@ -106,7 +108,8 @@ def train(
         test = _load(data, "test", n_test)
         base_id = {"model": str(model.resolve())}
     else:
-        config = demo_config(arch, epochs=base_epochs, seed=seed)
+        epochs_of_base = {} if base_epochs is None else {"epochs": base_epochs}
+        config = demo_config(arch, seed=seed, **epochs_of_base)
         run = train_classifier(data=data, arch=arch, out=out / "base", config=config)
         base, train_set = run.model, run.train
         test = run.test if n_test is None else _load(data, "test", n_test)

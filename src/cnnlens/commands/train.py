@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     def train(
         data: str = typer.Option("shapes", help="data set: shapes, digits, cifar10:/path, ..."),
         arch: str = typer.Option("resnet20", help="architecture name (see `cnnlens nets`)"),
-        epochs: int = typer.Option(8, min=1),
+        epochs: int = typer.Option(None, min=1, help="epochs (default 8; 15 for VGG nets)"),
         batch_size: int = typer.Option(128, min=1),
         lr: float = typer.Option(
             None, help="base learning rate (default 0.1; 0.02 for VGG nets, where 0.1 diverged)"
@@ -29,10 +29,12 @@ def register(app: typer.Typer) -> None:
         """Train ARCH on DATA and save the model under OUT/model."""
         from ..io import check_writable_folder
         from ..train import OptimizerConfig, TrainConfig
-        from ..workflows import default_lr, train_classifier
+        from ..workflows import default_epochs, default_lr, train_classifier
 
         if lr is None:
             lr = default_lr(arch)
+        if epochs is None:
+            epochs = default_epochs(arch)
         config = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
