@@ -10,6 +10,7 @@ from torch import nn
 import cnnlens
 from cnnlens.attributes import AttributeNetwork, mask_transform, tone_curve
 from cnnlens.attributes.data import attribute_dataset
+from cnnlens.attributes.network import PlainAttributeCNN
 from cnnlens.attributes.objective import AttributeObjective, mask_l1
 from cnnlens.attributes.pruning import (
     l1_order,
@@ -48,6 +49,15 @@ def test_extractor_is_table1_and_keeps_the_size():
     logits, masks = net.forward_masks(x)
     assert logits.shape == (2, 5) and masks.shape == (2, 5, 128, 19, 23)
     assert masks.min() >= 0 and masks.max() <= 1
+
+
+@pytest.mark.parametrize("network", [AttributeNetwork, PlainAttributeCNN])
+def test_attribute_names_must_match_the_attribute_count(network):
+    net = network(num_classes=2, channels=SMALL, attribute_names=["red", "top"])
+    assert net.attribute_names == ["red", "top"] and net.num_attributes == 2
+    assert network(num_classes=2, channels=SMALL).attribute_names == ["0", "1"]
+    with pytest.raises(ConfigError, match="3 names for 2 attributes"):
+        network(num_classes=2, channels=SMALL, attribute_names=["red", "top", "left"])
 
 
 def test_forward_is_eq9_written_out_per_attribute():

@@ -73,6 +73,25 @@ class AttributeHeads(nn.Module):
         return (pooled * self.weight).sum(-1) + self.bias
 
 
+def _set_attributes_and_extractor(
+    net: nn.Module,
+    num_classes: int,
+    attribute_names: Sequence[str] | None,
+    in_channels: int,
+    channels: Sequence[int],
+) -> None:
+    """What both attribute networks share: K, the attribute names (checked against K), the
+    channel widths and the dilated extractor (Table 1)."""
+    if attribute_names is not None and len(attribute_names) != num_classes:
+        raise ConfigError(
+            f"attribute_names has {len(attribute_names)} names for {num_classes} attributes"
+        )
+    net.num_attributes = int(num_classes)
+    net.attribute_names = list(attribute_names or [str(k) for k in range(num_classes)])
+    net.channels = [int(c) for c in channels]
+    net.extractor = DilatedExtractor(in_channels, net.channels)
+
+
 class AttributeNetwork(nn.Module):
     """Dilated extractor + K attention-masked binary classifiers (paper 003, Eq. 9)."""
 
@@ -85,15 +104,8 @@ class AttributeNetwork(nn.Module):
         attribute_names: Sequence[str] | None = None,
     ):
         super().__init__()
-        if attribute_names is not None and len(attribute_names) != num_classes:
-            raise ConfigError(
-                f"attribute_names has {len(attribute_names)} names for {num_classes} attributes"
-            )
-        self.num_attributes = int(num_classes)
-        self.attribute_names = list(attribute_names or [str(k) for k in range(num_classes)])
-        self.channels = [int(c) for c in channels]
+        _set_attributes_and_extractor(self, num_classes, attribute_names, in_channels, channels)
         c = self.channels[-1]
-        self.extractor = DilatedExtractor(in_channels, self.channels)
         self.masks = nn.Conv2d(c, self.num_attributes * c, 3, padding=1)
         self.mask_activation = nn.Sigmoid()
         self.heads = AttributeHeads(self.num_attributes, c)
@@ -168,10 +180,7 @@ class PlainAttributeCNN(nn.Module):
         attribute_names: Sequence[str] | None = None,
     ):
         super().__init__()
-        self.num_attributes = int(num_classes)
-        self.attribute_names = list(attribute_names or [str(k) for k in range(num_classes)])
-        self.channels = [int(c) for c in channels]
-        self.extractor = DilatedExtractor(in_channels, self.channels)
+        _set_attributes_and_extractor(self, num_classes, attribute_names, in_channels, channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(self.channels[-1], self.num_attributes)
 
