@@ -75,3 +75,49 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
 def test_a_folder_that_is_no_run_is_named(tmp_path, capsys):
     assert main(["attributes", "prune", "--run", str(tmp_path)]) == 2
     assert "not an attribute-network run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_training_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """`attributes train --resume` continues from the last epoch a killed run saved and ends
+    with the weights of a run that was never stopped."""
+    from safetensors.torch import load_file
+
+    import cnnlens.attributes.training as training
+
+    two_epochs = [*TINY[:-1], "2"]
+    whole = tmp_path / "whole"
+    assert main(["attributes", "train", "--data", "shapes", "--out", str(whole), *two_epochs]) == 0
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_2(epoch, model, record):  # before epoch 2 is saved
+        if epoch == 2:
+            raise Killed
+
+    real_fit = training.fit
+
+    def fit_killed_in_epoch_2(*args, **kwargs):
+        return real_fit(*args, callbacks=[kill_in_epoch_2], **kwargs)
+
+    killed = tmp_path / "killed"
+    args = ["attributes", "train", "--data", "shapes", "--out", str(killed), *two_epochs]
+    monkeypatch.setattr(training, "fit", fit_killed_in_epoch_2)
+    with pytest.raises(Killed):
+        training.attribute_run(data="shapes", out=killed, size=16, n_train=48, n_test=24, epochs=2)
+    assert not (killed / "model").exists()
+    assert json.loads((killed / "checkpoints" / "latest.json").read_text())["epoch"] == 1
+    trained = []
+
+    def fit_recording_epochs(*args, **kwargs):
+        return real_fit(*args, callbacks=[lambda e, m, r: trained.append(e)], **kwargs)
+
+    monkeypatch.setattr(training, "fit", fit_recording_epochs)
+    assert main([*args, "--resume"]) == 0
+    assert trained == [2]  # epoch 1 came from the checkpoint
+    history = json.loads((killed / "run.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    a = load_file(str(whole / "model" / "model.safetensors"))
+    b = load_file(str(killed / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)

@@ -163,6 +163,29 @@ def test_multilabel_attributes_with_bce(small):
         fit(model, load("digits"), config=_config(epochs=1), targets="attributes")
 
 
+def _denormal_survives() -> bool:
+    """Whether 1e-39 (a float32 denormal) survives a multiplication right now."""
+    return float(torch.tensor([1e-39]) * 1.0) != 0.0
+
+
+def test_denormals_are_flushed_while_training_and_kept_after(small):
+    """Denormals slowed the attribute network's epochs 2.9x; fit flushes them to zero while
+    it trains (where the CPU can: every x86-64 can) and stops flushing when it returns."""
+    train, _ = small
+    supported = torch.set_flush_denormal(True)
+    torch.set_flush_denormal(False)
+    assert _denormal_survives()
+    seen = []
+    fit(
+        _model(),
+        train.subset(range(64)),
+        config=_config(epochs=1),
+        callbacks=[lambda epoch, model, record: seen.append(_denormal_survives())],
+    )
+    assert seen == [not supported]
+    assert _denormal_survives()
+
+
 def test_early_stopping_stops_and_restores_best(small):
     train, val = small
     result = fit(

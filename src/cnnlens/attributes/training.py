@@ -86,10 +86,12 @@ def train_attribute_network(
     channels=(32, 64, 64, 128),
     out: str | Path | None = None,
     kind: str = "attention",
+    resume: bool = False,
 ) -> tuple[AttributeNetwork, TrainResult]:
     """Build and train the network on ``train``'s attributes; returns it (eval mode) and
     the loop's history. ``train``/``val``: a data set with attributes or (x, attributes).
-    ``kind="plain"`` trains the plain CNN with the same summed BCE (no masks, no L1)."""
+    ``kind="plain"`` trains the plain CNN with the same summed BCE (no masks, no L1).
+    ``resume``: continue from the last checkpoint under ``out`` (see :func:`~cnnlens.train.fit`)."""
     train = attribute_dataset(train)
     val = None if val is None else attribute_dataset(val)
     config = config or default_config()
@@ -105,6 +107,7 @@ def train_attribute_network(
         out=out,
         targets="attributes",
         desc="attributes",
+        resume=resume,
     )
     return model, result
 
@@ -239,9 +242,11 @@ def attribute_run(
     seed: int = 0,
     reuse: bool = True,
     kind: str = "attention",
+    resume: bool = False,
 ) -> AttributeRun:
     """Train on ``data``'s attributes into ``out`` (``model/``, ``run.json``) or reuse it.
-    ``kind="plain"``: the plain multi-label CNN of the same extractor (the baseline)."""
+    ``kind="plain"``: the plain multi-label CNN of the same extractor (the baseline).
+    ``resume``: a killed training continues from its last epoch checkpoint in ``out``."""
     out = Path(out)
     train, test = load_splits(data, size=size, n_train=n_train, n_test=n_test)
     config = default_config(epochs, seed)
@@ -272,7 +277,7 @@ def attribute_run(
         except (CheckpointError, json.JSONDecodeError, OSError, KeyError):
             pass  # train again
     model, result = train_attribute_network(
-        train, None, config=config, lam=lam, reduction=reduction, out=out, kind=kind
+        train, None, config=config, lam=lam, reduction=reduction, out=out, kind=kind, resume=resume
     )
     per = attribute_accuracy(model, test)
     accuracy = {name: float(a) for name, a in zip(model.attribute_names, per, strict=True)}

@@ -1,6 +1,6 @@
 """``cnnlens attributes ...``: the human-predictable attribute network of paper 003.
 
-    cnnlens attributes train          --data shapes --out runs/attr [--epochs 3 --size 16]
+    cnnlens attributes train          --data shapes --out runs/attr [--epochs 3 --size 16 --resume]
     cnnlens attributes prune          --run runs/attr [--prefer lower --seeds 3]
     cnnlens attributes robustness     --run runs/attr [--transforms 1:0,2:0,4:0.2]
     cnnlens attributes predictability --run runs/attr
@@ -99,6 +99,7 @@ def train(
     reduction: str = typer.Option("sum", help="||M||_1 reduction: sum (per image) or mean"),
     plain: bool = typer.Option(False, help="train the plain multi-label CNN baseline instead"),
     seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="continue a killed training from its last epoch"),
 ) -> None:
     from ..attributes.reading import ChannelRoles
     from ..attributes.study import construction_check, correlation_table
@@ -117,6 +118,7 @@ def train(
         reduction=reduction,
         seed=seed,
         kind="plain" if plain else "attention",
+        resume=resume,
     )
     typer.echo(
         f"{'reused' if run.reused else 'trained'}: mean attribute accuracy "

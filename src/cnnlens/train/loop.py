@@ -210,6 +210,10 @@ def fit(
         frozen_modules,
         desc,
     )
+    # Denormal floats (|x| < 1.2e-38) are slow on x86: sigmoid attention masks driven toward 0
+    # by an L1 term made each epoch of the attribute network slower, 133 s -> 380 s by epoch 7
+    # (paper 003's recipe); flushed to zero, a step ran 1.5x faster. Off again afterwards.
+    flushing = torch.set_flush_denormal(True)  # False where the CPU cannot
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             record = _train_epoch(run, epoch)
@@ -246,6 +250,8 @@ def fit(
                     result.stopped_early = True
                     break
     finally:
+        if flushing:
+            torch.set_flush_denormal(False)
         for p, flag in frozen_flags:
             p.requires_grad_(flag)
     if best_state is not None and result.stopped_early:
