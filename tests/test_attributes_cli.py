@@ -26,6 +26,7 @@ def test_train_prune_robustness_predictability(tiny_run, tmp_path, capsys):
     roles = json.loads((run / "roles.json").read_text())
     assert len(roles["mask_means"]) == 10 and len(roles["mask_means"][0]) == 128
     assert roles["construction_check"]["correlated_by_construction"]["red-warm"] is not None
+    assert 0 <= roles["construction_check"]["p_larger"] <= 1
     for figure in ("mask_grid.png", "top_masks.png", "channel_correlation.png"):
         assert (run / figure).read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()

@@ -140,3 +140,32 @@ def test_predictability_points_and_scores(net, data):
     torch.testing.assert_close(
         weighted[:10], imp[:, first].sum(1) / imp.sum(1), rtol=1e-4, atol=1e-6
     )
+
+
+def _roles_with(names, correlation):
+    roles = ChannelRoles()
+    roles.attribute_names_, roles.attribute_correlation_ = names, torch.as_tensor(correlation)
+    return roles
+
+
+def test_construction_check_tests_the_built_in_pairs_against_the_independent_ones(data):
+    from cnnlens.attributes.study import SHAPES_CORRELATED, construction_check
+
+    names = list(data.attribute_names)
+    k = len(names)
+    built = {(names.index(a), names.index(b)) for a, b in SHAPES_CORRELATED}
+    shared = np.full((k, k), 0.05)  # pairs correlated by construction read the same channels
+    for i, j in built:
+        shared[i, j] = shared[j, i] = -0.6 if (i + j) % 2 else 0.6  # |rho| counts, not the sign
+    np.fill_diagonal(shared, 1.0)
+    check = construction_check(_roles_with(names, shared))
+    red_warm = shared[names.index("red"), names.index("warm")]
+    assert check["correlated_by_construction"]["red-warm"] == pytest.approx(red_warm)
+    assert check["mean_abs_correlated"] == pytest.approx(0.6)
+    assert check["mean_abs_independent"] == pytest.approx(0.05)
+    assert check["p_larger"] < 0.001  # 7 pairs all above 10
+    unrelated = np.where(np.eye(k) > 0, 1.0, 0.05)
+    unrelated[names.index("large"), names.index("top")] = 0.6
+    unrelated[names.index("top"), names.index("large")] = 0.6
+    assert construction_check(_roles_with(names, unrelated))["p_larger"] > 0.5
+    assert construction_check(_roles_with([f"a{i}" for i in range(k)], shared)) is None

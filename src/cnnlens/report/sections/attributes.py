@@ -120,7 +120,14 @@ def attributes_section(ctx: ReportContext) -> str | None:
             "red implies warm, green and blue imply not warm; striped implies filled) and draws "
             "large, left, top, filled and bright independently. Mean |rho| of the mask vectors: "
             f"{check['mean_abs_correlated']:.3f} over the pairs correlated by construction, "
-            f"{check['mean_abs_independent']:.3f} over the independent pairs.</p>"
+            f"{check['mean_abs_independent']:.3f} over the independent pairs"
+            + (
+                f" (one-sided Mann-Whitney U: p = {check['p_larger']:.2g} that the first are "
+                "larger). A mask correlation says two attributes read the same channels, so "
+                "exclusive attributes (red, green) correlate positively too.</p>"
+                if "p_larger" in check  # absent from caches written before it
+                else ".</p>"
+            )
         )
     parts += [
         "<h3>Channels with the same role, and pruning them</h3>",
