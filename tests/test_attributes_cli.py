@@ -48,7 +48,10 @@ def test_train_prune_robustness_predictability(tiny_run, tmp_path, capsys):
     assert grid["transforms"] == [[1.0, 0.0], [2.0, 0.2]] and len(grid["stds"]) == 6
     assert main(["attributes", "predictability", *args, "--sizes", "16,64", "--repeats", "1"]) == 0
     scores = json.loads((run / "predictability" / "predictability.json").read_text())
-    assert set(scores) == {"attention", "plain", "protocol"}
+    assert set(scores) == {"attention", "plain", "attention_minus_plain", "protocol"}
+    assert set(scores["attention_minus_plain"]) == {"all", "mask", "prune"}
+    assert len(scores["attention"]["interval"]) == 2
+    assert "attention - plain (all points)" in capsys.readouterr().out
     assert (run / "plain" / "model" / "model.json").is_file()
 
 

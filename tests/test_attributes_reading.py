@@ -169,3 +169,27 @@ def test_construction_check_tests_the_built_in_pairs_against_the_independent_one
     unrelated[names.index("top"), names.index("large")] = 0.6
     assert construction_check(_roles_with(names, unrelated))["p_larger"] > 0.5
     assert construction_check(_roles_with([f"a{i}" for i in range(k)], shared)) is None
+
+
+def test_predictability_intervals_and_the_paired_difference():
+    from cnnlens.attributes.predictability import Predictability, paired_difference
+
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.rand(300, generator=gen, dtype=torch.float64)
+    family = ["prune"] * 270 + ["mask"] * 30
+    good = Predictability("a", family, truth + 0.05 * torch.randn(300, generator=gen), truth)
+    poor = Predictability("b", family, truth + 1.0 * torch.randn(300, generator=gen), truth)
+    lo, hi = good.interval()
+    assert lo < good.score() < hi <= 1 and good.score() > 0.95
+    assert hi - lo < 0.05  # 300 points, nearly monotone
+    assert good.interval(seed=1) != [lo, hi] and good.interval() == [lo, hi]  # seeded
+    d = good.to_dict()
+    assert d["points_by_family"] == {"prune": 270, "mask": 30}
+    assert len(d["values"]["measured"]) == 300 and d["interval_by_family"]["mask"][0] < 1
+    diff = paired_difference(good, poor)
+    assert diff["difference"] == pytest.approx(good.score() - poor.score())
+    assert 0 < diff["interval"][0] < diff["difference"] < diff["interval"][1]
+    same = paired_difference(good, good)
+    assert same["difference"] == 0 and same["interval"] == [0, 0]
+    with pytest.raises(InputError, match="different edits"):
+        paired_difference(good, Predictability("c", family[::-1], truth, truth))

@@ -51,24 +51,34 @@ class Predictability:
     measured: torch.Tensor  # [P]
     others: dict[str, torch.Tensor] = field(default_factory=dict)  # other predictors, [P] each
 
+    def _kept(self, family: str | None) -> list[int]:
+        return [i for i, f in enumerate(self.family) if family is None or f == family]
+
     def score(self, family: str | None = None, predictor: str | None = None) -> float:
         """Spearman correlation of predicted vs measured drops (one family, or all points;
         the main predictor, or one of ``others``)."""
         predicted = self.predicted if predictor is None else self.others[predictor]
-        keep = [i for i, f in enumerate(self.family) if family is None or f == family]
-        if len(keep) < 3:
-            return float("nan")
-        if predicted[keep].unique().numel() < 2 or self.measured[keep].unique().numel() < 2:
-            return float("nan")  # a constant side: no ranking to compare
-        rho = spearmanr(predicted[keep].numpy(), self.measured[keep].numpy()).statistic
-        return float(rho)
+        keep = self._kept(family)
+        return _spearman(predicted[keep], self.measured[keep])
+
+    def interval(
+        self, family: str | None = None, *, level: float = 0.95, boots: int = 1000, seed: int = 0
+    ) -> list[float]:
+        """Percentile bootstrap interval of :meth:`score` (points resampled with replacement)."""
+        keep = torch.as_tensor(self._kept(family), dtype=torch.long)
+        draws = _resamples(len(keep), boots, seed)
+        values = [_spearman(self.predicted[keep[d]], self.measured[keep[d]]) for d in draws]
+        return _percentiles(values, level)
 
     def to_dict(self) -> dict:
         families = [f for f in FAMILIES if f in self.family]
         return {
             "network": self.network,
             "score": self.score(),
+            "interval": self.interval(),
             "score_by_family": {f: self.score(f) for f in families},
+            "interval_by_family": {f: self.interval(f) for f in families},
+            "points_by_family": {f: len(self._kept(f)) for f in families},
             "other_predictors": {
                 name: {
                     "score": self.score(None, name),
@@ -77,7 +87,58 @@ class Predictability:
                 for name in self.others
             },
             "points": len(self.family),
+            "values": {
+                "family": list(self.family),
+                "predicted": self.predicted.tolist(),
+                "measured": self.measured.tolist(),
+            },
         }
+
+
+def paired_difference(
+    first: Predictability,
+    second: Predictability,
+    family: str | None = None,
+    *,
+    level: float = 0.95,
+    boots: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """``first.score() - second.score()`` with a paired bootstrap interval: both networks met
+    the same edits (same ``seed``, channels and attributes), so point i of one is point i of
+    the other and the points are resampled together."""
+    if first.family != second.family:
+        raise InputError("the two scores come from different edits; use the same seed and sizes")
+    keep = torch.as_tensor(first._kept(family), dtype=torch.long)
+
+    def difference(index: torch.Tensor) -> float:
+        return _spearman(first.predicted[index], first.measured[index]) - _spearman(
+            second.predicted[index], second.measured[index]
+        )
+
+    values = [difference(keep[d]) for d in _resamples(len(keep), boots, seed)]
+    return {"difference": difference(keep), "interval": _percentiles(values, level)}
+
+
+def _spearman(predicted: torch.Tensor, measured: torch.Tensor) -> float:
+    if len(predicted) < 3:
+        return float("nan")
+    if predicted.unique().numel() < 2 or measured.unique().numel() < 2:
+        return float("nan")  # a constant side: no ranking to compare
+    return float(spearmanr(predicted.numpy(), measured.numpy()).statistic)
+
+
+def _resamples(points: int, boots: int, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(int(seed))
+    return [torch.randint(points, (points,), generator=gen) for _ in range(int(boots))]
+
+
+def _percentiles(values: list[float], level: float) -> list[float]:
+    finite = torch.tensor([v for v in values if v == v], dtype=torch.float64)
+    if finite.numel() == 0:
+        return [float("nan"), float("nan")]
+    tail = (1 - level) / 2
+    return torch.quantile(finite, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
 
 
 def _edits(channels: int, k: int, sizes, repeats: int, seed: int):

@@ -244,7 +244,11 @@ def predictability(
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output folder (default RUN/predictability)"),
 ) -> None:
-    from ..attributes.predictability import attention_predictability, plain_predictability
+    from ..attributes.predictability import (
+        attention_predictability,
+        paired_difference,
+        plain_predictability,
+    )
     from ..attributes.runs import open_run
     from ..attributes.training import attribute_run
     from ..io import write_json
@@ -267,17 +271,37 @@ def predictability(
     options = {"sizes": edit_sizes, "repeats": repeats, "n": n, "seed": seed}
     att = attention_predictability(trained.model, trained.test, **options)
     pla = plain_predictability(plain.model, plain.test, **options)
+    families = {None: "all", **{f: f for f in sorted(set(att.family))}}
+    difference = {
+        name: paired_difference(att, pla, family, seed=seed) for family, name in families.items()
+    }
     result = {
         "attention": {**att.to_dict(), "mean_accuracy": trained.mean_accuracy},
         "plain": {**pla.to_dict(), "mean_accuracy": plain.mean_accuracy},
-        "protocol": options,
+        "attention_minus_plain": difference,
+        "protocol": {**options, "interval": "95 % percentile bootstrap over the points, 1000"},
     }
     write_json(folder / "predictability.json", result)
     for name, r in (("attention network", att), ("plain CNN", pla)):
-        fam = ", ".join(f"{f} {v:+.3f}" for f, v in r.to_dict()["score_by_family"].items())
-        typer.echo(f"{name}: predictability {r.score():+.3f} (Spearman; {fam})")
-        for other, scores in r.to_dict()["other_predictors"].items():
+        d = r.to_dict()
+        fam = ", ".join(
+            f"{f} {v:+.3f} [{lo:+.2f}, {hi:+.2f}] on {d['points_by_family'][f]} points"
+            for (f, v), (lo, hi) in zip(
+                d["score_by_family"].items(), d["interval_by_family"].values(), strict=True
+            )
+        )
+        lo, hi = d["interval"]
+        typer.echo(
+            f"{name}: predictability {r.score():+.3f} [{lo:+.2f}, {hi:+.2f}] "
+            f"(Spearman, 95 % bootstrap; {fam})"
+        )
+        for other, scores in d["other_predictors"].items():
             typer.echo(f"  predicted from {other}: {scores['score']:+.3f}")
+    for name, d in difference.items():
+        lo, hi = d["interval"]
+        typer.echo(
+            f"attention - plain ({name} points): {d['difference']:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+        )
     typer.echo(f"results written to {folder}")
 
 
