@@ -75,6 +75,19 @@ def test_evaluate_writes_the_chosen_parts(drib_run, capsys):
     assert second["macs"]["n_test"] == 32
 
 
+def test_evaluate_prints_each_attribution_row_method_first(drib_run, capsys, tmp_path):
+    """Table 5 rows read 'iba  decline 2x2: ...', also when printed from a merged file."""
+    _root, out = drib_run
+    args = ["drib", "evaluate", "--run", str(out), "--n-test", "16", "--quick"]
+    args += ["--out", str(tmp_path)]
+    methods = ("iba", "smoothgrad", "grad-cam", "guided-grad-cam")
+    for parts in ("attribution", "usage"):  # the second call prints the merged rows
+        assert main([*args, "--parts", parts]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        rows = [line for line in lines if "bbox:" in line]
+        assert [row.split()[0] for row in rows] == list(methods), rows
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -183,9 +183,9 @@ def evaluate(
             f"credibility {100 * o['credibility']:.1f} % (chance {100 * o['chance']:.1f} %), "
             f"kept channels carry {100 * o['kept_bits']:.1f} % of the bits"
         )
-    for row in result.get("attribution", []):
-        cells = (f"{k}: {v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items())
-        typer.echo("  ".join(cells))
+    for row in result.get("attribution", []):  # the method first (a merged file's keys are sorted)
+        cells = [f"{k}: {v:.3f}" for k, v in row.items() if k != "method"]
+        typer.echo("  ".join([str(row.get("method", "")), *cells]))
     typer.echo(f"written {path}")
 
 
