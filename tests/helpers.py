@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 
@@ -53,3 +57,26 @@ def embedded_figures(page: str) -> list[dict]:
             }
         )
     return out
+
+
+CELEBA_ATTRS = ["5_o_Clock_Shadow", "Smiling", "Young"]
+
+
+def write_celeba(root: Path) -> None:
+    """A CelebA folder in the original layout: 5 images (3 train, 1 val, 1 test), 3 attributes."""
+    (root / "img_align_celeba").mkdir(exist_ok=True)
+    names = [f"{i:06d}.jpg" for i in range(1, 6)]
+    for name in names:
+        image = np.zeros((60, 40, 3), dtype=np.uint8)
+        image[:10, :, 0] = 255  # red band on top, blue at the bottom: cropped away
+        image[10:50, :, 1] = 255
+        image[50:, :, 2] = 255
+        Image.fromarray(image).save(root / "img_align_celeba" / name, quality=100, subsampling=0)
+    values = [[1, -1, 1], [-1, 1, 1], [-1, 1, -1], [1, 1, 1], [-1, -1, -1]]
+    lines = [str(len(names)), " ".join(CELEBA_ATTRS) + " "]
+    lines += [f"{n}  " + " ".join(f"{v:2d}" for v in row) for n, row in zip(names, values)]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    parts = [0, 0, 0, 1, 2]
+    (root / "list_eval_partition.txt").write_text(
+        "".join(f"{n} {p}\n" for n, p in zip(names, parts))
+    )

@@ -125,3 +125,21 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(tmp_path, monkey
     a = load_file(str(whole / "model" / "model.safetensors"))
     b = load_file(str(killed / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_trains_on_a_celeba_folder(tmp_path, capsys):
+    """`--data celeba:/path` reads CelebA's own files (here 5 small images) and trains on its
+    attributes; the shapes construction check is absent for other attributes."""
+    from helpers import CELEBA_ATTRS, write_celeba
+
+    root = tmp_path / "celeba"
+    root.mkdir()
+    write_celeba(root)
+    out = tmp_path / "run"
+    args = ["attributes", "train", "--data", f"celeba:{root}", "--out", str(out)]
+    assert main([*args, "--size", "16", "--epochs", "1"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert list(record["accuracy"]) == CELEBA_ATTRS and record["identity"]["n_train"] == 3
+    roles = json.loads((out / "roles.json").read_text())
+    assert roles["attribute_names"] == CELEBA_ATTRS and roles["construction_check"] is None
+    assert "5_o_Clock_Shadow" in capsys.readouterr().out

@@ -15,6 +15,8 @@ from cnnlens.data import load
 from cnnlens.data.readers import FileDataset
 from cnnlens.data.readers.imagenet_val import scale_box
 from cnnlens.errors import DataError
+from helpers import CELEBA_ATTRS as ATTRS
+from helpers import write_celeba
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer"] + [
     "dog", "frog", "horse", "ship", "truck"
@@ -282,26 +284,6 @@ def test_folder_empty(tmp_path):
 
 
 # --- CelebA -------------------------------------------------------------------------------
-
-ATTRS = ["5_o_Clock_Shadow", "Smiling", "Young"]
-
-
-def write_celeba(root: Path) -> None:
-    names = [f"{i:06d}.jpg" for i in range(1, 6)]
-    for name in names:
-        image = np.zeros((60, 40, 3), dtype=np.uint8)
-        image[:10, :, 0] = 255  # red band on top, blue at the bottom: cropped away
-        image[10:50, :, 1] = 255
-        image[50:, :, 2] = 255
-        Image.fromarray(image).save(root / "img_align_celeba" / name, quality=100, subsampling=0)
-    values = [[1, -1, 1], [-1, 1, 1], [-1, 1, -1], [1, 1, 1], [-1, -1, -1]]
-    lines = [str(len(names)), " ".join(ATTRS) + " "]
-    lines += [f"{n}  " + " ".join(f"{v:2d}" for v in row) for n, row in zip(names, values)]
-    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    parts = [0, 0, 0, 1, 2]
-    (root / "list_eval_partition.txt").write_text(
-        "".join(f"{n} {p}\n" for n, p in zip(names, parts))
-    )
 
 
 @pytest.fixture
