@@ -275,15 +275,15 @@ def predictability(
     difference = {
         name: paired_difference(att, pla, family, seed=seed) for family, name in families.items()
     }
+    scores = {"attention network": att.to_dict(), "plain CNN": pla.to_dict()}  # bootstraps once
     result = {
-        "attention": {**att.to_dict(), "mean_accuracy": trained.mean_accuracy},
-        "plain": {**pla.to_dict(), "mean_accuracy": plain.mean_accuracy},
+        "attention": {**scores["attention network"], "mean_accuracy": trained.mean_accuracy},
+        "plain": {**scores["plain CNN"], "mean_accuracy": plain.mean_accuracy},
         "attention_minus_plain": difference,
         "protocol": {**options, "interval": "95 % percentile bootstrap over the points, 1000"},
     }
     write_json(folder / "predictability.json", result)
-    for name, r in (("attention network", att), ("plain CNN", pla)):
-        d = r.to_dict()
+    for name, d in scores.items():
         fam = ", ".join(
             f"{f} {v:+.3f} [{lo:+.2f}, {hi:+.2f}] on {d['points_by_family'][f]} points"
             for (f, v), (lo, hi) in zip(
@@ -292,11 +292,11 @@ def predictability(
         )
         lo, hi = d["interval"]
         typer.echo(
-            f"{name}: predictability {r.score():+.3f} [{lo:+.2f}, {hi:+.2f}] "
+            f"{name}: predictability {d['score']:+.3f} [{lo:+.2f}, {hi:+.2f}] "
             f"(Spearman, 95 % bootstrap; {fam})"
         )
-        for other, scores in d["other_predictors"].items():
-            typer.echo(f"  predicted from {other}: {scores['score']:+.3f}")
+        for other, reading in d["other_predictors"].items():
+            typer.echo(f"  predicted from {other}: {reading['score']:+.3f}")
     for name, d in difference.items():
         lo, hi = d["interval"]
         typer.echo(
