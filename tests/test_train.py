@@ -169,7 +169,7 @@ def _denormal_survives() -> bool:
 
 
 def test_denormals_are_flushed_while_training_and_kept_after(small):
-    """Denormals slowed the attribute network's epochs 2.9x; fit flushes them to zero while
+    """Denormals slowed the attribute network's epochs 2.3x; fit flushes them to zero while
     it trains (where the CPU can: every x86-64 can) and stops flushing when it returns."""
     train, _ = small
     supported = torch.set_flush_denormal(True)

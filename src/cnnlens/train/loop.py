@@ -211,7 +211,7 @@ def fit(
         desc,
     )
     # Denormal floats (|x| < 1.2e-38) are slow on x86: sigmoid attention masks driven toward 0
-    # by an L1 term made each epoch of the attribute network slower, 133 s -> 380 s by epoch 7
+    # by an L1 term made each epoch of the attribute network slower, 133 s -> 306 s by epoch 6
     # (paper 003's recipe); flushed to zero, a step ran 1.5x faster. Off again afterwards.
     flushing = torch.set_flush_denormal(True)  # False where the CPU cannot
     try:
