@@ -26,6 +26,7 @@ def test_section_reads_the_run_and_caches_its_measurements(tmp_path):
     )
     page = build_report(ctx, tmp_path / "r.html", only=["attributes"]).read_text()
     assert "Channel roles and pruning" in page and "This section failed" not in page
+    assert "Mann-Whitney U: p = " in page  # shapes' built-in correlations, tested
     for name in ("mean mask per attribute and channel", "top channels", "pruning curves"):
         assert f'alt="{name}' in page
     figures = embedded_figures(page)

@@ -88,19 +88,22 @@ def correlation_table(roles: ChannelRoles, top: int = 5) -> str:
     return "\n".join(rows)
 
 
-def construction_check(roles: ChannelRoles) -> dict | None:
+def construction_check(names: list[str], correlation) -> dict | None:
     """For ``shapes``: the mask correlation of the pairs correlated by construction against
     that of the independent pairs (None when the attributes are not shapes'), with the
-    one-sided Mann-Whitney U test that the former's |rho| are larger (``p_larger``)."""
+    one-sided Mann-Whitney U test that the former's |rho| are larger (``p_larger``).
+
+    ``names`` and ``correlation`` ``[K,K]`` (a tensor, an array or nested lists) are
+    :class:`ChannelRoles`' ``attribute_names_`` and ``attribute_correlation_``, or the same
+    entries of its :meth:`~ChannelRoles.to_dict`."""
     from scipy.stats import mannwhitneyu
 
-    names = roles.attribute_names_
+    names = list(names)
     if not all(a in names and b in names for a, b in SHAPES_CORRELATED):
         return None
-    corr = roles.attribute_correlation_
 
     def rho(a, b):
-        return float(corr[names.index(a), names.index(b)])
+        return float(correlation[names.index(a)][names.index(b)])
 
     independent = [
         (a, b) for i, a in enumerate(SHAPES_INDEPENDENT) for b in SHAPES_INDEPENDENT[i + 1 :]

@@ -129,7 +129,12 @@ def train(
         roles = ChannelRoles(n=1000).fit(run.model, run.train)
         write_json(
             out / "roles.json",
-            {**roles.to_dict(), "construction_check": construction_check(roles)},
+            {
+                **roles.to_dict(),
+                "construction_check": construction_check(
+                    roles.attribute_names_, roles.attribute_correlation_
+                ),
+            },
         )
         _write_role_figures(out, run, roles)
         table = correlation_table(roles)
