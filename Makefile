@@ -27,9 +27,12 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(BIN)/cnnlens demo $(ARGS)
 
+# ruff, then the import contract (pyproject.toml's [tool.importlinter]; docs/ARCHITECTURE.md):
+# an import from a lower layer into a higher one fails here.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 # Debian's chromium for the explorer's browser tests, installed when missing and we may (root,
 # apt-get); where it cannot be, those tests are skipped with a message saying so.
@@ -66,4 +69,4 @@ lock: $(UV)
 	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o $(LOCK)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .import_linter_cache

@@ -12,8 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
-from cnnlens.data.checks import object_removed_accuracy, pixel_logistic_regression
-from cnnlens.workflows import DEMO_CONFIG, train_classifier
+from cnnlens.data.checks import pixel_logistic_regression
+from cnnlens.train.classifier import DEMO_CONFIG, train_classifier
+from cnnlens.train.loop import object_removed_accuracy
 
 
 def main() -> None:

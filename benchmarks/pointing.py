@@ -45,7 +45,8 @@ SETTINGS = {
 
 
 def trained_model(path: str | None):
-    from cnnlens.workflows import DEMO_CONFIG, open_model, train_classifier
+    from cnnlens.train.classifier import DEMO_CONFIG, train_classifier
+    from cnnlens.workflows import open_model
 
     if path:
         return open_model(path), path

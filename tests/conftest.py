@@ -27,7 +27,7 @@ def trained_shapes(tmp_path_factory):
     """
     import dataclasses
 
-    from cnnlens.workflows import DEMO_CONFIG, train_classifier
+    from cnnlens.train.classifier import DEMO_CONFIG, train_classifier
 
     out = tmp_path_factory.mktemp("trained-shapes")
     config = dataclasses.replace(DEMO_CONFIG, epochs=4)

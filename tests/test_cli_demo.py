@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cnnlens.cli import command_names, main
-from cnnlens.report.figures import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
+from cnnlens.plotting import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
 from helpers import embedded_figures
 
 
@@ -77,7 +77,7 @@ def test_quick_demo_writes_a_self_contained_report(tmp_path):
     # every image is embedded; nothing is loaded from elsewhere
     assert page.count("data:image/png;base64,") >= 5
     assert not re.search(r'src="(?!data:)', page)
-    # every figure reads at 100 % zoom (the rule of cnnlens.report.figures)
+    # every figure reads at 100 % zoom (the rule of cnnlens.plotting)
     for fig in embedded_figures(page):
         assert (fig["width"], fig["height"]) == fig["png_size"], fig["alt"]
         assert fig["width"] <= COLUMN_PX and fig["text_px"] >= MIN_TEXT_PX, fig
@@ -100,7 +100,7 @@ def test_vgg_nets_train_at_a_lower_default_learning_rate(tmp_path):
     15 epochs, in `cnnlens train` and in the bases `cnnlens drib train` trains, unless given."""
     import json
 
-    from cnnlens.workflows import DEMO_CONFIG, default_epochs, default_lr, demo_config
+    from cnnlens.train.classifier import DEMO_CONFIG, default_epochs, default_lr, demo_config
 
     assert default_lr("vgg16") == 0.02 and default_lr("resnet20") == DEMO_CONFIG.optimizer.lr
     # 5 epochs left VGG-16 at 19 % on shapes; it reached 98 % after 15

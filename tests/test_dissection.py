@@ -303,8 +303,8 @@ def test_a_layer_output_changed_in_place_later_in_the_forward_is_read_as_the_lay
 
 def test_report_part_shows_the_layers_and_the_strongest_detectors(tmp_path):
     from cnnlens import nets
+    from cnnlens.plotting import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
     from cnnlens.report import ReportContext
-    from cnnlens.report.figures import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
     from cnnlens.report.sections.internals import dissection_part
     from helpers import embedded_figures
 

@@ -229,7 +229,7 @@ def test_pruned_model_saved_and_opened_without_pickle(tmp_path):
 def tiny_run(tmp_path_factory):
     """ResNet-8 trained one epoch on ``digits`` (small and quick to load): a run to prune."""
     from cnnlens.train import OptimizerConfig, TrainConfig
-    from cnnlens.workflows import train_classifier
+    from cnnlens.train.classifier import train_classifier
 
     out = tmp_path_factory.mktemp("tiny-run")
     config = TrainConfig(

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
+from cnnlens.plotting import COLUMN_PX, MIN_TEXT_PX
 from cnnlens.report import ReportContext, build_report
-from cnnlens.report.figures import COLUMN_PX, MIN_TEXT_PX
 from helpers import embedded_figures
 
 
@@ -16,7 +16,7 @@ from helpers import embedded_figures
 def test_section_prunes_measures_the_plane_and_reuses_its_cache(tmp_path):
     from cnnlens.data import load
     from cnnlens.train import OptimizerConfig, TrainConfig
-    from cnnlens.workflows import train_classifier
+    from cnnlens.train.classifier import train_classifier
 
     config = TrainConfig(
         epochs=1, batch_size=64, optimizer=OptimizerConfig(lr=0.05), augment=(), seed=0

@@ -9,7 +9,7 @@ import torch
 
 from cnnlens import checkpoint, macs, nets
 from cnnlens.cli import main
-from cnnlens.report.figures import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
+from cnnlens.plotting import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
 from helpers import embedded_figures
 
 

@@ -26,7 +26,7 @@ from cnnlens.analysis import (
 )
 from cnnlens.errors import InputError, LayerError
 from cnnlens.hooks import model_fingerprint, same_fingerprint
-from cnnlens.report.figures import render
+from cnnlens.plotting import render
 from cnnlens.report.similarity_heatmap import similarity_heatmap
 
 pytestmark = pytest.mark.numerics

@@ -429,8 +429,8 @@ def test_class_images_of_a_trained_model_are_given_their_class(trained_shapes):
 def test_the_report_part_follows_the_figure_rule(quick, tmp_path, monkeypatch):
     from cnnlens import nets
     from cnnlens.data import load
+    from cnnlens.plotting import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
     from cnnlens.report import ReportContext
-    from cnnlens.report.figures import COLUMN_PX, MIN_MAP_PX, MIN_TEXT_PX
     from cnnlens.report.sections import internals
     from helpers import embedded_figures
 

@@ -1,4 +1,4 @@
-"""Every kind of figure the report embeds reads at 100 % zoom (cnnlens.report.figures' rule)."""
+"""Every kind of figure the report embeds reads at 100 % zoom (cnnlens.plotting's rule)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnnlens import plotting
 from cnnlens.analysis import plots
 from cnnlens.attribution import methods
 from cnnlens.metrics.evaluate import Evaluation
@@ -98,10 +99,10 @@ def test_every_report_figure_is_legible_at_native_size(report_figures):
             where = f"{kind} / {fig['alt']}"
             # shown 1:1: the tag's size is the PNG's, and it fits the page's column
             assert (fig["width"], fig["height"]) == fig["png_size"], where
-            assert fig["width"] <= F.COLUMN_PX, where
-            assert fig["text_px"] >= F.MIN_TEXT_PX, where
+            assert fig["width"] <= plotting.COLUMN_PX, where
+            assert fig["text_px"] >= plotting.MIN_TEXT_PX, where
             if fig["map_px"] is not None:
-                assert fig["map_px"] >= F.MIN_MAP_PX, where
+                assert fig["map_px"] >= plotting.MIN_MAP_PX, where
 
 
 def test_explanation_grids_one_per_family_maps_at_full_size(report_figures):
@@ -110,20 +111,20 @@ def test_explanation_grids_one_per_family_maps_at_full_size(report_figures):
     families = {family(name) for name in methods()}
     assert len(shown) == len(families) >= 4  # gradients, propagation, CAM, perturbation, ...
     for fig in shown:
-        assert fig["map_px"] == pytest.approx(F.MAP_PX, abs=1)
-        assert fig["text_px"] == pytest.approx(F.pt_to_px(F.TITLE_PT))
+        assert fig["map_px"] == pytest.approx(plotting.MAP_PX, abs=1)
+        assert fig["text_px"] == pytest.approx(plotting.pt_to_px(plotting.TITLE_PT))
 
 
 def test_render_measures_small_text_and_small_maps():
     """The measures can fail: 6 pt text and a 0.5 in map are reported."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(2, 2), dpi=F.DPI)
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=plotting.DPI)
     ax.imshow(np.zeros((8, 8)))
     ax.set_position([0.0, 0.0, 0.25, 0.25])  # 50 x 50 px
     ax.set_title("tiny", fontsize=6)
-    r = F.render(fig)
-    assert r.text_px == pytest.approx(6 * F.DPI / 72)
+    r = plotting.render(fig)
+    assert r.text_px == pytest.approx(6 * plotting.DPI / 72)
     assert r.map_px == pytest.approx(50, abs=1)
     assert len(r.problems()) == 2
     # tick labels of an axes turned off are not drawn, so they do not count
@@ -131,7 +132,7 @@ def test_render_measures_small_text_and_small_maps():
     grid.image(0, 0, np.zeros((4, 4)))
     grid.image(0, 1, np.zeros((8, 4)))  # fitted into the cell: 50 x 100 px
     grid.ax.tick_params(labelsize=4)
-    r = F.render(grid.fig)
+    r = plotting.render(grid.fig)
     assert r.text_px is None and r.map_px == pytest.approx(50, abs=1)
     assert r.problems() == ["maps of 50 px < 96 px"]
 
@@ -145,5 +146,5 @@ def test_page_shows_figures_at_native_size(tmp_path):
     test = (torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
     ctx = ReportContext(model=nn.Linear(1, 1), train=None, test=test, out=tmp_path)
     page = build_report(ctx, tmp_path / "r.html", only=[]).read_text()
-    assert f"max-width: {F.COLUMN_PX}px" in page
+    assert f"max-width: {plotting.COLUMN_PX}px" in page
     assert ".figure img { max-width: none; }" in page

@@ -6,6 +6,7 @@ explanations are, and analyse the model itself. See README.md for a tour.
 
 from __future__ import annotations
 
+from ._version import __version__
 from .attribution import explain, methods
 from .checkpoint import load, save
 from .cost import macs
@@ -20,8 +21,6 @@ from .errors import (
 )
 from .metrics.evaluate import evaluate
 from .types import Curve, Explanation
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",

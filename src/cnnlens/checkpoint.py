@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._version import __version__
 from .errors import CheckpointError, ConfigError, InputError
 from .io import save_tensors, write_json
 
@@ -93,8 +94,6 @@ def save(
     before any work (:func:`cnnlens.compatibility.check_fits`). ``extra`` must
     be JSON-serialisable.
     """
-    import cnnlens
-
     dir = Path(dir)
     arch = getattr(model, "arch", None)
     if arch is not None and not (isinstance(arch, Mapping) and "name" in arch):
@@ -102,7 +101,7 @@ def save(
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "cnnlens_version": cnnlens.__version__,
+        "cnnlens_version": __version__,
         "arch": None if arch is None else {"name": arch["name"], "kwargs": arch.get("kwargs", {})},
         "classes": None if classes is None else [str(c) for c in classes],
         "mean": _floats("mean", mean),

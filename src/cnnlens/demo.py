@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .progress import log_line
 from .report import ReportContext, build_report
-from .workflows import DEMO_CONFIG, train_classifier
+from .train.classifier import DEMO_CONFIG, train_classifier
 
 QUICK_SIZES = {"n_train": 2000, "n_test": 500}
 # The VAE of re-label distillation (report section "Re-label distillation"): 20 epochs

@@ -58,7 +58,7 @@ class Explanation:
 
     def _repr_png_(self) -> bytes:
         """Jupyter shows an explanation as a row of its maps."""
-        from .report.figures import explanation_grid_png
+        from .plotting import explanation_grid_png
 
         return explanation_grid_png(self)
 

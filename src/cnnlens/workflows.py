@@ -1,163 +1,19 @@
-"""Jobs the CLI and the demo share: train a named architecture on a named data
-set and save it, or reuse the model a previous identical run saved.
+"""What the CLI's commands, jobs, the report and the explorer share above the papers'
+packages: :func:`open_model` opens a saved model whichever package made it (a classifier,
+a DRIB-gated or pruned network, a decomposed classifier, an attribute network),
+:func:`check_device`, and IBA's layer statistics for a model.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import checkpoint, nets
-from .compatibility import check_fits
-from .data import load as load_data
+from . import checkpoint
 from .data.base import ImageDataset
 from .errors import CheckpointError, InputError, first_line
-from .train import OptimizerConfig, TrainConfig, TrainResult, evaluate, fit
-
-
-@dataclass
-class TrainedModel:
-    """A model with the data it was trained on, its history and test accuracy."""
-
-    model: nn.Module
-    train: ImageDataset
-    val: ImageDataset | None
-    test: ImageDataset
-    history: list[dict]
-    test_accuracy: float
-    reused: bool
-    seconds: float
-
-
-def _split_or_none(spec: str, split: str, options: dict) -> ImageDataset | None:
-    try:
-        return load_data(spec, split=split, **options)
-    except Exception:  # data sets without that split
-        return None
-
-
-def train_classifier(
-    *,
-    data: str,
-    arch: str,
-    out: str | Path,
-    config: TrainConfig,
-    data_options: dict | None = None,
-    arch_options: dict | None = None,
-    resume: bool = False,
-    reuse: bool = True,
-) -> TrainedModel:
-    """Train ``arch`` on ``data`` into ``out`` (model + history), or reuse it.
-
-    The run is identified by its data set, architecture, options and training
-    configuration (``out/run.json``); with ``reuse`` an identical finished run
-    in ``out`` is loaded instead of trained again.
-    """
-    out = Path(out)
-    if arch in nets.names() and nets.kind_of(arch) != "classifier":
-        raise InputError(
-            f"{arch!r} is not a classifier; train it with `cnnlens train-vae --data {data} "
-            "--out ...` (cnnlens.relabel.train_vae)"
-        )
-    data_options = dict(data_options or {})
-    arch_options = dict(arch_options or {})
-    train = load_data(data, split="train", **data_options)
-    val = _split_or_none(data, "val", data_options)
-    test = load_data(data, split="test", **data_options)
-    identity = {
-        "data": data,
-        "data_options": data_options,
-        "arch": arch,
-        "arch_options": arch_options,
-        "config": config.to_dict(),
-    }
-    identity = json.loads(json.dumps(identity))
-    run_file = out / "run.json"
-    if reuse and run_file.is_file() and (out / "model" / "model.json").is_file():
-        try:
-            saved = json.loads(run_file.read_text())
-            if saved.get("identity") == identity:
-                model = checkpoint.load(out / "model")
-                return TrainedModel(
-                    model,
-                    train,
-                    val,
-                    test,
-                    saved.get("history", []),
-                    float(saved.get("test_accuracy", float("nan"))),
-                    True,
-                    0.0,
-                )
-        except (CheckpointError, json.JSONDecodeError, OSError):
-            pass  # fall through and train again
-    torch.manual_seed(config.seed)
-    channels = train.image_shape[0]
-    model = nets.create(arch, num_classes=train.num_classes, in_channels=channels, **arch_options)
-    check_fits(model, train, data=data)  # e.g. an architecture made for another image size
-    result: TrainResult = fit(model, train, val, config=config, out=out, resume=resume)
-    metrics = evaluate(model, test)
-    checkpoint.save(
-        model,
-        out / "model",
-        classes=train.classes,
-        mean=train.mean,
-        std=train.std,
-        input_shape=train.image_shape,
-        extra={"data": data, "test_accuracy": metrics["accuracy"]},
-    )
-    from .io import write_json
-
-    write_json(
-        run_file,
-        {
-            "identity": identity,
-            "history": result.history,
-            "test_accuracy": metrics["accuracy"],
-            "seconds": result.seconds,
-        },
-    )
-    return TrainedModel(
-        model, train, val, test, result.history, metrics["accuracy"], False, result.seconds
-    )
-
-
-DEMO_CONFIG = TrainConfig(
-    epochs=8,
-    batch_size=128,
-    optimizer=OptimizerConfig(name="sgd", lr=0.1, weight_decay=5e-4),
-    schedule="onecycle",
-    augment=("crop",),
-    seed=0,
-)
-# SGD with a one-cycle peak of 0.1 trains the CIFAR ResNets here, but VGG-16 on digits
-# diverged with it (20 % test accuracy after 15 epochs); at 0.02 it reached 100 %.
-VGG_LR = 0.02
-# At that rate VGG-16 needs more epochs: on shapes it reached 19 % test accuracy after 5 epochs
-# and 98.05 % after 15 (it sat near chance for the first 4 of those 15).
-VGG_EPOCHS = 15
-
-
-def default_lr(arch: str) -> float:
-    """The SGD learning rate cnnlens trains ``arch`` with unless told otherwise."""
-    return VGG_LR if arch.startswith("vgg") else DEMO_CONFIG.optimizer.lr
-
-
-def default_epochs(arch: str) -> int:
-    """The epochs cnnlens trains ``arch`` for unless told otherwise."""
-    return VGG_EPOCHS if arch.startswith("vgg") else DEMO_CONFIG.epochs
-
-
-def demo_config(arch: str, **changes) -> TrainConfig:
-    """:data:`DEMO_CONFIG` with ``changes``, at :func:`default_lr` and :func:`default_epochs`
-    for ``arch``."""
-    optimizer = dataclasses.replace(DEMO_CONFIG.optimizer, lr=default_lr(arch))
-    changes = {"epochs": default_epochs(arch), **changes}
-    return dataclasses.replace(DEMO_CONFIG, optimizer=optimizer, **changes)
 
 
 def check_device(device: str) -> torch.device:

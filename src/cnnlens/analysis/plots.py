@@ -1,8 +1,8 @@
 """Matplotlib figures of the influential-feature analysis (paper 002, Figs. 2-4, Table 7).
 
-Each function returns a figure; callers save it (``cnnlens.report.figures.to_png``
+Each function returns a figure; callers save it (``cnnlens.plotting.to_png``
 or ``fig.savefig`` through :func:`cnnlens.io.atomic_path`). Sizes follow the
-report's figure rule (``cnnlens.report.figures``): at most 11.5 in wide at
+report's figure rule (``cnnlens.plotting``): at most 11.5 in wide at
 100 dpi, no text under 8.5 pt (11.8 px).
 """
 

@@ -1,6 +1,6 @@
 """Does r_A grow with depth? The depth study of paper 002 (section 5.2.2, Figure 4).
 
-Trains (or reuses, through :func:`cnnlens.workflows.train_classifier`'s run
+Trains (or reuses, through :func:`cnnlens.train.classifier.train_classifier`'s run
 cache) CIFAR ResNets of several depths with one training setting, then fits
 the influential features of each with the same ``k2 / m`` ratio and reports
 ``A_f``, ``A_d`` and ``r_A`` per depth.
@@ -38,7 +38,7 @@ def depth_study(
     there is reused). The analysis fits on the training split and scores on
     the standard test split (``data_options`` other than ``n`` apply to it).
     """
-    from ..workflows import train_classifier
+    from ..train.classifier import train_classifier
 
     out = Path(out)
     options = dict(data_options or {})

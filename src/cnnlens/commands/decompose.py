@@ -37,7 +37,7 @@ def _save_rows(out: Path, stem: str, rows: list[dict]) -> None:
 
 def _save_fig(path: Path, fig) -> None:
     from ..io import write_bytes
-    from ..report.figures import to_png
+    from ..plotting import to_png
 
     write_bytes(path, to_png(fig))
 
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         from ..analysis import depth_study
         from ..analysis.plots import depth_plot
         from ..io import check_writable_folder
-        from ..workflows import DEMO_CONFIG
+        from ..train.classifier import DEMO_CONFIG
 
         check_writable_folder(out)
         config = dataclasses.replace(DEMO_CONFIG, epochs=epochs, seed=seed)

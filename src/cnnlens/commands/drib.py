@@ -87,7 +87,8 @@ def train(
     from ..drib.training import GateRecipe
     from ..errors import InputError
     from ..io import check_writable_folder
-    from ..workflows import demo_config, open_model, train_classifier
+    from ..train.classifier import demo_config, train_classifier
+    from ..workflows import open_model
 
     recipe = GateRecipe(
         gate_epochs=epochs,

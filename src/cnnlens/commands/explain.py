@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         from ..compatibility import check_fits
         from ..data import load
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
-        from ..report.figures import to_png
+        from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
         from ..workflows import iba_statistics, open_model
 

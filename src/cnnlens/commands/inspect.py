@@ -55,7 +55,7 @@ def _out(out: Path | None, model: Path, name: str) -> Path:
 
 def _write_figure(path: Path, fig) -> None:
     from ..io import write_bytes
-    from ..report.figures import plt, to_png
+    from ..plotting import plt, to_png
 
     write_bytes(path, to_png(fig))
     plt.close(fig)

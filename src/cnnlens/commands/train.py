@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         """Train ARCH on DATA and save the model under OUT/model."""
         from ..io import check_writable_folder
         from ..train import OptimizerConfig, TrainConfig
-        from ..workflows import default_epochs, default_lr, train_classifier
+        from ..train.classifier import default_epochs, default_lr, train_classifier
 
         if lr is None:
             lr = default_lr(arch)

@@ -2,13 +2,12 @@
 
 - :func:`pixel_logistic_regression`: accuracy of a linear classifier on raw
   pixels of ``shapes``; far below a CNN's, so the task needs spatial reasoning.
-- :func:`object_removed_accuracy`: a model's accuracy on ``shapes`` with the
-  object left out; at chance when the background carries no class information.
+
+A model's accuracy with the object left out is
+:func:`cnnlens.train.loop.object_removed_accuracy` (it evaluates the model).
 """
 
 from __future__ import annotations
-
-from torch import nn
 
 from .shapes import ShapesDataset
 
@@ -28,12 +27,3 @@ def pixel_logistic_regression(
     clf = LogisticRegression(C=C, max_iter=300)
     clf.fit(scaler.transform(xtr), train.labels.numpy())
     return float(clf.score(scaler.transform(xte), test.labels.numpy()))
-
-
-def object_removed_accuracy(model: nn.Module, test: ShapesDataset) -> tuple[float, float]:
-    """(accuracy with the object, accuracy with it removed) of ``model`` on ``test``."""
-    from ..train import evaluate
-
-    with_object = evaluate(model, test)["accuracy"]
-    without = evaluate(model, test.without_object())["accuracy"]
-    return with_object, without

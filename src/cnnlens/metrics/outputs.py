@@ -92,7 +92,7 @@ def summary_markdown(ev: Evaluation, *, title: str = "Explanation metrics") -> s
 
 def write_evaluation(ev: Evaluation, out: str | Path) -> dict[str, Path]:
     """Write ``metrics.csv``, ``summary.md``, ``summary.json`` and ``curves_<name>.png``."""
-    from ..report.figures import to_png
+    from ..plotting import to_png
 
     out = Path(out)
     files = {

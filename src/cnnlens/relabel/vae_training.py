@@ -5,7 +5,7 @@
 it with :func:`cnnlens.save` in ``out/model``; ``out/run.json`` records what the
 run was (data, options, VAE size, training configuration), and a second call
 with the same identity loads the saved VAE instead of training again (as
-:func:`cnnlens.workflows.train_classifier` does for classifiers).
+:func:`cnnlens.train.classifier.train_classifier` does for classifiers).
 
 Where the CLI and the demo keep it: ``<run folder>/vae-<data set>`` next to
 the classifier's ``model/`` (:func:`vae_folder`), e.g. ``runs/demo/vae-shapes``.

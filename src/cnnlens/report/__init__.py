@@ -143,7 +143,7 @@ def build_report(ctx: ReportContext, path: str | Path, *, only: list[str] | None
     import jinja2
 
     from .. import __version__
-    from .figures import COLUMN_PX  # figures are shown at native size, up to this width
+    from ..plotting import COLUMN_PX  # figures are shown at native size, up to this width
 
     parts = []
     for key, title in registered_sections():

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .figures import DPI, MAP_PX, SMALL_PT, TITLE_PT, CellGrid, _as_hwc, plt, title_px
+from ..plotting import DPI, MAP_PX, SMALL_PT, TITLE_PT, as_hwc, plt
+from .figures import CellGrid, title_px
 
 
 def mask_grid_plot(mask_means: np.ndarray, names: Sequence[str]):
@@ -65,7 +66,7 @@ def top_mask_grid(
         grid.label(i, names[i])
         for j in range(n):
             base = j * (1 + t)
-            grid.image(i, base, _as_hwc(images[j]), interpolation="nearest")
+            grid.image(i, base, as_hwc(images[j]), interpolation="nearest")
             for s in range(t):
                 grid.image(
                     i,

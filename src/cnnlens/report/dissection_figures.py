@@ -5,7 +5,7 @@ many channels detect each concept (Bau et al. 2017, Figures 5 and 8, as bars).
 :func:`top_images_figure`: for a few channels, their top activating images with the
 channel's segmentation ``M_k`` (the activation map upsampled bilinearly and thresholded
 at ``T_k``) outlined and the rest dimmed (Bau et al. Figure 3). Both follow the
-report's figure rule (:mod:`cnnlens.report.figures`).
+report's figure rule (:mod:`cnnlens.plotting`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from matplotlib.ticker import MaxNLocator
 
 from ..analysis.dissection import DissectionResult
 from ..data.adapt import as_dataset
-from .figures import COLUMN_PX, DPI, GAP_PX, MAP_PX, SMALL_PT, TITLE_PT, CellGrid, _as_hwc, plt
+from ..plotting import COLUMN_PX, DPI, GAP_PX, MAP_PX, SMALL_PT, TITLE_PT, as_hwc, plt
+from .figures import CellGrid
 
 LABEL_PX = 150  # room left of a row of top images for "layer3.2 #17 / class=star / IoU 0.21"
 DIM = 0.55  # opacity of the black laid over the pixels outside M_k
@@ -109,7 +110,7 @@ def top_images_figure(
 def _unit_cell(grid: CellGrid, i: int, j: int, image: torch.Tensor, up, threshold: float):
     """The image in cell ``(i, j)`` with the pixels outside ``up > threshold`` dimmed and the
     boundary drawn as the ``threshold`` contour of ``up``."""
-    picture = _as_hwc(image)
+    picture = as_hwc(image)
     grid.image(i, j, picture, cmap="gray", interpolation="nearest")
     region = (up > threshold).numpy()
     shade = np.zeros((*region.shape, 4))

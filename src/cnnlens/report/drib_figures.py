@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .figures import COLUMN_PX, DPI, MIN_MAP_PX, SMALL_PT, TITLE_PT, plt, pt_to_px
+from ..plotting import COLUMN_PX, DPI, MIN_MAP_PX, SMALL_PT, TITLE_PT, plt, pt_to_px
 
 
 def _label_px(names: Sequence[str]) -> float:

@@ -9,7 +9,7 @@ import textwrap
 from matplotlib.ticker import MaxNLocator
 
 from ..analysis.information_plane import estimator_text
-from .figures import DPI, SMALL_PT, TITLE_PT, plt
+from ..plotting import DPI, SMALL_PT, TITLE_PT, plt
 
 
 def information_plane_plot(plane: dict):

@@ -4,7 +4,7 @@ One column per objective and one row per seed, wrapped after :data:`COLUMNS` obj
 as Olah et al. (2017) lay out a unit's diverse optima side by side. Each cell is titled
 with the objective and what the model makes of the image: the target class's softmax
 probability for a class logit, the reached activation for a channel or neuron. Follows
-the report's figure rule (:mod:`cnnlens.report.figures`).
+the report's figure rule (:mod:`cnnlens.plotting`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Kornblith et al. 2019 (Figure 2 onward) and Nguyen et al. 2021 show CKA
 between all pairs of layers as a heatmap, input at the top left. This one
-follows the report's figure rule (:mod:`cnnlens.report.figures`): at most
-:data:`~cnnlens.report.figures.COLUMN_PX` wide, no text under 11 px, values
+follows the report's figure rule (:mod:`cnnlens.plotting`): at most
+:data:`~cnnlens.plotting.COLUMN_PX` wide, no text under 11 px, values
 written in the cells while they fit.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis.layer_similarity import LayerSimilarity
-from .figures import COLUMN_PX, DPI, MIN_MAP_PX, SMALL_PT, TITLE_PT, plt, pt_to_px
+from ..plotting import COLUMN_PX, DPI, MIN_MAP_PX, SMALL_PT, TITLE_PT, plt, pt_to_px
 
 CELL_PX = 40  # a cell holding "0.95" at SMALL_PT
 MIN_LABEL_PX = 14.0  # one tick label per row needs this much height

@@ -5,7 +5,7 @@ class, with the ones that fail the significance test marked. A grid reads
 better when there are ten concepts and eight classes: one cell per (concept,
 class) with the mean score over the random runs, a star where the
 significance test (``result.test``) rejects, and the random baseline as the
-last row. Follows the report's figure rule (:mod:`cnnlens.report.figures`).
+last row. Follows the report's figure rule (:mod:`cnnlens.plotting`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis.tcav import TCAVResult
-from .figures import COLUMN_PX, DPI, SMALL_PT, TITLE_PT, plt, pt_to_px
+from ..plotting import COLUMN_PX, DPI, SMALL_PT, TITLE_PT, plt, pt_to_px
 
 CELL_PX = 44  # a cell holding "0.95*" at SMALL_PT
 RANDOM_ROW = "random (baseline)"

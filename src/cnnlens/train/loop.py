@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from ..data.adapt import as_dataset
 from ..data.base import ImageDataset, TensorDataset
 from ..data.foreign import TensorPairs
+from ..data.shapes import ShapesDataset
 from ..errors import ConfigError
 from ..io import write_json
 from ..progress import Progress, log_line
@@ -111,6 +112,16 @@ def evaluate(
         model.train(was_training)
     count = max(sums.pop("count", 1.0), 1.0)
     return {"loss": sums.pop("loss", 0.0) / count, "accuracy": sums.pop("correct", 0.0) / count}
+
+
+def object_removed_accuracy(model: nn.Module, test: ShapesDataset) -> tuple[float, float]:
+    """(accuracy with the object, accuracy with it removed) of ``model`` on ``shapes`` images.
+
+    With the object left out it is at chance when the background carries no class information.
+    """
+    with_object = evaluate(model, test)["accuracy"]
+    without = evaluate(model, test.without_object())["accuracy"]
+    return with_object, without
 
 
 def fit(

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ...plotting import as_hwc
 from .. import ReportContext, section, table_html
-from ..figures import CellGrid, _as_hwc, figure_html, title_px
+from ..figures import CellGrid, figure_html, title_px
 
 BUDGET_S = 30.0
 QUICK_BUDGET_S = 8.0  # the quick demo (options["quick"])
@@ -55,7 +56,7 @@ def explanation_grid(
         len(names) + 1, n, left_px=LABEL_PX, title_px=[title_px(titles)] + [0] * len(names)
     )
     for i in range(n):
-        base = _as_hwc(images[i])
+        base = as_hwc(images[i])
         grid.image(0, i, base, cmap="gray", interpolation="nearest")
         grid.title(0, i, titles[i])
         for r, name in enumerate(names, start=1):
