@@ -24,6 +24,7 @@ from cnnlens import nets
 from cnnlens.checkpoint import load_state_dict_file
 from cnnlens.cost import macs
 from cnnlens.errors import CheckpointError
+from cnnlens.nets.checks import activation_report
 
 DATA = Path(__file__).parent / "data" / "torchvision"
 
@@ -161,3 +162,33 @@ def test_in_channels_changes_only_the_stem():
         rgb = on_meta(name).state_dict()
         changed = [k for k in rgb if gray[k].shape != rgb[k].shape]
         assert len(changed) == 1 and gray[changed[0]].shape[1] == 1, name
+
+
+TORCHVISION_CONSTRUCTS = {
+    "resnet18": {"reused", "inplace"},  # one relu module per block, applied 2 (3) times
+    "resnet50": {"reused", "inplace"},
+    "vgg16_bn": {"inplace"},
+    "mobilenet_v2": {"inplace"},  # ReLU6(inplace=True)
+    "efficientnet_b0": {"inplace"},  # SiLU(inplace=True), also inside squeeze-excitation
+    "densenet121": {"inplace", "functional"},  # the final F.relu(inplace=True)
+    "convnext_tiny": set(),  # one GELU module per block, not in place
+}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_activation_constructs_are_torchvisions(name):
+    """The activation report sees exactly the constructs torchvision's models have."""
+    findings = activation_report(on_meta(name))
+    assert {f.kind for f in findings} == TORCHVISION_CONSTRUCTS[name]
+
+
+def test_cnnlens_save_and_load_rebuild_the_family(tmp_path):
+    from cnnlens import checkpoint
+
+    model = nets.create("efficientnet_b0", num_classes=4, stochastic_depth_prob=0.1)
+    checkpoint.save(model, tmp_path / "m")
+    loaded = checkpoint.load(tmp_path / "m")
+    assert loaded.arch == model.arch and not loaded.training
+    assert loaded.features[3][1].stochastic_depth.p == model.features[3][1].stochastic_depth.p > 0
+    for (key, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), key
