@@ -11,7 +11,9 @@ from cnnlens import nets
 from cnnlens.errors import ConfigError, LayerError
 from cnnlens.nets.checks import activation_report, require_distinct_activations
 
-ALL = list(nets.names("classifier"))  # the VAE (a generator) has no head
+# the VAE (a generator) has no head; the ImageNet families keep torchvision's
+# layout instead of the contract (tests/test_nets_imagenet.py)
+ALL = list(nets.names("classifier", layout="cnnlens"))
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +117,33 @@ def test_create_rejects_bad_arguments():
         nets.create("vgg16", width=2)
     with pytest.raises(ConfigError, match="num_classes"):
         nets.create("lenet5", num_classes=0)
+
+
+def test_layouts_split_the_registry():
+    imagenet = {"resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "efficientnet_b0"}
+    imagenet |= {"densenet121", "convnext_tiny"}
+    assert set(nets.names(layout="torchvision")) == imagenet
+    assert not imagenet & set(ALL) and "resnet20" in ALL
+    assert nets.layout_of("resnet20") == "cnnlens" and nets.layout_of("resnet50") == "torchvision"
+    with pytest.raises(ConfigError, match="layout"):
+        nets.register("x", "y", layout="timm")
+
+
+def test_create_defaults_to_the_constructors_num_classes():
+    assert nets.create("lenet5").arch["kwargs"]["num_classes"] == 10
+    assert nets.create("mobilenet_v2").classifier[-1].out_features == 1000
+    assert nets.create("mobilenet_v2", num_classes=10).arch["kwargs"]["num_classes"] == 10
+    with pytest.raises(ConfigError, match="in_channels"):
+        nets.create("mobilenet_v2", in_channels=0)
+
+    def no_defaults(*, num_classes: int, in_channels: int) -> nn.Module:
+        return nn.Linear(in_channels, num_classes)
+
+    nets.register("no-defaults-test-net", "required keywords")(no_defaults)
+    try:  # a constructor without defaults gets 10 classes and 3 channels, as before
+        assert nets.create("no-defaults-test-net").weight.shape == (10, 3)
+    finally:
+        nets._REGISTRY.pop("no-defaults-test-net", None)
 
 
 def test_register_adds_an_architecture():

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         from .. import nets as registry
 
         for name, text in registry.names().items():
-            typer.echo(f"{name:12s} {text}")
+            typer.echo(f"{name:16s} {text}")
 
     @app.command()
     def datasets() -> None:
