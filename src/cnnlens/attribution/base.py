@@ -16,7 +16,7 @@ Hyperparameter vocabulary shared by all methods: ``steps``, ``samples``,
 
 from __future__ import annotations
 
-import difflib
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -24,7 +24,24 @@ from torch import nn
 
 from ..errors import InputError, TargetError
 from ..hooks import frozen
+from ..params import Param, check_names, check_params
 from ..types import Explanation
+
+BATCH_SIZE = Param("int", None, min=1, none=True, help="images per chunk; none: automatic")
+SEED = Param("int", 0, help="seed of the method's random draws")
+AUTO_LAYER = Param("layer", "auto", choices=("auto",), help="layer name; auto: last spatial stage")
+AT_LAYER = Param("layer", None, none=True, help="attribute a layer's output; none: the input")
+UPSAMPLE = ("bilinear", "nearest", "bicubic")
+BASELINE = Param(
+    "float|tensor",
+    "zeros",
+    min=0,
+    max=0,
+    choices=("zeros", "blur", "uniform"),
+    none=True,
+    help="'zeros', 'blur', 'uniform' or a tensor broadcastable to the inputs",
+)
+FILL = Param("float|tensor", 0.0, help="fill of removed pixels: a number or a tensor")
 
 
 def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
@@ -80,17 +97,7 @@ def resolve_target(
 
 def check_hyperparameters(method: str, given: dict[str, Any], valid: frozenset[str]) -> None:
     """An :class:`InputError` naming each unknown hyperparameter, with the closest valid one."""
-    unknown = [k for k in given if k not in valid]
-    if not unknown:
-        return
-    hints = []
-    for k in unknown:
-        close = difflib.get_close_matches(k, sorted(valid), n=1)
-        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise InputError(
-        f"{method} has no hyperparameter {', '.join(hints)}; "
-        f"valid: {', '.join(sorted(valid)) or 'none'}"
-    )
+    check_names(method, given, valid, "hyperparameter")
 
 
 class Method:
@@ -98,28 +105,36 @@ class Method:
 
     Class attributes: ``name`` (registry name), ``description`` (one line),
     ``pixel_space`` (``True`` when maps live on the input and ``raw`` holds
-    per-channel attributions).
+    per-channel attributions), ``hyperparameters`` (``{name: Param}``: the type,
+    range, words and default of each; :meth:`check_params` checks given values
+    against it, and the constructor, ``cnnlens.explain``, ``cnnlens.evaluate``,
+    the CLI and job files all go through it).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     pixel_space: ClassVar[bool] = True
-    hyperparameters: ClassVar[frozenset[str] | None] = None  # None: not declared
+    hyperparameters: ClassVar[Mapping[str, Param]] = {}
 
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        valid = self.accepted(hyperparameters)
-        if valid is not None:
-            check_hyperparameters(self.name, hyperparameters, valid)
+        self.check_params(hyperparameters, model)
         self.model = model
         self.params = hyperparameters
 
     @classmethod
-    def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str] | None:
-        """Hyperparameter names this method takes (``None``: any); ``params`` may
-        change the answer (SmoothGrad takes its base method's names too)."""
-        return cls.hyperparameters
+    def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str]:
+        """Hyperparameter names this method takes; ``params`` may change the answer
+        (SmoothGrad takes its base method's names too)."""
+        return frozenset(cls.hyperparameters)
+
+    @classmethod
+    def check_params(cls, params: Any, model: nn.Module | None = None) -> dict[str, Any]:
+        """Check ``params`` against :attr:`hyperparameters` (names, types, ranges, words;
+        layer names against ``model`` when given), before any work: one
+        :class:`InputError` naming the first bad one. Returns them as a dict."""
+        return check_params(cls.name, params, cls.hyperparameters, model, "hyperparameter")
 
     def __call__(
         self, inputs: torch.Tensor, target: int | torch.Tensor | None = None

@@ -33,10 +33,11 @@ from ..errors import InputError
 from ..hooks import capture_outputs, frozen, replace_output
 from ..io import save_tensors
 from ..layers import auto_layer, get_layer
+from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import generator, positive_float, positive_int
-from .base import Method
+from .base import AUTO_LAYER, BATCH_SIZE, SEED, Method
 
 MIN_STD = 0.01
 
@@ -188,9 +189,17 @@ class InformationBottleneck(Method):
     ``extras``: ``capacity`` ``[N,C,h,w]`` (nats) and ``lambda`` ``[N,C,h,w]``.
     """
 
-    hyperparameters = frozenset(
-        {"layer", "beta", "steps", "lr", "samples", "sigma", "statistics", "seed", "batch_size"}
-    )
+    hyperparameters = {
+        "layer": AUTO_LAYER,
+        "beta": Param("float", 10.0, min=0),
+        "steps": Param("int", 10, min=1),
+        "lr": Param("float", 1.0, min=0, open_min=True),
+        "samples": Param("int", 10, min=1),
+        "sigma": Param("float", 1.0, min=0),
+        "statistics": Param("any", None, none=True, help="LayerStatistics, a file or images"),
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
+    }
     name = "iba"
     description = "information bottleneck: bits per location the class needs at a layer"
     pixel_space = False

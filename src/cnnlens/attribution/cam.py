@@ -12,7 +12,7 @@ layer's resolution.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,10 @@ from ..batching import fast_model, forward_runner, run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..layers import final_linear
+from ..params import Param
 from ..types import Explanation
 from . import register
+from .base import AUTO_LAYER, BATCH_SIZE, UPSAMPLE
 from .common import (
     Configured,
     max_abs_channels,
@@ -39,10 +41,10 @@ class CamMethod(Configured):
     """Shared driver: store ``A``, take ``dS_t/dA``, weight channels, upsample."""
 
     pixel_space: ClassVar[bool] = False
-    defaults: ClassVar[dict[str, Any]] = {
-        "layer": "auto",
-        "upsample": "bilinear",
-        "batch_size": None,
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "layer": AUTO_LAYER,
+        "upsample": Param("str", "bilinear", choices=UPSAMPLE),
+        "batch_size": BATCH_SIZE,
     }
     needs_gradient: ClassVar[bool] = True
     fused_target = True
@@ -233,10 +235,10 @@ class GuidedGradCAM(Configured):
     name = "guided-grad-cam"
     description = "Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map"
     fused_target = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "layer": "auto",
-        "upsample": "nearest",
-        "batch_size": None,
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "layer": AUTO_LAYER,
+        "upsample": Param("str", "nearest", choices=UPSAMPLE),
+        "batch_size": BATCH_SIZE,
     }
 
     def attribute(self, inputs, target, logits) -> Explanation:

@@ -22,20 +22,19 @@ from ..batching import chunk_size
 from ..errors import InputError, LayerError, TargetError
 from ..hooks import frozen, replace_output
 from ..layers import auto_layer, get_layer
+from ..params import defaults as param_defaults
 from ..types import Explanation
 from .base import Method, check_inputs, resolve_target
 
 
 class Configured(Method):
-    """A method whose hyperparameters are declared in ``defaults``.
-
-    ``self.hp`` holds the defaults updated with what the user passed; a name
-    not in ``defaults`` raises an :class:`InputError` listing the valid ones.
+    """A method whose ``self.hp`` holds its declared defaults updated with what the
+    user passed (``defaults`` is derived from :attr:`Method.hyperparameters`).
     ``uses_logits = False`` tells wrappers (SmoothGrad) they may pass
     ``logits=None`` to :meth:`attribute` and save a forward pass.
     """
 
-    defaults: ClassVar[dict[str, Any]] = {}
+    defaults: ClassVar[dict[str, Any]] = {}  # set from ``hyperparameters``
     uses_logits: ClassVar[bool] = False
     fused_target: ClassVar[bool] = False
     _spec: Any = None
@@ -85,9 +84,9 @@ class Configured(Method):
         resolved, _ = resolve_target(lambda _x: out.detach(), out, spec)
         return resolved
 
-    @classmethod
-    def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str]:
-        return frozenset(cls.defaults)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.defaults = param_defaults(cls.hyperparameters)
 
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         super().__init__(model, **hyperparameters)

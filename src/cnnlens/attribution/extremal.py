@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 from ..batching import chunk_size, fast_runner, run_chunked
 from ..errors import InputError
+from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import generator, positive_float, positive_int
-from .base import Method
+from .base import BATCH_SIZE, SEED, Method
 
 REFERENCE_SIZE = 224
 
@@ -297,10 +298,18 @@ class ExtremalPerturbation(Method):
     (no randomness; deterministic).
     """
 
-    hyperparameters = frozenset(
-        {"area", "iterations", "variant", "levels", "step", "sigma", "max_blur", "jitter"}
-        | {"seed", "batch_size"}
-    )
+    hyperparameters = {
+        "area": Param("float", 0.1, min=0, max=1, open_min=True, open_max=True),
+        "iterations": Param("int", 800, min=1),
+        "variant": Param("str", "preserve", choices=("preserve", "delete", "dual")),
+        "levels": Param("int", 8, min=2),
+        "step": Param("int", None, min=1, none=True, help="none: 7 px at 224 px, scaled"),
+        "sigma": Param("float", None, min=0, open_min=True, none=True),
+        "max_blur": Param("float", None, min=0, open_min=True, none=True),
+        "jitter": Param("bool", True),
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
+    }
     name = "extremal-perturbation"
     description = "extremal perturbation: smooth mask of fixed area that keeps the class score"
 
@@ -320,7 +329,8 @@ class ExtremalPerturbation(Method):
             raise InputError(f"levels must be >= 2, got {levels}")
         n, _c, h, w = inputs.shape
         size = min(h, w)
-        step = p.get("step") or max(1, round(7 * size / REFERENCE_SIZE))
+        step = p.get("step")
+        step = max(1, round(7 * size / REFERENCE_SIZE)) if step is None else step
         step = positive_int("step", step)
         sigma = _scaled(p.get("sigma"), "sigma", 21.0, size)
         max_blur = _scaled(p.get("max_blur"), "max_blur", 20.0, size)
@@ -391,10 +401,18 @@ class MeaningfulPerturbation(Method):
     ``blur`` (sigma, 10 px at 224 px), ``seed``, ``batch_size``. Maps: ``1 - m``.
     """
 
-    hyperparameters = frozenset(
-        {"iterations", "l1", "tv", "tv_beta", "lr", "noise", "mask_size", "blur", "seed"}
-        | {"batch_size"}
-    )
+    hyperparameters = {
+        "iterations": Param("int", 500, min=1),
+        "l1": Param("float", 0.01, min=0),
+        "tv": Param("float", 0.2, min=0),
+        "tv_beta": Param("float", 3.0, min=0, open_min=True),
+        "lr": Param("float", 0.1, min=0, open_min=True),
+        "noise": Param("float", 0.2, min=0),
+        "mask_size": Param("int", None, min=1, none=True, help="none: 28 at 224 px, >= 8"),
+        "blur": Param("float", None, min=0, open_min=True, none=True),
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
+    }
     name = "meaningful-perturbation"
     description = "meaningful perturbation: sparse smooth mask whose blurring deletes the class"
 
@@ -410,7 +428,8 @@ class MeaningfulPerturbation(Method):
         noise = positive_float("noise", p.get("noise", 0.2), allow_zero=True)
         n, _c, h, w = inputs.shape
         size = min(h, w)
-        mask_size = p.get("mask_size") or max(8, round(28 * size / REFERENCE_SIZE))
+        mask_size = p.get("mask_size")
+        mask_size = max(8, round(28 * size / REFERENCE_SIZE)) if mask_size is None else mask_size
         mask_size = positive_int("mask_size", mask_size)
         blur = _scaled(p.get("blur"), "blur", 10.0, size)
         g = generator(inputs.device, p.get("seed", 0))

@@ -21,8 +21,10 @@ from torch import nn
 from ..batching import fast_model, fast_runner, run_chunked
 from ..errors import InputError
 from ..hooks import replace_output
+from ..params import Param
 from ..types import Explanation
 from . import register
+from .base import AT_LAYER, BASELINE, BATCH_SIZE, SEED
 from .common import (
     Configured,
     max_abs_channels,
@@ -75,7 +77,7 @@ class GradientMethod(Configured):
 
     fused_target = True
 
-    defaults: ClassVar[dict[str, Any]] = {"at": None, "batch_size": None}
+    hyperparameters: ClassVar[dict[str, Param]] = {"at": AT_LAYER, "batch_size": BATCH_SIZE}
     reduce = staticmethod(max_abs_channels)
 
     def combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -160,6 +162,16 @@ class Deconvnet(_ReluRuleMethod):
 
 
 # --------------------------------------------------------------- Integrated Gradients
+
+
+INTEGRATIONS = (
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann",
+    "riemann_trapezoid",
+)
 
 
 def quadrature(
@@ -260,13 +272,13 @@ class IntegratedGradients(GradientMethod):
     name = "integrated-gradients"
     description = "Integrated Gradients along a straight path from a baseline"
     reduce = staticmethod(sum_channels)
-    defaults: ClassVar[dict[str, Any]] = {
-        "steps": 50,
-        "baseline": "zeros",
-        "integration": "gausslegendre",
-        "at": None,
-        "seed": 0,
-        "batch_size": None,
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "steps": Param("int", 50, min=1),
+        "baseline": BASELINE,
+        "integration": Param("str", "gausslegendre", choices=INTEGRATIONS),
+        "at": AT_LAYER,
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
     }
     uses_logits = True
     fused_target = False

@@ -53,8 +53,10 @@ from ..folding import fold_batchnorm
 from ..hooks import HookSet
 from ..layers import cached_per_model
 from ..nets.checks import ACTIVATIONS, FUNCTION_NAMES
+from ..params import Param
 from ..types import Explanation
 from . import register
+from .base import AT_LAYER, BATCH_SIZE
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .lrp_rules import (
     DivideStabilized,
@@ -242,15 +244,30 @@ class LRP(Configured):
 
     name = "lrp"
     description = "layer-wise relevance propagation (composite epsilon-plus by default)"
-    defaults: ClassVar[dict[str, Any]] = {
-        "composite": "epsilon-plus",
-        "rule": None,
-        "epsilon": 1e-6,
-        "low": None,
-        "high": None,
-        "at": None,
-        "batch_size": None,
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "composite": Param("any", "epsilon-plus", help="a composite name or {layer: rule}"),
+        "rule": Param("str", None, none=True, help="one rule for every layer"),
+        "epsilon": Param("float", 1e-6, min=0, open_min=True),
+        "low": Param("float|tensor", None, none=True, help="zB lower bound"),
+        "high": Param("float|tensor", None, none=True, help="zB upper bound"),
+        "at": AT_LAYER,
+        "batch_size": BATCH_SIZE,
     }
+
+    @classmethod
+    def check_params(cls, params: Any, model: nn.Module | None = None) -> dict[str, Any]:
+        """The declared checks, then the rule's syntax and the composite's name."""
+        params = super().check_params(params, model)
+        if params.get("rule") is not None:
+            parse_rule(params["rule"])
+        composite = params.get("composite", "epsilon-plus")
+        if isinstance(composite, str) and composite not in COMPOSITES:
+            raise InputError(
+                f"unknown LRP composite {composite!r}; known: {', '.join(COMPOSITES)} "
+                "(or a dict from layer names / module types to rules)"
+            )
+        return params
+
     fused_target = True
 
     def _hooks(self, hooks: HookSet, model: nn.Module, assign: _RuleAssignment, watch: _Watch,

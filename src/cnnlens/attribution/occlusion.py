@@ -14,10 +14,11 @@ import torch.nn.functional as F
 
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
+from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import baseline_like, pair, target_scores
-from .base import Method
+from .base import BATCH_SIZE, FILL, SEED, Method
 
 
 def window_masks(
@@ -49,7 +50,13 @@ class Occlusion(Method):
     covering each pixel; ``raw`` repeats it on every channel like Captum.
     """
 
-    hyperparameters = frozenset({"window", "stride", "baseline", "seed", "batch_size"})
+    hyperparameters = {
+        "window": Param("pair", 4, min=1),
+        "stride": Param("pair", None, min=1, none=True, help="none: the window"),
+        "baseline": FILL,
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
+    }
     name = "occlusion"
     description = "sliding-window occlusion: target-score drop when a window is replaced"
 
@@ -59,7 +66,7 @@ class Occlusion(Method):
         p = self.params
         n, c, h, w = inputs.shape
         window = pair("window", p.get("window", 4))
-        stride = pair("stride", p.get("stride", window))
+        stride = pair("stride", window if p.get("stride") is None else p["stride"])
         if window[0] > h or window[1] > w:
             raise InputError(f"window {window} is larger than the images ({h}, {w})")
         if stride[0] > window[0] or stride[1] > window[1]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,10 @@ from ..batching import run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..nets.checks import ACTIVATIONS
+from ..params import Param
 from ..types import Explanation
 from . import register
+from .base import AT_LAYER, BASELINE, BATCH_SIZE, SEED
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .gradient import make_baseline, shared_baseline
 from .modified_backward import check_rule_model, modified_activations, passthrough
@@ -166,11 +168,11 @@ class DeepLift(Configured):
 
     name = "deeplift"
     description = "DeepLIFT with the Rescale rule against a baseline (default zeros)"
-    defaults: ClassVar[dict[str, Any]] = {
-        "baseline": "zeros",
-        "at": None,
-        "seed": 0,
-        "batch_size": None,
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "baseline": BASELINE,
+        "at": AT_LAYER,
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
     }
     fused_target = True
 

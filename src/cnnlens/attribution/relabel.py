@@ -9,12 +9,18 @@ signed sum); ``raw`` keeps the signed per-channel ``w_1 - w_0``.
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
+import torch
+from torch import nn
+
+from ..params import Param
 from ..relabel.distiller import Settings, distill
+from ..relabel.student import LOSSES
+from ..relabel.synthesis import ANCHORS
 from ..types import Explanation
 from . import register
-from .base import Method
+from .base import BATCH_SIZE, SEED, Method
 
 
 @register
@@ -40,12 +46,37 @@ class Relabel(Method):
 
     name = "relabel"
     description = "re-label distillation: linear student on VAE samples relabelled by the model"
-    hyperparameters = frozenset(
-        {
-            "vae", "n", "anchor", "scale", "band", "max_tries", "probe", "loss", "lambda1",
-            "lambda2", "weight_decay", "steps", "lr", "downsample", "signed", "seed", "batch_size",
-        }
-    )  # fmt: skip
+    hyperparameters = {
+        "vae": Param("any", None, none=True, help="a VAE or a saved VAE folder; required"),
+        "n": Param("int", 1000, min=1),
+        "anchor": Param("str", "reconstruction", choices=ANCHORS),
+        "scale": Param("float", 1.0, min=0, open_min=True),
+        "band": Param(
+            "any",
+            (0.1, 0.9),
+            help="(low, high) with 0 <= low < high <= 1",
+            validate=lambda v: Settings(band=v),
+        ),
+        "max_tries": Param("int", 8, min=1),
+        "probe": Param("int", 100, min=1),
+        "loss": Param("str", "relabel", choices=LOSSES),
+        "lambda1": Param("float", 0.7, min=0),
+        "lambda2": Param("float", 0.3, min=0),
+        "weight_decay": Param("float", 1e-3, min=0),
+        "steps": Param("int", 100, min=1),
+        "lr": Param("float", 1.0, min=0, open_min=True),
+        "downsample": Param("int", 2, min=1),
+        "signed": Param("bool", False),
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
+    }
+
+    @classmethod
+    def check_params(cls, params: Any, model: nn.Module | None = None) -> dict[str, Any]:
+        """The declared checks, then the distiller's own (band, the lambdas together)."""
+        params = super().check_params(params, model)
+        Settings(**{k: v for k, v in params.items() if k not in ("vae", "signed")})
+        return params
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
+from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import generator, positive_float, positive_int
-from .base import Method
+from .base import BATCH_SIZE, SEED, Method
 
 
 def rise_masks(
@@ -49,7 +50,14 @@ class Rise(Method):
     images of one call, as in the reference implementation.
     """
 
-    hyperparameters = frozenset({"n_masks", "s", "p1", "seed", "all_classes", "batch_size"})
+    hyperparameters = {
+        "n_masks": Param("int", 4000, min=1),
+        "s": Param("int", 8, min=1, help="mask grid cells per side"),
+        "p1": Param("float", 0.5, min=0, max=1, open_min=True, help="share of kept cells"),
+        "seed": SEED,
+        "all_classes": Param("bool", False),
+        "batch_size": BATCH_SIZE,
+    }
     name = "rise"
     description = "RISE: probability-weighted sum of random upsampled grid masks"
 

@@ -65,6 +65,19 @@ def _parse_count(spec: str, kind: str, default: int) -> int:
     return value
 
 
+def check_segments(segments: object) -> None:
+    """A ``segments`` word must be ``slic``, ``slic:<n>``, ``grid`` or ``grid:<k>``
+    (a tensor is checked against the inputs when they come)."""
+    if isinstance(segments, str):
+        kind = segments.split(":", 1)[0]
+        if kind not in ("slic", "grid"):
+            raise InputError(
+                f"segments must be 'slic', 'slic:<n>', 'grid', 'grid:<k>' or a label tensor, "
+                f"got {segments!r}"
+            )
+        _parse_count(segments, kind, 1)
+
+
 def segment(inputs: torch.Tensor, segments: object = "slic") -> tuple[torch.Tensor, torch.Tensor]:
     """Labels ``[N,H,W]`` (contiguous from 0 per image) and ``valid [N, M_max]``.
 

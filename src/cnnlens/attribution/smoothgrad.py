@@ -20,8 +20,10 @@ from torch import nn
 
 from ..batching import run_chunked
 from ..errors import InputError
+from ..params import Param, check_names
 from ..types import Explanation
 from . import get, register
+from .base import BATCH_SIZE, SEED
 from .common import Configured, to_input_size
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -33,13 +35,13 @@ class SmoothGrad(Configured):
 
     name = "smoothgrad"
     description = "SmoothGrad / SmoothGrad^2 / VarGrad: average of a method over noisy copies"
-    defaults: ClassVar[dict[str, Any]] = {
-        "base": "saliency",
-        "samples": 50,
-        "noise": 0.15,
-        "kind": "smoothgrad",
-        "seed": 0,
-        "batch_size": None,
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "base": Param("str", "saliency", help="the wrapped method's name"),
+        "samples": Param("int", 50, min=1),
+        "noise": Param("float", 0.15, min=0, help="noise sigma as a fraction of the range"),
+        "kind": Param("str", "smoothgrad", choices=KINDS),
+        "seed": SEED,
+        "batch_size": BATCH_SIZE,
     }
 
     @classmethod
@@ -47,6 +49,23 @@ class SmoothGrad(Configured):
         base = (params or {}).get("base", cls.defaults["base"])
         inner = get(base).accepted(params) if isinstance(base, str) and base != cls.name else None
         return frozenset(cls.defaults) | (inner or frozenset())
+
+    @classmethod
+    def check_params(cls, params: Any, model: nn.Module | None = None) -> dict[str, Any]:
+        """Its own declared parameters, then the rest against the wrapped method's."""
+        if not isinstance(params, dict):
+            return super().check_params(params, model)
+        own = {k: v for k, v in params.items() if k in cls.hyperparameters}
+        super().check_params(own, model)
+        base = own.get("base", cls.defaults["base"])
+        if base == cls.name:
+            raise InputError("smoothgrad cannot wrap itself")
+        inner = get(base)
+        rest = {k: v for k, v in params.items() if k not in cls.hyperparameters}
+        valid = cls.accepted(params)
+        check_names(cls.name, params, valid, "hyperparameter")
+        inner.check_params(rest, model)
+        return dict(params)
 
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         own = {k: v for k, v in hyperparameters.items() if k in self.defaults}

@@ -24,13 +24,31 @@ from __future__ import annotations
 import torch
 
 from ..batching import chunk_size, forward_runner, run_chunked
+from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import baseline_like, generator, positive_float, positive_int, target_scores
-from .base import Method
-from .segments import all_coalitions, apply_coalitions, sample_coalitions, segment
+from .base import BATCH_SIZE, FILL, SEED, Method
+from .segments import (
+    all_coalitions,
+    apply_coalitions,
+    check_segments,
+    sample_coalitions,
+    segment,
+)
 
-_COMMON = frozenset({"n_samples", "segments", "baseline", "seed", "batch_size"})
+_COMMON = {
+    "n_samples": Param("int", 1000, min=1),
+    "segments": Param(
+        "str|tensor",
+        "slic",
+        help="'slic', 'slic:<n>', 'grid', 'grid:<k>' or labels",
+        validate=lambda v: check_segments(v),
+    ),
+    "baseline": FILL,
+    "seed": SEED,
+    "batch_size": BATCH_SIZE,
+}
 
 
 def _solve_dtype(device: torch.device) -> torch.dtype:
@@ -171,7 +189,11 @@ class Lime(_SegmentSurrogate):
 
     name = "lime"
     description = "LIME: weighted ridge surrogate on superpixel coalitions"
-    hyperparameters = _COMMON | {"kernel_width", "alpha"}
+    hyperparameters = {
+        **_COMMON,
+        "kernel_width": Param("float", 0.25, min=0, open_min=True),
+        "alpha": Param("float", 1.0, min=0, help="ridge penalty"),
+    }
 
     def coalitions(self, valid, n_samples, g):
         z = sample_coalitions(valid, n_samples, g, shapley=False)

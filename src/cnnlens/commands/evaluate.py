@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
         data: str = typer.Option("shapes", help="data set (its test split is used)"),
-        n: int = typer.Option(200, min=1, help="number of test images (the first n)"),
+        n: int = typer.Option(200, help="number of test images (the first n)"),
         methods: str = typer.Option("all", help="comma list of methods, or 'all' registered"),
         metrics: str = typer.Option(
             "all",
@@ -42,8 +42,8 @@ def register(app: typer.Typer) -> None:
             "iba gets layer statistics from 512 training images unless iba:statistics= is given",
         ),
         out: Path = typer.Option(..., help="output folder (resumable: finished work is kept)"),
-        chunk: int = typer.Option(32, min=1, help="images per saved unit of work"),
-        sanity_images: int = typer.Option(32, min=0, help="images for the randomisation check"),
+        chunk: int = typer.Option(32, help="images per saved unit of work"),
+        sanity_images: int = typer.Option(32, help="images for the randomisation check"),
         batch_size: int = typer.Option(None, help="forward batch (default: automatic)"),
         seed: int = typer.Option(0),
         vae: Path = typer.Option(
@@ -58,25 +58,42 @@ def register(app: typer.Typer) -> None:
         from ..errors import DataError, InputError
         from ..io import check_writable_folder
         from ..metrics.evaluate import evaluate as run_evaluation
-        from ..metrics.evaluate import resolve_methods
+        from ..metrics.evaluate import validate
         from ..metrics.outputs import write_evaluation
+        from ..params import Param, check_options
         from ..progress import log_line
         from ..workflows import iba_statistics, open_model
 
+        # validate, then write: every input below is checked before the first file
+        check_options(
+            {
+                "--n": (n, Param("int", min=1)),
+                "--chunk": (chunk, Param("int", min=1)),
+                "--sanity-images": (sanity_images, Param("int", min=0)),
+                "--batch-size": (batch_size, Param("int", min=1, none=True)),
+            }
+        )
         method_params = parse_method_params(param)
+        chosen, _metrics, _, _ = validate(
+            None,
+            methods=methods,
+            metrics=metrics,
+            method_params=method_params,
+            chunk=chunk,
+            sanity_images=sanity_images,
+            batch_size=batch_size,
+            seed=seed,
+        )
         check_writable_folder(out)
         net = open_model(model)
         test = load(data, split="test")
         if n > len(test):
             raise DataError(f"--n {n} is more than the {len(test)} test images of {data}")
         check_fits(net, test, data=data)
+        validate(net, methods=chosen, metrics=metrics, method_params=method_params)
         x, _ = test.tensors(range(n))
         boxes = None if test.boxes is None else test.boxes[:n]
         masks = None if test.masks is None else test.masks[:n]
-        chosen = resolve_methods(methods)
-        stray = sorted(set(method_params) - set(chosen))
-        if stray:
-            raise InputError(f"--param names methods that are not evaluated: {', '.join(stray)}")
         if "relabel" in chosen:
             from ..relabel.vae_training import locate_vae
 

@@ -26,6 +26,12 @@ def parse_index(spec: str, total: int) -> list[int]:
             part = part.strip()
             if ":" in part:
                 bits = [int(b) if b else None for b in part.split(":")]
+                if len(bits) > 3 or any(b is not None and b < 0 for b in bits[:2]):
+                    raise ValueError(part)
+                if bits[-1] == 0 and len(bits) == 3:
+                    raise ValueError(part)
+                if len(bits) > 1 and bits[1] is not None and bits[1] > total:
+                    out.append(bits[1] - 1)  # a slice past the split: named below
                 out.extend(range(total)[slice(*bits)])
             elif part:
                 out.append(int(part))
@@ -59,6 +65,40 @@ def parse_params(items: list[str]) -> dict[str, object]:
     return params
 
 
+def parse_target(text: str) -> int | None:
+    """``"predicted"`` -> ``None`` (each image's predicted class); else a class index >= 0."""
+    if text.strip() == "predicted":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(
+            f"--target must be a class index >= 0 or 'predicted', got {text!r}"
+        ) from None
+    if value < 0:
+        raise InputError(f"--target must be a class index >= 0 or 'predicted', got {value}")
+    return value
+
+
+def split_params(hp: dict[str, object], names: list[str]) -> dict[str, dict[str, object]]:
+    """``--param`` values -> each method's own: a name goes to every selected method that
+    takes it; a name no selected method takes is refused. Each method's share is
+    checked by its declaration (:meth:`Method.check_params`)."""
+    from .. import attribution
+    from ..params import check_names
+
+    per_method = {}
+    taken: set[str] = set()
+    for name in names:
+        accepted = attribution.get(name).accepted(hp)
+        per_method[name] = {k: v for k, v in hp.items() if k in accepted}
+        taken |= accepted
+    check_names(f"--param: {', '.join(names)}", hp, taken, "hyperparameter")
+    for name, params in per_method.items():
+        attribution.get(name).check_params(params)
+    return per_method
+
+
 def method_names(spec: str) -> list[str]:
     """``"all"`` -> every registered method (as ``evaluate --methods all``); else a comma
     list, each name checked so an unknown one fails before any work."""
@@ -83,7 +123,9 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(
             "grad-cam", help="comma list of methods, or 'all' registered (as evaluate --methods)"
         ),
-        target: int = typer.Option(-1, help="class to explain; -1 = the predicted class"),
+        target: str = typer.Option(
+            "predicted", help="class index to explain, or 'predicted' (each image's top-1)"
+        ),
         param: list[str] = typer.Option(  # noqa: B008
             [], help="hyperparameter key=value for every method that has it (repeatable)"
         ),
@@ -107,9 +149,12 @@ def register(app: typer.Typer) -> None:
         from ..report.sections.explanations import explanation_grid
         from ..workflows import iba_statistics, open_model
 
+        # validate, then write: every input below is checked before the first file
         names = method_names(method)
         every_method = method.strip() == "all"
         hp = parse_params(param)
+        goal_class = parse_target(target)
+        split_params(hp, names)
         skipped: dict[str, str] = {}
         check_writable_folder(out)
         if "relabel" in names and "vae" not in hp:  # a VAE trained on the data, found first
@@ -127,10 +172,12 @@ def register(app: typer.Typer) -> None:
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
         check_fits(net, dataset, data=data)
-        if target >= dataset.num_classes:
+        if goal_class is not None and goal_class >= dataset.num_classes:
             raise TargetError(
-                f"--target {target} is not a class of {data} (0 .. {dataset.num_classes - 1})"
+                f"--target {goal_class} is not a class of {data} (0 .. {dataset.num_classes - 1})"
             )
+        for name, params in split_params(hp, names).items():  # layers, now the model is here
+            attribution.get(name).check_params(params, net)
         x, labels = dataset.tensors(indices)
         dev = next(net.parameters()).device
         x = x.to(dev)
@@ -142,7 +189,7 @@ def register(app: typer.Typer) -> None:
             net.eval()
             probs = net(x).softmax(1)
         predicted = probs.argmax(1)
-        goal = predicted if target < 0 else torch.full_like(predicted, target)
+        goal = predicted if goal_class is None else torch.full_like(predicted, goal_class)
         arrays: dict[str, np.ndarray] = {
             "indices": np.asarray(indices),
             "labels": labels.cpu().numpy(),
@@ -151,7 +198,7 @@ def register(app: typer.Typer) -> None:
         columns, timings = {}, {}
         for name in names:
             accepted = attribution.get(name).accepted(hp)
-            kwargs = {k: v for k, v in hp.items() if accepted is None or k in accepted}
+            kwargs = {k: v for k, v in hp.items() if k in accepted}
             start = time.perf_counter()
             try:
                 e = attribution.explain(net, x, name, target=goal, **kwargs)
@@ -185,7 +232,7 @@ def register(app: typer.Typer) -> None:
                 "indices": indices,
                 "methods": [n for n in names if n not in skipped],
                 "params": {k: repr(v) for k, v in hp.items()},
-                "target": "predicted" if target < 0 else target,
+                "target": "predicted" if goal_class is None else goal_class,
                 "seconds": timings,
                 "skipped": skipped,
             },

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Explain and score a whole data set into a store (Zarr maps, Parquet tables)."""
-        from ..errors import InputError
+        from ..errors import ConfigError, InputError
         from ..jobs import JobSpec
         from ..jobs import run as run_job
         from .evaluate import parse_method_params
@@ -81,7 +81,13 @@ def register(app: typer.Typer) -> None:
             if stray:
                 raise InputError(f"--param names methods the job does not run: {', '.join(stray)}")
             for name, values in params.items():
-                spec.methods[name] = {**(spec.methods[name] or {}), **values}
+                given = spec.methods[name] or {}
+                if not isinstance(given, dict):
+                    raise ConfigError(
+                        f"methods: {name}'s parameters must be a mapping of name: value, "
+                        f"got {given!r}"
+                    )
+                spec.methods[name] = {**given, **values}
         result = run_job(spec)
         typer.echo(result.markdown())
         typer.echo(

@@ -118,8 +118,9 @@ def model_checksum(model: nn.Module) -> str:
 
 
 def _methods(spec: JobSpec) -> dict[str, dict]:
-    from .. import attribution
-    from ..attribution.base import check_hyperparameters
+    """``{name: params}`` of the job's methods, names and parameters checked by each
+    method's declaration (the layer names again once the model is loaded)."""
+    from ..metrics.evaluate import check_method_params, resolve_methods
 
     methods = spec.methods
     if isinstance(methods, str):
@@ -128,27 +129,21 @@ def _methods(spec: JobSpec) -> dict[str, dict]:
         methods = {str(m): {} for m in methods}
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"methods must name at least one method, got {spec.methods!r}")
-    out = {}
     for name, params in methods.items():
-        params = dict(params or {})
-        if name in BASELINES:
-            if params:
-                raise InputError(f"baseline {name!r} takes no parameters, got {sorted(params)}")
-        else:
-            cls = attribution.get(name)  # InputError with close matches
-            valid = cls.accepted(params)
-            if valid is not None:
-                check_hyperparameters(name, params, valid)
-            if name == "iba" and "statistics" not in params:
-                raise InputError(
-                    "iba in a job needs iba's statistics=<file> (layer statistics, e.g. "
-                    "from cnnlens evaluate's iba-statistics-*.safetensors)"
-                )
-            if name == "relabel" and "vae" not in params:
-                raise InputError(
-                    "relabel in a job needs vae=<saved VAE folder> (cnnlens train-vae)"
-                )
-        out[str(name)] = params
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(
+                f"methods: {name}'s parameters must be a mapping of name: value, got {params!r}"
+            )
+    methods = {str(name): dict(params or {}) for name, params in methods.items()}
+    out = check_method_params(methods, resolve_methods(list(methods)))
+    for name, params in out.items():
+        if name == "iba" and "statistics" not in params:
+            raise InputError(
+                "iba in a job needs iba's statistics=<file> (layer statistics, e.g. "
+                "from cnnlens evaluate's iba-statistics-*.safetensors)"
+            )
+        if name == "relabel" and "vae" not in params:
+            raise InputError("relabel in a job needs vae=<saved VAE folder> (cnnlens train-vae)")
     return out
 
 
@@ -189,7 +184,13 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """Validate every field of ``spec`` before any work; the model and data loaded."""
     from ..compatibility import check_fits
     from ..io import check_writable_folder
-    from ..metrics.evaluate import resolve_metrics
+    from ..metrics.evaluate import (
+        RUN_SETTINGS,
+        check_method_params,
+        check_metric_params,
+        resolve_metrics,
+    )
+    from ..params import check_params
     from ..workflows import open_model
 
     if spec.engine not in ENGINES:
@@ -200,9 +201,11 @@ def prepare(spec: JobSpec) -> PreparedJob:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
     for name in ("shard_size", "workers"):
         value = getattr(spec, name)
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if spec.images is not None and (not isinstance(spec.images, int) or spec.images < 1):
+    if spec.images is not None and (
+        isinstance(spec.images, bool) or not isinstance(spec.images, int) or spec.images < 1
+    ):
         raise ConfigError(
             f"images must be a positive integer (or absent: all), got {spec.images!r}"
         )
@@ -213,11 +216,19 @@ def prepare(spec: JobSpec) -> PreparedJob:
 
         if importlib.util.find_spec("ray") is None:
             raise ConfigError('engine ray needs Ray: pip install "cnnlens[ray]"')
+    check_params("job", {"seed": spec.seed}, {"seed": RUN_SETTINGS["seed"]})
+    check_params(
+        "job",
+        {"sanity_images": spec.sanity_images, "batch_size": spec.batch_size},
+        RUN_SETTINGS,
+    )
+    if spec.threads is not None and (
+        isinstance(spec.threads, bool) or not isinstance(spec.threads, int) or spec.threads < 1
+    ):
+        raise ConfigError(f"threads must be a positive integer, got {spec.threads!r}")
     methods = _methods(spec)
     metrics = resolve_metrics(spec.metrics)
-    stray = sorted(set(spec.metric_params) - set(metrics))
-    if stray:
-        raise ConfigError(f"metric_params names metrics the job does not score: {', '.join(stray)}")
+    metric_params = check_metric_params(spec.metric_params, metrics)
     store = Path(spec.store)
     check_writable_folder(store, option="store")
     data, data_spec = _open_data(spec)
@@ -232,6 +243,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
         model = open_model(model_path)
         checksum = model_checksum(model)
     check_fits(model, data, data=str(data_spec["spec"] or data_spec["name"]))
+    check_method_params(methods, list(methods), model)  # layer names, now the model is here
     c, h, w = (int(v) for v in data.image_shape)
     job = {
         "model": None if model_path is None else str(model_path),
@@ -240,7 +252,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
         "n_images": n,
         "methods": methods,
         "metrics": metrics,
-        "metric_params": spec.metric_params,
+        "metric_params": metric_params,
         "shard_size": spec.shard_size,
         "dtype": spec.dtype,
         "compile": resolve_compile(spec.compile, n, model),

@@ -31,10 +31,23 @@ from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
+from ..params import Param
 from ._common import as_maps, auc, check_inputs, check_model, class_score, descending_rank
 from .result import Result
 
 RISE_STEP_224 = 448
+
+
+SCORE = Param("str", "probability", choices=("probability", "logit"))
+FILL = Param(
+    "float|tensor", "zero", choices=("zero", "blur", "mean"), help="fill of removed pixels"
+)
+# What evaluate / jobs may set (metric_params); batch_size and desc come from them.
+PARAMS = {
+    "step": Param("int", None, min=1, none=True, help="pixels per step; none: default_step"),
+    "baseline": FILL,
+    "score": SCORE,
+}
 
 
 def default_step(height: int, width: int) -> int:

@@ -16,8 +16,10 @@ from ..errors import InputError
 from ..hooks import frozen
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
-from .causal import _baseline
+from .causal import FILL, _baseline
 from .result import Result
+
+PARAMS = {"baseline": FILL}
 
 
 def completeness(

@@ -26,9 +26,17 @@ from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
+from ..params import Param
 from ._common import as_maps, check_inputs, check_model, class_score, model_device, scaled
-from .causal import _baseline
+from .causal import FILL, SCORE, _baseline
 from .result import Result
+
+PARAMS = {
+    "tile": Param("int", None, min=1, none=True, help="tile side; none: default_tiles"),
+    "fractions": Param("int|tensor", 100, min=2, help="a count >= 2 or a tensor in [0, 1]"),
+    "baseline": FILL,
+    "score": SCORE,
+}
 
 
 def default_tiles(size: int) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,16 +28,31 @@ from torch import nn
 from ..data.adapt import as_dataset
 from ..errors import ConfigError, InputError
 from ..hooks import frozen
+from ..params import Param, check_params
 from ..progress import Progress
 from .baselines import random_map, sobel_map
+from .causal import PARAMS as CAUSAL_PARAMS
 from .causal import deletion, insertion
+from .completeness import PARAMS as COMPLETENESS_PARAMS
 from .completeness import completeness
+from .degradation import PARAMS as DEGRADATION_PARAMS
 from .degradation import default_tiles, degradation
+from .infidelity import PARAMS as INFIDELITY_PARAMS
 from .infidelity import infidelity
-from .localisation import bbox_score, energy_pointing_game, pointing_game
+from .localisation import (
+    BBOX_PARAMS,
+    ENERGY_PARAMS,
+    POINTING_PARAMS,
+    bbox_score,
+    energy_pointing_game,
+    pointing_game,
+)
 from .result import ci95
+from .road import PARAMS as ROAD_PARAMS
 from .road import road
+from .sanity import PARAMS as SANITY_PARAMS
 from .sanity import randomisation_check
+from .sensitivity import PARAMS as SENSITIVITY_PARAMS
 from .sensitivity import max_sensitivity
 
 BASELINE_METHODS = ("random", "sobel")
@@ -60,6 +75,21 @@ OPTIONAL_METRICS = {
     "max_sensitivity": "max relative map change under 2 % uniform noise (lower is better)",
     "infidelity": "beta-scaled MSE of I . map vs f(x) - f(x - I), Gaussian I (lower is better)",
     "road": "ROAD MoRF: mean probability, noisy linear imputation (lower is better)",
+}
+# The settings each metric takes in ``metric_params`` (declared next to the metric).
+METRIC_PARAMS = {
+    "deletion": CAUSAL_PARAMS,
+    "insertion": CAUSAL_PARAMS,
+    "degradation_small": DEGRADATION_PARAMS,
+    "degradation_large": DEGRADATION_PARAMS,
+    "bbox_score": BBOX_PARAMS,
+    "pointing_game": POINTING_PARAMS,
+    "energy_pointing_game": ENERGY_PARAMS,
+    "randomisation": SANITY_PARAMS,
+    "completeness": COMPLETENESS_PARAMS,
+    "max_sensitivity": SENSITIVITY_PARAMS,
+    "infidelity": INFIDELITY_PARAMS,
+    "road": ROAD_PARAMS,
 }
 LOWER_IS_BETTER = {
     "deletion",
@@ -177,6 +207,78 @@ def resolve_metrics(metrics: str | Sequence[str]) -> list[str]:
             known = ", ".join([*METRICS, *OPTIONAL_METRICS])
             raise InputError(f"unknown metric {m!r}; known: {known}")
     return list(dict.fromkeys(metrics))
+
+
+def check_method_params(
+    method_params: Mapping | None, methods: Sequence[str], model: nn.Module | None = None
+) -> dict[str, dict]:
+    """Each method's parameters checked by the method's own declaration (with
+    ``model``: layer names too); a method not evaluated, or a baseline given
+    parameters, is refused."""
+    from ..attribution import get
+
+    if method_params is None:
+        return {}
+    if not isinstance(method_params, Mapping):
+        raise InputError(
+            f"method_params must map method names to parameters, got {method_params!r}"
+        )
+    stray = sorted(set(method_params) - set(methods))
+    if stray:
+        raise InputError(f"method parameters name methods that are not run: {', '.join(stray)}")
+    out = {}
+    for name, params in method_params.items():
+        if name in BASELINE_METHODS:
+            if params:
+                raise InputError(f"baseline {name!r} takes no parameters, got {params!r}")
+            out[name] = {}
+        else:
+            out[name] = get(name).check_params(params, model)
+    return out
+
+
+def check_metric_params(metric_params: Mapping | None, metrics: Sequence[str]) -> dict[str, dict]:
+    """Each metric's settings checked against its declaration (:data:`METRIC_PARAMS`)."""
+    if metric_params is None:
+        return {}
+    if not isinstance(metric_params, Mapping):
+        raise InputError(f"metric_params must map metric names to settings, got {metric_params!r}")
+    stray = sorted(set(metric_params) - set(metrics))
+    if stray:
+        raise InputError(f"metric parameters name metrics that are not scored: {', '.join(stray)}")
+    return {m: check_params(m, p, METRIC_PARAMS[m]) for m, p in metric_params.items()}
+
+
+RUN_SETTINGS = {
+    "chunk": Param("int", 32, min=1, help="images per saved unit"),
+    "sanity_images": Param("int", 32, min=0),
+    "batch_size": Param("int", None, min=1, none=True, help="none: automatic"),
+    "seed": Param("int", 0),
+}
+
+
+def validate(
+    model: nn.Module | None,
+    *,
+    methods: str | Sequence[str],
+    metrics: str | Sequence[str],
+    method_params: Mapping | None = None,
+    metric_params: Mapping | None = None,
+    **settings: object,
+) -> tuple[list[str], list[str], dict[str, dict], dict[str, dict]]:
+    """Every input of :func:`evaluate` checked before any work or write: method and
+    metric names, their parameters (layers against ``model``), and ``settings``
+    (``chunk``, ``sanity_images``, ``batch_size``, ``seed``). Returns the method
+    names (with the baselines), metric names and both parameter mappings."""
+    check_params("evaluate", settings, RUN_SETTINGS)
+    names = resolve_methods(methods)
+    metric_names = resolve_metrics(metrics)
+    return (
+        names,
+        metric_names,
+        check_method_params(method_params, names, model),
+        check_metric_params(metric_params, metric_names),
+    )
 
 
 def _score_chunk(
@@ -355,16 +457,24 @@ def evaluate(
             return check_inputs(data.tensors(range(start, stop))[0])
 
     device = model_device(model)
-    names = resolve_methods(methods)
-    metric_names = resolve_metrics(metrics)
-    method_params = dict(method_params or {})
+    names, metric_names, method_params, metric_params = validate(
+        model,
+        methods=methods,
+        metrics=metrics,
+        method_params=method_params,
+        metric_params=metric_params,
+        chunk=chunk,
+        sanity_images=sanity_images,
+        batch_size=batch_size,
+        seed=seed,
+    )
     images = list(range(n)) if images is None else [int(i) for i in images]
     if len(images) != n:
         raise InputError(f"images must name one index per input ({n}), got {len(images)}")
     settings = {
         "metrics": metric_names,
         "method_params": method_params,
-        "metric_params": dict(metric_params or {}),
+        "metric_params": metric_params,
         "chunk": chunk,
         "sanity_images": sanity_images,
         "seed": seed,

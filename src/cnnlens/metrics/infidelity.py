@@ -31,9 +31,18 @@ from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
+from ..params import Param
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, class_score, model_device
 from .result import Result
+
+PARAMS = {
+    "samples": Param("int", 50, min=1),
+    "noise": Param("float", 0.1, min=0, open_min=True),
+    "normalize": Param("bool", True),
+    "score": Param("str", "logit", choices=("logit", "probability")),
+    "seed": Param("int", 0),
+}
 
 
 def infidelity(

@@ -20,8 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..params import Param
 from ._common import as_maps, descending_rank, scaled
 from .result import Result
+
+BBOX_PARAMS = {"max_area": Param("float", None, min=0, max=1, open_min=True, none=True)}
+POINTING_PARAMS = {"tolerance": Param("int", None, min=0, none=True, help="pixels")}
+ENERGY_PARAMS: dict[str, Param] = {}
 
 
 def object_masks(

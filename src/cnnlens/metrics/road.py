@@ -35,6 +35,7 @@ from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
+from ..params import Param
 from ._common import as_maps, check_inputs, check_model, class_score, descending_rank, model_device
 from .result import Result
 
@@ -52,6 +53,15 @@ NEIGHBOURS = (
 )
 # Unknowns per sparse solve: small images are grouped block-diagonally up to this size.
 MAX_UNKNOWNS_PER_SOLVE = 1 << 15
+
+
+PARAMS = {
+    "fractions": Param("any", None, help="fractions in [0, 1)", validate=lambda v: _fractions(v)),
+    "order": Param("str", "morf", choices=("morf", "lerf")),
+    "noise": Param("float", 0.01, min=0),
+    "score": Param("str", "probability", choices=("probability", "logit")),
+    "seed": Param("int", 0),
+}
 
 
 def linear_impute(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:

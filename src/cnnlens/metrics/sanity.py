@@ -25,12 +25,20 @@ from torch import nn
 
 from ..errors import InputError
 from ..hooks import frozen
+from ..params import Param
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
 from .result import Result
 from .similarity import spearman, ssim
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+PARAMS = {
+    "granularity": Param("str", "block", choices=("block", "layer")),
+    "threshold": Param("float", 0.5, min=-1, max=1),
+    "seed": Param("int", 0),
+}
 
 
 def cascade_groups(model: nn.Module, *, granularity: str = "block") -> list[tuple[str, list[str]]]:

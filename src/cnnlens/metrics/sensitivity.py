@@ -27,11 +27,19 @@ from ..attribution.base import resolve_target
 from ..batching import chunk_size, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
+from ..params import Param
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
 from .result import Result
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+PARAMS = {
+    "radius": Param("float", 0.02, min=0, open_min=True),
+    "samples": Param("int", 10, min=1),
+    "seed": Param("int", 0),
+}
 
 
 def explainer(method, params: dict) -> Explainer:
