@@ -78,6 +78,16 @@ def check_count(n: int | None, spec: str, split: str, *, option: str, **options)
         )
 
 
+def check_subset(n: int | None, dataset: ImageDataset, *, option: str) -> None:
+    """Refuse the first ``n`` images of a loaded ``dataset`` unless 1 <= n <= its size."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{option} must be a positive integer, got {n!r}")
+    if n > len(dataset):
+        raise InputError(f"{option} {n} is more than the {len(dataset)} images of {dataset.name}")
+
+
 def _import_all() -> None:
     from . import digits, readers, shapes  # noqa: F401  (registration side effects)
 
@@ -87,6 +97,7 @@ __all__ = [
     "TensorDataset",
     "as_dataset",
     "check_count",
+    "check_subset",
     "load",
     "names",
     "register",
