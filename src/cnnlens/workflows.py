@@ -96,12 +96,12 @@ def train_classifier(
     check_writable_folder(out)
     data_options = dict(data_options or {})
     arch_options = dict(arch_options or {})
+    identity = classifier_identity(data, arch, config, data_options, arch_options)
+    run_file = out / "run.json"
+    saved = saved_run(out, identity, overwrite=overwrite)  # before the data is read
     train = load_data(data, split="train", **data_options)
     val = _split_or_none(data, "val", data_options)
     test = load_data(data, split="test", **data_options)
-    identity = classifier_identity(data, arch, config, data_options, arch_options)
-    run_file = out / "run.json"
-    saved = saved_run(out, identity, overwrite=overwrite)
     if reuse and not resume and saved is not None:
         model = load_saved(out / "model", checkpoint.load)
         return TrainedModel(
