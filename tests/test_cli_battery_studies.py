@@ -258,7 +258,7 @@ ROWS = [  # (command line with {r} for the fixture folder, a fragment of the mes
     ("attributes prune --run {r}/attr-badrun", "is not a run record"),
     ("attributes prune --run {r}/attr " + FILE_OUT, "is a file, not a folder"),
     ("attributes robustness --run {r}/attr --transforms 0:0", "needs n > 0"),
-    ("attributes robustness --run {r}/attr --stds 0,-1", "noise stds >= 0"),
+    ("attributes robustness --run {r}/attr --stds 0,-1", "noise stds must be >= 0"),
     ("attributes robustness --run {r}/attr --n 999999", "is more than the 8 images"),
     ("attributes predictability --run {r}/attr --sizes 0", "edit sizes must lie in [1, 128)"),
     ("attributes predictability --run {r}/attr --sizes 8,999", "got [999]"),
