@@ -27,7 +27,12 @@ def demo_vae(out: Path, *, quick: bool, seed: int = 0):
         config = dataclasses.replace(config, epochs=QUICK_VAE["epochs"])
         options, width = {"n": QUICK_VAE["n_train"]}, QUICK_VAE["width"]
     run = train_vae(
-        "shapes", out=vae_folder(out, "shapes"), config=config, width=width, data_options=options
+        "shapes",
+        out=vae_folder(out, "shapes"),
+        config=config,
+        width=width,
+        data_options=options,
+        overwrite=True,  # the demo's own folder: a quick run's VAE makes way for the full one
     )
     state = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
     log_line(
@@ -55,7 +60,12 @@ def run_demo(
     options = {"n": QUICK_SIZES["n_train"]} if quick else {}
     log_line(f"demo: ResNet-20 on shapes, {config.epochs} epochs, output in {out}")
     run = train_classifier(
-        data="shapes", arch="resnet20", out=out, config=config, data_options=options
+        data="shapes",
+        arch="resnet20",
+        out=out,
+        config=config,
+        data_options=options,
+        overwrite=True,  # the demo's own folder: `--quick` then the full demo retrains
     )
     test = run.test
     if quick:
@@ -69,6 +79,7 @@ def run_demo(
         out=out / f"seed{other_seed}",
         config=dataclasses.replace(config, seed=other_seed),
         data_options=options,
+        overwrite=True,
     )
     state = "reused" if other.reused else f"trained in {other.seconds:.0f} s"
     log_line(
@@ -105,7 +116,7 @@ def train_attribute_demo(folder: Path, *, quick: bool, seed: int = 0) -> Path:
     from .attributes.training import QUICK_RECIPE, SHAPES_RECIPE, attribute_run
 
     recipe = QUICK_RECIPE if quick else SHAPES_RECIPE
-    run = attribute_run(data="shapes", out=folder, seed=seed, **recipe)
+    run = attribute_run(data="shapes", out=folder, seed=seed, overwrite=True, **recipe)
     state = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
     log_line(
         f"demo: attribute network {state}; mean attribute accuracy {100 * run.mean_accuracy:.1f} %"
@@ -145,6 +156,7 @@ def demo_drib(out: Path, run, *, quick: bool, seed: int = 0):
         out=out / "drib",
         masks=4,
         recipe=recipe,
+        overwrite=True,
     )
     ev = gated.evaluation
     state = "reused" if gated.reused else f"trained in {gated.seconds:.0f} s"

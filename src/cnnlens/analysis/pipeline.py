@@ -20,12 +20,13 @@ from torch import nn
 
 from ..compatibility import check_fits
 from ..data import load as load_data
-from ..io import write_json, write_text
+from ..errors import InputError
+from ..io import check_writable_folder, write_json, write_text
 from ..progress import log_line
 from . import plots
 from .ablation import noise_ablation
 from .decomposed import save_decomposed
-from .features import collect_features
+from .features import collect_features, locate_head
 from .influential import InfluentialFeatures
 from .maps import energy_table, influential_maps
 from .overlap import jaccard_matrix, mean_overlap
@@ -45,6 +46,52 @@ def ablation_rows(result: dict) -> list[dict]:
     return [*result["per_class"], result["overall"]]
 
 
+SWEEP_K = (1, 2, 3, 5, 8, 10, 15, 20)
+
+
+def _positive(name: str, value: object, *, zero: bool = False) -> None:
+    low = 0 if zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_decompose(
+    model: nn.Module,
+    train,
+    *,
+    k1: int,
+    k2: int,
+    by: str,
+    sweep_k: Sequence[int] | None,
+    seeds: int,
+    retrain_epochs: int,
+    map_images: int = 8,
+    batch_size: int | None = None,
+) -> list[int]:
+    """Check every setting of :func:`run_decompose` against ``model`` and its training
+    split before any work (k1 <= m, the feature width, read from the final layer with one
+    probe image); returns the k values of the sweep (default :data:`SWEEP_K` up to m)."""
+    InfluentialFeatures(k1=k1, k2=k2, by=by)._check_params()
+    _positive("seeds", seeds)
+    _positive("retrain_epochs", retrain_epochs, zero=True)
+    _positive("map_images", map_images, zero=True)
+    if batch_size is not None:
+        _positive("batch_size", batch_size)
+    probe, _ = train.tensors([0])
+    probe = probe.to(next(model.parameters()).device)
+    _name, head = locate_head(model, probe)
+    m = int(head.in_features)
+    if k1 > m:
+        raise InputError(f"k1 must be <= the feature width m={m} of this model, got k1={k1}")
+    if sweep_k is None:
+        return [k for k in SWEEP_K if k <= m]
+    ks = list(sweep_k)
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= m]
+    if bad or not ks:
+        raise InputError(f"sweep k values must lie in [1, m={m}]; got {bad or ks}")
+    return ks
+
+
 def run_decompose(
     model: nn.Module,
     *,
@@ -53,7 +100,7 @@ def run_decompose(
     k1: int = 5,
     k2: int = 5,
     by: str = "label",
-    sweep_k: Sequence[int] = (1, 2, 3, 5, 8, 10, 15, 20),
+    sweep_k: Sequence[int] | None = None,
     seeds: int = 3,
     retrain_epochs: int = 0,
     retrain_whole: bool = False,
@@ -62,15 +109,30 @@ def run_decompose(
 ) -> dict:
     """Run the paper-002 analysis of ``model`` on data set ``data``; write results to ``out``.
 
-    Returns the summary written to ``out/summary.json``.
+    ``sweep_k``: the k values of the k1/k2 sweep (default :data:`SWEEP_K` up to the
+    feature width). Every input (settings, model/data fit, ``out`` writable) is checked
+    before the first file is written (:func:`check_decompose`). Returns the summary
+    written to ``out/summary.json``.
     """
-    out = Path(out)
+    out = check_writable_folder(out)
     t0 = time.perf_counter()
     est = InfluentialFeatures(k1=k1, k2=k2, by=by)
     est._check_params()
     train = load_data(data, split="train")
     test = load_data(data, split="test")
     check_fits(model, train, data=data)
+    ks = check_decompose(
+        model,
+        train,
+        k1=k1,
+        k2=k2,
+        by=by,
+        sweep_k=sweep_k,
+        seeds=seeds,
+        retrain_epochs=retrain_epochs,
+        map_images=map_images,
+        batch_size=batch_size,
+    )
     train_feats = collect_features(model, train, batch_size=batch_size, desc="features (train)")
     test_feats = collect_features(model, test, batch_size=batch_size, desc="features (test)")
     est.fit(model, train, features=train_feats)
@@ -78,8 +140,6 @@ def run_decompose(
     rel = relative_accuracy(model, est, test_feats)
     log_line(f"decompose: A_f {rel['A_f']:.4f} A_d {rel['A_d']:.4f} r_A {rel['r_A']:.4f}")
 
-    m = est.n_features_in_
-    ks = [k for k in sweep_k if 1 <= k <= m]
     rows = sweep(model, train_feats, test_feats, k1s=ks, by=by, n_classes=train.num_classes)
     _rows_out(out, "sweep", rows)
     k1s, k2s, grid = sweep_grid(rows)

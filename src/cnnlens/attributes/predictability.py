@@ -141,11 +141,19 @@ def _percentiles(values: list[float], level: float) -> list[float]:
     return torch.quantile(finite, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
 
 
+def check_edit_sizes(sizes, channels: int) -> list[int]:
+    """Edit sizes as ints, each in [1, channels) (an edit keeps at least one channel); an
+    InputError naming the values out of range, before any network is trained."""
+    sizes = list(sizes)
+    bad = [s for s in sizes if isinstance(s, bool) or int(s) != s or not 0 < s < channels]
+    if bad or not sizes:
+        raise InputError(f"edit sizes must lie in [1, {channels}), got {bad or sizes}")
+    return [int(s) for s in sizes]
+
+
 def _edits(channels: int, k: int, sizes, repeats: int, seed: int):
     gen = torch.Generator().manual_seed(int(seed))
-    sizes = [int(s) for s in sizes if 0 < int(s) < channels]
-    if not sizes:
-        raise InputError(f"edit sizes must lie in [1, {channels}), got {list(sizes)}")
+    sizes = check_edit_sizes(sizes, channels)
     prune = [torch.randperm(channels, generator=gen)[:s] for s in sizes for _ in range(repeats)]
     mask = []
     for s in sizes:

@@ -22,13 +22,11 @@ def open_run(run: str | Path) -> AttributeRun:
         saved = json.loads(run_file.read_text())
         identity = saved["identity"]
         accuracy = {k: float(v) for k, v in saved["accuracy"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{run_file} is not a run record: {exc}") from None
-    train, test = load_splits(
-        identity["data"],
-        size=identity["size"],
-        n_train=identity["n_train"],
-        n_test=identity["n_test"],
-    )
+        data, size = str(identity["data"]), identity["size"]
+        n_train, n_test = int(identity["n_train"]), int(identity["n_test"])
+        _ = int(identity["config"]["epochs"]), int(identity["config"]["seed"])  # predictability
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{run_file} is not a run record: {exc!r}") from None
+    train, test = load_splits(data, size=size, n_train=n_train, n_test=n_test)
     model = load_attribute_network(run / "model")
     return AttributeRun(model, train, test, saved.get("history", []), accuracy, True, 0.0, identity)

@@ -229,6 +229,40 @@ def _first(dataset: ImageDataset, n: int, spec: str, split: str, options: dict) 
     )
 
 
+def check_attribute_run(
+    *,
+    data: str,
+    out: str | Path,
+    size: int | None,
+    n_train: int | None,
+    n_test: int | None,
+    epochs: int,
+    lam: float,
+    reduction: str,
+    kind: str,
+) -> None:
+    """Refuse any setting of :func:`attribute_run` before data is read or a file written:
+    the kind, the ||M||_1 reduction, lambda >= 0, epochs >= 1, the sizes against the
+    splits (``n_train`` / ``n_test`` at most what they hold) and ``out`` writable."""
+    from ..data import check_count
+    from ..io import check_writable_folder
+    from .objective import REDUCTIONS
+
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not lam >= 0:
+        raise ConfigError(f"lambda must be >= 0, got {lam}")
+    default_config(epochs)  # epochs >= 1
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError(f"size must be a positive integer, got {size!r}")
+    options = {} if size is None else {"size": int(size)}
+    check_count(n_train, data, "train", option="--n-train", **options)
+    check_count(n_test, data, "test", option="--n-test", **options)
+    check_writable_folder(out)
+
+
 def attribute_run(
     *,
     data: str = "shapes",
@@ -243,10 +277,27 @@ def attribute_run(
     reuse: bool = True,
     kind: str = "attention",
     resume: bool = False,
+    overwrite: bool = False,
 ) -> AttributeRun:
     """Train on ``data``'s attributes into ``out`` (``model/``, ``run.json``) or reuse it.
     ``kind="plain"``: the plain multi-label CNN of the same extractor (the baseline).
-    ``resume``: a killed training continues from its last epoch checkpoint in ``out``."""
+    ``resume``: a killed training continues from its last epoch checkpoint in ``out``.
+    ``n_train`` / ``n_test``: the first n images of each split (None: all; more than the
+    split holds is refused). A run in ``out`` with other settings or unreadable weights is
+    refused unless ``overwrite``; every input is checked before a file is written."""
+    from ..runs import load_saved, saved_run
+
+    check_attribute_run(
+        data=data,
+        out=out,
+        size=size,
+        n_train=n_train,
+        n_test=n_test,
+        epochs=epochs,
+        lam=lam,
+        reduction=reduction,
+        kind=kind,
+    )
     out = Path(out)
     train, test = load_splits(data, size=size, n_train=n_train, n_test=n_test)
     config = default_config(epochs, seed)
@@ -265,17 +316,16 @@ def attribute_run(
         )
     )
     run_file = out / "run.json"
-    if reuse and run_file.is_file() and (out / "model" / "model.json").is_file():
+    saved = saved_run(out, identity, overwrite=overwrite)
+    if reuse and saved is not None:
         try:
-            saved = json.loads(run_file.read_text())
-            if saved.get("identity") == identity:
-                model = load_attribute_network(out / "model")
-                acc = {k: float(v) for k, v in saved["accuracy"].items()}
-                return AttributeRun(
-                    model, train, test, saved.get("history", []), acc, True, 0.0, identity
-                )
-        except (CheckpointError, json.JSONDecodeError, OSError, KeyError):
-            pass  # train again
+            acc = {k: float(v) for k, v in saved["accuracy"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CheckpointError(
+                f"{run_file} records no attribute accuracy; pass --overwrite to train over it"
+            ) from None
+        model = load_saved(out / "model", load_attribute_network)
+        return AttributeRun(model, train, test, saved.get("history", []), acc, True, 0.0, identity)
     model, result = train_attribute_network(
         train, None, config=config, lam=lam, reduction=reduction, out=out, kind=kind, resume=resume
     )

@@ -33,6 +33,28 @@ def _out(out: Path | None, run: Path, name: str) -> Path:
     return check_writable_folder(out or (run / name))
 
 
+N_HELP = "test images, the first n (default 500, or all where fewer)"
+
+
+def _test_images(n: int | None, test, *, default: int = 500) -> int:
+    """``--n``: given, at most the run's test images; else ``default`` or all where fewer."""
+    from ..data import check_subset
+
+    check_subset(n, test, option="--n")
+    return min(default, len(test)) if n is None else n
+
+
+def _own_plain_cache(folder: Path) -> bool:
+    """Whether ``folder`` holds a plain baseline this command trained (its own cache, retrained
+    when the run's settings changed); anything else there is refused, not overwritten."""
+    import json
+
+    try:
+        return json.loads((folder / "run.json").read_text())["identity"]["kind"] == "plain"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _write_figure(path: Path, fig) -> None:
     from ..io import write_bytes
     from ..plotting import plt, to_png
@@ -92,33 +114,46 @@ def train(
     data: str = typer.Option("shapes", help="a data set with attributes (shapes, celeba:/path)"),
     out: Path = typer.Option(..., help="run folder (model/, run.json, roles.json)"),
     size: int = typer.Option(16, min=8, help="image size (the extractor never downsamples)"),
-    n_train: int = typer.Option(2500, min=1, help="training images (the first n)"),
-    n_test: int = typer.Option(1000, min=1, help="test images (the first n)"),
+    n_train: int = typer.Option(
+        None, min=1, help="training images, the first n (default 2500, or all where fewer)"
+    ),
+    n_test: int = typer.Option(
+        None, min=1, help="test images, the first n (default 1000, or all where fewer)"
+    ),
     epochs: int = typer.Option(3, min=1),
     lam: float = typer.Option(1e-5, "--lambda", min=0.0, help="weight of ||M||_1 (Eq. 10)"),
     reduction: str = typer.Option("sum", help="||M||_1 reduction: sum (per image) or mean"),
     plain: bool = typer.Option(False, help="train the plain multi-label CNN baseline instead"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue a killed training from its last epoch"),
+    overwrite: bool = typer.Option(
+        False, help="train over a run in --out made with other settings (else refused)"
+    ),
 ) -> None:
     from ..attributes.reading import ChannelRoles
     from ..attributes.study import construction_check, correlation_table
-    from ..attributes.training import attribute_run
-    from ..io import check_writable_folder, write_json, write_text
+    from ..attributes.training import SHAPES_RECIPE, attribute_run
+    from ..data import split_size
+    from ..io import write_json, write_text
 
-    check_writable_folder(out)
-    run = attribute_run(
+    def default(n: int | None, split: str) -> int:  # the recipe's size, or all where fewer
+        return (
+            min(SHAPES_RECIPE[f"n_{split}"], split_size(data, split, size=size)) if n is None else n
+        )
+
+    run = attribute_run(  # checks every setting before it writes a file
         data=data,
         out=out,
         size=size,
-        n_train=n_train,
-        n_test=n_test,
+        n_train=default(n_train, "train"),
+        n_test=default(n_test, "test"),
         epochs=epochs,
         lam=lam,
         reduction=reduction,
         seed=seed,
         kind="plain" if plain else "attention",
         resume=resume,
+        overwrite=overwrite,
     )
     typer.echo(
         f"{'reused' if run.reused else 'trained'}: mean attribute accuracy "
@@ -149,9 +184,9 @@ def prune(
     prefer: str = typer.Option("lower", help="prune the pair's channel with the lower|higher L1"),
     seeds: int = typer.Option(3, min=1, help="random-pruning seeds"),
     fractions: str = typer.Option("0.25,0.5,0.75", help="pruned shares of the channels"),
-    n: int = typer.Option(500, min=1, help="test images (the first n)"),
+    n: int = typer.Option(None, min=1, help=N_HELP),
     save: float = typer.Option(
-        None, help="also save the semantically pruned network at this share"
+        None, help="also save the semantically pruned network at this share, in (0, 1)"
     ),
     out: Path = typer.Option(None, help="output folder (default RUN/prune)"),
 ) -> None:
@@ -168,8 +203,11 @@ def prune(
         raise InputError(f"--prefer must be one of {PREFER}, got {prefer!r}")
     shares = _floats(fractions, "--fractions")
     counts_for(128, shares)  # checks the shares before any work
+    if save is not None:
+        counts_for(128, [save])
     folder = _out(out, run, "prune")
     trained = open_run(run)
+    n = _test_images(n, trained.test)
     model = trained.model
     curves, pruner = pruning_study(
         model,
@@ -219,7 +257,7 @@ def robustness(
         "1:0,2:0,4:0,2:0.2,4:0.2,4:0.5", help="n:beta pairs of g(M; n, beta) (1:0 = none)"
     ),
     stds: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5", help="noise std, share of the [0,1] range"),
-    n: int = typer.Option(500, min=1, help="test images (the first n)"),
+    n: int = typer.Option(None, min=1, help=N_HELP),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output folder (default RUN/robustness)"),
 ) -> None:
@@ -231,6 +269,7 @@ def robustness(
     noise = _floats(stds, "--stds")
     folder = _out(out, run, "robustness")
     trained = open_run(run)
+    n = _test_images(n, trained.test)
     grid = robustness_grid(
         trained.model, trained.test, stds=noise, transforms=grid_transforms, n=n, seed=seed
     )
@@ -244,26 +283,32 @@ def robustness(
 def predictability(
     run: Path = typer.Option(..., help=RUN_HELP),
     repeats: int = typer.Option(4, min=1, help="edits per size and family"),
-    sizes: str = typer.Option("8,16,32,64", help="channels per edit"),
-    n: int = typer.Option(300, min=3, help="test images (the first n)"),
+    sizes: str = typer.Option("8,16,32,64", help="channels per edit, each in [1, channels)"),
+    n: int = typer.Option(
+        None, min=3, help="test images, the first n (default 300, or all where fewer)"
+    ),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output folder (default RUN/predictability)"),
 ) -> None:
     from ..attributes.predictability import (
         attention_predictability,
+        check_edit_sizes,
         paired_difference,
         plain_predictability,
     )
     from ..attributes.runs import open_run
     from ..attributes.training import attribute_run
+    from ..commands.decompose import _ints
     from ..io import write_json
 
-    edit_sizes = [int(s) for s in _floats(sizes, "--sizes")]
+    edit_sizes = _ints(sizes, "--sizes")
     folder = _out(out, run, "predictability")
     trained = open_run(run)
+    check_edit_sizes(edit_sizes, trained.model.feature_channels)
+    n = _test_images(n, trained.test, default=300)
     ident = trained.identity
     config = ident["config"]
-    plain = attribute_run(
+    plain = attribute_run(  # the baseline of this run, kept in RUN/plain: retrained if stale
         data=ident["data"],
         out=run / "plain",
         size=ident["size"],
@@ -272,6 +317,7 @@ def predictability(
         epochs=config["epochs"],
         seed=config["seed"],
         kind="plain",
+        overwrite=_own_plain_cache(run / "plain"),
     )
     options = {"sizes": edit_sizes, "repeats": repeats, "n": n, "seed": seed}
     att = attention_predictability(trained.model, trained.test, **options)

@@ -56,7 +56,9 @@ def register(app: typer.Typer) -> None:
         k1: int = typer.Option(5, help="top features kept per image"),
         k2: int = typer.Option(5, help="influential features kept per class (k2 <= k1)"),
         by: str = typer.Option("label", help="group training images by 'label' or 'predicted'"),
-        sweep_k: str = typer.Option("1,2,3,5,8,10,15,20", help="k values of the k1/k2 sweep"),
+        sweep_k: str = typer.Option(
+            None, help="k values of the k1/k2 sweep (default 1,2,3,5,8,10,15,20 up to m)"
+        ),
         seeds: int = typer.Option(3, min=1, help="noise-ablation seeds"),
         retrain: int = typer.Option(0, min=0, help="epochs of retraining the decomposed head"),
         retrain_whole: bool = typer.Option(False, help="retrain the whole network, not the head"),
@@ -67,16 +69,17 @@ def register(app: typer.Typer) -> None:
         from ..io import check_writable_folder
         from ..workflows import open_model
 
-        net = open_model(model)
+        ks = None if sweep_k is None else _ints(sweep_k, "--sweep-k")
         out = check_writable_folder(out or (model / "decompose"))
-        summary = run_decompose(
+        net = open_model(model)
+        summary = run_decompose(  # checks every setting against the model before it writes
             net,
             data=data,
             out=out,
             k1=k1,
             k2=k2,
             by=by,
-            sweep_k=_ints(sweep_k, "--sweep-k"),
+            sweep_k=ks,
             seeds=seeds,
             retrain_epochs=retrain,
             retrain_whole=retrain_whole,
@@ -97,28 +100,30 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("shapes", help="data set to train on"),
         depths: str = typer.Option("8,14,20,32,44,56", help="ResNet depths"),
         epochs: int = typer.Option(8, min=1, help="training epochs (demo recipe otherwise)"),
-        n: int = typer.Option(0, min=0, help="training images (0: the whole split)"),
-        ratio: float = typer.Option(5 / 64, help="k1 = k2 = round(ratio x m)"),
+        n: int = typer.Option(None, min=1, help="training images (default: the whole split)"),
+        ratio: float = typer.Option(5 / 64, help="k1 = k2 = round(ratio x m), in (0, 1]"),
         seed: int = typer.Option(0),
         out: Path = typer.Option(Path("runs/depth"), help="run folder; trained nets are reused"),
+        overwrite: bool = typer.Option(
+            False, help="train over nets in --out made with other settings (else refused)"
+        ),
     ) -> None:
         """Train (or reuse) ResNets of several depths and plot r_A against depth."""
         import dataclasses
 
         from ..analysis import depth_study
         from ..analysis.plots import depth_plot
-        from ..io import check_writable_folder
         from ..train.classifier import DEMO_CONFIG
 
-        check_writable_folder(out)
         config = dataclasses.replace(DEMO_CONFIG, epochs=epochs, seed=seed)
-        rows = depth_study(
+        rows = depth_study(  # checks every setting before the first network trains
             out=out,
             config=config,
             data=data,
             depths=_ints(depths, "--depths"),
-            data_options={"n": n} if n else None,
+            data_options=None if n is None else {"n": n},
             ratio=ratio,
+            overwrite=overwrite,
         )
         _save_rows(out, "depth", rows)
         _save_fig(out / "depth.png", depth_plot(rows))

@@ -81,13 +81,18 @@ def train(
     ),
     n_test: int | None = typer.Option(None, min=1, help="evaluate on the first n test images"),
     seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(
+        False, help="train over runs in --out made with other settings (else refused)"
+    ),
 ) -> None:
 
-    from ..drib.runs import gated_run
+    from .. import nets
+    from ..compatibility import check_fits
+    from ..data import check_count
+    from ..drib.runs import check_gateable, check_gated_run, gated_run
     from ..drib.training import GateRecipe
-    from ..errors import InputError
-    from ..io import check_writable_folder
-    from ..train.classifier import demo_config, train_classifier
+    from ..runs import saved_run
+    from ..train.classifier import classifier_identity, demo_config, train_classifier
     from ..workflows import open_model
 
     recipe = GateRecipe(
@@ -102,26 +107,34 @@ def train(
         tau=tau,
         seed=seed,
     )
-    check_writable_folder(out)
+    # validate, then write: names, sizes, the model/data fit and both run folders first
+    check_count(n_train, data, "train", option="--n-train")
+    check_count(n_test, data, "test", option="--n-test")
     if model is not None:
         base = open_model(model)
+        check_gateable(base)
         train_set = _load(data, "train", n_train)
         test = _load(data, "test", n_test)
+        check_fits(base, test, data=data)
         base_id = {"model": str(model.resolve())}
     else:
+        check_gateable(nets.create(arch))  # an untrained copy: is the architecture gateable?
         epochs_of_base = {} if base_epochs is None else {"epochs": base_epochs}
         config = demo_config(arch, seed=seed, **epochs_of_base)
-        run = train_classifier(data=data, arch=arch, out=out / "base", config=config)
+        base_id = {"model": str((out / "base" / "model").resolve()), "config": config.to_dict()}
+        saved_run(out / "base", classifier_identity(data, arch, config), overwrite=overwrite)
+    identity = {**base_id, "data": data, "n_train": n_train, "n_test": n_test}
+    check_gated_run(out, identity, masks=masks, recipe=recipe, overwrite=overwrite)
+    if model is None:
+        run = train_classifier(
+            data=data, arch=arch, out=out / "base", config=config, overwrite=overwrite
+        )
         base, train_set = run.model, run.train
         test = run.test if n_test is None else _load(data, "test", n_test)
-        base_id = {"model": str((out / "base" / "model").resolve()), "config": config.to_dict()}
         verb = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
         typer.echo(f"ungated {arch}: test accuracy {100 * run.test_accuracy:.2f} % ({verb})")
-    if getattr(base, "arch", None) is None:
-        raise InputError(f"{model}: the model to gate must be a cnnlens net (resnet*, vgg*)")
     if n_train is not None and len(train_set) > n_train:
         train_set = train_set.subset(range(n_train))
-    identity = {**base_id, "data": data, "n_train": n_train, "n_test": n_test}
     result = gated_run(
         base,
         identity=identity,
@@ -131,6 +144,7 @@ def train(
         out=out,
         masks=masks,
         recipe=recipe,
+        overwrite=overwrite,
     )
     verb = "reused" if result.reused else f"trained in {result.seconds:.0f} s"
     typer.echo(f"gated model {verb}; saved in {out / 'model'}")
@@ -146,6 +160,8 @@ def evaluate(
     quick: bool = typer.Option(False, help="small settings (fewer images, IBA steps, repeats)"),
     out: Path | None = typer.Option(None, help="folder for evaluation.json (default: RUN)"),
 ) -> None:
+    from ..compatibility import check_fits
+    from ..data import check_count
     from ..drib.runs import load_gated
     from ..drib.study import FULL, QUICK, study
     from ..errors import CheckpointError, InputError
@@ -157,18 +173,20 @@ def evaluate(
     if unknown or not chosen:
         raise InputError(f"--parts takes a comma list of {', '.join(PARTS)}; got {parts!r}")
     folder = check_writable_folder(out or run)
-    run_file = run / "run.json"
-    if not run_file.is_file():
-        raise CheckpointError(f"no run.json in {run}; expected a folder of 'cnnlens drib train'")
-    identity = json.loads(run_file.read_text()).get("identity", {})
+    identity = _run_identity(run)
+    spec = data or identity.get("data", "shapes")
+    if not isinstance(spec, str):
+        raise CheckpointError(f"{run / 'run.json'}: its data is not a data set name: {spec!r}")
+    check_count(n_test, spec, "test", option="--n-test")
     gated = load_gated(run / "model")
-    base_path = Path(identity.get("model", ""))
+    base_path = Path(str(identity.get("model", "")))
     if not any((p / "model.json").is_file() for p in (base_path, base_path / "model")):
         raise CheckpointError(f"the ungated model of {run} is gone: {str(base_path)!r}")
     base = open_model(base_path)
-    spec = data or identity.get("data", "shapes")
-    train_set = _load(spec, "train", 256)  # IBA's layer statistics read at most 256
     test = _load(spec, "test", n_test)
+    check_fits(gated, test, data=spec)
+    check_fits(base, test, data=spec)
+    train_set = _load(spec, "train", 256)  # IBA's layer statistics read at most 256
     result = study(base, gated, train_set, test, settings=QUICK if quick else FULL, parts=chosen)
     result["measured_on"] = {"run": str(run.resolve()), "data": spec, "n_test": n_test}
     result = _merged(folder / "evaluation.json", result)
@@ -188,6 +206,24 @@ def evaluate(
         cells = [f"{k}: {v:.3f}" for k, v in row.items() if k != "method"]
         typer.echo("  ".join([str(row.get("method", "")), *cells]))
     typer.echo(f"written {path}")
+
+
+def _run_identity(run: Path) -> dict:
+    """The identity recorded in ``run/run.json`` of 'cnnlens drib train'; a missing or
+    unreadable record is a CheckpointError naming the file."""
+    from ..errors import CheckpointError
+
+    run_file = run / "run.json"
+    if not run_file.is_file():
+        raise CheckpointError(f"no run.json in {run}; expected a folder of 'cnnlens drib train'")
+    try:
+        saved = json.loads(run_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{run_file} is not a readable run record: {exc}") from None
+    identity = saved.get("identity") if isinstance(saved, dict) else None
+    if not isinstance(identity, dict):
+        raise CheckpointError(f"{run_file} records no identity; expected 'cnnlens drib train'")
+    return identity
 
 
 def _merged(path: Path, result: dict) -> dict:

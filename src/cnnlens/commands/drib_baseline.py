@@ -64,7 +64,7 @@ def prune_baseline(
     import torch
 
     from ..compatibility import check_fits
-    from ..data import load
+    from ..data import check_count, load
     from ..drib.baseline_study import FINE_TUNE, run_baselines
     from ..drib.pruned_models import save_pruned
     from ..errors import ConfigError, InputError
@@ -86,6 +86,8 @@ def prune_baseline(
     data = data or (meta.get("extra") or {}).get("data")
     if not data:
         raise InputError(f"{model} records no data set; pass --data (shapes, cifar10:/path, ...)")
+    check_count(n_train, data, "train", option="--n-train")
+    check_count(n_test, data, "test", option="--n-test")
     train = _first(load(data, split="train"), n_train, "--n-train")
     test = _first(load(data, split="test"), n_test, "--n-test")
     check_fits(net, test, data=data)
@@ -93,7 +95,7 @@ def prune_baseline(
         FINE_TUNE, optimizer=OptimizerConfig(name="sgd", lr=lr, weight_decay=5e-4), seed=seed
     )
     torch.manual_seed(seed)
-    study = run_baselines(
+    study = run_baselines(  # checks the budget and layers before it trains
         net,
         train,
         test,

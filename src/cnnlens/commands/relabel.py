@@ -20,27 +20,33 @@ def register(app: typer.Typer) -> None:
     def train_vae(
         data: str = typer.Option("shapes", help="data set: shapes, digits, cifar10:/path, ..."),
         out: Path = typer.Option(..., help="folder: model/, run.json (e.g. runs/demo/vae-shapes)"),
-        latent: int = typer.Option(None, help="latent size (default 64 at 32x32, 128 at 64x64)"),
+        latent: int = typer.Option(
+            None, min=1, help="latent size (default 64 at 32x32, 128 at 64x64)"
+        ),
         width: int = typer.Option(32, min=1, help="channels of the first convolution"),
-        epochs: int = typer.Option(None, help="default: >= 4 and >= 40,000 images seen"),
+        epochs: str = typer.Option(
+            "auto", help="a positive integer, or auto: >= 4 and >= 40,000 images seen"
+        ),
         seed: int = typer.Option(0),
+        overwrite: bool = typer.Option(
+            False, help="train over a VAE in --out made with other settings (else refused)"
+        ),
     ) -> None:
         """Train a convolutional VAE on DATA (for `--method relabel`) and save it in OUT."""
         import dataclasses
-        import math
 
-        from ..data import load
-        from ..io import check_writable_folder
-        from ..relabel.vae_training import VAE_CONFIG, VAE_IMAGES_SEEN
+        from ..data import split_size
+        from ..relabel.vae_training import VAE_CONFIG, check_vae_options, vae_epochs
         from ..relabel.vae_training import train_vae as run
 
-        check_writable_folder(out)
+        check_vae_options(latent=latent, width=width, beta=1.0, config=None)
         config = None
-        if epochs is not None or seed != 0:
-            n = len(load(data, split="train"))
-            auto = max(VAE_CONFIG.epochs, math.ceil(VAE_IMAGES_SEEN / n))
-            config = dataclasses.replace(VAE_CONFIG, epochs=epochs or auto, seed=seed)
-        trained = run(data, out=out, latent=latent, width=width, config=config)
+        if epochs.strip().lower() != "auto" or seed != 0:
+            n = split_size(data, "train") if epochs.strip().lower() == "auto" else 0
+            config = dataclasses.replace(VAE_CONFIG, epochs=vae_epochs(epochs, n), seed=seed)
+        trained = run(  # checks --out and the rest before it writes a file
+            data, out=out, latent=latent, width=width, config=config, overwrite=overwrite
+        )
         q = trained.quality
         verb = "reused" if trained.reused else f"trained in {trained.seconds:.0f} s"
         typer.echo(

@@ -21,13 +21,17 @@ def register(app: typer.Typer) -> None:
         schedule: str = typer.Option("onecycle", help="cosine, onecycle, step or constant"),
         weight_decay: float = typer.Option(5e-4),
         augment: str = typer.Option("crop", help="comma list of flip,crop ('' for none)"),
-        patience: int = typer.Option(0, help="early stopping patience in epochs (0: off)"),
+        patience: int = typer.Option(
+            0, min=0, help="early stopping: epochs without a better val accuracy (0: never stop)"
+        ),
         seed: int = typer.Option(0),
         out: Path = typer.Option(..., help="run folder: model/, checkpoints/, history.json"),
         resume: bool = typer.Option(False, help="continue from the last checkpoint in --out"),
+        overwrite: bool = typer.Option(
+            False, help="train over a run in --out made with other settings (else refused)"
+        ),
     ) -> None:
         """Train ARCH on DATA and save the model under OUT/model."""
-        from ..io import check_writable_folder
         from ..train import OptimizerConfig, TrainConfig
         from ..train.classifier import default_epochs, default_lr, train_classifier
 
@@ -44,9 +48,14 @@ def register(app: typer.Typer) -> None:
             patience=patience,
             seed=seed,
         )
-        check_writable_folder(out)
-        run = train_classifier(
-            data=data, arch=arch, out=out, config=config, resume=resume, reuse=not resume
+        run = train_classifier(  # checks every input before it writes a file
+            data=data,
+            arch=arch,
+            out=out,
+            config=config,
+            resume=resume,
+            reuse=not resume,
+            overwrite=overwrite,
         )
         verb = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
         typer.echo(f"{arch} on {data}: test accuracy {100 * run.test_accuracy:.2f} % ({verb})")

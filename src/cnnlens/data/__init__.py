@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from .adapt import as_dataset
 from .base import ImageDataset, TensorDataset
 
@@ -51,8 +51,55 @@ def load(spec: str, split: str = "train", **options) -> ImageDataset:
         raise DataError(f"data set {name!r} takes no option(s) {sorted(options)}: {exc}") from None
 
 
+def split_size(spec: str, split: str = "train", **options) -> int:
+    """How many images split ``split`` of ``spec`` holds, without generating a generated
+    set (a loader may say with a ``split_sizes`` attribute, as ``shapes`` does)."""
+    _import_all()
+    name = spec.partition(":")[0]
+    sizes = getattr(_LOADERS.get(name, (None,))[0], "split_sizes", None)
+    if sizes is not None and "n" not in options:
+        if split not in sizes:
+            raise DataError(f"{name} has splits {sorted(sizes)}, not {split!r}")
+        return int(sizes[split])
+    return len(load(spec, split=split, **options))
+
+
+def check_count(n: int | None, spec: str, split: str, *, option: str, **options) -> None:
+    """Refuse ``n`` images (``None``: the whole split) unless 1 <= n <= the split's size,
+    so a typo neither generates a million images nor claims more than the split holds."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{option} must be a positive integer, got {n!r}")
+    size = split_size(spec, split, **options)
+    if n > size:
+        raise InputError(
+            f"{option} {n} is more than the {split} split of {spec} holds ({size} images)"
+        )
+
+
+def check_subset(n: int | None, dataset: ImageDataset, *, option: str) -> None:
+    """Refuse the first ``n`` images of a loaded ``dataset`` unless 1 <= n <= its size."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{option} must be a positive integer, got {n!r}")
+    if n > len(dataset):
+        raise InputError(f"{option} {n} is more than the {len(dataset)} images of {dataset.name}")
+
+
 def _import_all() -> None:
     from . import digits, readers, shapes  # noqa: F401  (registration side effects)
 
 
-__all__ = ["ImageDataset", "TensorDataset", "as_dataset", "load", "names", "register"]
+__all__ = [
+    "ImageDataset",
+    "TensorDataset",
+    "as_dataset",
+    "check_count",
+    "check_subset",
+    "load",
+    "names",
+    "register",
+    "split_size",
+]

@@ -304,3 +304,6 @@ class ShapesDataset(TensorDataset):
 @register("shapes", "procedural shapes on clutter, with masks, boxes, attributes (offline)")
 def load_shapes(split: str = "train", **options) -> ShapesDataset:
     return ShapesDataset(split, **options)
+
+
+load_shapes.split_sizes = SPLIT_SIZES  # read by cnnlens.data.split_size

@@ -29,6 +29,7 @@ from ..train import OptimizerConfig, TrainConfig, evaluate, fit
 from .baselines import (
     METHODS,
     SEARCH_STEPS,
+    mac_budget,
     prune_to_macs,
     resolve_ignored,
     slimming_batchnorms,
@@ -136,6 +137,37 @@ def _config(base: TrainConfig, epochs: int) -> TrainConfig:
     return dataclasses.replace(base, epochs=epochs)
 
 
+def check_baselines(
+    model: nn.Module,
+    shape: Sequence[int],
+    *,
+    methods: Sequence[str],
+    macs: float | None,
+    reduction: float | None,
+    epochs: int,
+    sparsity_epochs: int | None,
+    lam: float,
+    ignored: Sequence[str] | None,
+) -> None:
+    """Refuse what :func:`run_baselines` would find only after training: unknown methods,
+    negative epochs or lambda, a MAC budget outside (0, the unpruned count), ignored layer
+    names the model lacks. ``shape``: the ``(C, H, W)`` of one image."""
+    from ..layers import get_layer
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"methods must be among {METHODS}, got {list(methods)}")
+    if epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {epochs}")
+    if sparsity_epochs is not None and sparsity_epochs < 0:
+        raise ConfigError(f"sparsity_epochs must be >= 0, got {sparsity_epochs}")
+    if not lam >= 0:
+        raise ConfigError(f"lambda must be >= 0, got {lam}")
+    mac_budget(count_macs(model, tuple(shape)).total, macs=macs, reduction=reduction)
+    for name in ignored or ():
+        get_layer(model, name)  # a LayerError with close names when it is missing
+
+
 def run_baselines(
     model: nn.Module,
     train,
@@ -155,14 +187,20 @@ def run_baselines(
     """Prune ``model`` (unchanged) by each method to the budget, fine-tune ``epochs``
     epochs (0: none) on ``train``, re-estimate the BatchNorm statistics on ``train``
     (``recalibrate``; :func:`recalibrate_batchnorm`) and evaluate on ``test``."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ConfigError(f"methods must be among {METHODS}, got {list(methods)}")
-    if epochs < 0:
-        raise ConfigError(f"epochs must be >= 0, got {epochs}")
-    sparsity_epochs = epochs if sparsity_epochs is None else sparsity_epochs
     train, test = as_dataset(train), as_dataset(test)
     shape = tuple(test.image_shape)
+    check_baselines(
+        model,
+        shape,
+        methods=methods,
+        macs=macs,
+        reduction=reduction,
+        epochs=epochs,
+        sparsity_epochs=sparsity_epochs,
+        lam=lam,
+        ignored=ignored,
+    )
+    sparsity_epochs = epochs if sparsity_epochs is None else sparsity_epochs
     ignored = resolve_ignored(model, shape, ignored)
     before = count_macs(model, shape).total
     base_acc = evaluate(model, test)["accuracy"]

@@ -18,11 +18,11 @@ from torch import nn
 
 from .. import checkpoint
 from ..data.adapt import as_dataset
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, LayerError
 from ..io import write_json
 from ..train import evaluate
 from .counting import dynamic_macs
-from .gate import GateSpec, gate
+from .gate import GateSpec, default_layers, gate
 from .training import GateRecipe, train_gated
 
 
@@ -102,6 +102,40 @@ class GatedRun:
     identity: dict = field(default_factory=dict)
 
 
+def check_gated_run(
+    out: str | Path,
+    identity: dict,
+    *,
+    masks: int = 4,
+    recipe: GateRecipe | None = None,
+    overwrite: bool = False,
+) -> tuple[dict, dict | None]:
+    """Check what :func:`gated_run` is asked before any work: ``masks``, the recipe, ``out``
+    writable and free of a gated run with other settings (unless ``overwrite``). Returns
+    the run's identity key and the saved record of an identical run (else None)."""
+    from ..io import check_writable_folder
+    from ..runs import saved_run
+
+    if isinstance(masks, bool) or not isinstance(masks, int) or masks < 1:
+        raise ConfigError(f"masks must be a positive integer, got {masks!r}")
+    recipe = recipe or GateRecipe()
+    if not isinstance(recipe, GateRecipe):
+        raise ConfigError(f"recipe must be a GateRecipe, got {type(recipe).__name__}")
+    check_writable_folder(out)
+    key = json.loads(json.dumps({**identity, "masks": masks, "recipe": recipe.to_dict()}))
+    return key, saved_run(out, key, overwrite=overwrite)
+
+
+def check_gateable(model: nn.Module) -> None:
+    """Refuse a model :func:`~.gate.gate` has no default layers for (a LeNet, a user's
+    net), before any training: a cnnlens CIFAR ResNet or VGG."""
+    if getattr(model, "arch", None) is None:
+        raise LayerError(
+            f"the model to gate must be a cnnlens net (resnet*, vgg*), not {type(model).__name__}"
+        )
+    default_layers(model)
+
+
 def gated_run(
     base: nn.Module,
     *,
@@ -113,24 +147,34 @@ def gated_run(
     masks: int = 4,
     recipe: GateRecipe | None = None,
     reuse: bool = True,
+    overwrite: bool = False,
 ) -> GatedRun:
     """Gate ``base`` and train it (:func:`train_gated`) into ``out``, or reuse an identical run.
 
     ``identity`` describes the base model and data (with ``masks`` and the
-    recipe it decides whether a saved run is the same).
+    recipe it decides whether a saved run is the same). A run in ``out`` with
+    other settings is refused unless ``overwrite``; every input (the base
+    gateable, its fit to the data, ``out`` writable) is checked before work.
     """
+    from ..compatibility import check_fits
+    from ..runs import load_saved
+
     out = Path(out)
     recipe = recipe or GateRecipe()
-    key = json.loads(json.dumps({**identity, "masks": masks, "recipe": recipe.to_dict()}))
-    run_file = out / "run.json"
-    if reuse and run_file.is_file() and (out / "model" / "model.json").is_file():
-        try:
-            saved = json.loads(run_file.read_text())
-            if saved.get("identity") == key:
-                model = load_gated(out / "model")
-                return GatedRun(model, saved["history"], saved["evaluation"], True, 0.0, out, key)
-        except (CheckpointError, json.JSONDecodeError, OSError, KeyError):
-            pass  # train again
+    key, saved = check_gated_run(out, identity, masks=masks, recipe=recipe, overwrite=overwrite)
+    if reuse and saved is not None:
+        if not isinstance(saved.get("history"), dict) or not isinstance(
+            saved.get("evaluation"), dict
+        ):
+            raise CheckpointError(
+                f"{out / 'run.json'} lacks the history or evaluation of a gated run; "
+                "pass --overwrite (overwrite=True) to train over it"
+            )
+        model = load_saved(out / "model", load_gated)
+        return GatedRun(model, saved["history"], saved["evaluation"], True, 0.0, out, key)
+    check_gateable(base)
+    train, test = as_dataset(train), as_dataset(test)
+    check_fits(base, test, data=test.name)
     t0 = time.perf_counter()
     model = gate(base, masks=masks)
     gating, finetune = train_gated(model, train, val, recipe=recipe)
@@ -142,7 +186,7 @@ def gated_run(
     evaluation = evaluate_gated(base, model, test)
     save_gated(model, out / "model", data=train, extra={"identity": key})
     write_json(
-        run_file,
+        out / "run.json",
         {"identity": key, "history": history, "evaluation": evaluation, "seconds": seconds},
     )
     return GatedRun(model, history, evaluation, False, seconds, out, key)

@@ -109,6 +109,36 @@ def build_vae(
     )
 
 
+def check_vae_options(
+    *, latent: int | None, width: int, beta: float, config: TrainConfig | None
+) -> None:
+    """Refuse VAE settings out of range before any data is read or file written."""
+    if latent is not None and (
+        isinstance(latent, bool) or not isinstance(latent, int) or latent < 1
+    ):
+        raise InputError(f"latent must be a positive integer (None: by image size), got {latent!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise InputError(f"width must be a positive integer, got {width!r}")
+    if not beta >= 0:
+        raise InputError(f"beta must be >= 0, got {beta!r}")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise InputError(f"config must be a cnnlens.train.TrainConfig, got {type(config).__name__}")
+
+
+def vae_epochs(text: str, images: int) -> int:
+    """``--epochs``: ``auto`` (at least 4 and enough to see :data:`VAE_IMAGES_SEEN` images
+    of a ``images``-image training split) or a positive integer; 0 is refused, never auto."""
+    if text.strip().lower() == "auto":
+        return max(VAE_CONFIG.epochs, math.ceil(VAE_IMAGES_SEEN / max(images, 1)))
+    try:
+        epochs = int(text)
+    except ValueError:
+        raise InputError(f"--epochs takes a positive integer or 'auto', got {text!r}") from None
+    if epochs < 1:
+        raise InputError(f"--epochs must be >= 1 (or 'auto'), got {epochs}")
+    return epochs
+
+
 def train_vae(
     data: object,
     *,
@@ -119,6 +149,7 @@ def train_vae(
     beta: float = 1.0,
     data_options: dict | None = None,
     reuse: bool = True,
+    overwrite: bool = False,
 ) -> TrainedVAE:
     """Train a ConvVAE on ``data`` (a data set spec such as ``"shapes"``, or any data
     :func:`~cnnlens.data.as_dataset` accepts), or reuse the one saved in ``out``.
@@ -129,7 +160,15 @@ def train_vae(
     is loaded instead (``reuse``). ``config`` defaults to :data:`VAE_CONFIG` with
     enough epochs to see :data:`VAE_IMAGES_SEEN` images. Test-split reconstruction
     quality is reported (validation split or the training data where there is no test split).
+    A run in ``out`` with other settings is refused unless ``overwrite``
+    (:func:`cnnlens.runs.saved_run`); every input is checked before a file is written.
     """
+    from ..io import check_writable_folder
+    from ..runs import load_saved, saved_run
+
+    check_vae_options(latent=latent, width=width, beta=beta, config=config)
+    if out is not None:
+        check_writable_folder(out)
     data_options = dict(data_options or {})
     if isinstance(data, str):
         train = load_data(data, split="train", **data_options)
@@ -158,16 +197,10 @@ def train_vae(
         )
     )
     out = None if out is None else Path(out)
-    if reuse and out is not None and (out / "run.json").is_file():
-        try:
-            saved = json.loads((out / "run.json").read_text())
-            if saved.get("identity") == identity:
-                vae = checkpoint.load(out / "model")
-                return TrainedVAE(
-                    vae, saved.get("history", []), saved.get("quality", {}), True, 0.0, out
-                )
-        except (CheckpointError, json.JSONDecodeError, OSError):
-            pass  # train again
+    saved = None if out is None else saved_run(out, identity, overwrite=overwrite)
+    if reuse and saved is not None:
+        vae = load_saved(out / "model", checkpoint.load)
+        return TrainedVAE(vae, saved.get("history", []), saved.get("quality", {}), True, 0.0, out)
     torch.manual_seed(config.seed)
     vae = build_vae(train, latent=latent, width=width)
     result = fit(vae, train, config=config, objective=ELBO(beta), out=out, desc="vae")

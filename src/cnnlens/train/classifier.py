@@ -17,7 +17,7 @@ from .. import checkpoint, nets
 from ..compatibility import check_fits
 from ..data import load as load_data
 from ..data.base import ImageDataset
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..io import write_json
 from .config import OptimizerConfig, TrainConfig
 from .loop import TrainResult, evaluate, fit
@@ -44,6 +44,24 @@ def _split_or_none(spec: str, split: str, options: dict) -> ImageDataset | None:
         return None
 
 
+def classifier_identity(
+    data: str,
+    arch: str,
+    config: TrainConfig,
+    data_options: dict | None = None,
+    arch_options: dict | None = None,
+) -> dict:
+    """What identifies a run of :func:`train_classifier` (``run.json``'s ``identity``)."""
+    identity = {
+        "data": data,
+        "data_options": dict(data_options or {}),
+        "arch": arch,
+        "arch_options": dict(arch_options or {}),
+        "config": config.to_dict(),
+    }
+    return json.loads(json.dumps(identity))
+
+
 def train_classifier(
     *,
     data: str,
@@ -54,50 +72,51 @@ def train_classifier(
     arch_options: dict | None = None,
     resume: bool = False,
     reuse: bool = True,
+    overwrite: bool = False,
 ) -> TrainedModel:
     """Train ``arch`` on ``data`` into ``out`` (model + history), or reuse it.
 
     The run is identified by its data set, architecture, options and training
     configuration (``out/run.json``); with ``reuse`` an identical finished run
-    in ``out`` is loaded instead of trained again.
+    in ``out`` is loaded instead of trained again. A run there with other
+    settings, or one that cannot be read, is refused unless ``overwrite``
+    (:func:`cnnlens.runs.saved_run`). Every input is checked before the first
+    file is written.
     """
+    from ..io import check_writable_folder
+    from ..runs import load_saved, saved_run
+
     out = Path(out)
+    if not isinstance(config, TrainConfig):
+        raise InputError(f"config must be a cnnlens.train.TrainConfig, got {type(config).__name__}")
     if arch in nets.names() and nets.kind_of(arch) != "classifier":
         raise InputError(
             f"{arch!r} is not a classifier; train it with `cnnlens train-vae --data {data} "
             "--out ...` (cnnlens.relabel.train_vae)"
         )
+    if arch not in nets.names():
+        nets.create(arch)  # the unknown-name error, with its typo hint
+    check_writable_folder(out)
     data_options = dict(data_options or {})
     arch_options = dict(arch_options or {})
+    identity = classifier_identity(data, arch, config, data_options, arch_options)
+    run_file = out / "run.json"
+    saved = saved_run(out, identity, overwrite=overwrite)  # before the data is read
     train = load_data(data, split="train", **data_options)
     val = _split_or_none(data, "val", data_options)
     test = load_data(data, split="test", **data_options)
-    identity = {
-        "data": data,
-        "data_options": data_options,
-        "arch": arch,
-        "arch_options": arch_options,
-        "config": config.to_dict(),
-    }
-    identity = json.loads(json.dumps(identity))
-    run_file = out / "run.json"
-    if reuse and run_file.is_file() and (out / "model" / "model.json").is_file():
-        try:
-            saved = json.loads(run_file.read_text())
-            if saved.get("identity") == identity:
-                model = checkpoint.load(out / "model")
-                return TrainedModel(
-                    model,
-                    train,
-                    val,
-                    test,
-                    saved.get("history", []),
-                    float(saved.get("test_accuracy", float("nan"))),
-                    True,
-                    0.0,
-                )
-        except (CheckpointError, json.JSONDecodeError, OSError):
-            pass  # fall through and train again
+    if reuse and not resume and saved is not None:
+        model = load_saved(out / "model", checkpoint.load)
+        return TrainedModel(
+            model,
+            train,
+            val,
+            test,
+            saved.get("history", []),
+            float(saved.get("test_accuracy", float("nan"))),
+            True,
+            0.0,
+        )
     torch.manual_seed(config.seed)
     channels = train.image_shape[0]
     model = nets.create(arch, num_classes=train.num_classes, in_channels=channels, **arch_options)
@@ -113,6 +132,7 @@ def train_classifier(
         input_shape=train.image_shape,
         extra={"data": data, "test_accuracy": metrics["accuracy"]},
     )
+
     write_json(
         run_file,
         {

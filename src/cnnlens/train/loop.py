@@ -25,7 +25,7 @@ from ..data.adapt import as_dataset
 from ..data.base import ImageDataset, TensorDataset
 from ..data.foreign import TensorPairs
 from ..data.shapes import ShapesDataset
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..io import write_json
 from ..progress import Progress, log_line
 from .augment import augment
@@ -198,9 +198,15 @@ def fit(
                 raise ConfigError(
                     f"cannot resume from {ckpt_dir}: it was trained with another configuration"
                 )
-            model.load_state_dict(state["model"])
-            for g, opt in optimizers.items():
-                opt.load_state_dict(state["optimizers"][g])
+            try:
+                model.load_state_dict(state["model"])
+                for g, opt in optimizers.items():
+                    opt.load_state_dict(state["optimizers"][g])
+            except (RuntimeError, KeyError, ValueError) as exc:  # another model's checkpoint
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise CheckpointError(
+                    f"cannot resume from {ckpt_dir}: it does not fit this model ({reason})"
+                ) from None
             result.history = state["history"]
             start_epoch = state["epoch"] + 1
             _update_best(result)

@@ -83,6 +83,7 @@ def load_state(folder: Path) -> dict | None:
     latest = folder / "latest.json"
     if not latest.exists():
         return None
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
@@ -94,6 +95,8 @@ def load_state(folder: Path) -> dict | None:
             group: _unflatten_optimizer(load_file(str(where / f"optim-{group}.safetensors")), rest)
             for group, rest in state["optimizers"].items()
         }
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"cannot resume from {folder}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as exc:
+        # a truncated or pickled file, a broken state.json: one line, no traceback
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot resume from {folder}: {reason}") from None
     return state
