@@ -30,6 +30,7 @@ from torch import nn
 from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ._common import as_maps, auc, check_inputs, check_model, class_score, descending_rank
 from .result import Result
@@ -130,7 +131,7 @@ def _causal(
     desc: str | None,
 ) -> Result:
     model = check_model(model)
-    inputs = check_inputs(inputs)
+    inputs = check_inputs(inputs, model)
     from ._common import model_device
 
     inputs = inputs.to(model_device(model))
@@ -172,6 +173,7 @@ def _causal(
     )
 
 
+@with_autograd
 def deletion(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -205,6 +207,7 @@ def deletion(
     )
 
 
+@with_autograd
 def insertion(
     model: nn.Module,
     inputs: torch.Tensor,
