@@ -18,6 +18,7 @@ from cnnlens import metrics
 from cnnlens.errors import InputError
 from cnnlens.metrics.evaluate import METRICS, OPTIONAL_METRICS, evaluate, resolve_metrics
 from cnnlens.metrics.road import linear_impute
+from cnnlens.seeding import Draws
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -99,10 +100,11 @@ def test_infidelity_equals_captum_on_the_same_perturbations(case, normalize):
         noise=noise,
         normalize=normalize,
         seed=seed,
-        batch_size=n * samples,  # one chunk: the draw below is the whole noise
+        batch_size=n * samples,  # one chunk: Captum gets the whole noise in one call
     )
-    gen = torch.Generator().manual_seed(seed)
-    pert = noise * torch.randn((n * samples, *x.shape[1:]), generator=gen)
+    # perturbation j of every image is draw j of the seed (the same for every image)
+    sample = torch.arange(n * samples) % samples
+    pert = noise * Draws(seed, samples, x.shape[1:])(sample)
 
     def perturb(inputs):
         assert inputs.shape == pert.shape
@@ -169,8 +171,7 @@ def test_max_sensitivity_equals_captum_on_the_same_perturbations(case):
         seed=seed,
         batch_size=n * samples,
     )
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand((n * samples, *x.shape[1:]), generator=gen)
+    u = Draws(seed, samples, x.shape[1:], kind="uniform")(torch.arange(n * samples) % samples)
     flat = x.flatten(1)
     scale = (radius * (flat.amax(1) - flat.amin(1))).repeat_interleave(samples)
     offsets = (2 * u - 1) * scale.view(-1, 1, 1, 1)

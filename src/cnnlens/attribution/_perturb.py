@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InputError
+from ..seeding import seeded_generator
 
 
 def positive_int(name: str, value: object) -> int:
@@ -47,11 +48,7 @@ def pair(name: str, value: object) -> tuple[int, int]:
 
 def generator(device: torch.device, seed: object) -> torch.Generator:
     """A generator on ``device`` seeded with ``seed`` (an int)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed must be an integer, got {seed!r}")
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
+    return seeded_generator(seed, device)
 
 
 def baseline_like(baseline: object, inputs: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@ A method is a small object: ``Method(model, **hyperparameters)`` then
 ``method(inputs, target=None) -> Explanation``. The base class checks the
 inputs and the target, runs :meth:`Method.attribute` with the model frozen
 (eval mode, parameters not requiring gradients; everything restored after,
-also on an error) and packs the result. Subclasses implement ``attribute``
+also on an error) and packs the result. A call works inside ``torch.no_grad()``
+and ``torch.inference_mode()``: it enables autograd locally
+(:mod:`cnnlens.gradmode`). Subclasses implement ``attribute``
 only, and run every sampled/stepped computation through
 :mod:`cnnlens.batching`.
 
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, TargetError
+from ..gradmode import usable, with_autograd
 from ..hooks import frozen
 from ..params import Param, check_names, check_params
 from ..types import Explanation
@@ -44,8 +47,9 @@ BASELINE = Param(
 FILL = Param("float|tensor", 0.0, help="fill of removed pixels: a number or a tensor")
 
 
-def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
-    """``inputs`` must be a finite floating ``[N,C,H,W]`` tensor."""
+def check_inputs(inputs: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """``inputs`` must be a finite floating ``[N,C,H,W]`` tensor (that ``model``, when
+    given, takes: :func:`check_fit`)."""
     if not isinstance(inputs, torch.Tensor):
         raise InputError(f"inputs must be a torch.Tensor [N,C,H,W], got {type(inputs).__name__}")
     if inputs.dim() != 4:
@@ -57,7 +61,29 @@ def check_inputs(inputs: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(inputs).all():
         bad = int((~torch.isfinite(inputs)).flatten(1).any(1).sum())
         raise InputError(f"inputs contain NaN or infinite values in {bad} image(s)")
+    if model is not None:
+        check_fit(model, inputs)
     return inputs
+
+
+def check_fit(model: nn.Module, inputs: torch.Tensor) -> None:
+    """``inputs`` must have the channels of ``model``'s first convolution and the dtype
+    of its first floating parameter: an :class:`InputError` before any pass, where the
+    forward would fail with a raw ``RuntimeError`` deep inside the model."""
+    if not isinstance(model, nn.Module):
+        return
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None and conv.in_channels > 0 and inputs.shape[1] != conv.in_channels:
+        raise InputError(
+            f"the model takes {conv.in_channels}-channel images (its first convolution), "
+            f"got inputs with {inputs.shape[1]} channel(s) {tuple(inputs.shape)}"
+        )
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is not None and inputs.dtype != param.dtype:
+        raise InputError(
+            f"inputs are {inputs.dtype} but the model's parameters are {param.dtype}; "
+            f"convert the inputs with .to({param.dtype})"
+        )
 
 
 def resolve_target(
@@ -121,7 +147,8 @@ class Method:
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.check_params(hyperparameters, model)
         self.model = model
-        self.params = hyperparameters
+        with torch.inference_mode(False):
+            self.params = {k: usable(v) for k, v in hyperparameters.items()}
 
     @classmethod
     def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str]:
@@ -136,10 +163,11 @@ class Method:
         :class:`InputError` naming the first bad one. Returns them as a dict."""
         return check_params(cls.name, params, cls.hyperparameters, model, "hyperparameter")
 
+    @with_autograd
     def __call__(
         self, inputs: torch.Tensor, target: int | torch.Tensor | None = None
     ) -> Explanation:
-        inputs = check_inputs(inputs)
+        inputs = check_inputs(inputs, self.model)
         device = next(self.model.parameters(), torch.empty(0)).device
         inputs = inputs.to(device)
         with frozen(self.model):

@@ -218,7 +218,8 @@ class InformationBottleneck(Method):
         samples = positive_int("samples", p.get("samples", 10))
         sigma = positive_float("sigma", p.get("sigma", 1.0), allow_zero=True)
         stats = _statistics(p.get("statistics"), self.model, layer, inputs, p.get("batch_size"))
-        g = generator(inputs.device, p.get("seed", 0))
+        seed = p.get("seed", 0)
+        generator(inputs.device, seed)  # checked before any work
         with torch.no_grad(), capture_outputs(self.model, [layer]) as store:
             self.model(inputs)
         features = store[layer]
@@ -239,10 +240,14 @@ class InformationBottleneck(Method):
             alpha = torch.full_like(r, 5.0).requires_grad_(True)
             opt = torch.optim.Adam([alpha], lr=lr)
             state: dict[str, torch.Tensor] = {}
+            # each chunk restarts the seeded sequence; the noise of each step and sample is
+            # the same for every image, so an image's map does not depend on its batch
+            g = generator(inputs.device, seed)
 
             def bottleneck(out: torch.Tensor) -> torch.Tensor:
                 lam = state["lam"].repeat_interleave(samples, 0)
-                eps = torch.randn(out.shape, generator=g, device=out.device) * std + mean
+                noise = torch.randn((samples, *out.shape[1:]), generator=g, device=out.device)
+                eps = noise.repeat(b, 1, 1, 1) * std + mean
                 z = lam * out + (1 - lam) * eps
                 return z.clamp_min(0) if after_relu else z
 

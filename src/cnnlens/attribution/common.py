@@ -20,6 +20,7 @@ from torch import nn
 
 from ..batching import chunk_size
 from ..errors import InputError, LayerError, TargetError
+from ..gradmode import with_autograd
 from ..hooks import frozen, replace_output
 from ..layers import auto_layer, get_layer
 from ..params import defaults as param_defaults
@@ -39,6 +40,7 @@ class Configured(Method):
     fused_target: ClassVar[bool] = False
     _spec: Any = None
 
+    @with_autograd
     def __call__(
         self, inputs: torch.Tensor, target: int | torch.Tensor | None = None
     ) -> Explanation:
@@ -50,7 +52,7 @@ class Configured(Method):
         """
         if not self.fused_target:
             return super().__call__(inputs, target)
-        inputs = check_inputs(inputs)
+        inputs = check_inputs(inputs, self.model)
         device = next(self.model.parameters(), torch.empty(0)).device
         inputs = inputs.to(device)
         if isinstance(target, torch.Tensor):

@@ -432,9 +432,13 @@ class MeaningfulPerturbation(Method):
         mask_size = max(8, round(28 * size / REFERENCE_SIZE)) if mask_size is None else mask_size
         mask_size = positive_int("mask_size", mask_size)
         blur = _scaled(p.get("blur"), "blur", 10.0, size)
-        g = generator(inputs.device, p.get("seed", 0))
+        seed = p.get("seed", 0)
+        generator(inputs.device, seed)  # checked before any work
 
         def optimise(start: int, stop: int) -> torch.Tensor:
+            # each chunk restarts the seeded sequence and shares each iteration's noise
+            # among its images, so an image's mask does not depend on its batch
+            g = generator(inputs.device, seed)
             x, t = inputs[start:stop], target[start:stop]
             model = fast_runner(self.model, x, "folded")
             blurred = gaussian_blur(x, blur)
@@ -445,7 +449,8 @@ class MeaningfulPerturbation(Method):
                 up = F.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)
                 xm = up * x + (1 - up) * blurred
                 if noise > 0:
-                    xm = xm + noise * torch.randn(xm.shape, generator=g, device=x.device)
+                    eps = torch.randn((1, *xm.shape[1:]), generator=g, device=x.device)
+                    xm = xm + noise * eps.to(xm.dtype)
                 prob = torch.softmax(model(xm), dim=1).gather(1, t[:, None])[:, 0]
                 loss = l1 * (1 - mask).abs().flatten(1).mean(1) + tv * total_variation(
                     mask, tv_beta

@@ -228,8 +228,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def make_baseline(inputs: torch.Tensor, baseline: Any, seed: int) -> torch.Tensor:
     """``"zeros"`` (Captum's default), ``"blur"`` (Gaussian, sigma = size/8),
-    ``"uniform"`` (noise in each image's per-channel value range, seeded) or a
-    tensor broadcastable to the inputs."""
+    ``"uniform"`` (noise in each image's per-channel value range, seeded; the same
+    draw scaled to each image's range, whatever the batch) or a tensor broadcastable
+    to the inputs."""
     if isinstance(baseline, torch.Tensor):
         try:
             return baseline.to(inputs).expand_as(inputs).contiguous()
@@ -246,7 +247,9 @@ def make_baseline(inputs: torch.Tensor, baseline: Any, seed: int) -> torch.Tenso
         gen = torch.Generator(device=inputs.device).manual_seed(int(seed))
         lo = inputs.amin((2, 3), keepdim=True)
         hi = inputs.amax((2, 3), keepdim=True)
-        u = torch.rand(inputs.shape, generator=gen, device=inputs.device, dtype=inputs.dtype)
+        u = torch.rand(
+            (1, *inputs.shape[1:]), generator=gen, device=inputs.device, dtype=inputs.dtype
+        )
         return lo + u * (hi - lo)
     raise InputError(f"baseline must be 'zeros', 'blur', 'uniform' or a tensor, got {baseline!r}")
 

@@ -7,8 +7,10 @@ level"); ``kind="smoothgrad_sq"`` averages squares (Hooker et al. 2019) and
 NoiseTunnel. Averaging is over ``raw`` (per-channel attributions) when the
 base method has it, then reduced to maps as the base method does; over the
 maps otherwise (CAMs). Noisy copies (images x samples) run through the base
-method in chunks sized by the batching helper, noise drawn from a seeded
-generator.
+method in chunks sized by the batching helper. Noise sample ``j`` is the same
+standard normal tensor for every image (drawn from the seed alone,
+:class:`cnnlens.seeding.Draws`), scaled by each image's ``sigma``, so an image's
+map does not depend on the other images of the call.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 from ..batching import run_chunked
 from ..errors import InputError
 from ..params import Param, check_names
+from ..seeding import Draws
 from ..types import Explanation
 from . import get, register
 from .base import BATCH_SIZE, SEED
@@ -93,7 +96,13 @@ class SmoothGrad(Configured):
         n = len(inputs)
         flat = inputs.flatten(1)
         sigma = (self.hp["noise"] * (flat.amax(1) - flat.amin(1))).view(-1, 1, 1, 1)
-        gen = torch.Generator(device=inputs.device).manual_seed(int(self.hp["seed"]))
+        draws = Draws(
+            int(self.hp["seed"]),
+            samples,
+            inputs.shape[1:],
+            device=inputs.device,
+            dtype=inputs.dtype,
+        )
         uses_logits = getattr(type(self.base), "uses_logits", True)
         sums: dict[str, torch.Tensor] = {}
         state: dict[str, bool] = {}
@@ -101,10 +110,7 @@ class SmoothGrad(Configured):
         def run(lo: int, hi: int) -> torch.Tensor:
             idx = torch.arange(lo, hi, device=inputs.device)
             img = idx // samples
-            noise = torch.randn(
-                (hi - lo, *inputs.shape[1:]), generator=gen, device=inputs.device
-            ).to(inputs.dtype)
-            noisy = inputs[img] + sigma[img] * noise
+            noisy = inputs[img] + sigma[img] * draws(idx % samples)
             noisy_logits = None
             if uses_logits:
                 with torch.no_grad():

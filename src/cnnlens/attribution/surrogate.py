@@ -16,7 +16,11 @@ batched over images:
   When ``n_samples >= 2^M - 2`` every coalition is enumerated with its exact
   kernel weight, which gives the exact Shapley values of the segment game.
 
-Scores are the target logits (as Captum with a logit model).
+Scores are the target logits (as Captum with a logit model). Coalitions are drawn
+from the seed and the image's segment count alone (images with the same count get
+the same coalitions), so an image's map does not depend on the other images of
+the call; a group with fewer rows than another (every coalition enumerated) is
+padded with rows of weight 0.
 """
 
 from __future__ import annotations
@@ -153,8 +157,7 @@ class _SegmentSurrogate(Method):
         n_samples = positive_int("n_samples", p.get("n_samples", self.default_samples))
         labels, valid = segment(inputs, p.get("segments", "slic"))
         base = baseline_like(p.get("baseline", 0.0), inputs)
-        g = generator(inputs.device, p.get("seed", 0))
-        z, w = self.coalitions(valid, n_samples, g)
+        z, w = self.coalitions(valid, n_samples, p.get("seed", 0))
         n, s = z.shape[0], z.shape[1]
         run = forward_runner(self.model, inputs)
         # a coalition drawn twice for an image is evaluated once
@@ -174,8 +177,30 @@ class _SegmentSurrogate(Method):
         return self.explanation(maps, target, raw=raw, coefficients=coef, segments=labels, **extras)
 
     def coalitions(
-        self, valid: torch.Tensor, n_samples: int, g: torch.Generator
+        self, valid: torch.Tensor, n_samples: int, seed: object
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coalitions ``[N,S,M_max]`` and their weights ``[N,S]`` (float64): for each segment
+        count ``m``, :meth:`draw` from a generator seeded with ``seed``, used by every image
+        with ``m`` segments; rows past a group's own count are padding of weight 0."""
+        counts = valid.sum(1)
+        drawn = {
+            m: self.draw(m, n_samples, generator(valid.device, seed), valid.device)
+            for m in counts.unique().tolist()
+        }
+        n, m_max = valid.shape
+        s = max(zm.shape[0] for zm, _ in drawn.values())
+        z = torch.zeros(n, s, m_max, device=valid.device)
+        w = torch.zeros(n, s, dtype=torch.float64, device=valid.device)
+        for m, (zm, wm) in drawn.items():
+            rows = (counts == m).nonzero()[:, 0]
+            z[rows[:, None], : zm.shape[0], :m] = zm
+            w[rows, : zm.shape[0]] = wm.to(w.dtype)
+        return z, w
+
+    def draw(
+        self, m: int, n_samples: int, g: torch.Generator, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coalitions ``[S,m]`` of ``m`` segments and their weights ``[S]``."""
         raise NotImplementedError
 
     def fit(self, z, scores, w, valid, full, inputs, base, target):
@@ -195,11 +220,11 @@ class Lime(_SegmentSurrogate):
         "alpha": Param("float", 1.0, min=0, help="ridge penalty"),
     }
 
-    def coalitions(self, valid, n_samples, g):
-        z = sample_coalitions(valid, n_samples, g, shapley=False)
+    def draw(self, m, n_samples, g, device):
         width = positive_float("kernel_width", self.params.get("kernel_width", 0.25))
-        kept = z.sum(2)
-        distance = 1 - torch.sqrt(kept / valid.sum(1, keepdim=True).float())
+        valid = torch.ones(1, m, dtype=torch.bool, device=device)
+        z = sample_coalitions(valid, n_samples, g, shapley=False)[0]
+        distance = 1 - torch.sqrt(z.sum(1) / m)
         return z, torch.sqrt(torch.exp(-(distance**2) / width**2))
 
     def fit(self, z, scores, w, valid, full, inputs, base, target):
@@ -217,14 +242,13 @@ class KernelShap(_SegmentSurrogate):
     name = "kernel-shap"
     description = "Kernel SHAP: Shapley-kernel regression on superpixel coalitions"
 
-    def coalitions(self, valid, n_samples, g):
-        m_max = valid.shape[1]
-        if m_max < 31 and 2**m_max - 2 <= n_samples:
-            z = all_coalitions(m_max, valid.device)[None].expand(valid.shape[0], -1, -1)
-            z = z * valid[:, None]
-            return z, shapley_kernel_weights(z, valid)
-        z = sample_coalitions(valid, n_samples, g, shapley=True)
-        return z, torch.ones(z.shape[:2], device=z.device)
+    def draw(self, m, n_samples, g, device):
+        valid = torch.ones(1, m, dtype=torch.bool, device=device)
+        if m < 31 and 2**m - 2 <= n_samples:
+            z = all_coalitions(m, device)
+            return z, shapley_kernel_weights(z[None], valid)[0]
+        z = sample_coalitions(valid, n_samples, g, shapley=True)[0]
+        return z, torch.ones(z.shape[0], device=device)
 
     def fit(self, z, scores, w, valid, full, inputs, base, target):
         empty = target_scores(forward_runner(self.model, base), base.contiguous(), target)

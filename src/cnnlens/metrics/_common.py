@@ -32,10 +32,11 @@ def check_model(model) -> nn.Module:
     return model
 
 
-def check_inputs(inputs) -> torch.Tensor:
+def check_inputs(inputs, model: nn.Module | None = None) -> torch.Tensor:
+    """Finite float ``[N,C,H,W]`` inputs that ``model`` (when given) takes."""
     from ..attribution.base import check_inputs as _check
 
-    return _check(inputs)
+    return _check(inputs, model)
 
 
 def as_maps(maps, *, like: torch.Tensor | None = None) -> torch.Tensor:

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 
 def random_map(inputs: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
-    """Uniform random maps ``[N,1,H,W]`` from an explicit generator (same seed, same maps)."""
+    """A uniform random map from an explicit generator, the same for every image (so
+    an image's map does not depend on its batch), as ``[N,1,H,W]``."""
     n, _c, h, w = inputs.shape
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.rand(n, 1, h, w, generator=gen).to(inputs.device)
+    return torch.rand(1, 1, h, w, generator=gen).to(inputs.device).repeat(n, 1, 1, 1)
 
 
 def sobel_map(inputs: torch.Tensor) -> torch.Tensor:

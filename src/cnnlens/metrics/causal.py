@@ -30,6 +30,7 @@ from torch import nn
 from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
 from ._common import as_maps, auc, check_inputs, check_model, class_score, descending_rank
@@ -143,7 +144,7 @@ def _causal(
     desc: str | None,
 ) -> Result:
     model = check_model(model)
-    inputs = check_inputs(inputs)
+    inputs = check_inputs(inputs, model)
     from ._common import model_device
 
     inputs = inputs.to(model_device(model))
@@ -185,6 +186,7 @@ def _causal(
     )
 
 
+@with_autograd
 def deletion(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -218,6 +220,7 @@ def deletion(
     )
 
 
+@with_autograd
 def insertion(
     model: nn.Module,
     inputs: torch.Tensor,

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..attribution.base import resolve_target
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
@@ -22,6 +23,7 @@ from .result import Result
 PARAMS = {"baseline": FILL}
 
 
+@with_autograd
 def completeness(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -32,7 +34,7 @@ def completeness(
 ) -> Result:
     """Absolute completeness gap per image (``baseline``: ``"zero"``, a number or a tensor)."""
     model = check_model(model)
-    inputs = check_inputs(inputs).to(model_device(model))
+    inputs = check_inputs(inputs, model).to(model_device(model))
     if isinstance(maps, Explanation):
         target = maps.target if target is None else target
         attr = maps.raw if maps.raw is not None else maps.maps

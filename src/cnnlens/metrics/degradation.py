@@ -25,6 +25,7 @@ from torch import nn
 from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
 from ._common import as_maps, check_inputs, check_model, class_score, model_device, scaled
@@ -59,6 +60,7 @@ def tile_rank(maps: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tensor
     return rank[:, pixel_tile], pixel_tile, th * tw
 
 
+@with_autograd
 def degradation(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -80,7 +82,7 @@ def degradation(
     ``extras`` hold ``morf``, ``lerf``, ``decline`` and ``target``.
     """
     model = check_model(model)
-    inputs = check_inputs(inputs).to(model_device(model))
+    inputs = check_inputs(inputs, model).to(model_device(model))
     maps = as_maps(maps, like=inputs)
     n, _c, h, w = inputs.shape
     tile = default_tiles(min(h, w))[0] if tile is None else int(tile)

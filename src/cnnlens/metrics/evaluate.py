@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data.adapt import as_dataset
 from ..errors import ConfigError, InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param, check_params
 from ..progress import Progress
@@ -404,6 +405,7 @@ def score_explanation(
     }
 
 
+@with_autograd
 def evaluate(
     model: nn.Module,
     inputs: torch.Tensor | object,
@@ -442,7 +444,7 @@ def evaluate(
     from ._common import model_device
 
     if isinstance(inputs, torch.Tensor):
-        inputs = check_inputs(inputs)
+        inputs = check_inputs(inputs, model)
         n = inputs.shape[0]
 
         def chunk_of(start: int, stop: int) -> torch.Tensor:
@@ -454,7 +456,7 @@ def evaluate(
         masks = data.masks if masks is None else masks
 
         def chunk_of(start: int, stop: int) -> torch.Tensor:
-            return check_inputs(data.tensors(range(start, stop))[0])
+            return check_inputs(data.tensors(range(start, stop))[0], model)
 
     device = model_device(model)
     names, metric_names, method_params, metric_params = validate(

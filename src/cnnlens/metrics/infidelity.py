@@ -14,10 +14,10 @@ Estimated with ``samples`` perturbations per image. Lower is better.
 depend on the map's overall scale, which differs from method to method;
 ``extras["beta"]`` holds it. ``normalize=False`` is Captum's default.
 
-Noise comes from a ``torch.Generator`` seeded with ``seed`` on the inputs'
-device, ``torch.randn`` drawn chunk by chunk in (image, sample) order; the
-perturbed inputs are built on the device inside each chunk of
-:func:`cnnlens.batching.run_chunked` (one forward per perturbation).
+Perturbation ``j`` is the same for every image, drawn from ``seed`` alone
+(:class:`cnnlens.seeding.Draws`), so an image's score does not depend on the other
+images of the call; the perturbed inputs are built on the device inside each chunk
+of :func:`cnnlens.batching.run_chunked` (one forward per perturbation).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from torch import nn
 from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
+from ..seeding import Draws
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, class_score, model_device
 from .result import Result
@@ -45,6 +47,7 @@ PARAMS = {
 }
 
 
+@with_autograd
 def infidelity(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -67,7 +70,7 @@ def infidelity(
     ``extras``: ``beta`` ``[N]`` (1 without ``normalize``) and ``target``.
     """
     model = check_model(model)
-    inputs = check_inputs(inputs).to(model_device(model))
+    inputs = check_inputs(inputs, model).to(model_device(model))
     if isinstance(maps, Explanation) and target is None:
         target = maps.target
     maps = as_maps(maps, like=inputs)
@@ -84,7 +87,7 @@ def infidelity(
         raise InputError(f"score must be 'logit' or 'probability', got {score!r}")
     n = inputs.shape[0]
     device = inputs.device
-    gen = torch.Generator(device=device).manual_seed(int(seed))
+    draws = Draws(int(seed), samples, inputs.shape[1:], device=device, dtype=inputs.dtype)
     with frozen(model):
         target, logits = resolve_target(model, inputs, target)
         f_x = class_score(logits, target, score)
@@ -93,10 +96,9 @@ def infidelity(
         run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-            img = torch.arange(a, b, device=device) // samples
-            pert = noise * torch.randn(
-                (b - a, *inputs.shape[1:]), generator=gen, device=device, dtype=inputs.dtype
-            )
+            j = torch.arange(a, b, device=device)
+            img = j // samples
+            pert = noise * draws(j % samples)
             f_pert = class_score(run_model(inputs[img] - pert), target[img], score)
             dot = (pert * maps[img]).flatten(1).sum(1)
             return dot.double(), (f_x[img] - f_pert).double()

@@ -34,8 +34,10 @@ from torch import nn
 from ..attribution.base import resolve_target
 from ..batching import chunk_size, forward_runner, run_chunked
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
+from ..seeding import Draws
 from ._common import as_maps, check_inputs, check_model, class_score, descending_rank, model_device
 from .result import Result
 
@@ -145,6 +147,7 @@ def _fractions(fractions) -> torch.Tensor:
     return frac
 
 
+@with_autograd
 def road(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -164,13 +167,14 @@ def road(
     ``order`` ``"morf"`` (most relevant first, lower is better) or ``"lerf"``
     (least relevant first, higher is better); ``fractions`` in ``[0, 1)``
     (default 10 %, ..., 90 %); ``noise`` the standard deviation of the
-    imputation noise in normalised input units (the paper's 0.01), drawn
-    from a generator seeded with ``seed``; ``score`` ``"probability"`` or
+    imputation noise in normalised input units (the paper's 0.01), one draw per
+    fraction from ``seed`` alone, the same for every image (so an image's curve
+    does not depend on its batch); ``score`` ``"probability"`` or
     ``"logit"``. ``curves`` ``[N,S]``, ``x`` the fractions; ``extras``
     ``correct`` ``[N,S]`` (top-1 still the target) and ``target``.
     """
     model = check_model(model)
-    inputs = check_inputs(inputs).to(model_device(model))
+    inputs = check_inputs(inputs, model).to(model_device(model))
     maps = as_maps(maps, like=inputs)
     if order not in ("morf", "lerf"):
         raise InputError(f"order must be 'morf' or 'lerf', got {order!r}")
@@ -183,7 +187,7 @@ def road(
     s = counts.numel()
     rank = descending_rank(maps)  # [N,HW], 0 = most relevant
     device = inputs.device
-    gen = torch.Generator(device=device).manual_seed(int(seed))
+    draws = Draws(int(seed), s, inputs.shape[1:], device=device, dtype=inputs.dtype)
     with frozen(model):
         target, _ = resolve_target(model, inputs, target)
         size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
@@ -197,8 +201,7 @@ def road(
             removed = removed.view(-1, h, w)
             x = linear_impute(inputs[img], removed)
             if noise > 0:
-                eps = torch.randn(x.shape, generator=gen, device=device, dtype=x.dtype)
-                x = x + noise * eps * removed[:, None]
+                x = x + noise * draws(j % s) * removed[:, None]
             logits = run_model(x)
             t = target[img]
             return class_score(logits, t, score).float(), (logits.argmax(1) == t).float()

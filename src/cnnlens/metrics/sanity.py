@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
 from ..types import Explanation
@@ -74,6 +75,7 @@ def _explainer(method, params: dict) -> Explainer:
     return run
 
 
+@with_autograd
 def randomisation_check(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -93,7 +95,7 @@ def randomisation_check(
     model (the explained class does not move with the randomised model).
     """
     model = check_model(model)
-    inputs = check_inputs(inputs).to(model_device(model))
+    inputs = check_inputs(inputs, model).to(model_device(model))
     if isinstance(maps, Explanation):
         method = method if method is not None else maps.method
         method_params = method_params if method_params is not None else dict(maps.params)

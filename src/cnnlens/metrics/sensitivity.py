@@ -8,11 +8,11 @@ re-explained for the image's target, Frobenius norms of the maps. Where the
 map of ``x`` is all zero the denominator is 1 (Captum's convention). Lower is
 better: a robust explanation barely moves under imperceptible noise.
 
-Noise comes from a ``torch.Generator`` seeded with ``seed`` on the inputs'
-device, ``torch.rand`` drawn chunk by chunk in (image, sample) order; the
-perturbed copies of a chunk are explained in one call and the chunks run
-through :func:`cnnlens.batching.run_chunked`. The same call (same seed and
-chunk size) gives the same result.
+Noise sample ``j`` is the same uniform draw for every image (from ``seed`` alone,
+:class:`cnnlens.seeding.Draws`), scaled to each image's ball, so an image's score
+does not depend on the other images of the call or the chunk size; the perturbed
+copies of a chunk are explained in one call and the chunks run through
+:func:`cnnlens.batching.run_chunked`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from torch import nn
 from ..attribution.base import resolve_target
 from ..batching import chunk_size, run_chunked
 from ..errors import InputError
+from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
+from ..seeding import Draws
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
 from .result import Result
@@ -71,6 +73,7 @@ def explainer(method, params: dict) -> Explainer:
     )
 
 
+@with_autograd
 def max_sensitivity(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -95,7 +98,7 @@ def max_sensitivity(
     image's value range. ``extras["samples"]`` holds every ratio ``[N,S]``.
     """
     model = check_model(model)
-    inputs = check_inputs(inputs).to(model_device(model))
+    inputs = check_inputs(inputs, model).to(model_device(model))
     if isinstance(maps, Explanation):
         if method is None:
             method = maps.method
@@ -126,14 +129,15 @@ def max_sensitivity(
         norm = torch.where(norm == 0, torch.ones_like(norm), norm)
         flat = inputs.flatten(1)
         scale = (radius * (flat.amax(1) - flat.amin(1))).view(-1, 1, 1, 1)
-        gen = torch.Generator(device=device).manual_seed(int(seed))
+        draws = Draws(
+            int(seed), samples, inputs.shape[1:], device=device, dtype=inputs.dtype,
+            kind="uniform",
+        )  # fmt: skip
         size = chunk_size(model, inputs, backward=True, batch_size=batch_size)
 
         def run(a: int, b: int) -> torch.Tensor:
-            img = torch.arange(a, b, device=device) // samples
-            u = torch.rand(
-                (b - a, *inputs.shape[1:]), generator=gen, device=device, dtype=inputs.dtype
-            )
+            j = torch.arange(a, b, device=device)
+            img, u = j // samples, draws(j % samples)
             noisy = inputs[img] + (2 * u - 1) * scale[img]
             moved = as_maps(explain_fn(model, noisy, target[img]), like=noisy)
             return (moved - base[img]).flatten(1).norm(dim=1) / norm[img]

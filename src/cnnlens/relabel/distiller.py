@@ -1,14 +1,15 @@
 """Re-label distillation end to end (paper 004, Fig. 2): synthesise, re-label, distil.
 
 For a batch of inputs: one encoder pass; per input ``n`` perturbed latents
-(:mod:`~cnnlens.relabel.synthesis`), decoded in one chunked pass; labels from one
-chunked pass of the network (:mod:`~cnnlens.relabel.labels`, with the scale
-search); one batched linear student per input (:mod:`~cnnlens.relabel.student`),
-optionally on images average-pooled by ``downsample`` (the paper's
-"low-dimensional space"); saliency ``w_1 - w_0`` reshaped to ``[C, h, w]`` and
-upsampled (bilinear) to the input size. Inputs are processed in groups small
-enough that their synthetic images fit the memory budget of
-:func:`cnnlens.batching.memory_budget`.
+(:mod:`~cnnlens.relabel.synthesis`; the same ``n`` directions ``eps`` for every
+input, drawn from the seed alone, so an input's map does not depend on its batch),
+decoded in one chunked pass; labels from one chunked pass of the network
+(:mod:`~cnnlens.relabel.labels`, with the scale search); one batched linear
+student per input (:mod:`~cnnlens.relabel.student`), optionally on images
+average-pooled by ``downsample`` (the paper's "low-dimensional space"); saliency
+``w_1 - w_0`` reshaped to ``[C, h, w]`` and upsampled (bilinear) to the input
+size. Inputs are processed in groups small enough that their synthetic images fit
+the memory budget of :func:`cnnlens.batching.memory_budget`.
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ def distill(
     size = group_size(settings, inputs)
     parts = []
     with frozen(model), frozen(vae):
-        generator = torch.Generator(device=inputs.device).manual_seed(settings.seed)
         for start in range(0, len(inputs), size):
+            generator = torch.Generator(device=inputs.device).manual_seed(settings.seed)
             parts.append(
                 _distill_group(
                     model,
@@ -149,7 +150,8 @@ def _distill_group(
 ) -> Distilled:
     n = st.n
     mu, sigma = encode(vae, x)
-    eps = latent_noise(len(x), n, mu.shape[1], generator, x.device)
+    # the same latent directions for every input: its map does not depend on its batch
+    eps = latent_noise(1, n, mu.shape[1], generator, x.device).expand(len(x), -1, -1)
     offset = anchor_offset(vae, x, mu, st.anchor)
 
     def generate(images: torch.Tensor, scales: torch.Tensor, m: int) -> torch.Tensor:
