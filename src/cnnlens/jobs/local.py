@@ -7,11 +7,12 @@ run is decided by the manifest (:meth:`~cnnlens.store.StoreWriter.pending`). If 
 worker dies (killed, out of memory) the pool is broken: the shards it had not
 returned are run again in a fresh pool, at most ``retries`` times.
 
-Workers never outlive the driver: each one ends within a second of the driver's
-death, however it died (SIGKILL included, when the driver runs no cleanup), see
-:func:`_end_with_parent`; an exception or Ctrl-C in the driver kills them at once
-(:func:`_stop`). With no worker left holding it, the multiprocessing resource
-tracker the spawn context started sees its pipe close and exits too.
+Workers never outlive the driver: each one ends when the driver dies, however it
+died (SIGKILL included, when the driver runs no cleanup), see :func:`_end_with_parent`;
+a worker still starting up (importing torch, seconds) ends as soon as its start-up is
+done. An exception or Ctrl-C in the driver kills them at once (:func:`_stop`) rather
+than waiting for the shards already queued. With no worker left holding its pipe, the
+multiprocessing resource tracker the spawn context started exits too.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def _end_with_parent(parent: int) -> None:
     immediately and whatever this process is doing. Everywhere, a daemon thread also
     polls ``os.getppid()``, which changes once the driver is gone (the orphan is
     re-parented): the fallback where prctl is missing, and the cover for a driver that
-    died before the prctl call. Ctrl-C is left to the driver, which stops the pool."""
+    died before the prctl call. (The kernel sends the signal when the *thread* that
+    started this process ends: the thread in :func:`run_local`, which outlives its pool.)
+    Ctrl-C is left to the driver, which stops the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
