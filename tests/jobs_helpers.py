@@ -61,7 +61,7 @@ def write_yaml(path: Path, fields: dict) -> Path:
     return path
 
 
-def cli(*args: str) -> subprocess.Popen:
+def cli(*args: str, **popen) -> subprocess.Popen:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "src"),
@@ -74,6 +74,7 @@ def cli(*args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
 
 
@@ -111,6 +112,33 @@ def worker_pids(pid: int) -> list[int]:
         if b"spawn_main" in cmd:
             out.append(child)
     return out
+
+
+def pool_pids(pid: int) -> dict[str, list[int]]:
+    """A local-engine driver's pool: its ``workers`` and the multiprocessing
+    ``tracker`` (resource tracker) the spawn context started."""
+    out: dict[str, list[int]] = {"workers": [], "tracker": []}
+    for child in children(pid):
+        try:
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            out["workers"].append(child)
+        elif b"resource_tracker" in cmd:
+            out["tracker"].append(child)
+    return out
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), ``None`` once it is gone or a
+    zombie: with the pid, it names one process even if the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def kill(pid: int) -> None:

@@ -1,7 +1,13 @@
 """Jobs on the local engine: validation before any work, resume after a SIGKILL of the
-driver or of one worker equal to an uninterrupted run bit for bit, refusal to mix."""
+driver or of one worker equal to an uninterrupted run bit for bit, refusal to mix, no
+worker outliving a killed driver."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
 
 import pytest
 
@@ -14,8 +20,10 @@ from jobs_helpers import (  # noqa: F401  (fixtures)
     cli,
     job_fields,
     kill,
+    pool_pids,
     reference_fixture,
     small_model_fixture,
+    start_time,
     wait_for_shards,
     worker_pids,
     write_yaml,
@@ -109,6 +117,45 @@ def test_worker_killed_is_rerun_and_result_identical(tmp_path, small_model, refe
     assert proc.returncode == 0, err
     assert "a worker process died" in err and "12 shard(s) run" in out
     assert_same_store(store, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name
+)
+def test_killed_driver_leaves_no_worker_behind(tmp_path, small_model, signum):
+    """Issue 28: a SIGKILLed driver left its 2 workers and the resource tracker running.
+    The job is long (100 shards); the driver is signalled once a shard is written
+    (the workers hold their model) and its pool must be gone within the deadline, a
+    liveness bound (they used to stay until killed by hand)."""
+    store = tmp_path / "store"
+    job = write_yaml(tmp_path / "job.yaml", job_fields(small_model, store, workers=2, images=200))
+    # SIGINT as from Ctrl-C, even where this test runs with SIGINT ignored (inherited)
+    proc = cli("run", str(job), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    started: dict[int, int | None] = {}
+    try:
+        assert wait_for_shards(proc, store, 1) >= 1 and proc.poll() is None
+        pool = pool_pids(proc.pid)
+        assert len(pool["workers"]) == 2 and len(pool["tracker"]) == 1, pool
+        started = {pid: start_time(pid) for pid in pool["workers"] + pool["tracker"]}
+        proc.send_signal(signum)
+        code = proc.wait(timeout=60)  # not communicate: orphans would hold its pipes
+        deadline = time.monotonic() + 10
+        alive = started
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = {pid: t for pid, t in alive.items() if t is not None and start_time(pid) == t}
+        assert not alive, f"still running after the driver got {signum.name}: {alive} of {pool}"
+    finally:  # leave nothing behind
+        if proc.poll() is None:
+            proc.kill()
+        for pid, t in started.items():
+            if t is not None and start_time(pid) == t:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        err = proc.communicate()[1]
+    assert code == (130 if signum == signal.SIGINT else -signum), err
+    assert cnnlens.store.open(store).finished.size < 200  # it was killed mid-way
 
 
 def test_compile_setting_is_part_of_the_job(tmp_path, small_model):

@@ -219,23 +219,33 @@ def test_run_folder_browses_its_test_images(run_client, folders):
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "status", "reason"),
     [
-        "/files/..%2Fsecret.txt",
-        "/files/%2e%2e/secret.txt",
-        "/files/%2E%2E%2Fsecret.txt",
-        "/files/%252e%252e%252fsecret.txt",  # double-encoded
-        "/files/model/..%2f..%2fsecret.txt",
-        "/files//etc/passwd",
-        "/files/%2Fetc%2Fpasswd",
-        "/files/..%5Csecret.txt",  # backslash
-        "/files/leak.txt",  # a symlink to the secret
-        "/files/.hidden.txt",
+        ("/files/..%2Fsecret.txt", 403, "'..' leads outside"),
+        ("/files/%2e%2e/secret.txt", 403, "'..' leads outside"),
+        ("/files/%2E%2E%2Fsecret.txt", 403, "'..' leads outside"),
+        ("/files/model/..%2f..%2fsecret.txt", 403, "'..' leads outside"),
+        ("/files/notes.txt%00.png", 403, "NUL character"),
+        ("/files/%00", 403, "NUL character"),
+        ("/files//etc/passwd", 403, "absolute paths"),
+        ("/files/%2Fetc%2Fpasswd", 403, "absolute paths"),
+        ("/files/..%5Csecret.txt", 403, "backslash"),
+        ("/files/leak.txt", 403, "symbolic link"),  # a symlink to the secret
+        ("/files/.hidden.txt", 403, "hidden files"),
+        ("/files/model/model.safetensors", 403, "files of type '.safetensors' are not served"),
+        ("/files/missing.png", 404, "no file 'missing.png'"),
+        ("/files/100%25.txt", 404, "no file '100%.txt'"),  # a '%' alone is a name
+        ("/files/model", 404, "is a folder"),
     ],
 )
-def test_no_path_outside_the_run_folder(run_client, url):
+def test_each_refused_path_says_why(run_client, url, status, reason):
+    """Issue 28: every refusal answered 403 "backslash, NUL or encoded characters"; a
+    traversal, a forbidden type and a missing file each say theirs. (Double encoding is
+    tried on a real server below: the TestClient decodes a path twice.)"""
     r = run_client.get(url)
-    assert r.status_code == 403, (url, r.status_code, r.text)
+    assert r.status_code == status, (url, r.status_code, r.text)
+    detail = r.json()["detail"]
+    assert reason in detail and "\n" not in detail, (url, detail)
     assert SECRET not in r.text and "root:" not in r.text
 
 
@@ -243,10 +253,120 @@ def test_files_inside_are_served_and_others_are_not(run_client):
     r = run_client.get("/files/notes.txt")
     assert r.status_code == 200 and r.text.startswith("notes inside")
     assert run_client.get("/files/model/model.json").status_code == 200
-    assert run_client.get("/files/model/model.safetensors").status_code == 404  # not a page file
-    assert run_client.get("/files/missing.png").status_code == 404
     r = run_client.get("/files/report.html")
     assert r.headers["content-security-policy"].startswith("sandbox")
+
+
+def _break(store, name: str, content: bytes | None) -> None:
+    """Replace (or, with None, delete) one file of ``store``."""
+    path = store / name
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+
+
+def _manifest_damage(store) -> dict[str, bytes]:
+    good = (store / "manifest.json").read_bytes()
+    valid = json.loads(good)
+    first = next(iter(valid["shards"]))
+    beyond = {**valid, "shards": {first: {"start": 0, "stop": 10**6}}}
+    return {
+        "not JSON": b"{this is not json",
+        "truncated": good[: len(good) // 2],
+        "a list": b"[1, 2, 3]",
+        "shards not an object": json.dumps({**valid, "shards": [0, 1]}).encode(),
+        "shard without stop": json.dumps({**valid, "shards": {first: {"start": 0}}}).encode(),
+        "range beyond the images": json.dumps(beyond).encode(),
+    }
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not JSON",
+        "truncated",
+        "a list",
+        "shards not an object",
+        "shard without stop",
+        "range beyond the images",
+    ],
+)
+def test_a_broken_manifest_is_a_json_error_naming_it(folders, tmp_path, damage):
+    """Issue 28: a broken manifest.json gave 500 with a traceback in the log. The
+    TestClient re-raises any exception the app does not handle, so an answer at all
+    means no traceback; every endpoint that reads the manifest names it."""
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(folders[1], store)
+    _break(store, "manifest.json", _manifest_damage(store)[damage])
+    client = TestClient(create_app(store), base_url=BASE)
+    for url in (
+        "/api/info",
+        "/api/images",
+        "/api/images/0.png",
+        "/api/maps/saliency/0.json",
+        "/api/curves/0",
+        "/api/metrics",
+        "/api/metrics/0",
+    ):
+        r = client.get(url)
+        assert r.status_code == 500 and r.headers["content-type"] == "application/json", url
+        detail = r.json()["detail"]
+        assert str(store / "manifest.json") in detail and "\n" not in detail, (url, detail)
+    assert client.get("/files/notes.txt").status_code == 404  # the rest still answers
+
+
+def _chunk_files(folder):
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "zarr.json" and not p.name.startswith(".")
+    )
+
+
+def test_corrupt_arrays_and_tables_are_json_errors_naming_them(folders, tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(folders[1], store)
+    chunks = _chunk_files(store / "maps.zarr" / "saliency")
+    assert chunks
+    for chunk in chunks:
+        chunk.write_bytes(chunk.read_bytes()[:7])  # truncated chunks
+    (store / "curves.zarr" / "deletion" / "grad-cam" / "zarr.json").write_text("{broken")
+    for table in (store / "metrics").glob("*.parquet"):
+        table.write_bytes(b"PAR1 not a parquet file")
+    client = TestClient(create_app(store), base_url=BASE)
+    for url, file in (
+        ("/api/maps/saliency/0.png", "maps.zarr/saliency"),
+        ("/api/curves/0", "curves.zarr/deletion/grad-cam"),
+        ("/api/metrics", "metrics/shard-"),
+        ("/api/metrics/0", "metrics/shard-"),
+    ):
+        r = client.get(url)
+        assert r.status_code == 500, (url, r.status_code, r.text)
+        assert str(store / file) in r.json()["detail"], (url, r.json())
+    assert client.get("/api/maps/grad-cam/0.png").status_code == 200  # the sound parts read
+
+
+def test_a_broken_or_missing_job_json_is_named_at_start(folders, tmp_path):
+    import shutil
+
+    from cnnlens.errors import InputError, StoreError
+
+    store = tmp_path / "store"
+    shutil.copytree(folders[1], store)
+    _break(store, "job.json", b'{"methods": ')
+    with pytest.raises(StoreError, match=r"job\.json is not a readable store job\.json"):
+        create_app(store)
+    _break(store, "job.json", json.dumps({"methods": ["saliency"], "metrics": []}).encode())
+    with pytest.raises(StoreError, match=r"job\.json lacks 'n_images'"):
+        create_app(store)
+    _break(store, "job.json", None)
+    with pytest.raises(InputError, match="neither a run folder .* nor a store"):
+        create_app(store)
 
 
 def test_upload_is_explained_like_the_library_does(store_client, folders):
@@ -463,6 +583,15 @@ def test_real_server_rejects_a_large_body_unread_and_raw_traversal(folders):
             assert reply.split(b" ")[1] in (b"403", b"404") and SECRET.encode() not in reply
             status = json.loads(reply.split(b"\r\n\r\n", 1)[1])
             assert "detail" in status
+        for path, reason in (
+            (b"/files/%252e%252e%252fsecret.txt", "URL-encoded twice"),
+            (b"/files/notes%252etxt", "URL-encoded twice"),
+            (b"/files/%2e%2e/secret.txt", "'..' leads outside"),
+            (b"/files/notes.txt%00", "NUL character"),
+        ):
+            reply = raw(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 403"), (path, reply[:300])
+            assert reason in json.loads(reply.split(b"\r\n\r\n", 1)[1])["detail"], reply
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -38,5 +38,10 @@ class DataError(CnnlensError, OSError):
     """A data set on disk is missing, truncated, empty or unreadable."""
 
 
+class StoreError(CnnlensError, OSError):
+    """A file of a job's store (job.json, manifest.json, a Zarr array, a Parquet table)
+    is missing, truncated or not what cnnlens writes."""
+
+
 class ConfigError(CnnlensError, ValueError):
     """Hyperparameters that contradict each other or are out of range."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CnnlensError, InputError
+from ..errors import CnnlensError, InputError, StoreError
 from . import extra
 from .headers import SafeHeaders
 from .paths import Refused, media_type, resolve_inside
@@ -66,7 +66,7 @@ def create_app(
     """
     extra.require()
     from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-    from fastapi.responses import FileResponse, HTMLResponse, Response
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
     if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise InputError(f"--max-upload-mb must be positive, got {max_upload_mb}")
@@ -87,8 +87,17 @@ def create_app(
             return fn(*args)
         except KeyError as exc:
             raise HTTPException(404, str(exc.args[0]) if exc.args else "not found") from None
+        except StoreError:
+            raise  # the server's files are broken, not the request: see store_broken
         except CnnlensError as exc:
             raise HTTPException(400, str(exc)) from None
+
+    @app.exception_handler(CnnlensError)
+    def store_broken(request, exc: CnnlensError):
+        """A damaged store file (or another cnnlens error outside ``lookup``): a JSON
+        answer naming the file and what is wrong, not a traceback in the log."""
+        status = 500 if isinstance(exc, StoreError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.get("/", response_class=HTMLResponse)
     def page():
@@ -196,8 +205,8 @@ def create_app(
             target = resolve_inside(source.root, requested)
         except Refused as exc:
             raise HTTPException(403, str(exc)) from None
-        except FileNotFoundError:
-            raise HTTPException(404, f"no file {requested!r} is served here") from None
+        except FileNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
         response = FileResponse(target, media_type=media_type(target))
         if target.suffix.lower() == ".html":
             response.headers["Content-Security-Policy"] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import StoreError
 
 FORMAT = "cnnlens-store"
 FORMAT_VERSION = 1
@@ -33,19 +33,36 @@ def read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is not a readable {what}: {exc}") from None
+        raise StoreError(f"{path} is not a readable {what}: {exc}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path} is not a readable {what}: not a JSON object")
+        raise StoreError(f"{path} is not a readable {what}: not a JSON object")
     return data
 
 
-def read_manifest(root: Path) -> dict[int, dict]:
-    """Finished shards ``{k: {"start": a, "stop": b, ...}}`` (empty when none)."""
+def read_manifest(root: Path, n_images: int | None = None) -> dict[int, dict]:
+    """Finished shards ``{k: {"start": a, "stop": b, ...}}`` (empty when none).
+
+    StoreError naming the file when it is not the manifest :func:`write_manifest` writes
+    (``shards`` maps shard numbers to image ranges inside ``0 .. n_images``)."""
     path = root / MANIFEST
     if not path.is_file():
         return {}
     shards = read_json(path, "store manifest").get("shards", {})
-    return {int(k): v for k, v in shards.items()}
+    if not isinstance(shards, dict):
+        raise StoreError(f"{path}: 'shards' must be an object, got {type(shards).__name__}")
+    out = {}
+    for k, entry in shards.items():
+        start = entry.get("start") if isinstance(entry, dict) else None
+        stop = entry.get("stop") if isinstance(entry, dict) else None
+        ok = str(k).isdigit() and all(type(v) is int for v in (start, stop))
+        if not ok or not 0 <= start < stop <= (stop if n_images is None else n_images):
+            bound = "" if n_images is None else f" <= {n_images}"
+            raise StoreError(
+                f"{path}: shard {k!r} is not an image range {{'start': a, 'stop': b}} "
+                f"with 0 <= a < b{bound}, got {repr(entry)[:100]}"
+            )
+        out[int(k)] = entry
+    return out
 
 
 def write_manifest(root: Path, shards: dict[int, dict]) -> None:

@@ -7,13 +7,28 @@ killed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import CnnlensError, InputError, StoreError, first_line
 from . import layout
+
+
+@contextlib.contextmanager
+def _reading(path: Path, what: str, keep: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn a failure to read ``path`` (a truncated chunk, a table without its columns,
+    an array of another shape) into a StoreError naming the file and what is wrong;
+    ``keep`` are exceptions that mean something else (passed on)."""
+    try:
+        yield
+    except (CnnlensError, *keep):
+        raise
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {first_line(exc)}"[:300]
+        raise StoreError(f"{path} is not a readable {what} ({problem})") from None
 
 
 class Store:
@@ -27,17 +42,18 @@ class Store:
         self.job: dict = layout.read_json(path / layout.JOB, "store job.json")
         for key in ("methods", "metrics", "n_images"):
             if key not in self.job:
-                raise InputError(f"{path / layout.JOB} lacks {key!r}: not a cnnlens store job")
-        self.methods: list[str] = list(self.job["methods"])
-        self.metrics: list[str] = list(self.job["metrics"])
-        self.classes: list[str] = list(self.job.get("classes") or [])
-        self.n_images: int = int(self.job["n_images"])
+                raise StoreError(f"{path / layout.JOB} lacks {key!r}: not a cnnlens store job")
+        with _reading(path / layout.JOB, "store job.json"):
+            self.methods: list[str] = [str(m) for m in self.job["methods"]]
+            self.metrics: list[str] = [str(m) for m in self.job["metrics"]]
+            self.classes: list[str] = [str(c) for c in self.job.get("classes") or []]
+            self.n_images: int = int(self.job["n_images"])
 
     # --- progress -------------------------------------------------------
     @property
     def shards(self) -> dict[int, dict]:
         """Finished shards ``{k: {"start", "stop", ...}}``, read from the manifest now."""
-        return layout.read_manifest(self.path)
+        return layout.read_manifest(self.path, self.n_images)
 
     @property
     def finished(self) -> np.ndarray:
@@ -62,15 +78,17 @@ class Store:
         import zarr
 
         root = self.path / folder
-        if name is None:
-            return zarr.open_array(root, mode="r")
-        group = zarr.open_group(root, mode="r")
-        return group[name]
+        with _reading(root if name is None else root / name, "Zarr array"):
+            if name is None:
+                return zarr.open_array(root, mode="r")
+            group = zarr.open_group(root, mode="r")
+            return group[name]
 
     def image(self, i: int) -> np.ndarray:
         """Display copy of image ``i``: uint8 ``(H, W, C)``."""
         (i,) = self._check(i)
-        return np.asarray(self._array(layout.IMAGES)[int(i)])
+        with _reading(self.path / layout.IMAGES, "Zarr array"):
+            return np.asarray(self._array(layout.IMAGES)[int(i)])
 
     def maps(self, method: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Maps of ``method`` for ``indices``: float32 ``(n, H, W)``."""
@@ -80,33 +98,39 @@ class Store:
         arr = self._array(layout.MAPS, method)
         if idx.size == 0:
             return np.zeros((0, *arr.shape[1:]), dtype=np.float32)
-        return np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.float32)
+        with _reading(self.path / layout.MAPS / method, "Zarr array"):
+            return np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.float32)
 
     def curve(self, metric: str, method: str, i: int) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` of one image's curve; KeyError if the store has none for it."""
         import zarr
 
         root = self.path / layout.CURVES
-        try:
-            arr = zarr.open_group(root, mode="r")[f"{metric}/{method}"]
-        except (KeyError, FileNotFoundError):
-            raise KeyError(f"no {metric} curve of {method} in {self.path}") from None
+        with _reading(root / metric / method, "Zarr array", keep=(KeyError,)):
+            try:
+                arr = zarr.open_group(root, mode="r")[f"{metric}/{method}"]
+            except (KeyError, FileNotFoundError):
+                raise KeyError(f"no {metric} curve of {method} in {self.path}") from None
         i = int(i)
         if not 0 <= i < self.n_images or i not in set(self.finished.tolist()):
             raise KeyError(f"no {metric} curve of {method} for image {i}: not finished")
-        y = np.asarray(arr[i], dtype=np.float32)
-        x = np.asarray(arr.attrs["x"], dtype=np.float32)
+        with _reading(root / metric / method, "Zarr array"):
+            y = np.asarray(arr[i], dtype=np.float32)
+            x = np.asarray(arr.attrs["x"], dtype=np.float32)
         return x, y
 
     # --- tables ---------------------------------------------------------
     def _table(self, folder: str, columns: list[str]):
         import pandas as pd
 
-        files = [layout.shard_file(self.path / folder, k) for k in sorted(self.shards)]
-        frames = [pd.read_parquet(f) for f in files]
+        frames = []
+        for k in sorted(self.shards):
+            file = layout.shard_file(self.path / folder, k)
+            with _reading(file, "Parquet table of a finished shard"):
+                frames.append(pd.read_parquet(file)[columns])
         if not frames:
             return pd.DataFrame({c: [] for c in columns})
-        return pd.concat(frames, ignore_index=True)[columns]
+        return pd.concat(frames, ignore_index=True)
 
     def predictions(self):
         """One row per finished image: ``image, target, prediction, probability, label, shard``."""
