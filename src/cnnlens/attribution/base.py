@@ -6,7 +6,7 @@ inputs and the target, runs :meth:`Method.attribute` with the model frozen
 (eval mode, parameters not requiring gradients; everything restored after,
 also on an error) and packs the result. Subclasses implement ``attribute``
 only, and run every sampled/stepped computation through
-:mod:`cnnlens.batching`.
+:mod:`cnnlens.chunking`.
 
 Hyperparameter vocabulary shared by all methods: ``steps``, ``samples``,
 ``noise``, ``baseline``, ``layer``, ``at``, ``seed``, ``batch_size``,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..types import Explanation
 from . import get, register

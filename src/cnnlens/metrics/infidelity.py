@@ -17,7 +17,7 @@ depend on the map's overall scale, which differs from method to method;
 Noise comes from a ``torch.Generator`` seeded with ``seed`` on the inputs'
 device, ``torch.randn`` drawn chunk by chunk in (image, sample) order; the
 perturbed inputs are built on the device inside each chunk of
-:func:`cnnlens.batching.run_chunked` (one forward per perturbation).
+:func:`cnnlens.chunking.run_chunked` (one forward per perturbation).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import math
 import torch
 from torch import nn
 
+from ..accel import forward_runner
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ..types import Explanation

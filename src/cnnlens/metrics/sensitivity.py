@@ -11,7 +11,7 @@ better: a robust explanation barely moves under imperceptible noise.
 Noise comes from a ``torch.Generator`` seeded with ``seed`` on the inputs'
 device, ``torch.rand`` drawn chunk by chunk in (image, sample) order; the
 perturbed copies of a chunk are explained in one call and the chunks run
-through :func:`cnnlens.batching.run_chunked`. The same call (same seed and
+through :func:`cnnlens.chunking.run_chunked`. The same call (same seed and
 chunk size) gives the same result.
 """
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ..types import Explanation
