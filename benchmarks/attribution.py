@@ -18,9 +18,8 @@ ones (``kind``).
 The floor runs the model as given (default memory layout). On the CPU the
 methods run a channels-last copy of it; the forward-only methods and the mask
 optimisations a copy with BatchNorm folded into the convolutions and ReLUs in
-place as well (the forward-only ones with each convolution and the ReLU or
-residual addition after it fused into one oneDNN call), LRP its own BN-folded
-copy (see ``cnnlens.batching.fast_copy``), so their multiple may be below 1.
+place as well, LRP its own BN-folded copy (see ``cnnlens.accel.fast_copy``), so
+their multiple may be below 1.
 The last line gives LRP epsilon-plus as a multiple of one plain forward+backward
 pass of the model as given, at the same batch (issue 3's target: at most 1.5x a
 plain gradient pass).

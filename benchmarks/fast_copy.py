@@ -1,12 +1,12 @@
 """Forward time of each fast copy of a model against the model as given, interleaved
-in one process (``cnnlens.batching.fast_copy``; ``cnnlens.folding``; ``cnnlens.fusion``).
+in one process (``cnnlens.accel.fast_copy``; ``cnnlens.accel.folding``).
 
     python benchmarks/fast_copy.py [--model resnet20] [--size 32] [--batch 32,64]
                                    [--threads 1] [--rounds 10]
 
 Rows: the model as given; the ``"exact"`` copy (channels-last); the ``"folded"``
-copy (BatchNorm folded, ReLUs in place); the ``"forward"`` copy (``"folded"`` with
-each convolution and the ReLU or residual addition after it as one oneDNN call).
+copy (BatchNorm folded, ReLUs in place); the ``"forward"`` copy (as ``"folded"``,
+ReLUs in place also where autograd would refuse them).
 Each is timed as the best of ``--rounds`` rounds, the rows taking turns within a
 round, and checked against the model's logits first. Milliseconds per image and
 the multiple of the model's time. The model is the one ``attribution.py`` uses.
@@ -20,7 +20,7 @@ import time
 import torch
 
 from attribution import benchmark_model
-from cnnlens import batching
+from cnnlens import accel
 
 
 def main() -> None:
@@ -39,15 +39,15 @@ def main() -> None:
     for batch in (int(b) for b in args.batch.split(",")):
         x = torch.rand(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(2))
         rows = {"model as given": model}
-        for kind in batching.KINDS:
-            if batching.fast_copy(model, x, kind) is None:
+        for kind in accel.KINDS:
+            if accel.fast_copy(model, x, kind) is None:
                 print(f"{kind}: no copy (the model runs as it is)")
             else:
-                rows[kind] = batching.fast_runner(model, x, kind)
+                rows[kind] = accel.fast_runner(model, x, kind)
         with torch.no_grad():
             expected = model(x)
             for name, run in rows.items():
-                if not batching.same_outputs(run(x), expected):
+                if not accel.same_outputs(run(x), expected):
                     raise SystemExit(f"{name}: logits differ from the model's")
             best = dict.fromkeys(rows, float("inf"))
             for _ in range(args.rounds):

@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from cnnlens import metrics, nets
-    from cnnlens.batching import chunk_size
+    from cnnlens.chunking import chunk_size
 
     torch.manual_seed(0)
     model = nets.create("resnet20", num_classes=8).eval()

@@ -115,7 +115,8 @@ def part_tsne(args, model, test, vae) -> None:
 
 def part_timing(args, model, test, vae) -> None:
     from cnnlens import explain
-    from cnnlens.batching import chunk_size, forward_runner, run_chunked
+    from cnnlens.accel import forward_runner
+    from cnnlens.chunking import chunk_size, run_chunked
     from cnnlens.relabel.synthesis import decode_perturbed, encode
 
     images, n = args.timing_images, 1000

@@ -240,14 +240,13 @@ def test_lrp_keeps_default_layout_for_a_view_of_a_feature_map():
 )  # fmt: skip
 def test_methods_on_the_channels_last_copy_equal_the_model(resnet, name, monkeypatch):
     """Rules and stored layers go on the copy and leave it clean; same maps."""
-    from cnnlens import batching
-    from cnnlens.batching import _FAST_COPY
+    from cnnlens.accel.fast import _FAST_COPY
 
     model, x = resnet
     fast = explain(model, x, name, target=1)
     copy = _FAST_COPY["exact"][model][1].module
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in copy.modules())
-    monkeypatch.setattr(batching, "_copyable", lambda _m: False)  # the model as given
+    monkeypatch.setattr("cnnlens.accel.fast._copyable", lambda _m: False)  # the model as given
     plain = explain(model, x, name, target=1)
     for ours, ref in ((fast.maps, plain.maps), (fast.raw, plain.raw)):
         if ref is not None:

@@ -1,4 +1,4 @@
-"""Core helpers: errors, layer lookup, hooks, batching, atomic writes."""
+"""Core helpers: errors, layer lookup, hooks, chunking, atomic writes."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import torch
 from torch import nn
 
 from cnnlens import nets
-from cnnlens.batching import (
-    _FAST_COPY,
-    chunk_size,
-    fast_runner,
-    forward,
-    run_chunked,
-)
+from cnnlens.accel import fast_runner, forward
+from cnnlens.accel.fast import _FAST_COPY
+from cnnlens.chunking import chunk_size, run_chunked
 from cnnlens.errors import CnnlensError, InputError, LayerError
 from cnnlens.hooks import capture_outputs, frozen, model_fingerprint, same_fingerprint
 from cnnlens.io import atomic_path, check_writable_folder, write_text

@@ -1,4 +1,4 @@
-"""BatchNorm folding (cnnlens.folding) and the fast copy that uses it."""
+"""BatchNorm folding (cnnlens.accel.folding) and the fast copies that use it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlens import batching, explain, nets
-from cnnlens.batching import fast_copy, fast_model
-from cnnlens.folding import fast_forward_copy, fold_batchnorm, foldable_pairs
+from cnnlens import accel, explain, nets
+from cnnlens.accel import fast_copy, fast_forward_copy, fast_model, fold_batchnorm, foldable_pairs
 from helpers import with_bn_statistics
 
 pytestmark = pytest.mark.numerics
@@ -77,7 +76,7 @@ def test_fold_skips_a_convolution_read_by_more_than_its_batchnorm(read):
     folded, convs = fold_batchnorm(model, x[:1])
     assert convs == frozenset() and isinstance(folded.bn, nn.BatchNorm2d)
     with torch.no_grad():
-        torch.testing.assert_close(batching.forward(model, x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(accel.forward(model, x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_fold_skips_a_shared_convolution_and_batch_statistics():
@@ -106,7 +105,7 @@ def test_fast_copy_is_folded_only_when_asked():
     assert plain is not None and plain.module is not fast.module
     assert isinstance(plain.module.bn1, nn.BatchNorm2d)
     with torch.no_grad():
-        torch.testing.assert_close(batching.forward(model, x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(accel.forward(model, x), model(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("layer", ["conv1", "bn1", "layer2"])
@@ -115,7 +114,7 @@ def test_grad_cam_at_a_folded_layer_equals_the_model(layer, monkeypatch):
     model = with_bn_statistics(nets.create("resnet8", num_classes=5))
     x = torch.randn(3, 3, 32, 32)
     fast = explain(model, x, "grad-cam", layer=layer, target=1).maps
-    monkeypatch.setattr(batching, "_copyable", lambda _m: False)  # the model as given
+    monkeypatch.setattr("cnnlens.accel.fast._copyable", lambda _m: False)  # the model as given
     plain = explain(model, x, "grad-cam", layer=layer, target=1).maps
     assert plain.abs().max() > 0
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5 * float(plain.abs().max()))
@@ -159,9 +158,9 @@ def test_relus_go_in_place_only_where_nothing_else_reads_their_input(case):
     assert fast.module.relu.inplace is (case == "plain")  # autograd refuses the sigmoid's
     with torch.no_grad():
         expected = model(x)
-        torch.testing.assert_close(batching.forward(model, x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(accel.forward(model, x), expected, rtol=1e-5, atol=1e-6)
     grads = []
-    for run in (model, batching.fast_runner(model, x, "folded")):
+    for run in (model, accel.fast_runner(model, x, "folded")):
         v = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(run(v)[:, 1].sum(), v)
         grads.append(g)

@@ -25,7 +25,7 @@ channel's values (plus one) can matter, and a running top set keeps exactly thos
 NetDissect's code: at a ReLU channel that is positive at fewer than 0.5 % of the
 positions ``T_k = 0`` and the segmentation is where it fires, not every pixel.
 
-Chunks of images run through :mod:`cnnlens.batching`, layer outputs are read by
+Chunks of images run through :mod:`cnnlens.chunking`, layer outputs are read by
 hooks of :mod:`cnnlens.hooks` as each layer runs (an in-place operation after the
 layer cannot change them), every count accumulates on the model's device.
 """
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import chunk_size, memory_budget, run_chunked
+from ..chunking import chunk_size, memory_budget, run_chunked
 from ..data.adapt import as_dataset
 from ..errors import InputError, LayerError
 from ..hooks import HookSet, frozen
@@ -258,7 +258,7 @@ class Dissection:
     ``"mean"``) activation. ``cache``: keep the layers' outputs from the first pass for
     the second instead of running the model again; None (default) keeps them when
     they fit a quarter of the device's memory budget
-    (:func:`~cnnlens.batching.memory_budget`; 820 MB for the ten blocks of ResNet-20
+    (:func:`~cnnlens.chunking.memory_budget`; 820 MB for the ten blocks of ResNet-20
     on 2,000 images of 32 x 32).
 
     Learned attributes: ``result_`` (:class:`DissectionResult`), ``layers_``,

@@ -3,7 +3,7 @@
 Paper 002 (section 4) works on the vector the final linear layer reads (for
 a CIFAR ResNet: the global-average-pooled output of the last block, after
 its ReLU). This module collects it for every image of a data set in batches
-through :mod:`cnnlens.batching`, for any classifier whose final linear layer
+through :mod:`cnnlens.chunking`, for any classifier whose final linear layer
 :func:`cnnlens.layers.final_linear` can locate.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import InputError, LayerError

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..data import as_dataset
 from ..errors import ConfigError, InputError
 from ..hooks import capture_outputs, frozen

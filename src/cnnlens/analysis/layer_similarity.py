@@ -4,7 +4,7 @@ The survey (paper 001, section 3.2, "hierarchical unit combination", ref. 23)
 compares the representations two networks learn by aligning the activation
 vectors of their neurons on the same inputs. This module collects the
 activations of every named layer in one pass over the data per model (hooks
-through :mod:`cnnlens.hooks`, chunks through :mod:`cnnlens.batching`) and
+through :mod:`cnnlens.hooks`, chunks through :mod:`cnnlens.chunking`) and
 compares them with linear CKA (:mod:`.cka`; Kornblith et al. 2019, Nguyen et
 al. 2021) or SVCCA (:mod:`.svcca`; Raghu et al. 2017). Not to be confused with
 :mod:`cnnlens.metrics.similarity`, which compares attribution maps.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..data.adapt import as_dataset
 from ..errors import InputError, LayerError
 from ..hooks import HookSet, capture_outputs, frozen

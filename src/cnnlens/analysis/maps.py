@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import InputError, LayerError

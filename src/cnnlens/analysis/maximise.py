@@ -10,7 +10,7 @@ parameterisation with optional colour decorrelation (Olah et al. 2017, Lucid;
 model normalised with the data set's mean and std.
 
 Every seed of every objective is one image of one batch: a step is one forward
-and one backward pass for all of them (chunked by :func:`~cnnlens.batching.chunk_size`
+and one backward pass for all of them (chunked by :func:`~cnnlens.chunking.chunk_size`
 when they do not fit in memory), on the model's device. Each image draws its start
 and its transforms from its own generator, so it depends on its seed alone, not on
 the batch it ran in. The model runs under :func:`~cnnlens.hooks.frozen` (eval mode,
@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..batching import chunk_size, fast_model
+from ..accel import fast_model
+from ..chunking import chunk_size
 from ..errors import InputError, LayerError, TargetError
 from ..hooks import capture_outputs, frozen
 from ..layers import get_layer
@@ -412,7 +413,7 @@ def _optimise(
     adam = torch.optim.Adam(image.params, lr=settings["lr"])
     normalise = _normaliser(settings["mean"], settings["std"], device)
     layers = sorted({o.layer for o, _s in rows if o.layer is not None})
-    # the fast copy (cnnlens.batching): BN folded for logit objectives; a plain copy
+    # the fast copy (cnnlens.accel): BN folded for logit objectives; a plain copy
     # (same module names, nothing in place) where a layer is hooked
     net, layout = fast_model(model, probe, "exact" if layers else "folded")
     groups = _groups(rows)

@@ -24,7 +24,7 @@ and standard deviation of the R null means; a prediction-interval t-test). Rando
 concepts then came out significant for 1 % (R = 10) and 6 % (R = 19) of pairs.
 
 The gradient at the layer does not depend on the CAV: every class image costs
-one forward and one backward pass (in chunks, :mod:`cnnlens.batching`), and each
+one forward and one backward pass (in chunks, :mod:`cnnlens.chunking`), and each
 chunk's gradients are projected onto all CAVs at once.
 """
 
@@ -41,7 +41,7 @@ from scipy.stats import t as student_t
 from scipy.stats import ttest_ind
 from torch import nn
 
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import InputError, LayerError, TargetError

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..analysis.features import model_device
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..data.base import ImageDataset
 from ..hooks import frozen
 from .objective import require_attribute_network

@@ -31,7 +31,7 @@ import torch
 from scipy.stats import spearmanr
 
 from ..analysis.features import model_device
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from .data import attribute_dataset

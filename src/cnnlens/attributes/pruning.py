@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..analysis.features import model_device
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from .data import attribute_dataset

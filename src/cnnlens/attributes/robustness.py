@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..analysis.features import model_device
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from .data import attribute_dataset

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..data import load as load_data
 from ..data.base import ImageDataset
 from ..errors import CheckpointError, ConfigError

@@ -75,5 +75,5 @@ def baseline_like(baseline: object, inputs: torch.Tensor) -> torch.Tensor:
 def target_scores(
     run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
-    """``run(x)[i, target[i]]``, ``[k]``; ``run`` from :func:`cnnlens.batching.forward_runner`."""
+    """``run(x)[i, target[i]]``, ``[k]``; ``run`` from :func:`cnnlens.accel.forward_runner`."""
     return run(x).gather(1, target[:, None])[:, 0]

@@ -8,7 +8,7 @@ also on an error) and packs the result. A call works inside ``torch.no_grad()``
 and ``torch.inference_mode()``: it enables autograd locally
 (:mod:`cnnlens.gradmode`). Subclasses implement ``attribute``
 only, and run every sampled/stepped computation through
-:mod:`cnnlens.batching`.
+:mod:`cnnlens.chunking`.
 
 Hyperparameter vocabulary shared by all methods: ``steps``, ``samples``,
 ``noise``, ``baseline``, ``layer``, ``at``, ``seed``, ``batch_size``,

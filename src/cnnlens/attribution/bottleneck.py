@@ -14,7 +14,7 @@ in bits, resized to the input so that the total number of bits is preserved.
 Unlike the reference implementation (batch size 1), images are optimised
 together: the loss is summed over images and Adam acts per element, so every
 image follows the path it would follow alone. Each step is one forward and
-backward of ``images x samples`` noise copies, chunked by :mod:`cnnlens.batching`.
+backward of ``images x samples`` noise copies, chunked by :mod:`cnnlens.chunking`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..hooks import capture_outputs, frozen, replace_output
 from ..io import save_tensors

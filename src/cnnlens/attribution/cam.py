@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import fast_model, forward_runner, run_chunked
+from ..accel import fast_model, forward_runner
+from ..chunking import run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..layers import final_linear
@@ -61,7 +62,7 @@ class CamMethod(Configured):
         self, inputs: torch.Tensor, target: torch.Tensor | None, layer: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``([N,k,h,w] maps at the layer, targets [N])`` in chunks, one pass each, on
-        the fast copy of the model where it applies (batching.fast_model)."""
+        the fast copy of the model where it applies (accel.fast_model)."""
         model, layout = fast_model(self.model, inputs)
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:

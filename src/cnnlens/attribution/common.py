@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import chunk_size
+from ..chunking import chunk_size
 from ..errors import InputError, LayerError, TargetError
 from ..gradmode import with_autograd
 from ..hooks import frozen, replace_output

@@ -5,7 +5,7 @@ Both learn a mask per image by gradient descent through the model, blending the
 image with blurred copies of itself. Images are optimised together (one loss
 summed over images; the optimisers act per element, so each image's mask
 follows exactly the path it would follow alone), in chunks of images from
-:mod:`cnnlens.batching`. Spatial defaults are TorchRay's / the paper's for
+:mod:`cnnlens.chunking`. Spatial defaults are TorchRay's / the paper's for
 224 px, scaled to the input size (step 7, sigma 21, max blur 20 at 224 px).
 """
 
@@ -16,7 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..batching import chunk_size, fast_runner, run_chunked
+from ..accel import fast_runner
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..params import Param
 from ..types import Explanation

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import fast_model, fast_runner, run_chunked
+from ..accel import fast_model, fast_runner
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..hooks import replace_output
 from ..params import Param

@@ -5,7 +5,7 @@ convolution (:func:`fold_batchnorm`), so the user's model is never changed.
 Each ``Conv2d`` / ``Linear`` gets a rule from the composite; average pools
 and unfolded BatchNorms the epsilon rule; non-ReLU activation modules pass
 relevance unchanged. Operations outside modules are watched by a
-:class:`~torch.overrides.TorchFunctionMode` during the forward:
+:class:`~cnnlens.tracing.CallWatch` during the forward:
 
 * a sum of two tensors (the residual add of a ResNet) splits relevance in
   proportion to the summands (so skip connections conserve relevance);
@@ -45,15 +45,15 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from ..batching import channels_last_if_same, run_chunked
+from ..accel import channels_last_if_same, fold_batchnorm
+from ..chunking import run_chunked
 from ..errors import InputError, LayerError
-from ..folding import fold_batchnorm
 from ..hooks import HookSet
 from ..layers import cached_per_model
 from ..nets.checks import ACTIVATIONS, FUNCTION_NAMES
 from ..params import Param
+from ..tracing import CallWatch, base_name
 from ..types import Explanation
 from . import register
 from .base import AT_LAYER, BATCH_SIZE
@@ -113,13 +113,12 @@ def _needs(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.requires_grad
 
 
-class _Watch(TorchFunctionMode):
+class _Watch(CallWatch):
     """Gives operations outside rule-carrying modules their LRP treatment, in the
     message or the relevance form (:mod:`.lrp_rules`)."""
 
     def __init__(self, eps: float, message: bool, copy: bool = False) -> None:
         super().__init__()
-        self.depth = 0
         self.eps = eps
         self.message = message
         self.copy = copy
@@ -139,11 +138,7 @@ class _Watch(TorchFunctionMode):
         ):
             self.nonneg[id(out)] = out
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self.depth:
-            return func(*args, **kwargs)
-        name = getattr(func, "__name__", "")
+    def call(self, func, name, args, kwargs):
         grads = [a for a in args if _needs(a)]
         if not grads:
             grads = [v for v in kwargs.values() if _needs(v)]
@@ -170,7 +165,7 @@ class _Watch(TorchFunctionMode):
                 return func(*new, **kwargs)
 
             return Recompute.apply(x, out.detach(), epsilon_relevance(fn, self.eps), self.copy)
-        base = name[:-1] if name.endswith("_") and not name.startswith("_") else name
+        base, _in_place = base_name(name)
         what = "activation function" if base in FUNCTION_NAMES else "operation"
         raise LayerError(
             f"LRP has no rule for the {what} {name!r} applied outside a module "
@@ -356,7 +351,7 @@ class LRP(Configured):
                 why="when BatchNorm is folded into the convolution before it; the "
                 "convolution's output is used elsewhere too. Use a gradient method",
             )
-        # on the CPU the copy runs channels-last (see batching.fast_copy): no reorders
+        # on the CPU the copy runs channels-last (see accel.fast_copy): no reorders
         # around each convolution, the W+ ones of z+ included. Measured: LRP
         # epsilon-plus 1.24x a gradient pass on ResNet-20 against 1.66x, the same
         # (1.45x) on VGG-11

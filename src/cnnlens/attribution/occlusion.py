@@ -3,7 +3,7 @@ replace it by a baseline and record how much the target score drops.
 
 Each pixel gets the mean score drop over the windows that cover it, exactly as
 Captum's ``Occlusion`` with ``sliding_window_shapes=(C, *window)``. All images
-x window positions are evaluated together through :mod:`cnnlens.batching`;
+x window positions are evaluated together through :mod:`cnnlens.chunking`;
 the per-pixel average is one transposed convolution of the drops.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..accel import forward_runner
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..params import Param
 from ..types import Explanation

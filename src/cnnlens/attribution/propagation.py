@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..errors import LayerError
 from ..hooks import HookSet
 from ..nets.checks import ACTIVATIONS

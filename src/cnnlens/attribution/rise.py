@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..accel import forward_runner
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..params import Param
 from ..types import Explanation

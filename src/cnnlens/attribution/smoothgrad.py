@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..params import Param, check_names
 from ..seeding import Draws

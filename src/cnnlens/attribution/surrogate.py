@@ -1,7 +1,7 @@
 """Surrogate-model attributions on segments: LIME and Kernel SHAP (survey 001).
 
 Both sample coalitions of segments (:mod:`.segments`), evaluate the model on
-every distinct image x coalition in chunks (:mod:`cnnlens.batching`; a coalition
+every distinct image x coalition in chunks (:mod:`cnnlens.chunking`; a coalition
 drawn twice is evaluated once), and fit one linear model per image in torch,
 batched over images:
 
@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..accel import forward_runner
+from ..chunking import chunk_size, run_chunked
 from ..params import Param
 from ..types import Explanation
 from . import register

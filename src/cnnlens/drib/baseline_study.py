@@ -103,7 +103,7 @@ def recalibrate_batchnorm(model: nn.Module, data, *, n: int = RECALIBRATION_IMAG
     only part of the way. Here the BatchNorms alone run in training mode with a cumulative
     average (``momentum=None``) over forwards without gradients; weights do not change.
     """
-    from ..batching import run_chunked
+    from ..chunking import run_chunked
 
     dataset = as_dataset(data)
     norms = [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]

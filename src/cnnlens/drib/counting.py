@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..batching import run_chunked
+from ..chunking import run_chunked
 from ..cost import macs
 from ..data.adapt import as_dataset
 from ..errors import InputError

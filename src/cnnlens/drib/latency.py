@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..accel import fold_batchnorm
 from ..errors import ConfigError
-from ..folding import fold_batchnorm
 from .gate import gate
 from .sparse import sparse_model
 

@@ -42,7 +42,7 @@ class ShardWorker:
         """Shard ``k`` (images ``start:stop``) as the store writes it."""
         if not self.job.get("compile"):
             return self._compute(k, start, stop)
-        from ..batching import compiled_forward
+        from ..accel import compiled_forward
 
         with compiled_forward(self.model):
             return self._compute(k, start, stop)

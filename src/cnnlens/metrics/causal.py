@@ -16,7 +16,7 @@ i.e. 113 scores of 0.9 % of the pixels each; other sizes keep that share:
 Batched: each map is ranked once; the image for (image ``i``, step ``k``) is
 ``where(rank_i < k * step, finish_i, start_i)``, built on the device inside
 the chunk, and all ``N (n + 1)`` images run through
-:func:`cnnlens.batching.run_chunked`: one forward per (image, step).
+:func:`cnnlens.chunking.run_chunked`: one forward per (image, step).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..accel import forward_runner
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen

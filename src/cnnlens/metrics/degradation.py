@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..accel import forward_runner
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen

@@ -17,7 +17,7 @@ depend on the map's overall scale, which differs from method to method;
 Perturbation ``j`` is the same for every image, drawn from ``seed`` alone
 (:class:`cnnlens.seeding.Draws`), so an image's score does not depend on the other
 images of the call; the perturbed inputs are built on the device inside each chunk
-of :func:`cnnlens.batching.run_chunked` (one forward per perturbation).
+of :func:`cnnlens.chunking.run_chunked` (one forward per perturbation).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import math
 import torch
 from torch import nn
 
+from ..accel import forward_runner
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen

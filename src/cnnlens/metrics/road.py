@@ -19,7 +19,7 @@ The linear systems are solved with ``scipy.sparse`` (direct solve, float64,
 all channels as right-hand sides of one factorisation; block-diagonal groups
 of small images share one solve); the imputed images of a chunk form one
 tensor, and all images x fractions run through
-:func:`cnnlens.batching.run_chunked`.
+:func:`cnnlens.chunking.run_chunked`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..accel import forward_runner
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen

@@ -12,7 +12,7 @@ Noise sample ``j`` is the same uniform draw for every image (from ``seed`` alone
 :class:`cnnlens.seeding.Draws`), scaled to each image's ball, so an image's score
 does not depend on the other images of the call or the chunk size; the perturbed
 copies of a chunk are explained in one call and the chunks run through
-:func:`cnnlens.batching.run_chunked`.
+:func:`cnnlens.chunking.run_chunked`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..attribution.base import resolve_target
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen

@@ -5,7 +5,7 @@ activation capture give wrong results when one activation module runs at
 several places, when it works in place, or when the activation is a plain
 function call that no module hook can see. :func:`activation_report` finds
 all three with one probe forward: forward hooks count the calls of every
-activation module, and a :class:`~torch.overrides.TorchFunctionMode` sees
+activation module, and a :class:`~cnnlens.tracing.CallWatch` sees
 every ``F.relu`` / ``torch.relu`` / ``x.relu()`` (and the other common
 activations) that does not run inside an activation module.
 """
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..errors import InputError, LayerError
 from ..hooks import HookSet
+from ..tracing import CallWatch, base_name
 
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
@@ -47,22 +47,6 @@ class Finding:
 
     def __str__(self) -> str:
         return self.message
-
-
-class _FunctionSpy(TorchFunctionMode):
-    """Calls ``on_call(name, inplace)`` for every activation function that runs."""
-
-    def __init__(self, on_call) -> None:
-        super().__init__()
-        self.on_call = on_call
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        base = name[:-1] if name.endswith("_") and not name.startswith("_") else name
-        if base in FUNCTION_NAMES:
-            self.on_call(base, name != base or bool(kwargs.get("inplace", False)))
-        return func(*args, **kwargs)
 
 
 def _probe(model: nn.Module, x: torch.Tensor | None) -> torch.Tensor:
@@ -100,10 +84,13 @@ def activation_report(model: nn.Module, x: torch.Tensor | None = None) -> list[F
     stack: list[tuple[str, nn.Module]] = []
     functional: Counter[tuple[str, str, bool]] = Counter()
 
-    def on_function(fname: str, inplace: bool) -> None:
+    def on_function(name: str, _args, kwargs: dict, _out) -> None:
+        fname, in_place = base_name(name)
+        if fname not in FUNCTION_NAMES:
+            return
         where, module = stack[-1] if stack else ("", model)
         if not isinstance(module, ACTIVATIONS):
-            functional[(where, fname, inplace)] += 1
+            functional[(where, fname, in_place or bool(kwargs.get("inplace", False)))] += 1
 
     def push(name: str, module: nn.Module):
         def pre(_m, _inp):
@@ -127,7 +114,7 @@ def activation_report(model: nn.Module, x: torch.Tensor | None = None) -> list[F
                 hooks.forward(module, post)
         model.eval()
         try:
-            with torch.no_grad(), _FunctionSpy(on_function):
+            with torch.no_grad(), CallWatch(on_function):
                 model(probe)
         except Exception as exc:
             raise InputError(

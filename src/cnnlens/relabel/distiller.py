@@ -9,7 +9,7 @@ student per input (:mod:`~cnnlens.relabel.student`), optionally on images
 average-pooled by ``downsample`` (the paper's "low-dimensional space"); saliency
 ``w_1 - w_0`` reshaped to ``[C, h, w]`` and upsampled (bilinear) to the input
 size. Inputs are processed in groups small enough that their synthetic images fit
-the memory budget of :func:`cnnlens.batching.memory_budget`.
+the memory budget of :func:`cnnlens.chunking.memory_budget`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import memory_budget
+from ..chunking import memory_budget
 from ..errors import InputError
 from ..hooks import frozen
 from .labels import search_scale, teacher_labels

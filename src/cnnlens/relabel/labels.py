@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..batching import chunk_size, forward_runner, run_chunked
+from ..accel import forward_runner
+from ..chunking import chunk_size, run_chunked
 
 SEARCH_FACTOR = 4.0
 

@@ -9,7 +9,7 @@ a network that does not recognise the VAE's blurred reconstructions still sees t
 input's own detail around every perturbation. The noise ``eps`` is drawn once per call from a seeded
 generator, so a scale search re-decodes the same directions at another
 length. Decoding runs every synthetic image of a batch of inputs through one
-chunked pass (:func:`cnnlens.batching.run_chunked`).
+chunked pass (:func:`cnnlens.chunking.run_chunked`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..batching import chunk_size, run_chunked
+from ..chunking import chunk_size, run_chunked
 from ..errors import InputError, first_line
 from ..nets.vae import is_vae
 

@@ -59,7 +59,7 @@ class ReportContext:
     def logits(self) -> torch.Tensor:
         """Test-set logits ``[N,K]`` (computed once, eval mode, model state restored)."""
         if "test_logits" not in self.cache:
-            from ..batching import run_chunked
+            from ..chunking import run_chunked
 
             device = next(self.model.parameters()).device
             was_training = self.model.training

@@ -7,13 +7,14 @@
   ``W' = W s`` and ``b' = (b - mean) s + beta``, and the BatchNorm becomes
   ``nn.Identity``. LRP needs this (Montavon et al. 2019, sec. 10.2.2: BN merged
   into the adjacent linear layer); methods that run the model as a black box gain
-  speed from it (:mod:`cnnlens.batching`).
+  speed from it (:mod:`cnnlens.accel.fast`).
 * ``nn.ReLU`` in place (:func:`fast_forward_copy` only) where nothing else reads its
   input: no new feature map is allocated.
 
-Both are decided on one watched probe forward (:func:`watch_forward`): every
-torch call is seen, so a functional use of a tensor (a residual that adds the
-pre-BN tensor, a ``.view`` of it) counts as a reader too.
+Both are decided on one watched probe forward (:func:`watch_forward`, with
+:class:`cnnlens.tracing.CallWatch`): every torch call is seen, so a functional
+use of a tensor (a residual that adds the pre-BN tensor, a ``.view`` of it)
+counts as a reader too.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+
+from ..tracing import CallWatch, tensors
 
 
 @dataclass
@@ -50,27 +51,6 @@ class Dataflow:
         )
 
 
-class _Watch(TorchFunctionMode):
-    def __init__(self, flow: Dataflow, running: list[int], kept: list) -> None:
-        super().__init__()
-        self.flow, self.running, self.kept = flow, running, kept
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        reader = self.running[-1]
-        for leaf in tree_flatten((args, kwargs))[0]:
-            if isinstance(leaf, torch.Tensor):
-                self.flow.readers[id(leaf)].add(reader)
-        out = func(*args, **kwargs)
-        for leaf in tree_flatten(out)[0]:
-            if isinstance(leaf, torch.Tensor):
-                self.kept.append(leaf)  # alive, so ids stay unique during the probe
-                self.flow.made.add(id(leaf))
-                if leaf._base is not None:
-                    self.flow.views.add(id(leaf))
-        return out
-
-
 def watch_forward(model: nn.Module, probe: torch.Tensor) -> Dataflow:
     """Run ``model(probe)`` once without gradients, recording its :class:`Dataflow`."""
     flow, running, kept = Dataflow(), [0], []
@@ -80,6 +60,15 @@ def watch_forward(model: nn.Module, probe: torch.Tensor) -> Dataflow:
         first = inp[0] if inp else None
         flow.inputs[id(module)].append(id(first) if isinstance(first, torch.Tensor) else 0)
         running.append(id(module))
+
+    def seen(_name, args, kwargs, out):
+        for leaf in tensors((args, kwargs)):
+            flow.readers[id(leaf)].add(running[-1])
+        for leaf in tensors(out):
+            kept.append(leaf)  # alive, so ids stay unique during the probe
+            flow.made.add(id(leaf))
+            if leaf._base is not None:
+                flow.views.add(id(leaf))
 
     def leave(module, _inp, out):
         if running[-1] == id(module):
@@ -92,7 +81,7 @@ def watch_forward(model: nn.Module, probe: torch.Tensor) -> Dataflow:
         nn.modules.module.register_module_forward_hook(leave),
     ]
     try:
-        with torch.no_grad(), _Watch(flow, running, kept):
+        with torch.no_grad(), CallWatch(seen):
             model(probe)
     finally:
         for h in handles:
