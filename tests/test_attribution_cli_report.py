@@ -124,8 +124,8 @@ def test_parsers():
 
 
 def test_explanations_section(saved, shapes_test, tmp_path):
-    from cnnlens.report import ReportContext
     from cnnlens.attribution import get
+    from cnnlens.report import ReportContext
     from cnnlens.report.sections.explanations import explanations
 
     _folder, model = saved
