@@ -46,7 +46,7 @@ def job_fields(model: Path, store: Path, **over) -> dict:
         "images": 24,
         "shard_size": 2,
         "methods": {"saliency": {}, "grad-cam": {"layer": "auto"}, "random": {}},
-        "metrics": ["deletion", "pointing_game"],
+        "metrics": ["deletion", "pointing-game"],
         "threads": 1,
         "progress": False,
     }

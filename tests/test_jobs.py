@@ -74,7 +74,7 @@ def test_flags_without_yaml_and_bad_yaml(tmp_path, small_model, capsys):
 
 
 def test_refuses_to_mix_a_changed_job(tmp_path, small_model):
-    fields = job_fields(small_model, tmp_path / "store", images=2, metrics=["pointing_game"])
+    fields = job_fields(small_model, tmp_path / "store", images=2, metrics=["pointing-game"])
     cnnlens.jobs.run(**fields)
     changed = {**fields, "methods": {"saliency": {}, "grad-cam": {"layer": "layer1"}, "random": {}}}
     with pytest.raises(ConfigError, match="methods differ"):
@@ -166,7 +166,7 @@ def test_compile_setting_is_part_of_the_job(tmp_path, small_model):
     assert resolve_compile("on", 1, model) and not resolve_compile("off", 10**6, model)
     assert not resolve_compile("auto", AUTO_COMPILE_IMAGES - 1, model)
     assert resolve_compile("auto", AUTO_COMPILE_IMAGES, model)  # long enough to repay it
-    fields = job_fields(small_model, tmp_path / "store", images=2, metrics=["pointing_game"])
+    fields = job_fields(small_model, tmp_path / "store", images=2, metrics=["pointing-game"])
     cnnlens.jobs.run(**fields, compile="off")
     with pytest.raises(ConfigError, match="compile differ"):
         cnnlens.jobs.run(**fields, compile="on")  # compiled rounding differs: not mixed

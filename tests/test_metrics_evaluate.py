@@ -75,7 +75,7 @@ def test_evaluate_writes_rows_and_resumes_without_recomputing(small_batch, tmp_p
     model = SmallCNN()
     kwargs = dict(
         methods=[],
-        metrics=["deletion", "degradation_large", "bbox_score", "pointing_game", "randomisation"],
+        metrics=["deletion", "degradation-large", "bbox-score", "pointing-game", "randomisation"],
         boxes=boxes,
         masks=masks,
         chunk=4,
@@ -137,13 +137,13 @@ def test_cli_evaluate_end_to_end(tmp_path, shapes_test):
             "--model", str(tmp_path),
             "--n", "4",
             "--methods", "random",
-            "--metrics", "bbox_score,energy_pointing_game",
+            "--metrics", "bbox-score,energy-pointing-game",
             "--out", str(tmp_path / "eval"),
         ]
     )  # fmt: skip
     assert rc == 0
     assert (tmp_path / "eval" / "metrics.csv").is_file()
-    assert "energy_pointing_game" in (tmp_path / "eval" / "summary.md").read_text()
+    assert "energy-pointing-game" in (tmp_path / "eval" / "summary.md").read_text()
     assert main(["evaluate", "--model", str(tmp_path), "--n", "999999", "--out", "x"]) == 2
 
 
@@ -176,7 +176,7 @@ def test_evaluate_command_method_params_and_iba_statistics(tmp_path, capsys):
     checkpoint.save(nets.create("resnet8", num_classes=8), folder, classes=test.classes)
     out = tmp_path / "eval"
     args = ["evaluate", "--model", str(folder), "--n", "4", "--methods", "iba,rise"]
-    args += ["--metrics", "pointing_game", "--sanity-images", "0", "--out", str(out)]
+    args += ["--metrics", "pointing-game", "--sanity-images", "0", "--out", str(out)]
     args += ["--param", "iba:steps=2", "--param", "rise:n_masks=32"]
     assert main(args) == 0
     saved = json.loads((out / "evaluation.json").read_text())["method_params"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnlens import metrics
 from cnnlens.errors import InputError
-from cnnlens.metrics.evaluate import METRICS, OPTIONAL_METRICS, evaluate, resolve_metrics
+from cnnlens.metrics.evaluate import evaluate, resolve_metrics
 from cnnlens.metrics.road import linear_impute
 from cnnlens.seeding import Draws
 
@@ -337,21 +337,22 @@ def test_bad_input_raises_input_error(case):
 
 def test_evaluate_runs_optional_metrics_only_when_named(case):
     model, x, _, _ = case
-    assert resolve_metrics("all") == list(METRICS)
-    assert not set(OPTIONAL_METRICS) & set(resolve_metrics("all"))
+    optional = {"max-sensitivity", "infidelity", "road"}
+    assert resolve_metrics("all") == [m for m in metrics.names() if m not in optional]
+    assert optional <= set(metrics.names()) and not optional & set(resolve_metrics("all"))
     assert resolve_metrics("deletion,road") == ["deletion", "road"]
     ev = evaluate(
         model,
         x,
         methods=["saliency"],
-        metrics=["max_sensitivity", "infidelity", "road"],
-        metric_params={"max_sensitivity": {"samples": 3}, "infidelity": {"samples": 10}},
+        metrics=["max-sensitivity", "infidelity", "road"],
+        metric_params={"max-sensitivity": {"samples": 3}, "infidelity": {"samples": 10}},
         progress=False,
     )
     for method in ("saliency", "random", "sobel"):
-        assert set(ev.values[method]) == {"max_sensitivity", "infidelity", "road"}
+        assert set(ev.values[method]) == {"max-sensitivity", "infidelity", "road"}
         for vals in ev.values[method].values():
             assert vals.shape == (3,) and torch.isfinite(vals).all()
     assert ev.curves["saliency"]["road"].shape == (3, 9)
-    assert (ev.values["sobel"]["max_sensitivity"] > 0).all()
+    assert (ev.values["sobel"]["max-sensitivity"] > 0).all()
     assert "road ↓" in ev.markdown()

@@ -165,7 +165,7 @@ def test_a_store_written_by_a_job(folders, tmp_path):
         images=6,
         shard_size=3,
         methods={"saliency": {}, "grad-cam": {}},
-        metrics=["deletion", "pointing_game"],
+        metrics=["deletion", "pointing-game"],
         threads=1,
         compile="off",
         progress=False,
@@ -183,7 +183,7 @@ def test_a_store_written_by_a_job(folders, tmp_path):
     assert list(curves) == ["deletion"]  # the pointing game has no curve
     summary = client.get("/api/metrics").json()["summary"]
     assert {(s["method"], s["metric"]) for s in summary} == {
-        (m, k) for m in ("saliency", "grad-cam") for k in ("deletion", "pointing_game")
+        (m, k) for m in ("saliency", "grad-cam") for k in ("deletion", "pointing-game")
     }
 
 

@@ -20,7 +20,7 @@ def _job(**over):
         "data": "shapes",
         "n_images": 10,
         "methods": {"saliency": {}, "rise": {"n_masks": 50}},
-        "metrics": ["deletion", "pointing_game"],
+        "metrics": ["deletion", "pointing-game"],
         "shard_size": 4,
         "dtype": "float16",
         "classes": ["a", "b"],
@@ -42,7 +42,7 @@ def _shard(k, a, b, seed=0):
         (i, m, metric, float(rng.random()), i % 2, (i + 1) % 2, k)
         for i in range(a, b)
         for m in maps
-        for metric in ("deletion", "pointing_game")
+        for metric in ("deletion", "pointing-game")
     ]
     metrics = pd.DataFrame(rows, columns=cnnlens.store.layout.METRIC_COLUMNS)
     preds = pd.DataFrame(
@@ -62,7 +62,7 @@ def test_write_read_back_finished_only(tmp_path):
     writer.write_shard(2, s2)
 
     store = cnnlens.store.open(path)
-    assert store.methods == ["saliency", "rise"] and store.metrics == ["deletion", "pointing_game"]
+    assert store.methods == ["saliency", "rise"] and store.metrics == ["deletion", "pointing-game"]
     assert store.classes == ["a", "b"] and store.n_images == 10
     assert store.finished.tolist() == [0, 1, 2, 3, 8, 9]
     assert np.array_equal(store.image(9), s2.images[1])

@@ -1,7 +1,7 @@
 """What the CLI's commands, jobs, the report and the explorer share above the papers'
 packages: :func:`open_model` opens a saved model whichever package made it (a classifier,
-a DRIB-gated or pruned network, a decomposed classifier, an attribute network),
-:func:`check_device`, and IBA's layer statistics for a model.
+a DRIB-gated or pruned network, a decomposed classifier, an attribute network) and
+:func:`check_device`. (IBA's layer statistics moved to the method: its ``prepare``.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .data.base import ImageDataset
 from .errors import CheckpointError, InputError, first_line
 
 
@@ -58,35 +57,3 @@ def open_model(path: str | Path, *, device: str | None = None) -> nn.Module:
     raise CheckpointError(
         f"no saved model in {path}: expected {path / 'model.json'} or {path / 'model/model.json'}"
     )
-
-
-IBA_STATISTICS_IMAGES = 512
-
-
-def iba_statistics(
-    model: nn.Module,
-    train: ImageDataset,
-    layer: str = "auto",
-    *,
-    folder: str | Path | None = None,
-    images: int | None = None,
-):
-    """IBA's layer statistics from the first ``images`` (512) images of ``train``.
-
-    ``layer="auto"`` is resolved first. With ``folder`` they are saved once as
-    ``folder/iba-statistics-<layer>.safetensors`` and an existing file for the
-    same layer is reused (``estimate_statistics``). Returns ``(statistics, path)``
-    (``path`` None without ``folder``); a path can go into a JSON settings file.
-    """
-    from .attribution.bottleneck import estimate_statistics
-    from .data import as_dataset
-    from .layers import auto_layer
-
-    train = as_dataset(train)
-    count = min(images or IBA_STATISTICS_IMAGES, len(train))
-    x, _ = train.tensors(range(count))
-    x = x.to(next(model.parameters()).device)
-    if layer == "auto":
-        layer = auto_layer(model, x[:1])
-    path = None if folder is None else Path(folder) / f"iba-statistics-{layer}.safetensors"
-    return estimate_statistics(model, layer, x, path=path), path

@@ -11,16 +11,24 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import warnings
+from importlib.metadata import entry_points
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from ..types import Explanation
-from .base import Method, check_inputs, resolve_target
+from .base import Method, Setup, check_inputs, resolve_target
 
 _METHODS: dict[str, type[Method]] = {}
 _INFRASTRUCTURE = {"base"}
+# Modules outside this package that register methods: a paper's package registers its
+# method from its own module, which this list names (the generic layer never imports it
+# statically). Third-party packages declare theirs as entry points in the group
+# ``cnnlens.methods`` (``[project.entry-points."cnnlens.methods"]``).
+PROVIDERS = ("cnnlens.relabel.method",)
+ENTRY_POINTS = "cnnlens.methods"
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -35,13 +43,27 @@ _DISCOVERED: list[bool] = []
 
 
 def _discover() -> None:
-    """Import every method module of this package (once per process)."""
+    """Import every method module of this package, the :data:`PROVIDERS` and the
+    modules of the ``cnnlens.methods`` entry points (once per process)."""
     if _DISCOVERED:
         return
+    _DISCOVERED.append(True)
     for info in pkgutil.iter_modules(__path__):
         if info.name not in _INFRASTRUCTURE and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
-    _DISCOVERED.append(True)
+    for module in PROVIDERS:
+        importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINTS):
+        if entry.module in PROVIDERS:
+            continue
+        try:
+            entry.load()
+        except ImportError as exc:  # a broken third-party package must not hide the others
+            warnings.warn(
+                f"cnnlens.methods entry point {entry.name!r} ({entry.value}) did not import: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def methods() -> dict[str, str]:
@@ -71,4 +93,13 @@ def explain(
     return get(method)(model, **hyperparameters)(inputs, target=target)
 
 
-__all__ = ["Method", "check_inputs", "explain", "get", "methods", "register", "resolve_target"]
+__all__ = [
+    "Method",
+    "Setup",
+    "check_inputs",
+    "explain",
+    "get",
+    "methods",
+    "register",
+    "resolve_target",
+]

@@ -18,7 +18,9 @@ Hyperparameter vocabulary shared by all methods: ``steps``, ``samples``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 from ..errors import InputError, TargetError
 from ..gradmode import usable, with_autograd
 from ..hooks import frozen
-from ..params import Param, check_names, check_params
+from ..params import Param, check_names, check_params, defaults
 from ..types import Explanation
 
 BATCH_SIZE = Param("int", None, min=1, none=True, help="images per chunk; none: automatic")
@@ -45,6 +47,34 @@ BASELINE = Param(
     help="'zeros', 'blur', 'uniform' or a tensor broadcastable to the inputs",
 )
 FILL = Param("float|tensor", 0.0, help="fill of removed pixels: a number or a tensor")
+
+
+# A method's ``family`` -> the heading the report shows its maps under, in report order.
+FAMILIES = {
+    "Gradient": "Gradients",
+    "Propagation": "Propagation",
+    "CAM": "Class activation maps",
+    "Perturbation": "Perturbation",
+    "Surrogate": "Surrogate models",
+    "Bottleneck": "Information bottleneck",
+    "Other": "Other methods",
+}
+
+
+@dataclass
+class Setup:
+    """What a method's :meth:`Method.prepare` may build its parts from: the model, the
+    training images (``train``: a callable that loads them when first asked, or None),
+    the data set's name, the saved model's folder, a ``folder`` to save prepared parts
+    in (None: keep them in memory) and ``images``, how many training images a
+    preparation may use (None: its own default)."""
+
+    model: nn.Module
+    train: Callable[[], Any] | None = None
+    data: str | None = None
+    model_path: Path | None = None
+    folder: Path | None = None
+    images: int | None = None
 
 
 def check_inputs(inputs: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
@@ -135,12 +165,39 @@ class Method:
     range, words and default of each; :meth:`check_params` checks given values
     against it, and the constructor, ``cnnlens.explain``, ``cnnlens.evaluate``,
     the CLI and job files all go through it).
+
+    The facts the faces read (CLI, jobs, report, explorer), so none lists names:
+    ``family`` (a key of :data:`FAMILIES`), ``complete`` (maps sum to
+    ``f(x) - f(baseline)``: the completeness metric applies), :meth:`passes`
+    (model passes per image), ``needs`` (what :meth:`prepare` builds, in words;
+    empty: the method runs on the model alone) and :meth:`prepare`.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     pixel_space: ClassVar[bool] = True
     hyperparameters: ClassVar[Mapping[str, Param]] = {}
+    family: ClassVar[str] = "Other"
+    complete: ClassVar[bool] = False
+    needs: ClassVar[str] = ""
+
+    @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float | None:
+        """Forward+backward equivalents per image with ``params`` (every declared
+        hyperparameter, defaults filled in); None when unknown (the report times it)."""
+        return None
+
+    @classmethod
+    def cost(cls, params: Mapping[str, Any] | None = None) -> float | None:
+        """:meth:`passes` at ``params`` over the declared defaults."""
+        return cls.passes({**defaults(cls.hyperparameters), **(params or {})})
+
+    @classmethod
+    def prepare(cls, setup: Setup, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Build what the method needs before it runs (``needs``) from ``setup`` and
+        return it as extra hyperparameters (``{}`` when ``params`` already hold it).
+        A :class:`~cnnlens.errors.CnnlensError` says what is missing and how to get it."""
+        return {}
 
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         if not isinstance(model, nn.Module):

@@ -179,6 +179,36 @@ def _statistics(spec: object, model: nn.Module, layer: str, inputs: torch.Tensor
     return stats
 
 
+TRAINING_IMAGES = 512  # images IBA's layer statistics are estimated on by default
+
+
+def training_statistics(
+    model: nn.Module,
+    train,
+    layer: str = "auto",
+    *,
+    folder: str | Path | None = None,
+    images: int | None = None,
+) -> tuple[LayerStatistics, Path | None]:
+    """IBA's layer statistics from the first ``images`` (512) images of ``train``.
+
+    ``layer="auto"`` is resolved first. With ``folder`` they are saved once as
+    ``folder/iba-statistics-<layer>.safetensors`` and an existing file for the
+    same layer is reused (``estimate_statistics``). Returns ``(statistics, path)``
+    (``path`` None without ``folder``); a path can go into a JSON settings file.
+    """
+    from ..data import as_dataset
+
+    train = as_dataset(train)
+    count = min(images or TRAINING_IMAGES, len(train))
+    x, _ = train.tensors(range(count))
+    x = x.to(next(model.parameters()).device)
+    if layer == "auto":
+        layer = auto_layer(model, x[:1])
+    path = None if folder is None else Path(folder) / f"iba-statistics-{layer}.safetensors"
+    return estimate_statistics(model, layer, x, path=path), path
+
+
 @register
 class InformationBottleneck(Method):
     """IBA: ``layer`` ("auto"), ``beta`` (10), ``steps`` (10), ``lr`` (1), ``samples``
@@ -203,6 +233,32 @@ class InformationBottleneck(Method):
     name = "iba"
     description = "information bottleneck: bits per location the class needs at a layer"
     pixel_space = False
+    family = "Bottleneck"
+    needs = "layer statistics from training images"
+
+    @classmethod
+    def passes(cls, params):
+        return params["steps"] * params["samples"] + 1.0
+
+    @classmethod
+    def prepare(cls, setup, params):
+        """The layer statistics of :func:`training_statistics` on ``setup``'s training
+        images (saved in ``setup.folder`` when given: ``statistics`` is then the path)."""
+        if params.get("statistics") is not None:
+            return {}
+        if setup.train is None:
+            raise InputError(
+                "iba needs statistics=<file> (layer statistics of training images, e.g. "
+                "cnnlens evaluate's iba-statistics-*.safetensors) when no training data is given"
+            )
+        stats, path = training_statistics(
+            setup.model,
+            setup.train(),
+            str(params.get("layer", "auto")),
+            folder=setup.folder,
+            images=setup.images,
+        )
+        return {"statistics": stats if path is None else str(path)}
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor

@@ -48,6 +48,12 @@ class CamMethod(Configured):
         "batch_size": BATCH_SIZE,
     }
     needs_gradient: ClassVar[bool] = True
+    family = "CAM"
+
+    @classmethod
+    def passes(cls, params):
+        return 1.0
+
     fused_target = True
 
     def combine(self, a: torch.Tensor, g: torch.Tensor | None, target: torch.Tensor):
@@ -195,6 +201,10 @@ class ScoreCAM(CamMethod):
     description = "Score-CAM: channels weighted by the score of the input they mask"
     needs_gradient = False
 
+    @classmethod
+    def passes(cls, params):
+        return None  # one forward per channel of the layer: known once the model is
+
     def combine(self, a, g, target):
         return a
 
@@ -236,6 +246,12 @@ class GuidedGradCAM(Configured):
     name = "guided-grad-cam"
     description = "Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map"
     fused_target = True
+    family = "CAM"
+
+    @classmethod
+    def passes(cls, params):
+        return 1.0
+
     hyperparameters: ClassVar[dict[str, Param]] = {
         "layer": AUTO_LAYER,
         "upsample": Param("str", "nearest", choices=UPSAMPLE),

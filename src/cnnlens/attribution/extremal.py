@@ -313,6 +313,7 @@ class ExtremalPerturbation(Method):
     }
     name = "extremal-perturbation"
     description = "extremal perturbation: smooth mask of fixed area that keeps the class score"
+    family = "Perturbation"
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor
@@ -416,6 +417,7 @@ class MeaningfulPerturbation(Method):
     }
     name = "meaningful-perturbation"
     description = "meaningful perturbation: sparse smooth mask whose blurring deletes the class"
+    family = "Perturbation"
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor

@@ -77,8 +77,14 @@ class GradientMethod(Configured):
     """Shared driver: chunked ``layer_gradient``, then ``combine`` and ``reduce``."""
 
     fused_target = True
+    family = "Gradient"
 
     hyperparameters: ClassVar[dict[str, Param]] = {"at": AT_LAYER, "batch_size": BATCH_SIZE}
+
+    @classmethod
+    def passes(cls, params):
+        return 1.0
+
     reduce = staticmethod(max_abs_channels)
 
     def combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -286,6 +292,11 @@ class IntegratedGradients(GradientMethod):
     }
     uses_logits = True
     fused_target = False
+    complete = True
+
+    @classmethod
+    def passes(cls, params):
+        return params["steps"] + 1.0  # the path's steps and the target's forward
 
     def attribute(self, inputs, target, logits) -> Explanation:
         hp = self.hp

@@ -239,6 +239,13 @@ class LRP(Configured):
 
     name = "lrp"
     description = "layer-wise relevance propagation (composite epsilon-plus by default)"
+    family = "Propagation"
+    complete = True
+
+    @classmethod
+    def passes(cls, params):
+        return 1.6  # measured: the rules' recomputation over a gradient pass
+
     hyperparameters: ClassVar[dict[str, Param]] = {
         "composite": Param("any", "epsilon-plus", help="a composite name or {layer: rule}"),
         "rule": Param("str", None, none=True, help="one rule for every layer"),

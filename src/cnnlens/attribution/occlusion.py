@@ -60,6 +60,7 @@ class Occlusion(Method):
     }
     name = "occlusion"
     description = "sliding-window occlusion: target-score drop when a window is replaced"
+    family = "Perturbation"
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor

@@ -168,6 +168,13 @@ class DeepLift(Configured):
 
     name = "deeplift"
     description = "DeepLIFT with the Rescale rule against a baseline (default zeros)"
+    family = "Propagation"
+    complete = True
+
+    @classmethod
+    def passes(cls, params):
+        return 1.5  # the reference's forward, then one forward + backward
+
     hyperparameters: ClassVar[dict[str, Param]] = {
         "baseline": BASELINE,
         "at": AT_LAYER,

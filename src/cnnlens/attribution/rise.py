@@ -61,6 +61,7 @@ class Rise(Method):
     }
     name = "rise"
     description = "RISE: probability-weighted sum of random upsampled grid masks"
+    family = "Perturbation"
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor

@@ -46,6 +46,13 @@ class SmoothGrad(Configured):
         "seed": SEED,
         "batch_size": BATCH_SIZE,
     }
+    family = "Gradient"
+
+    @classmethod
+    def passes(cls, params):
+        base = get(params["base"])
+        inner = base.cost({k: v for k, v in params.items() if k in base.hyperparameters})
+        return None if inner is None else params["samples"] * inner + 1.0
 
     @classmethod
     def accepted(cls, params: dict[str, Any] | None = None) -> frozenset[str]:

@@ -150,6 +150,7 @@ class _SegmentSurrogate(Method):
 
     hyperparameters = _COMMON
     default_samples = 1000
+    family = "Surrogate"
 
     def attribute(
         self, inputs: torch.Tensor, target: torch.Tensor, logits: torch.Tensor

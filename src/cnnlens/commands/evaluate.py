@@ -33,13 +33,14 @@ def register(app: typer.Typer) -> None:
         metrics: str = typer.Option(
             "all",
             help="comma list of metrics, or 'all' (the table: deletion, insertion, "
-            "degradation_small/large, bbox_score, pointing games, randomisation, completeness); "
-            "the optional max_sensitivity, infidelity and road run only when named",
+            "degradation-small/large, bbox-score, pointing games, randomisation, completeness); "
+            "the optional max-sensitivity, infidelity and road run only when named "
+            "(cnnlens.metrics.names())",
         ),
         param: list[str] = typer.Option(  # noqa: B008
             [],
             help="method hyperparameter method:key=value, e.g. rise:n_masks=2000 (repeatable); "
-            "iba gets layer statistics from 512 training images unless iba:statistics= is given",
+            "what a method needs (IBA's layer statistics, a VAE) is prepared unless given",
         ),
         out: Path = typer.Option(..., help="output folder (resumable: finished work is kept)"),
         chunk: int = typer.Option(32, help="images per saved unit of work"),
@@ -48,21 +49,22 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         vae: Path = typer.Option(
             None,
-            help="relabel: saved VAE folder (default: <model run folder>/vae-<data>, as "
-            "written by `cnnlens train-vae`)",
+            help="saved VAE folder, for methods that take a vae (default: found by the "
+            "method, e.g. <model run folder>/vae-<data> from `cnnlens train-vae`)",
         ),
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
         from ..compatibility import check_fits
         from ..data import load
-        from ..errors import DataError, InputError
+        from ..errors import DataError
         from ..io import check_writable_folder
         from ..metrics.evaluate import evaluate as run_evaluation
         from ..metrics.evaluate import validate
         from ..metrics.outputs import write_evaluation
         from ..params import Param, check_options
         from ..progress import log_line
-        from ..workflows import iba_statistics, open_model
+        from ..workflows import open_model
+        from .explain import given_files, prepare_methods
 
         # validate, then write: every input below is checked before the first file
         check_options(
@@ -94,25 +96,19 @@ def register(app: typer.Typer) -> None:
         x, _ = test.tensors(range(n))
         boxes = None if test.boxes is None else test.boxes[:n]
         masks = None if test.masks is None else test.masks[:n]
-        if "relabel" in chosen:
-            from ..relabel.vae_training import locate_vae
+        # what each method needs prepared (statistics saved once in --out, a VAE found);
+        # with --methods all a method that cannot be prepared is skipped
+        from ..metrics.evaluate import BASELINE_METHODS
 
-            relabel = method_params.setdefault("relabel", {})
-            if "vae" not in relabel:
-                try:
-                    relabel["vae"] = str(locate_vae(model, data, vae))
-                except InputError:
-                    if methods.strip() != "all":
-                        raise
-                    chosen.remove("relabel")  # 'all': the methods this model can run
-                    method_params.pop("relabel")
-                    log_line("evaluate: relabel skipped (no VAE for this data; cnnlens train-vae)")
-        if "iba" in chosen:
-            iba = method_params.setdefault("iba", {})
-            if "statistics" not in iba:
-                layer = str(iba.get("layer", "auto"))
-                _stats, path = iba_statistics(net, load(data, split="train"), layer, folder=out)
-                iba["statistics"] = str(path)
+        registered = [m for m in chosen if m not in BASELINE_METHODS]
+        for name in registered:
+            given_files(method_params.setdefault(name, {}), [name], vae=vae)
+        prepare_methods(
+            net, registered, method_params, model=model, data=data, folder=out,
+            skip=methods.strip() == "all", log=lambda line: log_line(f"evaluate: {line}"),
+        )  # fmt: skip
+        chosen = [m for m in chosen if m in registered or m in BASELINE_METHODS]
+        method_params = {m: p for m, p in method_params.items() if m in chosen and p}
         log_line(f"evaluate: {n} images of {data}, methods={methods}, metrics={metrics}")
         ev = run_evaluation(
             net,

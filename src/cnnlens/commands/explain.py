@@ -114,6 +114,55 @@ def method_names(spec: str) -> list[str]:
     return names
 
 
+def prepare_methods(
+    net,
+    names: list[str],
+    params: dict[str, dict[str, object]],
+    *,
+    model: Path,
+    data: str,
+    folder: Path,
+    skip: bool,
+    log,
+) -> dict[str, str]:
+    """Run each method's ``prepare`` (IBA's statistics, a VAE, ...: what its ``needs``
+    say) and add what it returns to ``params[name]``. With ``skip`` (``--methods all``)
+    a method that cannot be prepared is removed from ``names`` and reported
+    (``{name: why}``); else its error stops the command."""
+    from .. import attribution
+    from ..attribution import Setup
+    from ..data import load
+    from ..errors import CnnlensError
+
+    setup = Setup(
+        net,
+        train=lambda: load(data, split="train"),
+        data=data,
+        model_path=Path(model),
+        folder=Path(folder),
+    )
+    skipped = {}
+    for name in list(names):
+        try:
+            params[name].update(attribution.get(name).prepare(setup, params[name]))
+        except CnnlensError as exc:
+            if not skip:
+                raise
+            names.remove(name)
+            skipped[name] = str(exc)
+            log(f"{name}: skipped ({first_line(exc)})")
+    return skipped
+
+
+def given_files(hp: dict[str, object], names: list[str], **files: object) -> None:
+    """Options such as ``--vae`` into ``hp`` when a selected method takes them."""
+    from .. import attribution
+
+    for key, value in files.items():
+        if value is not None and any(key in attribution.get(n).accepted(hp) for n in names):
+            hp.setdefault(key, str(value))
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
@@ -133,8 +182,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, help="cpu, cuda, ... (default: where it loads)"),
         vae: Path = typer.Option(
             None,
-            help="relabel: saved VAE folder (default: <model run folder>/vae-<data>, as "
-            "written by `cnnlens train-vae`)",
+            help="saved VAE folder, for methods that take a vae (default: found by the "
+            "method, e.g. <model run folder>/vae-<data> from `cnnlens train-vae`)",
         ),
     ) -> None:
         """Explain test images of a saved model with one or more attribution methods."""
@@ -147,27 +196,16 @@ def register(app: typer.Typer) -> None:
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
         from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
-        from ..workflows import iba_statistics, open_model
+        from ..workflows import open_model
 
         # validate, then write: every input below is checked before the first file
         names = method_names(method)
         every_method = method.strip() == "all"
         hp = parse_params(param)
         goal_class = parse_target(target)
+        given_files(hp, names, vae=vae)
         split_params(hp, names)
-        skipped: dict[str, str] = {}
         check_writable_folder(out)
-        if "relabel" in names and "vae" not in hp:  # a VAE trained on the data, found first
-            from ..relabel.vae_training import locate_vae
-
-            try:
-                hp["vae"] = str(locate_vae(model, data, vae))
-            except InputError as exc:
-                if not every_method:
-                    raise
-                names.remove("relabel")
-                skipped["relabel"] = str(exc)
-                typer.echo(f"relabel: skipped ({first_line(exc)})")
         net = open_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
@@ -176,15 +214,17 @@ def register(app: typer.Typer) -> None:
             raise TargetError(
                 f"--target {goal_class} is not a class of {data} (0 .. {dataset.num_classes - 1})"
             )
-        for name, params in split_params(hp, names).items():  # layers, now the model is here
+        per_method = split_params(hp, names)
+        for name, params in per_method.items():  # layers, now the model is here
             attribution.get(name).check_params(params, net)
         x, labels = dataset.tensors(indices)
         dev = next(net.parameters()).device
         x = x.to(dev)
-        if "iba" in names and "statistics" not in hp:  # from training images, saved once
-            layer = str(hp.get("layer", "auto"))
-            _stats, path = iba_statistics(net, load(data, split="train"), layer, folder=out)
-            hp["statistics"] = str(path)
+        # what each method needs prepared (statistics saved once in --out, a VAE found)
+        skipped = prepare_methods(
+            net, names, per_method, model=model, data=data, folder=out,
+            skip=every_method, log=typer.echo,
+        )  # fmt: skip
         with torch.no_grad():
             net.eval()
             probs = net(x).softmax(1)
@@ -197,8 +237,7 @@ def register(app: typer.Typer) -> None:
         }
         columns, timings = {}, {}
         for name in names:
-            accepted = attribution.get(name).accepted(hp)
-            kwargs = {k: v for k, v in hp.items() if k in accepted}
+            kwargs = per_method[name]
             start = time.perf_counter()
             try:
                 e = attribution.explain(net, x, name, target=goal, **kwargs)
@@ -231,7 +270,7 @@ def register(app: typer.Typer) -> None:
                 "data": data,
                 "indices": indices,
                 "methods": [n for n in names if n not in skipped],
-                "params": {k: repr(v) for k, v in hp.items()},
+                "params": {k: repr(v) for name in names for k, v in per_method[name].items()},
                 "target": "predicted" if goal_class is None else goal_class,
                 "seconds": timings,
                 "skipped": skipped,

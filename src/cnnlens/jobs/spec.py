@@ -135,16 +135,39 @@ def _methods(spec: JobSpec) -> dict[str, dict]:
                 f"methods: {name}'s parameters must be a mapping of name: value, got {params!r}"
             )
     methods = {str(name): dict(params or {}) for name, params in methods.items()}
-    out = check_method_params(methods, resolve_methods(list(methods)))
-    for name, params in out.items():
-        if name == "iba" and "statistics" not in params:
-            raise InputError(
-                "iba in a job needs iba's statistics=<file> (layer statistics, e.g. "
-                "from cnnlens evaluate's iba-statistics-*.safetensors)"
-            )
-        if name == "relabel" and "vae" not in params:
-            raise InputError("relabel in a job needs vae=<saved VAE folder> (cnnlens train-vae)")
-    return out
+    return check_method_params(methods, resolve_methods(list(methods)))
+
+
+def prepared_folder(store: Path) -> Path:
+    """Where a job's methods save what they prepare (IBA's statistics): beside the
+    store, since the store folder itself holds only the store."""
+    return store.with_name(f"{store.name}.prepared")
+
+
+def _prepare_methods(
+    methods: dict[str, dict], model: nn.Module, spec: JobSpec, model_path: Path | None
+) -> None:
+    """Each method's ``prepare`` (what its ``needs`` say) into its parameters, which
+    must stay JSON (the job saves them): prepared parts are saved as files."""
+    from ..attribution import Setup, get
+    from ..data import load
+
+    train = None
+    if isinstance(spec.data, str) and ":" not in spec.data:
+
+        def train():
+            return load(spec.data, split="train")
+
+    setup = Setup(
+        model,
+        train=train,
+        data=spec.data if isinstance(spec.data, str) else None,
+        model_path=model_path,
+        folder=prepared_folder(Path(spec.store)),
+    )
+    for name, params in methods.items():
+        if name not in BASELINES:
+            params.update(get(name).prepare(setup, params))
 
 
 def _open_data(spec: JobSpec):
@@ -241,6 +264,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
         checksum = model_checksum(model)
     check_fits(model, data, data=str(data_spec["spec"] or data_spec["name"]))
     check_method_params(methods, list(methods), model)  # layer names, now the model is here
+    _prepare_methods(methods, model, spec, model_path)  # last: it may write (beside the store)
     c, h, w = (int(v) for v in data.image_shape)
     job = {
         "model": None if model_path is None else str(model_path),

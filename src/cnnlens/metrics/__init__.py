@@ -5,6 +5,11 @@ Every metric has one signature, ``metric(model, inputs, maps, target=None,
 ``mean``, ``to_rows()``); ``maps`` is any ``[N,1,H,W]`` tensor or an
 :class:`~cnnlens.Explanation`. Localisation metrics accept ``model=None``.
 
+Metrics by name: ``names()`` lists the registered ids (hyphenated: ``pointing-game``;
+the old underscored spellings are still accepted for one release), ``get(name)`` the
+entry with its facts (description, lower or higher is better, curve or scalar, what it
+needs, its settings): see :mod:`.registry`.
+
 Optional faithfulness and robustness metrics (not in ``evaluate``'s default
 "all" set): :func:`max_sensitivity` (Yeh et al. 2019, SENS_MAX),
 :func:`infidelity` (Yeh et al. 2019, eq. 1, Gaussian perturbations) and
@@ -19,6 +24,7 @@ from .completeness import completeness
 from .degradation import default_tiles, degradation
 from .infidelity import infidelity
 from .localisation import bbox_score, energy_pointing_game, object_masks, pointing_game
+from .registry import Metric, get, names, register
 from .result import Result, ci95
 from .road import road
 from .sanity import cascade_groups, randomisation_check
@@ -26,6 +32,7 @@ from .sensitivity import max_sensitivity
 from .similarity import spearman, ssim
 
 __all__ = [
+    "Metric",
     "Result",
     "bbox_score",
     "cascade_groups",
@@ -36,13 +43,16 @@ __all__ = [
     "degradation",
     "deletion",
     "energy_pointing_game",
+    "get",
     "infidelity",
     "insertion",
     "max_sensitivity",
+    "names",
     "object_masks",
     "pointing_game",
     "random_map",
     "randomisation_check",
+    "register",
     "road",
     "sobel_map",
     "spearman",

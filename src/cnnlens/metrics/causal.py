@@ -35,6 +35,7 @@ from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
 from ._common import as_maps, auc, check_inputs, check_model, class_score, descending_rank
+from .registry import Metric, Scoring, register
 from .result import Result
 
 RISE_STEP_224 = 448
@@ -251,3 +252,27 @@ def insertion(
         batch_size=batch_size,
         desc=desc,
     )
+
+
+def _score(curve: str):
+    def score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+        f = deletion if curve == "deletion" else insertion
+        r = f(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+        return {"values": r.values, "curve": r.curves, "x": r.x}
+
+    return score
+
+
+register(
+    Metric(
+        "deletion", "RISE deletion AUC (lower is better)", _score("deletion"),
+        lower_is_better=True, kind="curve", params=PARAMS, order=10,
+        curves={"": ("deletion", "fraction of pixels removed")},
+    )
+)  # fmt: skip
+register(
+    Metric(
+        "insertion", "RISE insertion AUC", _score("insertion"), kind="curve", params=PARAMS,
+        order=20, curves={"": ("insertion", "fraction of pixels inserted")},
+    )
+)  # fmt: skip

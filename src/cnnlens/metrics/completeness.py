@@ -18,6 +18,7 @@ from ..hooks import frozen
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
 from .causal import FILL, _baseline
+from .registry import Metric, Scoring, register
 from .result import Result
 
 PARAMS = {"baseline": FILL}
@@ -61,3 +62,15 @@ def completeness(
         extras={"sum": total, "delta": delta, "relative": gap / delta.abs().clamp_min(1e-12)},
         higher_is_better=False,
     )
+
+
+def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+    return {"values": completeness(s.model, s.x, s.expl, s.target, **settings).values}
+
+
+register(
+    Metric(
+        "completeness", "|sum attributions - (f(x) - f(0))| (lower is better)", _score,
+        lower_is_better=True, needs=("model", "complete-method"), params=PARAMS, order=90,
+    )
+)  # fmt: skip

@@ -31,6 +31,7 @@ from ..hooks import frozen
 from ..params import Param
 from ._common import as_maps, check_inputs, check_model, class_score, model_device, scaled
 from .causal import FILL, SCORE, _baseline
+from .registry import Metric, Scoring, register
 from .result import Result
 
 PARAMS = {
@@ -136,3 +137,26 @@ def degradation(
         extras={"morf": morf, "lerf": lerf, "decline": morf[:, 0] - morf.mean(1), "target": target},
         higher_is_better=True,
     )
+
+
+def _score(size: str):
+    def score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+        small, large = default_tiles(min(s.x.shape[2:]))
+        settings.setdefault("tile", small if size == "small" else large)
+        r = degradation(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+        return {"values": r.values, "curve_morf": r.extras["morf"], "curve_lerf": r.extras["lerf"]}
+
+    return score
+
+
+for _size, _tiles, _order in (("small", "8x8", 30), ("large", "14x14", 40)):
+    register(
+        Metric(
+            f"degradation-{_size}", f"mean LeRF - MoRF, {_size} tiles ({_tiles} at 224)",
+            _score(_size), kind="curve", params=PARAMS, order=_order,
+            curves={
+                "-morf": (f"MoRF, {_size} tiles", "fraction of tiles replaced"),
+                "-lerf": (f"LeRF, {_size} tiles", "fraction of tiles replaced"),
+            },
+        )
+    )  # fmt: skip

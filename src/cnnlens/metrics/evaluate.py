@@ -7,11 +7,12 @@ a later call with the same settings loads it instead of recomputing, so an
 interrupted job resumes where it stopped. The random-map and Sobel-edge
 baselines are always evaluated next to the methods.
 
-``metrics="all"`` is the table of :data:`METRICS`. The optional metrics of
-:data:`OPTIONAL_METRICS` (``max_sensitivity``, ``infidelity``, ``road``) run
-only when named, e.g. ``metrics=["deletion", "road"]``: max-sensitivity
-re-explains every image ``samples`` times and ROAD solves one sparse system
-per image and fraction, too slow for the default table.
+``metrics="all"`` is every registered metric of the table (``cnnlens.metrics.names(
+optional=False)``); the optional ones (``max-sensitivity``, ``infidelity``, ``road``:
+registered with ``default=False``) run only when named, e.g. ``metrics=["deletion",
+"road"]``: max-sensitivity re-explains every image ``samples`` times and ROAD solves
+one sparse system per image and fraction, too slow for the default table. What each
+metric is, needs and takes is its registry entry (:mod:`.registry`).
 """
 
 from __future__ import annotations
@@ -31,76 +32,11 @@ from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param, check_params
 from ..progress import Progress
+from . import registry
 from .baselines import random_map, sobel_map
-from .causal import PARAMS as CAUSAL_PARAMS
-from .causal import deletion, insertion
-from .completeness import PARAMS as COMPLETENESS_PARAMS
-from .completeness import completeness
-from .degradation import PARAMS as DEGRADATION_PARAMS
-from .degradation import default_tiles, degradation
-from .infidelity import PARAMS as INFIDELITY_PARAMS
-from .infidelity import infidelity
-from .localisation import (
-    BBOX_PARAMS,
-    ENERGY_PARAMS,
-    POINTING_PARAMS,
-    bbox_score,
-    energy_pointing_game,
-    pointing_game,
-)
 from .result import ci95
-from .road import PARAMS as ROAD_PARAMS
-from .road import road
-from .sanity import PARAMS as SANITY_PARAMS
-from .sanity import randomisation_check
-from .sensitivity import PARAMS as SENSITIVITY_PARAMS
-from .sensitivity import max_sensitivity
 
 BASELINE_METHODS = ("random", "sobel")
-# Methods whose attributions should sum to f(x) - f(baseline).
-COMPLETE_METHODS = ("integrated-gradients", "deeplift", "lrp")
-# Metric names of the table; "lower" marks metrics where lower is better.
-METRICS = {
-    "deletion": "RISE deletion AUC (lower is better)",
-    "insertion": "RISE insertion AUC",
-    "degradation_small": "mean LeRF - MoRF, small tiles (8x8 at 224)",
-    "degradation_large": "mean LeRF - MoRF, large tiles (14x14 at 224)",
-    "bbox_score": "share of the top-n pixels inside the box",
-    "pointing_game": "map maximum on the object (with tolerance)",
-    "energy_pointing_game": "share of positive energy on the object",
-    "randomisation": "Spearman original vs top-layer-randomised maps (lower is better)",
-    "completeness": "|sum attributions - (f(x) - f(0))| (lower is better)",
-}
-# Opt-in metrics: selected by name only, never by "all".
-OPTIONAL_METRICS = {
-    "max_sensitivity": "max relative map change under 2 % uniform noise (lower is better)",
-    "infidelity": "beta-scaled MSE of I . map vs f(x) - f(x - I), Gaussian I (lower is better)",
-    "road": "ROAD MoRF: mean probability, noisy linear imputation (lower is better)",
-}
-# The settings each metric takes in ``metric_params`` (declared next to the metric).
-METRIC_PARAMS = {
-    "deletion": CAUSAL_PARAMS,
-    "insertion": CAUSAL_PARAMS,
-    "degradation_small": DEGRADATION_PARAMS,
-    "degradation_large": DEGRADATION_PARAMS,
-    "bbox_score": BBOX_PARAMS,
-    "pointing_game": POINTING_PARAMS,
-    "energy_pointing_game": ENERGY_PARAMS,
-    "randomisation": SANITY_PARAMS,
-    "completeness": COMPLETENESS_PARAMS,
-    "max_sensitivity": SENSITIVITY_PARAMS,
-    "infidelity": INFIDELITY_PARAMS,
-    "road": ROAD_PARAMS,
-}
-LOWER_IS_BETTER = {
-    "deletion",
-    "randomisation",
-    "randomisation_final",
-    "completeness",
-    "max_sensitivity",
-    "infidelity",
-    "road",
-}
 
 
 @dataclass
@@ -151,7 +87,7 @@ class Evaluation:
     def markdown(self) -> str:
         """The method x metric table as Markdown, ``mean ± 95 % CI``."""
         methods, metrics, cells = self.table()
-        arrow = {m: " ↓" if m in LOWER_IS_BETTER else " ↑" for m in metrics}
+        arrow = {m: " ↓" if registry.lower_is_better(m) else " ↑" for m in metrics}
         head = "| method | " + " | ".join(m + arrow[m] for m in metrics) + " | sanity |"
         sep = "|---" * (len(metrics) + 2) + "|"
         lines = [head, sep]
@@ -200,14 +136,13 @@ def resolve_methods(methods: str | Sequence[str]) -> list[str]:
 
 
 def resolve_metrics(metrics: str | Sequence[str]) -> list[str]:
-    """``"all"`` means the :data:`METRICS` table; optional metrics only when named."""
+    """``"all"`` means the table (registered metrics but the optional ones, which run only
+    when named); names are the registry's ids (old underscored spellings mapped)."""
     if isinstance(metrics, str):
-        metrics = list(METRICS) if metrics == "all" else [m.strip() for m in metrics.split(",")]
-    for m in metrics:
-        if m not in METRICS and m not in OPTIONAL_METRICS:
-            known = ", ".join([*METRICS, *OPTIONAL_METRICS])
-            raise InputError(f"unknown metric {m!r}; known: {known}")
-    return list(dict.fromkeys(metrics))
+        if metrics == "all":
+            return registry.names(optional=False)
+        metrics = [m.strip() for m in metrics.split(",")]
+    return list(dict.fromkeys(registry.get(m).name for m in metrics))
 
 
 def check_method_params(
@@ -239,15 +174,16 @@ def check_method_params(
 
 
 def check_metric_params(metric_params: Mapping | None, metrics: Sequence[str]) -> dict[str, dict]:
-    """Each metric's settings checked against its declaration (:data:`METRIC_PARAMS`)."""
+    """Each metric's settings checked against its declaration (its entry's ``params``)."""
     if metric_params is None:
         return {}
     if not isinstance(metric_params, Mapping):
         raise InputError(f"metric_params must map metric names to settings, got {metric_params!r}")
+    metric_params = {registry.canonical(m): p for m, p in metric_params.items()}
     stray = sorted(set(metric_params) - set(metrics))
     if stray:
         raise InputError(f"metric parameters name metrics that are not scored: {', '.join(stray)}")
-    return {m: check_params(m, p, METRIC_PARAMS[m]) for m, p in metric_params.items()}
+    return {m: check_params(m, p, registry.get(m).params) for m, p in metric_params.items()}
 
 
 RUN_SETTINGS = {
@@ -338,68 +274,29 @@ def score_explanation(
     """Score the explanation ``expl`` of ``x`` for ``target`` (made by ``fn``) with every
     metric: the flat dict of :func:`_score_chunk` and the curves' abscissae ``{metric: x}``
     (used by dataset-scale jobs, :mod:`cnnlens.jobs`, which keep the maps too)."""
+    from ..attribution import get
+
     maps = expl.maps if hasattr(expl, "maps") else expl
     out: dict[str, torch.Tensor] = {}
     xs: dict[str, torch.Tensor] = {}
-    small, large = default_tiles(min(x.shape[2:]))
-    n = x.shape[0]
-    extra = metric_params or {}
-    for metric in metrics:
-        kw = dict(extra.get(metric, {}))
-        if metric in ("deletion", "insertion"):
-            f = deletion if metric == "deletion" else insertion
-            r = f(model, x, maps, target, batch_size=batch_size, **kw)
-            out[f"{metric}/values"], out[f"{metric}/curve"] = r.values, r.curves
-            xs[metric] = r.x
-        elif metric.startswith("degradation"):
-            kw.setdefault("tile", small if metric.endswith("small") else large)
-            r = degradation(model, x, maps, target, batch_size=batch_size, **kw)
-            out[f"{metric}/values"] = r.values
-            out[f"{metric}/curve_morf"] = r.extras["morf"]
-            out[f"{metric}/curve_lerf"] = r.extras["lerf"]
-        elif metric in ("bbox_score", "pointing_game", "energy_pointing_game"):
-            if boxes is None and masks is None:
-                continue
-            f = {"bbox_score": bbox_score, "pointing_game": pointing_game}.get(
-                metric, energy_pointing_game
-            )
-            gt = (
-                {"boxes": boxes}
-                if (metric == "bbox_score" and boxes is not None)
-                else ({"masks": masks} if masks is not None else {"boxes": boxes})
-            )
-            out[f"{metric}/values"] = f(None, None, maps, **gt, **kw).values
-        elif metric == "randomisation":
-            k = min(sanity_rows, n)
-            vals = torch.full((n,), float("nan"))
-            final = torch.full((n,), float("nan"))
-            if k > 0:
-                kw.setdefault("seed", seed)
-                r = randomisation_check(model, x[:k], maps[:k], target[:k], method=fn, **kw)
-                vals[:k], final[:k] = r.values.cpu(), r.extras["final_spearman"].cpu()
-                out["randomisation/curve"] = torch.cat(
-                    [r.curves.cpu(), torch.full((n - k, r.curves.shape[1]), float("nan"))]
-                )
-            out["randomisation/values"] = vals
-            out["randomisation_final/values"] = final
-        elif metric == "completeness":
-            if not any(method.startswith(c) for c in COMPLETE_METHODS):
-                continue
-            out["completeness/values"] = completeness(model, x, expl, target, **kw).values
-        elif metric == "max_sensitivity":
-            kw.setdefault("seed", seed)
-            r = max_sensitivity(model, x, maps, target, method=fn, batch_size=batch_size, **kw)
-            out["max_sensitivity/values"] = r.values
-        elif metric == "infidelity":
-            kw.setdefault("seed", seed)
-            r = infidelity(model, x, maps, target, batch_size=batch_size, **kw)
-            out["infidelity/values"] = r.values
-        elif metric == "road":
-            kw.setdefault("seed", seed)
-            r = road(model, x, maps, target, batch_size=batch_size, **kw)
-            out["road/values"], out["road/curve"] = r.values, r.curves
-            if r.x is not None:
-                xs["road"] = r.x
+    extra = {registry.canonical(m): p for m, p in (metric_params or {}).items()}
+    job = registry.Scoring(
+        model, x, maps, expl, target, method, fn, boxes=boxes, masks=masks,
+        sanity_rows=sanity_rows, batch_size=batch_size, seed=seed,
+        complete=method not in BASELINE_METHODS and get(method).complete,
+    )  # fmt: skip
+    for name in metrics:
+        metric = registry.get(name)
+        name = metric.name
+        if "ground-truth" in metric.needs and boxes is None and masks is None:
+            continue
+        if "complete-method" in metric.needs and not job.complete:
+            continue
+        for key, value in metric.score(job, **dict(extra.get(name, {}))).items():
+            if key == "x":
+                xs[name] = value
+            else:
+                out[key if "/" in key else f"{name}/{key}"] = value
     return {k: v.detach().float().cpu() for k, v in out.items()}, {
         k: v.detach().float().cpu() for k, v in xs.items()
     }
@@ -436,8 +333,8 @@ def evaluate(
     block). ``method_params`` maps a method name to its hyperparameters,
     ``metric_params`` a metric name to its settings (e.g. ``{"deletion":
     {"step": 32}}``; the defaults reproduce the papers' protocols).
-    ``metrics="all"`` is the :data:`METRICS` table; ``max_sensitivity``,
-    ``infidelity`` and ``road`` (:data:`OPTIONAL_METRICS`) run only when named.
+    ``metrics="all"`` is the table of registered metrics; the optional ones
+    (``max-sensitivity``, ``infidelity``, ``road``) run only when named.
     With ``out`` finished (method, chunk) units are saved and reused.
     """
     from ..attribution.base import check_inputs
@@ -521,7 +418,7 @@ def evaluate(
     for method in names:
         _collect(result, method, parts[method])
     for method, per_metric in result.values.items():
-        final = per_metric.get("randomisation_final")
+        final = per_metric.get("randomisation-final")
         if final is not None and (~torch.isnan(final)).any():
             result.sanity_fails[method] = bool(torch.nanmean(final) >= 0.5)
     return result
@@ -532,7 +429,7 @@ def _load_part(path: Path | None) -> dict[str, torch.Tensor] | None:
         return None
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    return {registry.canonical_key(k): v for k, v in load_file(str(path)).items()}
 
 
 def _collect(result: Evaluation, method: str, parts: list[dict[str, torch.Tensor]]) -> None:
@@ -551,7 +448,7 @@ def _collect(result: Evaluation, method: str, parts: list[dict[str, torch.Tensor
         if kind == "values":
             values[metric] = joined
         else:
-            curves[metric + ("" if kind == "curve" else kind[5:])] = joined
+            curves[metric + ("" if kind == "curve" else "-" + kind[6:])] = joined
     result.values[method] = values
     result.curves[method] = curves
 
@@ -563,6 +460,12 @@ def _check_settings(out: Path, settings: dict) -> None:
     current = json.loads(json.dumps(settings))
     if path.is_file():
         saved = json.loads(path.read_text())
+        # an evaluation written before the metric ids were hyphenated: its names mapped
+        saved["metrics"] = [registry.canonical(m, warn=False) for m in saved.get("metrics", [])]
+        saved["metric_params"] = {
+            registry.canonical(m, warn=False): p
+            for m, p in (saved.get("metric_params") or {}).items()
+        }
         if saved != current:
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ConfigError(

@@ -37,6 +37,7 @@ from ..params import Param
 from ..seeding import Draws
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, class_score, model_device
+from .registry import Metric, Scoring, register
 from .result import Result
 
 PARAMS = {
@@ -126,3 +127,18 @@ def infidelity(
         extras={"beta": beta.float(), "target": target},
         higher_is_better=False,
     )
+
+
+def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+    settings.setdefault("seed", s.seed)
+    r = infidelity(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+    return {"values": r.values}
+
+
+register(
+    Metric(
+        "infidelity",
+        "beta-scaled MSE of I . map vs f(x) - f(x - I), Gaussian I (lower is better)",
+        _score, lower_is_better=True, params=PARAMS, default=False, order=120,
+    )
+)  # fmt: skip

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..params import Param
 from ._common import as_maps, descending_rank, scaled
+from .registry import Metric, Scoring, register
 from .result import Result
 
 BBOX_PARAMS = {"max_area": Param("float", None, min=0, max=1, open_min=True, none=True)}
@@ -155,3 +156,29 @@ def energy_pointing_game(
         total > 0, inside / total.clamp_min(1e-30), torch.full_like(total, float("nan"))
     )
     return Result("energy_pointing_game", values)
+
+
+def _score(f, boxes_first: bool):
+    def score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+        if boxes_first and s.boxes is not None:
+            truth = {"boxes": s.boxes}
+        else:
+            truth = {"masks": s.masks} if s.masks is not None else {"boxes": s.boxes}
+        return {"values": f(None, None, s.maps, **truth, **settings).values}
+
+    return score
+
+
+for _name, _f, _text, _params, _order in (
+    ("bbox-score", bbox_score, "share of the top-n pixels inside the box", BBOX_PARAMS, 50),
+    ("pointing-game", pointing_game, "map maximum on the object (with tolerance)",
+     POINTING_PARAMS, 60),
+    ("energy-pointing-game", energy_pointing_game, "share of positive energy on the object",
+     ENERGY_PARAMS, 70),
+):  # fmt: skip
+    register(
+        Metric(
+            _name, _text, _score(_f, _name == "bbox-score"), needs=("ground-truth",),
+            params=_params, order=_order,
+        )
+    )  # fmt: skip

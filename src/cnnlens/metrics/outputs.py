@@ -10,16 +10,13 @@ from pathlib import Path
 import torch
 
 from ..io import write_bytes, write_json, write_text
-from .evaluate import METRICS, Evaluation
+from . import registry
+from .evaluate import Evaluation
 
-CURVES = {
-    "deletion": ("deletion", "fraction of pixels removed"),
-    "insertion": ("insertion", "fraction of pixels inserted"),
-    "degradation_small_morf": ("MoRF, small tiles", "fraction of tiles replaced"),
-    "degradation_small_lerf": ("LeRF, small tiles", "fraction of tiles replaced"),
-    "degradation_large_morf": ("MoRF, large tiles", "fraction of tiles replaced"),
-    "degradation_large_lerf": ("LeRF, large tiles", "fraction of tiles replaced"),
-}
+
+def curves() -> dict[str, tuple[str, str]]:
+    """``{curve name: (title, x label)}`` of the plotted curves (the metrics' entries)."""
+    return registry.plotted_curves()
 
 
 def mean_curves(ev: Evaluation, name: str) -> dict[str, torch.Tensor]:
@@ -41,7 +38,7 @@ def curve_figure(ev: Evaluation, name: str):
     series = mean_curves(ev, name)
     if not series:
         return None
-    title, xlabel = CURVES.get(name, (name, "step"))
+    title, xlabel = curves().get(name, (name, "step"))
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for method, y in series.items():
         x = torch.linspace(0, 1, y.numel())
@@ -83,10 +80,10 @@ def summary_markdown(ev: Evaluation, *, title: str = "Explanation metrics") -> s
         "Metrics:",
         "",
     ]
-    lines += [f"- `{k}`: {v}" for k, v in METRICS.items()]
-    lines.append(
-        "- `randomisation_final`: Spearman after randomising every layer (lower is better)"
-    )
+    for name in registry.names(optional=False):
+        lines.append(f"- `{name}`: {registry.describe(name)}")
+        entry = registry.get(name)
+        lines += [f"- `{k}`: {v}" for k, v in entry.also.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -113,7 +110,7 @@ def write_evaluation(ev: Evaluation, out: str | Path) -> dict[str, Path]:
             },
         ),
     }
-    for name in CURVES:
+    for name in curves():
         fig = curve_figure(ev, name)
         if fig is not None:
             files[name] = write_bytes(out / f"curves_{name}.png", to_png(fig))

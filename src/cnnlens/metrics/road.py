@@ -40,6 +40,7 @@ from ..hooks import frozen
 from ..params import Param
 from ..seeding import Draws
 from ._common import as_maps, check_inputs, check_model, class_score, descending_rank, model_device
+from .registry import Metric, Scoring, register
 from .result import Result
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -218,3 +219,18 @@ def road(
         extras={"correct": correct, "target": target},
         higher_is_better=order == "lerf",
     )
+
+
+def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+    settings.setdefault("seed", s.seed)
+    r = road(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+    out = {"values": r.values, "curve": r.curves}
+    return out if r.x is None else {**out, "x": r.x}
+
+
+register(
+    Metric(
+        "road", "ROAD MoRF: mean probability, noisy linear imputation (lower is better)",
+        _score, lower_is_better=True, kind="curve", params=PARAMS, default=False, order=130,
+    )
+)  # fmt: skip

@@ -29,6 +29,7 @@ from ..hooks import frozen
 from ..params import Param
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
+from .registry import Metric, Scoring, register
 from .result import Result
 from .similarity import spearman, ssim
 
@@ -143,3 +144,28 @@ def randomisation_check(
         extras={"ssim": ssims, "fails": fails, "final_spearman": curves[:, -1]},
         higher_is_better=False,
     )
+
+
+def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+    n = s.x.shape[0]
+    k = min(s.sanity_rows, n)
+    vals = torch.full((n,), float("nan"))
+    final = torch.full((n,), float("nan"))
+    out = {}
+    if k > 0:
+        settings.setdefault("seed", s.seed)
+        r = randomisation_check(s.model, s.x[:k], s.maps[:k], s.target[:k], method=s.fn, **settings)
+        vals[:k], final[:k] = r.values.cpu(), r.extras["final_spearman"].cpu()
+        out["curve"] = torch.cat(
+            [r.curves.cpu(), torch.full((n - k, r.curves.shape[1]), float("nan"))]
+        )
+    return {**out, "values": vals, "randomisation-final/values": final}
+
+
+register(
+    Metric(
+        "randomisation", "Spearman original vs top-layer-randomised maps (lower is better)",
+        _score, lower_is_better=True, needs=("model", "method"), params=PARAMS, order=80,
+        also={"randomisation-final": "Spearman after randomising every layer (lower is better)"},
+    )
+)  # fmt: skip

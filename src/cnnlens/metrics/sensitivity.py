@@ -32,6 +32,7 @@ from ..params import Param
 from ..seeding import Draws
 from ..types import Explanation
 from ._common import as_maps, check_inputs, check_model, model_device
+from .registry import Metric, Scoring, register
 from .result import Result
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -155,3 +156,20 @@ def max_sensitivity(
         extras={"samples": ratios, "target": target},
         higher_is_better=False,
     )
+
+
+def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+    settings.setdefault("seed", s.seed)
+    r = max_sensitivity(
+        s.model, s.x, s.maps, s.target, method=s.fn, batch_size=s.batch_size, **settings
+    )
+    return {"values": r.values}
+
+
+register(
+    Metric(
+        "max-sensitivity", "max relative map change under 2 % uniform noise (lower is better)",
+        _score, lower_is_better=True, needs=("model", "method"), params=PARAMS,
+        default=False, order=110,
+    )
+)  # fmt: skip

@@ -32,7 +32,7 @@ from . import extra
 from .headers import SafeHeaders
 from .paths import Refused, media_type, resolve_inside
 from .render import map_png, png
-from .sources import NEEDS_SETUP, on_the_fly_methods, open_source, report_sections
+from .sources import needs_setup, on_the_fly_methods, open_source, report_sections
 from .upload import BodyLimit, decode_image, to_input
 
 STATIC = Path(__file__).parent / "static"
@@ -123,7 +123,7 @@ def create_app(
                 "available": holder.available,
                 "problem": holder.problem,
                 "methods": on_the_fly_methods() if holder.available else [],
-                "unavailable": NEEDS_SETUP,
+                "unavailable": needs_setup(),
                 "max_mb": max_upload_mb,
             },
             "report": {"available": source.report is not None, "sections": sections},

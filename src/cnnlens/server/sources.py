@@ -24,16 +24,24 @@ import torch
 
 from ..errors import CheckpointError, CnnlensError, InputError, first_line
 
-# every registered method runs on the fly except those that need a part trained first
-NEEDS_SETUP = {"iba": "layer statistics from training images", "relabel": "a trained VAE"}
 RUN_IMAGES = 64
 METRIC_COLUMNS = ["image", "method", "metric", "value"]
 
 
-def on_the_fly_methods() -> list[str]:
+def needs_setup() -> dict[str, str]:
+    """``{method: what it needs}`` of the methods that need a part prepared first
+    (their ``needs``): the explorer does not run them on the fly."""
     from .. import attribution
 
-    return [name for name in attribution.methods() if name not in NEEDS_SETUP]
+    return {name: attribution.get(name).needs for name in attribution.methods()
+            if attribution.get(name).needs}  # fmt: skip
+
+
+def on_the_fly_methods() -> list[str]:
+    """Every registered method that runs on the model alone."""
+    from .. import attribution
+
+    return [name for name in attribution.methods() if not attribution.get(name).needs]
 
 
 def report_sections(report: Path | None) -> list[dict]:

@@ -39,6 +39,21 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
+def read_job(path: Path) -> dict:
+    """A store's ``job.json``, its metric names under the registry's current ids (a
+    store written before the ids were hyphenated keeps loading and resuming)."""
+    from ..metrics.registry import canonical
+
+    job = read_json(path, "store job.json")
+    if isinstance(job.get("metrics"), list):
+        job["metrics"] = [canonical(m, warn=False) for m in job["metrics"]]
+    if isinstance(job.get("metric_params"), dict):
+        job["metric_params"] = {
+            canonical(m, warn=False): v for m, v in job["metric_params"].items()
+        }
+    return job
+
+
 def read_manifest(root: Path, n_images: int | None = None) -> dict[int, dict]:
     """Finished shards ``{k: {"start": a, "stop": b, ...}}`` (empty when none).
 

@@ -39,7 +39,7 @@ class Store:
         if not layout.is_store(path):
             raise InputError(f"{path} is not a cnnlens store (no {layout.JOB} in it)")
         self.path = path
-        self.job: dict = layout.read_json(path / layout.JOB, "store job.json")
+        self.job: dict = layout.read_job(path / layout.JOB)
         for key in ("methods", "metrics", "n_images"):
             if key not in self.job:
                 raise StoreError(f"{path / layout.JOB} lacks {key!r}: not a cnnlens store job")
@@ -105,10 +105,15 @@ class Store:
         """``(x, y)`` of one image's curve; KeyError if the store has none for it."""
         import zarr
 
+        from ..metrics.registry import canonical
+
         root = self.path / layout.CURVES
+        metric = canonical(metric)
         with _reading(root / metric / method, "Zarr array", keep=(KeyError,)):
             try:
-                arr = zarr.open_group(root, mode="r")[f"{metric}/{method}"]
+                group = zarr.open_group(root, mode="r")
+                old = metric.replace("-", "_")  # a store written before the ids were hyphenated
+                arr = group[f"{metric}/{method}" if metric in group else f"{old}/{method}"]
             except (KeyError, FileNotFoundError):
                 raise KeyError(f"no {metric} curve of {method} in {self.path}") from None
         i = int(i)
@@ -139,7 +144,12 @@ class Store:
     def metrics_table(self):
         """One row per finished image x method x metric:
         ``image, method, metric, value, target, prediction, shard``."""
-        return self._table(layout.METRICS, layout.METRIC_COLUMNS)
+        from ..metrics.registry import canonical_key
+
+        table = self._table(layout.METRICS, layout.METRIC_COLUMNS)
+        names = {m: canonical_key(m) for m in table["metric"].unique()}  # old ids mapped
+        table["metric"] = table["metric"].map(names)
+        return table
 
     def __repr__(self) -> str:
         done = len(self.finished)

@@ -80,7 +80,7 @@ class StoreWriter:
         if path.exists() and not path.is_dir():
             raise InputError(f"store {path} is a file, not a folder")
         if layout.is_store(path):
-            saved = layout.read_json(path / layout.JOB, "store job.json")
+            saved = layout.read_job(path / layout.JOB)
             if new:
                 _remove_store(path)
             elif _identity(saved) != _identity(job):

@@ -27,17 +27,6 @@ IMAGES = 8
 
 LABEL_PX = 170  # room for a method name beside its row ("meaningful-perturbation")
 
-# Attribution module -> the family its methods are shown under, in report order.
-FAMILIES = {
-    "gradient": "Gradients", "smoothgrad": "Gradients",
-    "propagation": "Propagation", "lrp": "Propagation",
-    "cam": "Class activation maps",
-    "occlusion": "Perturbation", "rise": "Perturbation", "surrogate": "Perturbation",
-    "extremal": "Perturbation", "relabel": "Perturbation",
-    "bottleneck": "Information bottleneck",
-}  # fmt: skip
-OTHER_FAMILY = "Other methods"
-
 
 def explanation_grid(
     images: torch.Tensor,
@@ -71,18 +60,21 @@ def explanation_grid(
 
 
 def family(name: str) -> str:
-    """The family heading a registered method is shown under (by its module)."""
+    """The heading a registered method is shown under (its ``family``)."""
     from ...attribution import get
+    from ...attribution.base import FAMILIES
 
-    return FAMILIES.get(get(name).__module__.rsplit(".", 1)[-1], OTHER_FAMILY)
+    fam = get(name).family
+    return FAMILIES.get(fam, fam)
 
 
 def family_grids(images: torch.Tensor, maps: dict[str, torch.Tensor], titles: Sequence[str]) -> str:
     """HTML: one heading and one :func:`explanation_grid` per method family shown."""
-    order = [*dict.fromkeys(FAMILIES.values()), OTHER_FAMILY]
-    groups: dict[str, dict[str, torch.Tensor]] = {f: {} for f in order}
+    from ...attribution.base import FAMILIES
+
+    groups: dict[str, dict[str, torch.Tensor]] = {f: {} for f in FAMILIES.values()}
     for name in sorted(maps):
-        groups[family(name)][name] = maps[name]
+        groups.setdefault(family(name), {})[name] = maps[name]
     return "".join(
         f"<h3>{html.escape(f)}</h3>"
         + figure_html(explanation_grid(images, group, titles), f"{f} attribution maps")
@@ -91,25 +83,49 @@ def family_grids(images: torch.Tensor, maps: dict[str, torch.Tensor], titles: Se
     )
 
 
-# Model passes per image at default settings (forward+backward = 1) for the
-# methods whose cost is known; others are timed on one image first.
-KNOWN_PASSES = {
-    "saliency": 1, "input-x-gradient": 1, "guided-backprop": 1, "deconvnet": 1,
-    "grad-cam": 1, "grad-cam++": 1, "layer-cam": 1, "cam": 1, "deeplift": 1.5,
-    "guided-grad-cam": 1, "lrp": 1.6, "integrated-gradients": 51, "smoothgrad": 51,
-    "score-cam": 30,
-}  # fmt: skip
+def known_passes(name: str) -> float | None:
+    """Model passes per image at default settings (forward+backward = 1), when the
+    method knows them (its ``passes``); others are timed on one image first."""
+    from ...attribution import get
+
+    return get(name).cost()
 
 
 def _order(names: list[str]) -> list[str]:
     """Known-cost methods first (cheapest first), then the others by name."""
-    return sorted(names, key=lambda n: (n not in KNOWN_PASSES, KNOWN_PASSES.get(n, 0), n))
+    cost = {n: known_passes(n) for n in names}
+    return sorted(names, key=lambda n: (cost[n] is None, cost[n] or 0, n))
+
+
+PREPARE_IMAGES = 256  # training images a method's preparation may use here
+
+
+def _prepare(ctx: ReportContext, names: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Each method's ``prepare`` (IBA's statistics from training images, a VAE given in
+    the options, ...): ``({name: extra parameters}, {name: why it cannot run})``."""
+    from ...attribution import Setup, get
+    from ...errors import CnnlensError, first_line
+
+    source = ctx.train if ctx.train is not None else ctx.test
+    setup = Setup(ctx.model, train=lambda: source, images=PREPARE_IMAGES)
+    extra, unprepared = {}, {}
+    for name in names:
+        method = get(name)
+        if not method.needs:
+            continue
+        given = {k: ctx.options[k] for k in method.accepted() if ctx.options.get(k) is not None}
+        try:
+            extra[name] = {**given, **method.prepare(setup, given)}
+        except CnnlensError as exc:
+            unprepared[name] = f"{method.needs}: {first_line(exc)}"
+    return extra, unprepared
 
 
 @section("explanations", "Explanations", order=40)
 def explanations(ctx: ReportContext) -> str:
     """Options: ``explain_budget_s`` (default 30, 8 when ``quick``), ``explain_methods``,
-    ``vae`` (the VAE ``relabel`` needs; without it relabel is listed as skipped)."""
+    and parts a method needs under its parameter's name (``vae``: the run's VAE); a
+    method whose ``prepare`` cannot build what it needs is listed as skipped."""
     from ...attribution import explain, methods
 
     n = min(IMAGES, len(ctx.test))
@@ -124,17 +140,7 @@ def explanations(ctx: ReportContext) -> str:
     budget = float(ctx.options.get("explain_budget_s", default_budget))
     registered = methods()
     wanted = ctx.options.get("explain_methods") or list(registered)
-    extra: dict[str, dict] = {}
-    if "iba" in wanted:  # layer statistics from training images, estimated once
-        from ...workflows import iba_statistics
-
-        source = ctx.train if ctx.train is not None else ctx.test
-        try:
-            extra["iba"] = {"statistics": iba_statistics(ctx.model, source, images=256)[0]}
-        except Exception:  # noqa: BLE001 - IBA's own row then says what is wrong
-            pass
-    if "relabel" in wanted and ctx.options.get("vae") is not None:  # the run's VAE
-        extra["relabel"] = {"vae": ctx.options["vae"]}
+    extra, unprepared = _prepare(ctx, [w for w in wanted if w in registered])
     start = time.perf_counter()
     pass_cost: float | None = None  # seconds per image of one forward+backward
     maps: dict[str, torch.Tensor] = {}
@@ -148,13 +154,14 @@ def explanations(ctx: ReportContext) -> str:
 
     for name in _order([w for w in wanted if w in registered]):
         left = budget - (time.perf_counter() - start)
-        if name == "relabel" and "relabel" not in extra:
-            row(name, "skipped (needs a VAE trained on the data: cnnlens train-vae)")
+        if name in unprepared:
+            row(name, f"skipped (needs {unprepared[name]})"[:200])
             continue
+        passes = known_passes(name)
         try:
-            if name in KNOWN_PASSES and pass_cost is not None:
-                estimate = KNOWN_PASSES[name] * pass_cost * n
-            elif name in KNOWN_PASSES:
+            if passes is not None and pass_cost is not None:
+                estimate = passes * pass_cost * n
+            elif passes is not None:
                 estimate = 0.0  # the first (cheapest) method measures the pass cost
             elif left < 0.25 * budget:
                 row(name, "skipped (time budget of the section used up)")
@@ -170,8 +177,8 @@ def explanations(ctx: ReportContext) -> str:
             t0 = time.perf_counter()
             e = explain(ctx.model, x, name, target=pred, **extra.get(name, {}))
             took = time.perf_counter() - t0
-            if pass_cost is None and name in KNOWN_PASSES:
-                pass_cost = took / n / KNOWN_PASSES[name]
+            if pass_cost is None and passes is not None:
+                pass_cost = took / n / passes
             maps[name] = e.maps.cpu()
             row(name, "shown", f"{took / n:.4f}")
         except Exception as exc:  # one failing method must not lose the section

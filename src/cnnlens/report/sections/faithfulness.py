@@ -16,14 +16,15 @@ FAST_METHODS = ("saliency", "grad-cam")
 QUICK_METRICS = {
     "deletion": {"step": 64},
     "insertion": {"step": 64},
-    "degradation_small": {"fractions": 11},
+    "degradation-small": {"fractions": 11},
 }
 
 
 @section("faithfulness", "Faithfulness and localisation", order=60)
 def faithfulness(ctx: ReportContext) -> str | None:
+    from ... import metrics as registry
     from ...attribution import methods as registered
-    from ...metrics.evaluate import METRICS, evaluate
+    from ...metrics.evaluate import evaluate
     from ...metrics.outputs import curve_figure
 
     known = registered()
@@ -32,9 +33,10 @@ def faithfulness(ctx: ReportContext) -> str | None:
     x, _ = ctx.test.tensors(range(n))
     boxes = None if ctx.test.boxes is None else ctx.test.boxes[:n]
     masks = None if ctx.test.masks is None else ctx.test.masks[:n]
-    metrics = ["deletion", "insertion", "degradation_small"]
-    if boxes is not None or masks is not None:
-        metrics += ["bbox_score", "pointing_game", "energy_pointing_game"]
+    metrics = ["deletion", "insertion", "degradation-small"]
+    if boxes is not None or masks is not None:  # every localisation metric of the table
+        table = registry.names(optional=False)
+        metrics += [m for m in table if "ground-truth" in registry.get(m).needs]
     metrics.append("randomisation")
     ev = evaluate(
         ctx.model,
@@ -49,8 +51,8 @@ def faithfulness(ctx: ReportContext) -> str | None:
         progress=False,
     )
     methods, names, cells = ev.table()
-    # metric names may break after "_", so the table fits the page's column
-    head = "".join(f"<th>{html.escape(m).replace('_', '_<wbr>')}</th>" for m in names)
+    # metric names may break after "-", so the table fits the page's column
+    head = "".join(f"<th>{html.escape(m).replace('-', '-<wbr>')}</th>" for m in names)
     body = ""
     for method in methods:
         tds = ""
@@ -62,9 +64,9 @@ def faithfulness(ctx: ReportContext) -> str | None:
         body += f"<tr><td>{html.escape(method)}</td>{tds}<td>{verdict}</td></tr>"
     table = f"<table><tr><th>method</th>{head}<th>sanity check</th></tr>{body}</table>"
     legend = "".join(
-        f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>"
-        for k, v in METRICS.items()
-        if k in names
+        f"<li><code>{html.escape(k)}</code>: {html.escape(registry.get(k).description)}</li>"
+        for k in names
+        if k in registry.names()
     )
     figs = ""
     for name in ("deletion", "insertion"):
@@ -79,6 +81,6 @@ def faithfulness(ctx: ReportContext) -> str | None:
         "For speed this section uses coarser steps (64-pixel deletion/insertion steps, 11 "
         "degradation fractions, sanity check on 4 images); <code>cnnlens evaluate</code> runs "
         f"the papers' full protocol.</p>{table}<ul class='note'>{legend}"
-        "<li><code>randomisation_final</code>: Spearman after randomising every layer; a method "
+        "<li><code>randomisation-final</code>: Spearman after randomising every layer; a method "
         "fails the sanity check when it stays >= 0.5</li></ul>" + figs
     )

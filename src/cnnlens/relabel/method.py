@@ -1,5 +1,6 @@
 """Re-label distillation (paper 004): the weights of a linear student that imitates the
-network on VAE samples around the image, as an attribution method.
+network on VAE samples around the image, as an attribution method registered from the
+paper's package (the method registry imports it: ``attribution.PROVIDERS``).
 
 ``cnnlens.explain(model, x, method="relabel", vae=vae)``; the pipeline lives in
 :mod:`cnnlens.relabel` (VAE samples, Eq. 6 labels with the scale search, the
@@ -9,18 +10,20 @@ signed sum); ``raw`` keeps the signed per-channel ``w_1 - w_0``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..attribution import register
+from ..attribution.base import BATCH_SIZE, SEED, Method
+from ..errors import InputError
 from ..params import Param
-from ..relabel.distiller import Settings, distill
-from ..relabel.student import LOSSES
-from ..relabel.synthesis import ANCHORS
 from ..types import Explanation
-from . import register
-from .base import BATCH_SIZE, SEED, Method
+from .distiller import Settings, distill
+from .student import LOSSES
+from .synthesis import ANCHORS
 
 
 @register
@@ -46,6 +49,30 @@ class Relabel(Method):
 
     name = "relabel"
     description = "re-label distillation: linear student on VAE samples relabelled by the model"
+    family = "Surrogate"
+    needs = "a VAE trained on the data (cnnlens train-vae)"
+
+    @classmethod
+    def passes(cls, params):
+        return float(params["n"])  # the synthetic images' forwards (the student is small)
+
+    @classmethod
+    def prepare(cls, setup, params):
+        """The VAE: a given folder is checked; else the ``vae-<data>`` folder saved next
+        to the model by ``cnnlens train-vae`` (:func:`~.vae_training.locate_vae`)."""
+        from .vae_training import locate_vae
+
+        given = params.get("vae")
+        if given is not None and not isinstance(given, str | Path):
+            return {}  # a VAE module
+        if given is None and (setup.model_path is None or setup.data is None):
+            raise InputError(
+                "relabel needs vae=<saved VAE folder> (a VAE trained on the data: "
+                "cnnlens train-vae)"
+            )
+        model = setup.model_path if setup.model_path is not None else Path(".")
+        return {"vae": str(locate_vae(model, setup.data or "the data", given))}
+
     hyperparameters = {
         "vae": Param("any", None, none=True, help="a VAE or a saved VAE folder; required"),
         "n": Param("int", 1000, min=1),

@@ -1,0 +1,94 @@
+"""The metric registry: ids, facts, old spellings, and results stored under old names."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlens import metrics
+from cnnlens.errors import InputError
+from cnnlens.metrics import registry
+from cnnlens.metrics.evaluate import evaluate, resolve_metrics
+
+TABLE = [
+    "deletion", "insertion", "degradation-small", "degradation-large", "bbox-score",
+    "pointing-game", "energy-pointing-game", "randomisation", "completeness",
+]  # fmt: skip
+
+
+def test_every_metric_carries_its_facts():
+    assert metrics.names(optional=False) == TABLE
+    assert set(metrics.names()) == {*TABLE, "max-sensitivity", "infidelity", "road"}
+    for name in metrics.names():
+        m = metrics.get(name)
+        assert m.name == name and "_" not in name and m.description
+        assert m.kind in ("scalar", "curve") and set(m.needs) <= set(registry.NEEDS)
+        assert m.default == (name in TABLE)
+    assert metrics.get("deletion").lower_is_better and not metrics.get("insertion").lower_is_better
+    assert metrics.get("road").kind == "curve" and metrics.get("pointing-game").kind == "scalar"
+    assert "ground-truth" in metrics.get("bbox-score").needs
+    assert "method" in metrics.get("max-sensitivity").needs
+    assert "complete-method" in metrics.get("completeness").needs
+    assert set(metrics.get("pointing-game").params) == {"tolerance"}
+    assert registry.lower_is_better("randomisation-final")
+    assert "degradation-small-morf" in registry.plotted_curves()
+
+
+def test_unknown_metric_names_the_close_ones():
+    with pytest.raises(InputError, match="pointing-game"):
+        metrics.get("pointing-gam")
+
+
+def test_old_spellings_are_mapped_with_one_deprecation_note(capsys):
+    registry._WARNED.discard("energy_pointing_game")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert metrics.get("energy_pointing_game").name == "energy-pointing-game"
+        assert resolve_metrics("deletion,energy_pointing_game") == [
+            "deletion",
+            "energy-pointing-game",
+        ]
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert capsys.readouterr().err.count("'energy_pointing_game' is deprecated") == 1
+    assert registry.canonical_key("degradation_small/curve_morf") == "degradation-small/curve_morf"
+    assert registry.canonical_key("degradation_large_lerf") == "degradation-large-lerf"
+    assert registry.canonical_key("randomisation_final/values") == "randomisation-final/values"
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+
+
+def test_an_evaluation_written_with_old_names_resumes(tmp_path):
+    """evaluation.json and saved parts from before the hyphenated ids keep loading."""
+    model, x = _model(), torch.rand(4, 1, 16, 16)
+    masks = torch.zeros(4, 1, 16, 16, dtype=torch.bool)
+    masks[..., 4:12, 4:12] = True
+    kw = dict(methods=["saliency"], masks=masks, sanity_images=0, progress=False, out=tmp_path)
+    first = evaluate(model, x, metrics=["pointing-game", "degradation-small"], **kw)
+    # rewrite what was saved the way the previous release wrote it
+    settings = json.loads((tmp_path / "evaluation.json").read_text())
+    settings["metrics"] = ["pointing_game", "degradation_small"]
+    (tmp_path / "evaluation.json").write_text(json.dumps(settings))
+    from safetensors.torch import load_file, save_file
+
+    for part in (tmp_path / "parts").rglob("*.safetensors"):
+        tensors = load_file(str(part))
+        old = {k.replace("pointing-game", "pointing_game").replace("-small", "_small"): v
+               for k, v in tensors.items()}  # fmt: skip
+        assert old != tensors
+        save_file(old, str(part))
+    again = evaluate(model, x, metrics=["pointing-game", "degradation-small"], **kw)
+    for method in ("saliency", "random", "sobel"):
+        assert set(again.values[method]) == {"pointing-game", "degradation-small"}
+        for name, vals in first.values[method].items():
+            assert torch.equal(again.values[method][name], vals), (method, name)
+        assert "degradation-small-morf" in again.curves[method]
