@@ -118,6 +118,6 @@ def test_pointing_game_perturbation_methods(trained_shapes):
     print(f"| random map (20 seeds) | {random_rate:.3f} |")
     # With training seed 0 under ATEN_CPU_CAPABILITY=default (measured on that model only): the
     # random maps 0.193, the methods 0.625 (extremal and meaningful perturbation, p = 4e-14) to
-    # 0.906 (IBA); the test also passed on the fixture's model under default and AVX512.
+    # 0.906 (IBA).
     for name, rate in rows.items():  # above the random maps' rate, binomial test on n images
         assert above_chance(round(rate * n), n, random_rate), (name, rate, random_rate)
