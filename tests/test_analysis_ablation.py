@@ -59,6 +59,9 @@ def test_influential_features_are_essential(fitted):
     model, est, test = fitted
     result = noise_ablation(model, est, test, seeds=[0, 1])
     overall = result["overall"]
+    # accuracy with the influential features replaced by noise 0.564-0.590, with as many
+    # others replaced 0.949-0.962, over training seeds 0 (ATEN_CPU_CAPABILITY default and
+    # avx2) and 1 (avx2)
     assert overall["influential_mean"] < overall["non_influential_mean"]
     again = noise_ablation(model, est, test, seeds=[0, 1])
     assert again == result

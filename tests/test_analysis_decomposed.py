@@ -75,6 +75,8 @@ def test_decompose_copies_and_scores(trained_shapes):
     print(
         f"A_d {scores['A_d']:.4f}, random choices mean {chance:.4f} max {max(random_accuracy):.4f}"
     )
+    # over training seeds 0 (ATEN_CPU_CAPABILITY default and avx2) and 1 (avx2): A_d 0.655-0.743
+    # against random choices' 0.373-0.415 (best draw 0.512-0.593), p <= 8e-37 (alpha 1e-4)
     assert above_chance(hits, len(test), chance), (scores["A_d"], random_accuracy)
 
 

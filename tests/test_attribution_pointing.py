@@ -66,6 +66,8 @@ def test_pointing_game_table(trained_shapes):
     # Grad-CAM on a model that learnt the objects must point at them more often than a
     # random map (whose hit rate is the mean mask area); so must the plain gradient. A
     # one-sided binomial test on the n images gives the margin (about 0.2 here).
+    # Hit rates over training seeds 0 (ATEN_CPU_CAPABILITY default and avx2) and 1 (avx2):
+    # Grad-CAM 0.453-0.516 (p <= 9e-15), saliency 0.719-0.797 (p <= 8e-35), mask area 0.086.
     for name in ("grad-cam", "saliency"):
         assert above_chance(round(rates[name] * n), n, area), (name, rates[name], area)
 
@@ -114,5 +116,8 @@ def test_pointing_game_perturbation_methods(trained_shapes):
     for name, rate in rows.items():
         print(f"| {name} | {rate:.3f} |")
     print(f"| random map (20 seeds) | {random_rate:.3f} |")
+    # With training seed 0 under ATEN_CPU_CAPABILITY=default (measured on that model only): the
+    # random maps 0.193, the methods 0.625 (extremal and meaningful perturbation, p = 4e-14) to
+    # 0.906 (IBA).
     for name, rate in rows.items():  # above the random maps' rate, binomial test on n images
         assert above_chance(round(rate * n), n, random_rate), (name, rate, random_rate)

@@ -169,7 +169,9 @@ def test_training_keeps_the_constraints_and_fine_tune_freezes_gates():
     for gl in gated_layers(g).values():
         m = gl.masks.detach()
         assert float(m.min()) >= 0 and float(m.max()) <= 5
-        assert float(m.min()) == 0.0  # a strong push to density 0 reaches the clamp
+        # a strong push to density 0 reaches the clamp: every layer's minimum was exactly 0
+        # over seeds 0-3 x ATEN_CPU_CAPABILITY default/avx2
+        assert float(m.min()) == 0.0
         torch.testing.assert_close(gl.head.weight.norm(dim=1), torch.ones(3))
     assert not torch.equal(g.layer1[0].conv2.weight, backbone0)
     gates0 = {n: p.detach().clone() for n, p in g.named_parameters() if n in names}
@@ -184,6 +186,7 @@ def test_training_keeps_the_constraints_and_fine_tune_freezes_gates():
     assert not torch.equal(g.layer1[0].conv2.weight, backbone1)
     g.eval()
     g(x[:4])
+    # 0.0-0.018 over seeds 0-3 x ATEN_CPU_CAPABILITY default/avx2: far from 1
     assert float(selected_density(g).detach()) < 1.0
 
 

@@ -88,6 +88,7 @@ def test_elbo_decreases_in_a_short_training():
     )
     result = fit(vae, squares(128), config=config, objective=ELBO())
     losses = [h["train_loss"] for h in result.history]
+    # last over first epoch: 0.36-0.46 over seeds 0-3 x ATEN_CPU_CAPABILITY default/avx2
     assert losses[-1] < 0.7 * losses[0], losses
     assert {"recon", "kl"} <= set(result.history[-1])
     assert "train_accuracy" not in result.history[-1]  # an ELBO counts no correct answers

@@ -110,6 +110,8 @@ def test_background_carries_no_class_information(trained_shapes):
     model, test = trained_shapes.model, trained_shapes.test
     with_object = evaluate(model, test)["accuracy"]
     without = evaluate(model, test.without_object())["accuracy"]
+    # over training seeds 0 (ATEN_CPU_CAPABILITY default and avx2) and 1 (avx2): 0.962-0.967
+    # with the object, 0.114-0.123 without it
     assert with_object > 0.8
     assert abs(without - 1 / len(CLASSES)) < 0.05
 
@@ -120,4 +122,5 @@ def test_pixel_logistic_regression_is_far_below_a_cnn():
     from cnnlens.data.checks import pixel_logistic_regression
 
     accuracy = pixel_logistic_regression(n_train=3000)
+    # 0.128-0.137 (chance 0.125) over data seeds 0-2; scikit-learn's solver, not ATen kernels
     assert accuracy < 0.5
