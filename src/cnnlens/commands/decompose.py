@@ -65,9 +65,9 @@ def register(app: typer.Typer) -> None:
         """Find class-specific influential features and decompose the final layer."""
         from ..analysis import run_decompose
         from ..io import check_writable_folder
-        from ..workflows import open_model
+        from ..loading import load as load_model
 
-        net = open_model(model)
+        net = load_model(model)
         out = check_writable_folder(out or (model / "decompose"))
         summary = run_decompose(
             net,

@@ -87,8 +87,8 @@ def train(
     from ..drib.training import GateRecipe
     from ..errors import InputError
     from ..io import check_writable_folder
+    from ..loading import load as load_model
     from ..train.classifier import demo_config, train_classifier
-    from ..workflows import open_model
 
     recipe = GateRecipe(
         gate_epochs=epochs,
@@ -104,7 +104,7 @@ def train(
     )
     check_writable_folder(out)
     if model is not None:
-        base = open_model(model)
+        base = load_model(model)
         train_set = _load(data, "train", n_train)
         test = _load(data, "test", n_test)
         base_id = {"model": str(model.resolve())}
@@ -150,7 +150,7 @@ def evaluate(
     from ..drib.study import FULL, QUICK, study
     from ..errors import CheckpointError, InputError
     from ..io import check_writable_folder, write_json
-    from ..workflows import open_model
+    from ..loading import load as load_model
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     unknown = sorted(set(chosen) - set(PARTS))
@@ -165,7 +165,7 @@ def evaluate(
     base_path = Path(identity.get("model", ""))
     if not any((p / "model.json").is_file() for p in (base_path, base_path / "model")):
         raise CheckpointError(f"the ungated model of {run} is gone: {str(base_path)!r}")
-    base = open_model(base_path)
+    base = load_model(base_path)
     spec = data or identity.get("data", "shapes")
     train_set = _load(spec, "train", 256)  # IBA's layer statistics read at most 256
     test = _load(spec, "test", n_test)

@@ -53,19 +53,20 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
+        from ..attribution.bottleneck import iba_statistics
         from ..compatibility import check_fits
         from ..data import load
         from ..errors import DataError, InputError
         from ..io import check_writable_folder
+        from ..loading import load as load_model
         from ..metrics.evaluate import evaluate as run_evaluation
         from ..metrics.evaluate import resolve_methods
         from ..metrics.outputs import write_evaluation
         from ..progress import log_line
-        from ..workflows import iba_statistics, open_model
 
         method_params = parse_method_params(param)
         check_writable_folder(out)
-        net = open_model(model)
+        net = load_model(model)
         test = load(data, split="test")
         if n > len(test):
             raise DataError(f"--n {n} is more than the {len(test)} test images of {data}")

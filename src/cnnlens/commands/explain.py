@@ -100,12 +100,13 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .. import attribution
+        from ..attribution.bottleneck import iba_statistics
         from ..compatibility import check_fits
         from ..data import load
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
+        from ..loading import load as load_model
         from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
-        from ..workflows import iba_statistics, open_model
 
         names = method_names(method)
         every_method = method.strip() == "all"
@@ -123,7 +124,7 @@ def register(app: typer.Typer) -> None:
                 names.remove("relabel")
                 skipped["relabel"] = str(exc)
                 typer.echo(f"relabel: skipped ({first_line(exc)})")
-        net = open_model(model, device=device)
+        net = load_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
         check_fits(net, dataset, data=data)

@@ -126,7 +126,7 @@ def explanations(ctx: ReportContext) -> str:
     wanted = ctx.options.get("explain_methods") or list(registered)
     extra: dict[str, dict] = {}
     if "iba" in wanted:  # layer statistics from training images, estimated once
-        from ...workflows import iba_statistics
+        from ...attribution.bottleneck import iba_statistics
 
         source = ctx.train if ctx.train is not None else ctx.test
         try:
