@@ -242,6 +242,7 @@ def user(tmp_path, monkeypatch):
     state = net.state_dict()
     torch.save(state, tmp_path / "plain.pth")
     torch.save({"state_dict": state, "epoch": 7}, tmp_path / "nested.pt")
+    torch.save({"model_state_dict": state, "lr": 0.1}, tmp_path / "ckpt.pt")
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
     yield tmp_path, net
     sys.modules.pop("mymodels", None)
@@ -250,7 +251,7 @@ def user(tmp_path, monkeypatch):
 def test_a_user_module_loads_from_each_weights_file(user):
     folder, net = user
     x = torch.randn(2, 3, 32, 32)
-    for weights in ("plain.pth", "nested.pt", "w.safetensors"):
+    for weights in ("plain.pth", "nested.pt", "ckpt.pt", "w.safetensors"):
         model, card = cnnlens.load(
             "mymodels:build", weights=folder / weights, input_shape=(3, 32, 32), with_card=True
         )
