@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+import cnnlens
 from cnnlens.analysis import run_decompose
 from cnnlens.analysis.tables import to_markdown
-from cnnlens.workflows import open_model
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
             summary = json.loads((out / "summary.json").read_text())
         else:
             summary = run_decompose(
-                open_model(folder),
+                cnnlens.load(folder),
                 data=data,
                 out=out,
                 seeds=args.seeds,

@@ -40,9 +40,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if Path(args.model, "model.json").is_file():
-        from cnnlens.workflows import open_model
+        import cnnlens
 
-        model, which = open_model(args.model), args.model
+        model, which = cnnlens.load(args.model), args.model
     else:
         model, which = benchmark_model("resnet20"), "resnet20 (random weights)"
     data = load("shapes", split="test").subset(range(args.n))

@@ -69,13 +69,13 @@ def main() -> None:
     parser.add_argument("--skip-floors", action="store_true")
     args = parser.parse_args()
     if args.run:
+        import cnnlens
         from cnnlens.data import load
         from cnnlens.drib.runs import load_gated
-        from cnnlens.workflows import open_model
 
         identity = json.loads(open(os.path.join(args.run, "run.json")).read())["identity"]
         gated = load_gated(os.path.join(args.run, "model"))
-        base = open_model(identity["model"])
+        base = cnnlens.load(identity["model"])
         test = load(identity.get("data", "shapes"), split="test")
         x, _ = test.tensors(range(min(args.n, len(test))))
     else:

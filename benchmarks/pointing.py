@@ -45,11 +45,11 @@ SETTINGS = {
 
 
 def trained_model(path: str | None):
+    import cnnlens
     from cnnlens.train.classifier import DEMO_CONFIG, train_classifier
-    from cnnlens.workflows import open_model
 
     if path:
-        return open_model(path), path
+        return cnnlens.load(path), path
     out = "runs/pointing-shapes"
     config = dataclasses.replace(DEMO_CONFIG, epochs=4)
     run = train_classifier(data="shapes", arch="resnet20", out=out, config=config)

@@ -45,11 +45,11 @@ PARAMS = {
 
 
 def setup(args):
+    import cnnlens
     from cnnlens.data import load
     from cnnlens.relabel import open_vae, train_vae, vae_folder
-    from cnnlens.workflows import open_model
 
-    model = open_model(args.model).eval()
+    model = cnnlens.load(args.model).eval()
     test = load(args.data, split="test")
     folder = Path(args.vae) if args.vae else vae_folder(args.out, args.data)
     if not (folder / "model" / "model.json").is_file():

@@ -50,15 +50,15 @@ def make_run(root: Path) -> Path:
 
 
 def make_store(root: Path, run: Path) -> Path:
+    import cnnlens
     from cnnlens import explain
     from cnnlens.data import load
     from cnnlens.jobs.spec import model_checksum
     from cnnlens.metrics.causal import deletion, insertion
     from cnnlens.store import ShardData, StoreWriter
     from cnnlens.store.layout import METRIC_COLUMNS, PREDICTION_COLUMNS
-    from cnnlens.workflows import open_model
 
-    model = open_model(run / "model")
+    model = cnnlens.load(run / "model")
     test = load("shapes", split="test").subset(range(N_IMAGES))
     job = {
         "model": str(run / "model"),

@@ -64,11 +64,11 @@ def test_decompose_command_writes_results(trained_shapes, tmp_path):
     facts = json.loads((out / "influential.json").read_text())
     assert len(facts["classes"]) == 8
     # the retrained decomposed classifier is saved and reopens with its accuracy
+    import cnnlens
     from cnnlens.analysis import DecomposedHead
     from cnnlens.train import evaluate
-    from cnnlens.workflows import open_model
 
-    net = open_model(out / "retrained")
+    net = cnnlens.load(out / "retrained")
     assert isinstance(net.head, DecomposedHead) and net.head.indices.shape == (8, 5)
     history = json.loads((out / "retrain.json").read_text())
     accuracy = evaluate(net, trained_shapes.test)["accuracy"]

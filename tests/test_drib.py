@@ -199,9 +199,9 @@ def test_saved_gated_model_rebuilds(tmp_path, vgg11):
     with torch.no_grad():
         torch.testing.assert_close(back(data[0]), g(data[0]))
     assert back.drib == g.drib
-    from cnnlens.workflows import open_model
+    import cnnlens
 
-    opened = open_model(tmp_path / "m")  # every command that opens a model reads it too
+    opened = cnnlens.load(tmp_path / "m")  # every command that opens a model reads it too
     with torch.no_grad():
         torch.testing.assert_close(opened(data[0]), g(data[0]))
 

@@ -196,8 +196,8 @@ def test_sparsity_training_through_fit_shrinks_the_scales():
 
 
 def test_pruned_model_saved_and_opened_without_pickle(tmp_path):
+    import cnnlens
     from cnnlens.drib.pruned_models import load_pruned, save_pruned
-    from cnnlens.workflows import open_model
 
     model = with_bn_statistics(nets.create("resnet8", num_classes=4))
     pruned = prune_to_macs(model, (3, 32, 32), method="l1", reduction=40).model
@@ -206,7 +206,7 @@ def test_pruned_model_saved_and_opened_without_pickle(tmp_path):
     assert (
         meta["arch"]["name"] == "resnet8" and "layer1.0.conv1" in meta["extra"]["pruned"]["shapes"]
     )
-    loaded = open_model(tmp_path / "m")
+    loaded = cnnlens.load(tmp_path / "m")
     assert _convs(loaded) == _convs(pruned)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -242,8 +242,8 @@ def tiny_run(tmp_path_factory):
 
 
 def test_prune_baseline_command_writes_the_table_and_models(tiny_run, tmp_path, capsys):
+    import cnnlens
     from cnnlens.cli import main
-    from cnnlens.workflows import open_model
 
     out = tmp_path / "baselines"
     args = ["drib", "prune-baseline", "--model", str(tiny_run), "--method", "both"]
@@ -259,7 +259,7 @@ def test_prune_baseline_command_writes_the_table_and_models(tiny_run, tmp_path, 
     assert budget == int(unpruned * 0.6)
     for row in saved["rows"][1:]:
         assert row["macs"] <= budget and row["reduction"] >= 40 and 0 <= row["accuracy"] <= 1
-        model = open_model(out / row["method"] / "model")
+        model = cnnlens.load(out / row["method"] / "model")
         assert macs(model, (1, 32, 32)).total == row["macs"]
     assert "| l1 |" in (out / "baselines.md").read_text()
     assert "reduction (%)" in capsys.readouterr().out

@@ -194,9 +194,9 @@ def test_report_is_served_with_scripts_off(store_client):
 
 
 def test_run_folder_browses_its_test_images(run_client, folders):
+    import cnnlens
     from cnnlens import explain
     from cnnlens.data import load
-    from cnnlens.workflows import open_model
 
     info = run_client.get("/api/info").json()
     assert info["kind"] == "run" and info["images"] == 6 and info["metrics"] == []
@@ -204,7 +204,7 @@ def test_run_folder_browses_its_test_images(run_client, folders):
     rows = run_client.get("/api/images").json()["rows"]
     test = load("shapes", split="test")
     assert [r["target"] for r in rows] == test.labels[:6].tolist()
-    model = open_model(folders[0])
+    model = cnnlens.load(folders[0])
     x, _ = test.tensors([3])
     with torch.no_grad():
         pred = int(model(x).argmax())
@@ -370,9 +370,9 @@ def test_a_broken_or_missing_job_json_is_named_at_start(folders, tmp_path):
 
 
 def test_upload_is_explained_like_the_library_does(store_client, folders):
+    import cnnlens
     from cnnlens import explain
     from cnnlens.data import load
-    from cnnlens.workflows import open_model
 
     test = load("shapes", split="test")
     pixels = (test.raw_batch([20])[0].permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
@@ -384,7 +384,7 @@ def test_upload_is_explained_like_the_library_does(store_client, folders):
     assert r.status_code == 200, r.text
     out = r.json()
     assert sorted(out["maps"]) == ["grad-cam", "saliency"] and out["errors"] == {}
-    model = open_model(folders[0])
+    model = cnnlens.load(folders[0])
     x = test.normalize(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)
     with torch.no_grad():
         probs = model(x).softmax(1)[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .attribution import explain, methods
-from .checkpoint import load, save
+from .checkpoint import save
 from .cost import macs
 from .errors import (
     CheckpointError,
@@ -19,6 +19,7 @@ from .errors import (
     LayerError,
     TargetError,
 )
+from .loading import ModelCard, load
 from .metrics.evaluate import evaluate
 from .types import Curve, Explanation
 
@@ -31,6 +32,7 @@ __all__ = [
     "Explanation",
     "InputError",
     "LayerError",
+    "ModelCard",
     "TargetError",
     "__version__",
     "evaluate",

@@ -34,6 +34,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 _SHOW = 10
+NESTED_KEYS = ("state_dict", "model", "model_state_dict")  # where a .pt may nest it
 
 
 def _keys(keys: Sequence[str]) -> str:
@@ -89,7 +90,7 @@ def save(
 
     ``model.arch`` (set by :func:`cnnlens.nets.create`) is stored so :func:`load`
     can rebuild the model; a model without it is saved too, and is loaded
-    with ``load(dir, model=...)``. ``input_shape`` ``(C, H, W)`` is the image
+    with ``checkpoint.load(dir, model=...)``. ``input_shape`` ``(C, H, W)`` is the image
     shape the model was trained on, so a data set that does not fit is named
     before any work (:func:`cnnlens.compatibility.check_fits`). ``extra`` must
     be JSON-serialisable.
@@ -157,7 +158,8 @@ def rebuild(meta: dict[str, Any], path: Path) -> nn.Module:
     arch = meta.get("arch")
     if not isinstance(arch, dict) or not isinstance(arch.get("kwargs", {}), dict):
         raise CheckpointError(
-            f"{path} records no architecture; pass the model to fill: load(dir, model=...)"
+            f"{path} records no architecture; fill your own module with "
+            "cnnlens.checkpoint.load(dir, model=...)"
         )
     name = arch.get("name")
     if name not in nets.names():
@@ -235,7 +237,7 @@ def _read_state(path: Path) -> dict[str, Any]:
             ) from None
         raise CheckpointError(f"{path} is not a readable torch file: {first}") from None
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
+        for key in NESTED_KEYS:
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
@@ -247,9 +249,9 @@ def _read_state(path: Path) -> dict[str, Any]:
 def load_state_dict_file(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a ``.safetensors`` or ``.pt``/``.pth`` state dict into ``model`` strictly.
 
-    A ``.pt`` may hold the state dict itself or a dict with it under
-    ``"state_dict"`` or ``"model"``; a ``"module."`` prefix (DataParallel) is
-    stripped. Missing, unexpected or wrongly shaped keys raise a
+    A ``.pt`` may hold the state dict itself or a dict with it under one of
+    :data:`NESTED_KEYS`; a ``"module."`` prefix (DataParallel) is stripped. Missing,
+    unexpected or wrongly shaped keys raise a
     :class:`~cnnlens.errors.CheckpointError` that lists them; ``model`` is
     unchanged then. Returns ``model``.
     """

@@ -140,7 +140,7 @@ def save_decomposed(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save a decomposed classifier (:func:`decompose`) so :func:`load_decomposed` and
-    ``cnnlens.workflows.open_model`` can rebuild it: the JSON records the head's
+    ``cnnlens.load`` can rebuild it: the JSON records the head's
     name and shape next to the base architecture."""
     layer = get_layer(model, head)
     if not isinstance(layer, DecomposedHead):

@@ -4,7 +4,7 @@
 scores the decomposed final layer on the test split (r_A, the k1/k2 sweep,
 the noise ablation, in-mask energy where masks exist, class overlap),
 optionally retrains the decomposed head (saved to ``out/retrained``, which
-``cnnlens.workflows.open_model`` and every command can open), and writes
+``cnnlens.load`` and every command can open), and writes
 every table (JSON, CSV, markdown) and plot into ``out``. Penultimate features are computed once per
 split and shared by every step.
 """

@@ -67,11 +67,11 @@ def register(app: typer.Typer) -> None:
         """Find class-specific influential features and decompose the final layer."""
         from ..analysis import run_decompose
         from ..io import check_writable_folder
-        from ..workflows import open_model
+        from ..loading import load as load_model
 
         ks = None if sweep_k is None else _ints(sweep_k, "--sweep-k")
         out = check_writable_folder(out or (model / "decompose"))
-        net = open_model(model)
+        net = load_model(model)
         summary = run_decompose(  # checks every setting against the model before it writes
             net,
             data=data,

@@ -91,9 +91,9 @@ def train(
     from ..data import check_count
     from ..drib.runs import check_gateable, check_gated_run, gated_run
     from ..drib.training import GateRecipe
+    from ..loading import load as load_model
     from ..runs import saved_run
     from ..train.classifier import classifier_identity, demo_config, train_classifier
-    from ..workflows import open_model
 
     recipe = GateRecipe(
         gate_epochs=epochs,
@@ -111,7 +111,7 @@ def train(
     check_count(n_train, data, "train", option="--n-train")
     check_count(n_test, data, "test", option="--n-test")
     if model is not None:
-        base = open_model(model)
+        base = load_model(model)
         check_gateable(base)
         train_set = _load(data, "train", n_train)
         test = _load(data, "test", n_test)
@@ -166,7 +166,7 @@ def evaluate(
     from ..drib.study import FULL, QUICK, study
     from ..errors import CheckpointError, InputError
     from ..io import check_writable_folder, write_json
-    from ..workflows import open_model
+    from ..loading import load as load_model
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     unknown = sorted(set(chosen) - set(PARTS))
@@ -182,7 +182,7 @@ def evaluate(
     base_path = Path(str(identity.get("model", "")))
     if not any((p / "model.json").is_file() for p in (base_path, base_path / "model")):
         raise CheckpointError(f"the ungated model of {run} is gone: {str(base_path)!r}")
-    base = open_model(base_path)
+    base = load_model(base_path)
     test = _load(spec, "test", n_test)
     check_fits(gated, test, data=spec)
     check_fits(base, test, data=spec)

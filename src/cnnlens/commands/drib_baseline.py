@@ -7,7 +7,7 @@ Prunes a copy of a trained model by L1-norm filter pruning (Li et al. 2017) and/
 slimming (Liu et al. 2017) with Torch-Pruning to the same MAC count, fine-tunes each with the
 same epoch budget and writes ``baselines.md`` / ``baselines.csv`` / ``baselines.json`` (method,
 MACs, reduction ratio %, accuracy; paper 000, Tables 1-2) and each pruned model under
-``OUT/<method>/model`` (loadable with :func:`cnnlens.workflows.open_model`).
+``OUT/<method>/model`` (loadable with :func:`cnnlens.load`).
 
 The function :func:`prune_baseline` is the command; the ``drib`` sub-app
 (:mod:`cnnlens.commands.drib`) registers it as ``prune-baseline``.
@@ -69,8 +69,8 @@ def prune_baseline(
     from ..drib.pruned_models import save_pruned
     from ..errors import ConfigError, InputError
     from ..io import check_writable_folder, write_json, write_text
+    from ..loading import load as load_model
     from ..train.config import OptimizerConfig
-    from ..workflows import open_model
 
     if method not in METHOD_CHOICES:
         raise InputError(f"--method must be l1, slimming or both, got {method!r}")
@@ -81,7 +81,7 @@ def prune_baseline(
     if not lr > 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
     check_writable_folder(out)
-    net = open_model(model)
+    net = load_model(model)
     meta = getattr(net, "meta", {}) or {}
     data = data or (meta.get("extra") or {}).get("data")
     if not data:

@@ -58,12 +58,12 @@ def register(app: typer.Typer) -> None:
         from ..data import load
         from ..errors import DataError
         from ..io import check_writable_folder
+        from ..loading import load as load_model
         from ..metrics.evaluate import evaluate as run_evaluation
         from ..metrics.evaluate import validate
         from ..metrics.outputs import write_evaluation
         from ..params import Param, check_options
         from ..progress import log_line
-        from ..workflows import open_model
         from .explain import given_files, prepare_methods
 
         # validate, then write: every input below is checked before the first file
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
         )
         check_writable_folder(out)
-        net = open_model(model)
+        net = load_model(model)
         test = load(data, split="test")
         if n > len(test):
             raise DataError(f"--n {n} is more than the {len(test)} test images of {data}")

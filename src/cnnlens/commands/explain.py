@@ -194,9 +194,9 @@ def register(app: typer.Typer) -> None:
         from ..compatibility import check_fits
         from ..data import load
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
+        from ..loading import load as load_model
         from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
-        from ..workflows import open_model
 
         # validate, then write: every input below is checked before the first file
         names = method_names(method)
@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
         given_files(hp, names, vae=vae)
         split_params(hp, names)
         check_writable_folder(out)
-        net = open_model(model, device=device)
+        net = load_model(model, device=device)
         dataset = load(data, split="test")
         indices = parse_index(index, len(dataset))
         check_fits(net, dataset, data=data)

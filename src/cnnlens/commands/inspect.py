@@ -35,9 +35,9 @@ def _open(model: Path, data: str, split: str, n: int | None):
     from ..compatibility import check_fits
     from ..data import load
     from ..errors import DataError
-    from ..workflows import open_model
+    from ..loading import load as load_model
 
-    net = open_model(model)
+    net = load_model(model)
     images = load(data, split=split)
     if n is not None:
         if n > len(images):
@@ -83,11 +83,11 @@ def similarity(
     """Write similarity.json and similarity.png."""
     from ..analysis import layer_similarity
     from ..io import write_json
+    from ..loading import load as load_model
     from ..report.similarity_heatmap import similarity_heatmap
-    from ..workflows import open_model
 
     net, test = _open(model, data, "test", n)
-    second = None if other is None else open_model(other)
+    second = None if other is None else load_model(other)
     if second is not None:
         from ..compatibility import check_fits
 

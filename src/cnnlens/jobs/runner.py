@@ -27,10 +27,10 @@ from .work import ShardWorker
 def _build_worker(model, data, job: dict) -> ShardWorker:
     """Load the model and data in a worker (once per process or actor)."""
     from ..data import load
-    from ..workflows import open_model
+    from ..loading import load as load_model
 
     if isinstance(model, str):
-        model = open_model(model)
+        model = load_model(model)
         if model_checksum(model) != job["model_sha256"]:
             raise CheckpointError(f"the model in {job['model']} changed while the job ran")
     if isinstance(data, dict):

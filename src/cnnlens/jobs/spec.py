@@ -204,6 +204,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """Validate every field of ``spec`` before any work; the model and data loaded."""
     from ..compatibility import check_fits
     from ..io import check_writable_folder
+    from ..loading import load as load_model
     from ..metrics.evaluate import (
         RUN_SETTINGS,
         check_method_params,
@@ -211,7 +212,6 @@ def prepare(spec: JobSpec) -> PreparedJob:
         resolve_metrics,
     )
     from ..params import check_params
-    from ..workflows import open_model
 
     if spec.engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {spec.engine!r}")
@@ -260,7 +260,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
         checksum = model_checksum(model)
     else:
         model_path = Path(spec.model)
-        model = open_model(model_path)
+        model = load_model(model_path)
         checksum = model_checksum(model)
     check_fits(model, data, data=str(data_spec["spec"] or data_spec["name"]))
     check_method_params(methods, list(methods), model)  # layer names, now the model is here

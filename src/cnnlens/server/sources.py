@@ -8,7 +8,7 @@
   model (found by its path, checked against the job's checksum of its weights) explains
   uploads.
 
-Models open through :func:`cnnlens.workflows.open_model` (safetensors and JSON, never a
+Models open through :func:`cnnlens.load` (safetensors and JSON, never a
 pickle): a run folder's when first needed, a store's at start (to check its checksum).
 """
 
@@ -69,9 +69,9 @@ class ModelHolder:
 
     @cached_property
     def model(self) -> torch.nn.Module:
-        from ..workflows import open_model
+        from ..loading import load as load_model
 
-        return open_model(self.folder).eval()
+        return load_model(self.folder).eval()
 
     @property
     def available(self) -> bool:
