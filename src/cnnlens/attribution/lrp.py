@@ -249,7 +249,7 @@ class LRP(Configured):
     hyperparameters: ClassVar[dict[str, Param]] = {
         "composite": Param("any", "epsilon-plus", help="a composite name or {layer: rule}"),
         "rule": Param("str", None, none=True, help="one rule for every layer"),
-        "epsilon": Param("float", 1e-6, min=0, open_min=True),
+        "epsilon": Param("float", 1e-6, min=0),
         "low": Param("float|tensor", None, none=True, help="zB lower bound"),
         "high": Param("float|tensor", None, none=True, help="zB upper bound"),
         "at": AT_LAYER,
