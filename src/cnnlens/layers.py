@@ -109,6 +109,9 @@ def _probe_input(model: nn.Module, x: torch.Tensor | None) -> torch.Tensor:
     return torch.zeros(1, channels, 32, 32, device=device)
 
 
+_RESAMPLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
 def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     """Name of the last spatial feature map before the network pools it away.
 
@@ -127,6 +130,8 @@ def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
 def _last_spatial_layer(model: nn.Module, probe: torch.Tensor) -> str:
     """The outermost module ending with the last spatial map after the last conv."""
     trace, _ = _trace_outputs(model, probe)
+    # adaptive pooling only resamples (VGG's 7x7 pool): the feature map is before it
+    trace = [(n, m, o) for n, m, o in trace if not isinstance(m, _RESAMPLING)]
     spatial = [(n, o) for n, _m, o in trace if o.dim() == 4 and o.shape[-1] * o.shape[-2] > 1]
     if not spatial:
         raise LayerError(f"{type(model).__name__} produces no spatial feature map; name a layer")
@@ -143,6 +148,27 @@ def _last_spatial_layer(model: nn.Module, probe: torch.Tensor) -> str:
         if i >= last_conv_index and o.dim() == 4 and o.shape == last_shape
     ]
     return candidates[-1] if candidates else convs[-1]
+
+
+def suggest(model: nn.Module, x: torch.Tensor | None = None) -> list[tuple[str, tuple[int, ...]]]:
+    """Candidate CAM layers: ``(name, (C, H, W))`` of every module whose output is a
+    spatial ``[N,C,H,W]`` map (``H*W > 1``), in the order they finish, one name per
+    distinct map (the outermost module that returns it); the last one is
+    :func:`auto_layer`'s usual answer. One forward on ``x[:1]`` or a zero 32x32 probe."""
+    trace, _ = _trace_outputs(model, _probe_input(model, x))
+    found: dict[tuple, tuple[str, tuple[int, ...]]] = {}
+    channels_last = False  # between a Permute to [N,H,W,C] and back (ConvNeXt's blocks)
+    for name, m, out in trace:
+        dims = tuple(getattr(m, "dims", ()) or ())
+        if dims in ((0, 2, 3, 1), (0, 3, 1, 2)):
+            channels_last = dims == (0, 2, 3, 1)
+        if channels_last or isinstance(m, (nn.Linear, *_RESAMPLING)):
+            continue
+        if out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
+            key = (out.data_ptr(), tuple(out.shape), out._version)
+            found.pop(key, None)  # the outer module finishes later: keep its name
+            found[key] = (name, tuple(out.shape[1:]))
+    return list(found.values())
 
 
 def final_linear(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str, nn.Linear]:

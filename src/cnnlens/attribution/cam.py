@@ -172,17 +172,24 @@ class CAM(CamMethod):
         hooks.forward_pre(model.get_submodule(self._head_name), keep)
 
     def combine(self, a, g, target):
+        """The head must read the layer's global average, or that of its ReLU (DenseNet's
+        ``relu -> adaptive pool -> flatten -> linear``): CAM then maps ``ReLU(A)``."""
         head, pooled = self._head, self._pooled
+
+        def reads(v: torch.Tensor) -> bool:
+            return bool(torch.allclose(v.mean((2, 3)), pooled.flatten(1), rtol=1e-4, atol=1e-5))
+
         if (
             pooled is None
             or a.shape[1] != head.in_features
             or pooled.flatten(1).shape != (a.shape[0], a.shape[1])
-            or not torch.allclose(a.mean((2, 3)), pooled.flatten(1), rtol=1e-4, atol=1e-5)
+            or not (reads(a) or reads(a := a.clamp_min(0)))
         ):
             raise LayerError(
-                f"CAM needs the final linear layer to read the global average of layer "
-                f"{self._layer!r} ({tuple(a.shape)}); this model's head reads something else. "
-                "Use grad-cam"
+                f"CAM needs the final linear layer {self._head_name!r} to read the global "
+                f"average of layer {self._layer!r} {tuple(a.shape[1:])} (or of its ReLU); "
+                "something else runs between them (e.g. a LayerNorm in the head), so the "
+                "map would not be the logit's decomposition. Use grad-cam"
             )
         w = head.weight[target].to(a.dtype)[:, :, None, None]
         return (w * a).sum(1, keepdim=True) / (a.shape[2] * a.shape[3])

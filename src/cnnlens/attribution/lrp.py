@@ -142,6 +142,11 @@ class _Watch(CallWatch):
         grads = [a for a in args if _needs(a)]
         if not grads:
             grads = [v for v in kwargs.values() if _needs(v)]
+        if name in _GATED and len(grads) == 2 and len(args) == 2 and not kwargs:
+            args = _gate_as_constant(name, *args)  # a gate x * g: g is a constant
+            grads = [a for a in args if _needs(a)]
+        if name == "layer_norm" and grads and grads[0] is args[0]:
+            return self._layer_norm(args, kwargs)
         if name in _ADD and len(grads) == 2 and len(args) >= 2 and not kwargs:
             if self.message:  # the proportional split is the epsilon factor at the sum
                 return Stabilised.apply(torch.add(args[0], args[1]), self.eps, self.copy)
@@ -172,6 +177,56 @@ class _Watch(CallWatch):
             f"({len(grads)} input(s) carrying relevance); use a module with a known rule, "
             "or a gradient method"
         )
+
+    def _layer_norm(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The LN rule of Ali et al. 2022 (ICML, "XAI for Transformers: Better Explanations
+        through Conservative Propagation", section 3.3): the normalising statistic
+        ``1 / std`` is a constant in the backward pass, so the layer is the linear map
+        ``v -> (v - mean v) / std * w + b`` and gets the epsilon rule. The centring
+        conserves relevance, so only the bias ``b`` (and epsilon) absorb any."""
+        x = args[0]
+        shape, weight, bias, eps = _layer_norm_args(args, kwargs)
+        dims = tuple(range(-len(shape), 0))
+        with torch.no_grad():
+            scale = (x.var(dims, unbiased=False, keepdim=True) + eps).rsqrt()
+
+        def fn(v: torch.Tensor) -> torch.Tensor:
+            y = (v - v.mean(dims, keepdim=True)) * scale
+            y = y if weight is None else y * weight
+            return y if bias is None else y + bias
+
+        if self.message:
+            return Stabilised.apply(fn(x), self.eps, self.copy)
+        with torch.no_grad():
+            out = fn(x)
+        return Recompute.apply(x, out, epsilon_relevance(fn, self.eps), self.copy)
+
+
+def _layer_norm_args(args: tuple, kwargs: dict) -> tuple:
+    names = ("input", "normalized_shape", "weight", "bias", "eps")
+    given = dict(zip(names, args, strict=False)) | kwargs
+    return (tuple(given["normalized_shape"]), given.get("weight"), given.get("bias"),
+            float(given.get("eps", 1e-5)))  # fmt: skip
+
+
+def _gate_as_constant(name: str, a: torch.Tensor, b: torch.Tensor) -> tuple:
+    """``x * g`` where the gate ``g`` broadcasts over ``x`` (squeeze-excitation's
+    ``[N,C,1,1]`` channel gate): the gate is a constant and the signal takes all the
+    relevance (Arras et al. 2017, "Explaining Recurrent Neural Network Predictions in
+    Sentiment Analysis", section 3; Zennit's practice for gates), which conserves it.
+    A product of two same-shaped activations has no such reading and is refused."""
+    if a.numel() != b.numel():
+        small, large = (a, b) if a.numel() < b.numel() else (b, a)
+        if torch.broadcast_shapes(small.shape, large.shape) == large.shape:
+            return (a.detach(), b) if small is a else (a, b.detach())
+    raise LayerError(
+        f"LRP has no rule for {name!r} of two same-shaped tensors that both carry relevance "
+        f"({tuple(a.shape)}, {tuple(b.shape)}); only a broadcast gate (x * g with g of shape "
+        "[N,C,1,1], squeeze-excitation) is treated as a constant. Use a gradient method"
+    )
+
+
+_GATED = {"mul", "__mul__", "__rmul__", "__imul__", "mul_"}
 
 
 class _RuleAssignment:
@@ -231,6 +286,33 @@ def _first_conv(model: nn.Module, probe: torch.Tensor) -> str:
         with torch.no_grad():
             model(probe)
     return order[0] if order else ""
+
+
+CONSERVATION_RTOL = 1e-2
+"""Where relevance must be conserved, ``|sum R - S_t(x)| <= 1e-2 |S_t(x)|`` or LRP raises."""
+
+
+def _should_conserve(model: nn.Module, eps: float) -> bool:
+    """Every rule here conserves relevance when no layer has a bias (BatchNorm folded
+    included) and epsilon is small (Montavon et al. 2019, section 10.2.3): only then
+    is conservation a check. Biases and epsilon absorb relevance by design."""
+    if eps > 1e-4:
+        return False
+    biases = (getattr(m, "bias", None) for m in model.modules() if not list(m.children()))
+    return not any(isinstance(b, torch.Tensor) and bool(b.any()) for b in biases)
+
+
+def check_conservation(total: torch.Tensor, scores: torch.Tensor, eps: float) -> None:
+    """The safety net: raise when relevance is not conserved where it must be."""
+    bad = ((total - scores).abs() > CONSERVATION_RTOL * scores.abs()) & (scores.abs() > 1e4 * eps)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        lost = float((total[i] - scores[i]).abs() / scores[i].abs())
+        raise LayerError(
+            f"LRP: relevance is not conserved on image {i} ({lost:.1%} of S_t(x) lost in a "
+            "bias-free model); an operation of this model has no conserving rule. Try "
+            "composite='epsilon', or use a gradient method"
+        )
 
 
 @register
@@ -321,12 +403,23 @@ class LRP(Configured):
 
                 hooks.forward_pre(module, pre)
                 hooks.forward(module, post)
+            elif isinstance(module, nn.LayerNorm):
+                continue  # its functional layer_norm gets the LN rule from the watch
             elif isinstance(module, _PASS):
-                hooks.forward_pre(module, enter)
+                kept_in: list[torch.Tensor] = []
 
-                def post_pass(_m, inp, out):
+                def enter_pass(m, inp, kept=kept_in):
+                    watch.depth += 1
+                    kept.append(inp[0])
+                    if getattr(m, "inplace", False):  # keep the pre-activation in the graph
+                        return (inp[0].clone(), *inp[1:])
+                    return None
+
+                hooks.forward_pre(module, enter_pass)
+
+                def post_pass(_m, _inp, out, kept=kept_in):
                     watch.depth -= 1
-                    return Pass.apply(inp[0], out.detach(), watch.copy)
+                    return Pass.apply(kept.pop(), out.detach(), watch.copy)
 
                 hooks.forward(module, post_pass)
             elif has_params:
@@ -413,4 +506,8 @@ class LRP(Configured):
         raw = raw.contiguous()
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         total = raw.flatten(1).sum(1)
+        if at is None and _should_conserve(model, float(self.hp["epsilon"])):
+            with torch.no_grad():
+                scores = target_scores(self.model(inputs), target)
+            check_conservation(total, scores, float(self.hp["epsilon"]))
         return self.explanation(maps, target, raw=raw, relevance_sum=total)
