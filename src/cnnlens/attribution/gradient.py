@@ -25,7 +25,7 @@ from ..hooks import replace_output
 from ..params import Param
 from ..types import Explanation
 from . import register
-from .base import AT_LAYER, BASELINE, BATCH_SIZE, SEED
+from .base import AT_LAYER, BASELINE, BATCH_SIZE, MEMORY, SEED
 from .common import (
     Configured,
     max_abs_channels,
@@ -78,7 +78,11 @@ class GradientMethod(Configured):
 
     fused_target = True
 
-    hyperparameters: ClassVar[dict[str, Param]] = {"at": AT_LAYER, "batch_size": BATCH_SIZE}
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "at": AT_LAYER,
+        "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
+    }
     reduce = staticmethod(max_abs_channels)
 
     def combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -283,6 +287,7 @@ class IntegratedGradients(GradientMethod):
         "at": AT_LAYER,
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     uses_logits = True
     fused_target = False

@@ -20,7 +20,7 @@ from ..relabel.student import LOSSES
 from ..relabel.synthesis import ANCHORS
 from ..types import Explanation
 from . import register
-from .base import BATCH_SIZE, SEED, Method
+from .base import BATCH_SIZE, MEMORY, SEED, Method
 
 
 @register
@@ -69,6 +69,7 @@ class Relabel(Method):
         "signed": Param("bool", False),
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
 
     @classmethod

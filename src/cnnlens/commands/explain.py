@@ -131,6 +131,11 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(..., help="output folder"),
         device: str = typer.Option(None, help="cpu, cuda, ... (default: where it loads)"),
+        memory: str = typer.Option(
+            None,
+            help="memory budget of the expanded chunks (steps, samples, masks): bytes or a "
+            "size such as 2GiB or 512MB (default: a share of the free memory)",
+        ),
         vae: Path = typer.Option(
             None,
             help="relabel: saved VAE folder (default: <model run folder>/vae-<data>, as "
@@ -142,14 +147,17 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .. import attribution
+        from ..chunking import MEMORY
         from ..compatibility import check_fits
         from ..data import load
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
+        from ..params import check_options
         from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
         from ..workflows import iba_statistics, open_model
 
         # validate, then write: every input below is checked before the first file
+        check_options({"--memory": (memory, MEMORY)})
         names = method_names(method)
         every_method = method.strip() == "all"
         hp = parse_params(param)
@@ -199,6 +207,8 @@ def register(app: typer.Typer) -> None:
         for name in names:
             accepted = attribution.get(name).accepted(hp)
             kwargs = {k: v for k, v in hp.items() if k in accepted}
+            if memory is not None and "memory" in accepted:
+                kwargs.setdefault("memory", memory)  # --param memory= wins
             start = time.perf_counter()
             try:
                 e = attribution.explain(net, x, name, target=goal, **kwargs)

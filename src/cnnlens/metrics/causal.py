@@ -110,6 +110,7 @@ def causal_curves(
     step: int,
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> torch.Tensor:
     """Scores ``[N, n+1]`` of images moving from ``start`` to ``finish`` in saliency order."""
@@ -117,7 +118,7 @@ def causal_curves(
     n_steps = -(-(h * w) // step)
     s1 = n_steps + 1
     rank = descending_rank(maps)
-    size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+    size = chunk_size(model, inputs, backward=False, batch_size=batch_size, memory=memory)
     run_model = forward_runner(model, inputs)
     device = inputs.device
 
@@ -142,6 +143,7 @@ def _causal(
     baseline,
     score: str,
     batch_size: int | None,
+    memory: int | float | str | None = None,
     desc: str | None,
 ) -> Result:
     model = check_model(model)
@@ -168,6 +170,7 @@ def _causal(
             step=step,
             score=score,
             batch_size=batch_size,
+            memory=memory,
             desc=desc,
         )
     s1 = curves.shape[1]
@@ -198,6 +201,7 @@ def deletion(
     baseline="zero",
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """RISE deletion: AUC of the class probability as the most salient pixels become zero.
@@ -217,6 +221,7 @@ def deletion(
         baseline=baseline,
         score=score,
         batch_size=batch_size,
+        memory=memory,
         desc=desc,
     )
 
@@ -232,6 +237,7 @@ def insertion(
     baseline="blur",
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """RISE insertion: AUC of the class probability as salient pixels return to a blurred image.
@@ -249,5 +255,6 @@ def insertion(
         baseline=baseline,
         score=score,
         batch_size=batch_size,
+        memory=memory,
         desc=desc,
     )

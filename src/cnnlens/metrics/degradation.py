@@ -73,6 +73,7 @@ def degradation(
     baseline="mean",
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """MoRF / LeRF degradation with square tiles; value ``mean_t [LeRF(t) - MoRF(t)]``.
@@ -106,7 +107,7 @@ def degradation(
     with frozen(model):
         target, _ = resolve_target(model, inputs, target)
         fill = _baseline(inputs, baseline)
-        size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+        size = chunk_size(model, inputs, backward=False, batch_size=batch_size, memory=memory)
         run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> torch.Tensor:

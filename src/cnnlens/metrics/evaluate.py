@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..chunking import MEMORY
 from ..data.adapt import as_dataset
 from ..errors import ConfigError, InputError
 from ..gradmode import with_autograd
@@ -254,8 +255,19 @@ RUN_SETTINGS = {
     "chunk": Param("int", 32, min=1, help="images per saved unit"),
     "sanity_images": Param("int", 32, min=0),
     "batch_size": Param("int", None, min=1, none=True, help="none: automatic"),
+    "memory": MEMORY,
     "seed": Param("int", 0),
 }
+
+
+def with_memory(name: str, params: dict, memory: object) -> dict:
+    """``params`` of method ``name`` with the run's ``memory`` budget where the method
+    takes one and its own parameters set none."""
+    if memory is None or name in BASELINE_METHODS or "memory" in params:
+        return params
+    from ..attribution import get
+
+    return {**params, "memory": memory} if "memory" in get(name).accepted(params) else params
 
 
 def validate(
@@ -269,7 +281,7 @@ def validate(
 ) -> tuple[list[str], list[str], dict[str, dict], dict[str, dict]]:
     """Every input of :func:`evaluate` checked before any work or write: method and
     metric names, their parameters (layers against ``model``), and ``settings``
-    (``chunk``, ``sanity_images``, ``batch_size``, ``seed``). Returns the method
+    (``chunk``, ``sanity_images``, ``batch_size``, ``memory``, ``seed``). Returns the method
     names (with the baselines), metric names and both parameter mappings."""
     check_params("evaluate", settings, RUN_SETTINGS)
     names = resolve_methods(methods)
@@ -295,6 +307,7 @@ def _score_chunk(
     batch_size: int | None,
     seed: int,
     metric_params: dict[str, dict] | None = None,
+    memory: int | float | str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Explain ``x`` with one method and score it; flat dict ``metric/values``, ``metric/curve``."""
     with frozen(model):
@@ -315,6 +328,7 @@ def _score_chunk(
         batch_size=batch_size,
         seed=seed,
         metric_params=metric_params,
+        memory=memory,
     )
     return out
 
@@ -334,6 +348,7 @@ def score_explanation(
     batch_size: int | None,
     seed: int,
     metric_params: dict[str, dict] | None = None,
+    memory: int | float | str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Score the explanation ``expl`` of ``x`` for ``target`` (made by ``fn``) with every
     metric: the flat dict of :func:`_score_chunk` and the curves' abscissae ``{metric: x}``
@@ -348,12 +363,12 @@ def score_explanation(
         kw = dict(extra.get(metric, {}))
         if metric in ("deletion", "insertion"):
             f = deletion if metric == "deletion" else insertion
-            r = f(model, x, maps, target, batch_size=batch_size, **kw)
+            r = f(model, x, maps, target, batch_size=batch_size, memory=memory, **kw)
             out[f"{metric}/values"], out[f"{metric}/curve"] = r.values, r.curves
             xs[metric] = r.x
         elif metric.startswith("degradation"):
             kw.setdefault("tile", small if metric.endswith("small") else large)
-            r = degradation(model, x, maps, target, batch_size=batch_size, **kw)
+            r = degradation(model, x, maps, target, batch_size=batch_size, memory=memory, **kw)
             out[f"{metric}/values"] = r.values
             out[f"{metric}/curve_morf"] = r.extras["morf"]
             out[f"{metric}/curve_lerf"] = r.extras["lerf"]
@@ -388,15 +403,17 @@ def score_explanation(
             out["completeness/values"] = completeness(model, x, expl, target, **kw).values
         elif metric == "max_sensitivity":
             kw.setdefault("seed", seed)
-            r = max_sensitivity(model, x, maps, target, method=fn, batch_size=batch_size, **kw)
+            r = max_sensitivity(
+                model, x, maps, target, method=fn, batch_size=batch_size, memory=memory, **kw
+            )
             out["max_sensitivity/values"] = r.values
         elif metric == "infidelity":
             kw.setdefault("seed", seed)
-            r = infidelity(model, x, maps, target, batch_size=batch_size, **kw)
+            r = infidelity(model, x, maps, target, batch_size=batch_size, memory=memory, **kw)
             out["infidelity/values"] = r.values
         elif metric == "road":
             kw.setdefault("seed", seed)
-            r = road(model, x, maps, target, batch_size=batch_size, **kw)
+            r = road(model, x, maps, target, batch_size=batch_size, memory=memory, **kw)
             out["road/values"], out["road/curve"] = r.values, r.curves
             if r.x is not None:
                 xs["road"] = r.x
@@ -420,6 +437,7 @@ def evaluate(
     chunk: int = 32,
     sanity_images: int = 32,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
@@ -438,7 +456,9 @@ def evaluate(
     {"step": 32}}``; the defaults reproduce the papers' protocols).
     ``metrics="all"`` is the :data:`METRICS` table; ``max_sensitivity``,
     ``infidelity`` and ``road`` (:data:`OPTIONAL_METRICS`) run only when named.
-    With ``out`` finished (method, chunk) units are saved and reused.
+    With ``out`` finished (method, chunk) units are saved and reused. ``memory``
+    (bytes or a size such as ``"2GiB"``; default a share of the free memory) bounds
+    the expanded chunks of every metric and of every method that takes it.
     """
     from ..attribution.base import check_inputs
     from ._common import model_device
@@ -468,6 +488,7 @@ def evaluate(
         chunk=chunk,
         sanity_images=sanity_images,
         batch_size=batch_size,
+        memory=memory,
         seed=seed,
     )
     images = list(range(n)) if images is None else [int(i) for i in images]
@@ -487,7 +508,7 @@ def evaluate(
         _check_settings(out, settings)
     result = Evaluation(images=images, params={**settings, "methods": names})
     starts = list(range(0, n, chunk))
-    fns = {m: _method_fn(m, method_params.get(m, {}), seed) for m in names}
+    fns = {m: _method_fn(m, with_memory(m, method_params.get(m, {}), memory), seed) for m in names}
     parts: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in names}
     # Chunk-major order: an interrupted run has every method on its first images.
     with Progress(total=len(names) * len(starts), desc="evaluate", enabled=progress) as bar:
@@ -511,6 +532,7 @@ def evaluate(
                         batch_size=batch_size,
                         seed=seed,
                         metric_params=metric_params,
+                        memory=memory,
                     )
                     if path is not None:
                         from ..io import save_tensors

@@ -85,6 +85,7 @@ def max_sensitivity(
     samples: int = 10,
     seed: int = 0,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
     **method_params,
 ) -> Result:
@@ -133,7 +134,7 @@ def max_sensitivity(
             int(seed), samples, inputs.shape[1:], device=device, dtype=inputs.dtype,
             kind="uniform",
         )  # fmt: skip
-        size = chunk_size(model, inputs, backward=True, batch_size=batch_size)
+        size = chunk_size(model, inputs, backward=True, batch_size=batch_size, memory=memory)
 
         def run(a: int, b: int) -> torch.Tensor:
             j = torch.arange(a, b, device=device)
