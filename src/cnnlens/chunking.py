@@ -88,7 +88,7 @@ def parse_memory(value: int | float | str) -> int:
 
 
 MEMORY = Param(
-    "int|float|str",
+    "any",  # checked by parse_memory, whose message says what a size is
     None,
     none=True,
     validate=parse_memory,
