@@ -2,10 +2,19 @@
 
     python benchmarks/attribution.py [--threads 1] [--repeats 3] [--rounds 2]
                                      [--only grad-cam,lrp] [--width 1]
+                                     [--arch resnet20] [--size 32] [--images 16]
 
 Model: ResNet-20 (10 classes, random weights with BN statistics set; ``--width``
 multiplies its 16/32/64 channels), 32x32,
 the first 16 ``shapes`` test images, targets = class 0..7 fixed per image.
+``--arch resnet50 --size 224``: any :mod:`cnnlens.nets` architecture (1000 classes
+from 128 px up) on the images resized to ``--size``; the CAM rows use the last
+spatial stage (``cnnlens.layers.auto_layer``), Score-CAM one pass per channel of it,
+occlusion windows of size/8 (64 windows at any size); Captum's batch settings are
+the ones that fit the default memory budget (``cnnlens.chunking.chunk_size``:
+``internal_batch_size``, ``nt_samples_batch_size``, ``perturbations_per_eval``),
+with its default only where images x steps fit as well. The floor's batches are
+the powers of two from min(images, 16) up to what fits that budget.
 For every case: cnnlens s/image, Captum s/image (where Captum has the
 method; several Captum settings may be listed, the best is reported), their
 ratio, and cnnlens' multiple of its floor = time / (passes x per-image cost
@@ -77,9 +86,19 @@ def _nt(**kw):
     )
 
 
+# the CAM rows' layer: layer3 of ResNet-20; the last spatial stage of another arch
+_CAM = {"layer": "layer3"}
+
+
+def _cam_layer(m: nn.Module) -> nn.Module:
+    from cnnlens.layers import get_layer
+
+    return get_layer(m, _CAM["layer"])
+
+
 def _gradcam(m, x, t):
     ca = _captum()
-    low = ca.LayerGradCam(m, m.layer3).attribute(x, target=t, relu_attributions=True)
+    low = ca.LayerGradCam(m, _cam_layer(m)).attribute(x, target=t, relu_attributions=True)
     return ca.LayerAttribution.interpolate(low, x.shape[-2:], "bilinear")
 
 
@@ -110,7 +129,7 @@ CASES: list[Case] = [
     Case("cam", "layer3", 1, kind="f", ours={"layer": "layer3"}),
     Case("score-cam", "layer3 (64 channels)", 64, kind="f", ours={"layer": "layer3"}),
     Case("guided-grad-cam", "layer3, nearest", 2, ours={"layer": "layer3"},
-         captum={"default": lambda m, x, t: _captum().GuidedGradCam(m, m.layer3)
+         captum={"default": lambda m, x, t: _captum().GuidedGradCam(m, _cam_layer(m))
                  .attribute(x, target=t)}),
 ]  # fmt: skip
 
@@ -128,12 +147,17 @@ def _slic_mask(x: torch.Tensor) -> torch.Tensor:
     return _SEGMENTS["slic"]
 
 
-def _occlusion(**kw):
+def _occlusion(window: int = 4, **kw):
     return lambda m, x, t: (
         _captum()
         .Occlusion(m)
         .attribute(
-            x, target=t, sliding_window_shapes=(3, 4, 4), strides=(3, 4, 4), baselines=0.0, **kw
+            x,
+            target=t,
+            sliding_window_shapes=(3, window, window),
+            strides=(3, window, window),
+            baselines=0.0,
+            **kw,
         )
     )
 
@@ -190,14 +214,14 @@ CASES += [
 _IBA = _IbaStatistics()
 
 
-def benchmark_model(name: str = "resnet20", width: int = 1) -> nn.Module:
-    """``name`` (a :mod:`cnnlens.nets` model, 10 classes) in eval mode with frozen
+def benchmark_model(name: str = "resnet20", width: int = 1, classes: int = 10) -> nn.Module:
+    """``name`` (a :mod:`cnnlens.nets` model, ``classes`` classes) in eval mode with frozen
     parameters and BatchNorm statistics as after training, not 0 / 1."""
     from cnnlens import nets
 
     torch.manual_seed(0)
     extra = {"width": width} if width != 1 else {}  # only the ResNets take a width
-    model = nets.create(name, num_classes=10, **extra)
+    model = nets.create(name, num_classes=classes, **extra)
     gen = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -209,13 +233,62 @@ def benchmark_model(name: str = "resnet20", width: int = 1) -> nn.Module:
     return model
 
 
-def setup(n: int = 16, width: int = 1):
+def setup(n: int = 16, width: int = 1, arch: str = "resnet20", size: int = 32):
     from cnnlens.data import load
 
-    model = benchmark_model(width=width)
+    model = benchmark_model(arch, width=width, classes=1000 if size >= 128 else 10)
     x, _ = load("shapes", split="test").tensors(range(n))
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
     target = torch.arange(n) % 8
-    return model, x, target
+    return model, x.contiguous(), target
+
+
+def sized_cases(cases: list[Case], model: nn.Module, x: torch.Tensor) -> list[Case]:
+    """The rows for another architecture or size: the CAM layer (last spatial stage),
+    Score-CAM's passes (its channels), occlusion's window (size / 8) and Captum's batch
+    settings at what fits the default memory budget (its defaults only where they fit)."""
+    from dataclasses import replace
+
+    from cnnlens.chunking import chunk_size
+    from cnnlens.layers import auto_layer, get_layer
+
+    n, size = len(x), x.shape[-1]
+    _CAM["layer"] = layer = auto_layer(model, x[:1])
+    store = {}
+    handle = get_layer(model, layer).register_forward_hook(lambda _m, _i, o: store.update(o=o))
+    with torch.no_grad():
+        model(x[:1])
+    handle.remove()
+    channels = store["o"].shape[1]
+    fb = chunk_size(model, x[:1], backward=True)
+    f = chunk_size(model, x[:1], backward=False)
+    w = max(1, size // 8)
+    captum = {
+        "integrated-gradients": {f"internal_batch_size={fb}": _ig(
+            n_steps=50, internal_batch_size=fb)} | ({"default": _ig(n_steps=50)}
+                                                    if n * 50 <= fb else {}),
+        "smoothgrad": {f"nt_samples_batch_size={max(1, fb // n)}": _nt(
+            nt_samples_batch_size=max(1, fb // n))} | ({"default": _nt()} if n * 50 <= fb else {}),
+        "occlusion": {f"perturbations_per_eval={max(1, f // n)}": _occlusion(
+            w, perturbations_per_eval=max(1, f // n))} | ({"default": _occlusion(w)}),
+        "lime": {f"perturbations_per_eval={f}": _surrogate("Lime", perturbations_per_eval=f)},
+        "kernel-shap": {f"perturbations_per_eval={f}": _surrogate(
+            "KernelShap", perturbations_per_eval=f)},
+    }  # fmt: skip
+    out = []
+    for case in cases:
+        ours = {k: layer if v == "layer3" else v for k, v in case.ours.items()}
+        settings = case.settings.replace("layer3", layer)
+        passes = case.passes
+        if case.method == "score-cam":
+            passes, settings = channels, f"{layer} ({channels} channels)"
+        if case.method == "occlusion":
+            ours = {"window": w, "stride": w}
+            settings = f"window {w}, stride {w} (64 windows)"
+        theirs = captum.get(case.method, case.captum)
+        out.append(replace(case, ours=ours, settings=settings, passes=passes, captum=theirs))
+    return out
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -242,7 +315,16 @@ def _pass_fns(model: nn.Module, x: torch.Tensor, batch: int) -> dict[str, Callab
     return {"fb": fb, "f": f}
 
 
-BATCHES = (16, 32, 64, 128, 256)
+BATCHES = (16, 32, 64, 128, 256)  # set by main: what --images and the memory budget allow
+
+
+def batch_sizes(model: nn.Module, x: torch.Tensor) -> tuple[int, ...]:
+    """Powers of two from min(images, 16) up to 256 and to what fits the default memory
+    budget for a forward+backward pass (cnnlens.chunking.chunk_size)."""
+    from cnnlens.chunking import chunk_size
+
+    cap = min(256, max(chunk_size(model, x[:1], backward=True), min(len(x), 16)))
+    return tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if min(len(x), 16) <= b <= cap)
 
 
 def best_batches(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, int]:
@@ -276,16 +358,24 @@ def main() -> None:
     parser.add_argument(
         "--width", type=int, default=1, help="ResNet-20 channel multiplier (1: 16/32/64)"
     )
+    parser.add_argument("--arch", default="resnet20", help="a cnnlens.nets architecture")
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--images", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from cnnlens.attribution import explain
 
-    model, x, target = setup(width=args.width)
+    global BATCHES
+    model, x, target = setup(args.images, args.width, args.arch, args.size)
     n = len(x)
+    BATCHES = batch_sizes(model, x)
+    default = args.arch == "resnet20" and args.size == 32
+    cases = CASES if default else sized_cases(CASES, model, x)
     batches = best_batches(model, x, args.repeats)
     cost = {k: floor_cost(model, x, k, 1e9, args.repeats) for k in batches}
     print(
-        f"ResNet-20 (width {args.width}) 32x32, {n} images, {args.threads} thread(s); "
+        f"{args.arch} (width {args.width}) {args.size}x{args.size}, {n} images, "
+        f"{args.threads} thread(s); "
         f"best batch fwd+bwd "
         f"{batches['fb']}, fwd {batches['f']}; per-image pass cost: fwd+bwd "
         f"{cost['fb'] * 1e3:.3f} ms, fwd {cost['f'] * 1e3:.3f} ms. Each row's floor is "
@@ -299,7 +389,7 @@ def main() -> None:
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     seconds: dict[tuple[str, str], tuple[float, float]] = {}
-    for case in CASES:
+    for case in cases:
         if only and case.method not in only:
             continue
         # rounds interleave ours, Captum's settings and the floor, so a slow spell of

@@ -125,7 +125,7 @@ class Param:
             try:
                 self.validate(value)
             except InputError as exc:
-                raise InputError(f"{owner}: {exc}") from None
+                raise InputError(f"{owner}: {exc}" if owner else str(exc)) from None
 
 
 def check_names(owner: str, given: Mapping[str, Any], valid: Any, noun: str = "parameter") -> None:

@@ -11,7 +11,7 @@ only, and run every sampled/stepped computation through
 :mod:`cnnlens.chunking`.
 
 Hyperparameter vocabulary shared by all methods: ``steps``, ``samples``,
-``noise``, ``baseline``, ``layer``, ``at``, ``seed``, ``batch_size``,
+``noise``, ``baseline``, ``layer``, ``at``, ``seed``, ``batch_size``, ``memory``,
 ``window``, ``stride``, ``n_masks``, ``s``, ``p1``, ``n_samples``,
 ``segments``, ``iterations``, ``area``, ``beta``.
 """
@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..chunking import MEMORY  # noqa: F401  (the shared memory budget Param, for methods)
 from ..errors import InputError, TargetError
 from ..gradmode import usable, with_autograd
 from ..hooks import frozen

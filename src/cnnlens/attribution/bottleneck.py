@@ -37,7 +37,7 @@ from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import generator, positive_float, positive_int
-from .base import AUTO_LAYER, BATCH_SIZE, SEED, Method
+from .base import AUTO_LAYER, BATCH_SIZE, MEMORY, SEED, Method
 
 MIN_STD = 0.01
 
@@ -260,6 +260,7 @@ class InformationBottleneck(Method):
         "statistics": Param("any", None, none=True, help="LayerStatistics, a file or images"),
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     name = "iba"
     description = "information bottleneck: bits per location the class needs at a layer"
@@ -351,7 +352,13 @@ class InformationBottleneck(Method):
                     opt.step()
             return cap.detach(), lam.detach()
 
-        chunk = chunk_size(self.model, inputs, backward=True, batch_size=p.get("batch_size"))
+        chunk = chunk_size(
+            self.model,
+            inputs,
+            backward=True,
+            batch_size=p.get("batch_size"),
+            memory=p.get("memory"),
+        )
         with torch.enable_grad():
             caps, lams = run_chunked(optimise, n, max(1, chunk // samples), desc="iba")
         bits = caps.sum(1, keepdim=True) / math.log(2)

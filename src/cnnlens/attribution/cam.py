@@ -26,7 +26,7 @@ from ..layers import final_linear
 from ..params import Param
 from ..types import Explanation
 from . import register
-from .base import AUTO_LAYER, BATCH_SIZE, UPSAMPLE
+from .base import AUTO_LAYER, BATCH_SIZE, MEMORY, UPSAMPLE
 from .common import (
     Configured,
     max_abs_channels,
@@ -46,6 +46,7 @@ class CamMethod(Configured):
         "layer": AUTO_LAYER,
         "upsample": Param("str", "bilinear", choices=UPSAMPLE),
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     needs_gradient: ClassVar[bool] = True
     family = "CAM"
@@ -263,6 +264,7 @@ class GuidedGradCAM(Configured):
         "layer": AUTO_LAYER,
         "upsample": Param("str", "nearest", choices=UPSAMPLE),
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
 
     def attribute(self, inputs, target, logits) -> Explanation:
@@ -299,11 +301,15 @@ class GuidedGradCAM(Configured):
                 separate_cam = True
             return gx, low, t
 
-        guided = GuidedBackprop(self.model, batch_size=self.hp["batch_size"])
+        guided = GuidedBackprop(
+            self.model, batch_size=self.hp["batch_size"], memory=self.hp["memory"]
+        )
         with guided.context(inputs):
             gx, low, target = run_chunked(run, len(inputs), guided.chunk(inputs))
         if separate_cam:  # a ReLU after the layer: Grad-CAM by itself
-            cam = GradCAM(self.model, layer=layer, batch_size=self.hp["batch_size"])
+            cam = GradCAM(
+                self.model, layer=layer, batch_size=self.hp["batch_size"], memory=self.hp["memory"]
+            )
             low = cam.layer_maps(inputs, target, layer)[0]
         raw = gx * to_input_size(low, size, self.hp["upsample"])
         return self.explanation(max_abs_channels(raw), target, raw=raw, layer_map=low)

@@ -95,9 +95,14 @@ class Configured(Method):
         self.hp = {**self.defaults, **hyperparameters}
 
     def chunk(self, inputs: torch.Tensor, *, backward: bool = True) -> int:
-        """Images per chunk (the batching helper's size, or ``batch_size``)."""
+        """Items per chunk (:func:`~cnnlens.chunking.chunk_size` within the ``memory``
+        budget, or ``batch_size``)."""
         return chunk_size(
-            self.model, inputs[:1], backward=backward, batch_size=self.hp.get("batch_size")
+            self.model,
+            inputs[:1],
+            backward=backward,
+            batch_size=self.hp.get("batch_size"),
+            memory=self.hp.get("memory"),
         )
 
     def layer_name(self, inputs: torch.Tensor, key: str = "layer") -> str:

@@ -30,7 +30,7 @@ from ..layers import final_linear
 from ..params import Param
 from ..types import Explanation
 from . import register
-from .base import AUTO_LAYER, BATCH_SIZE, UPSAMPLE
+from .base import AUTO_LAYER, BATCH_SIZE, MEMORY, UPSAMPLE
 from .common import Configured, to_input_size
 from .lrp import LRP
 
@@ -50,6 +50,7 @@ class ExcitationBackprop(Configured):
         "contrastive": Param("bool", False, help="c-MWP: minus the dual unit's MWP"),
         "upsample": Param("str", "bilinear", choices=UPSAMPLE),
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
 
     @classmethod
@@ -60,7 +61,12 @@ class ExcitationBackprop(Configured):
         """LRP's z+ relevance starts at the target logit and is linear in it: divided
         by the logit it is the MWP of a unit probability at the target."""
         relevance = LRP(  # a tiny epsilon: the shares are exact ratios (no stabiliser)
-            model, rule="z+", at=layer, epsilon=EPSILON, batch_size=self.hp["batch_size"]
+            model,
+            rule="z+",
+            at=layer,
+            epsilon=EPSILON,
+            batch_size=self.hp["batch_size"],
+            memory=self.hp["memory"],
         )
         raw = relevance(inputs, target).raw
         with torch.no_grad():

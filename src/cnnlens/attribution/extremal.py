@@ -23,7 +23,7 @@ from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import generator, positive_float, positive_int
-from .base import BATCH_SIZE, SEED, Method
+from .base import BATCH_SIZE, MEMORY, SEED, Method
 
 REFERENCE_SIZE = 224
 
@@ -310,6 +310,7 @@ class ExtremalPerturbation(Method):
         "jitter": Param("bool", True),
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     name = "extremal-perturbation"
     description = "extremal perturbation: smooth mask of fixed area that keeps the class score"
@@ -377,7 +378,13 @@ class ExtremalPerturbation(Method):
                 weight *= 1.0035
             return cropped.detach()
 
-        chunk = chunk_size(self.model, inputs, backward=True, batch_size=p.get("batch_size"))
+        chunk = chunk_size(
+            self.model,
+            inputs,
+            backward=True,
+            batch_size=p.get("batch_size"),
+            memory=p.get("memory"),
+        )
         with torch.enable_grad():
             maps = run_chunked(optimise, n, max(1, chunk // copies), desc=self.name)
         return self.explanation(maps, target)
@@ -414,6 +421,7 @@ class MeaningfulPerturbation(Method):
         "blur": Param("float", None, min=0, open_min=True, none=True),
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     name = "meaningful-perturbation"
     description = "meaningful perturbation: sparse smooth mask whose blurring deletes the class"
@@ -466,7 +474,13 @@ class MeaningfulPerturbation(Method):
             up = F.interpolate(mask.detach(), size=(h, w), mode="bilinear", align_corners=False)
             return 1 - up
 
-        chunk = chunk_size(self.model, inputs, backward=True, batch_size=p.get("batch_size"))
+        chunk = chunk_size(
+            self.model,
+            inputs,
+            backward=True,
+            batch_size=p.get("batch_size"),
+            memory=p.get("memory"),
+        )
         with torch.enable_grad():
             maps = run_chunked(optimise, n, chunk, desc=self.name)
         return self.explanation(maps, target)

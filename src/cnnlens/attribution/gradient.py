@@ -25,7 +25,7 @@ from ..hooks import replace_output
 from ..params import Param
 from ..types import Explanation
 from . import register
-from .base import AT_LAYER, BASELINE, BATCH_SIZE, SEED
+from .base import AT_LAYER, BASELINE, BATCH_SIZE, MEMORY, SEED
 from .common import (
     Configured,
     max_abs_channels,
@@ -79,7 +79,11 @@ class GradientMethod(Configured):
     fused_target = True
     family = "Gradient"
 
-    hyperparameters: ClassVar[dict[str, Param]] = {"at": AT_LAYER, "batch_size": BATCH_SIZE}
+    hyperparameters: ClassVar[dict[str, Param]] = {
+        "at": AT_LAYER,
+        "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
+    }
 
     @classmethod
     def passes(cls, params):
@@ -289,6 +293,7 @@ class IntegratedGradients(GradientMethod):
         "at": AT_LAYER,
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     uses_logits = True
     fused_target = False

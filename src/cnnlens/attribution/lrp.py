@@ -56,7 +56,7 @@ from ..params import Param
 from ..tracing import CallWatch, base_name
 from ..types import Explanation
 from . import register
-from .base import AT_LAYER, BATCH_SIZE
+from .base import AT_LAYER, BATCH_SIZE, MEMORY
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .lrp_rules import (
     DivideStabilized,
@@ -336,6 +336,7 @@ class LRP(Configured):
         "high": Param("float|tensor", None, none=True, help="zB upper bound"),
         "at": AT_LAYER,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
 
     @classmethod

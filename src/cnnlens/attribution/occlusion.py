@@ -19,7 +19,7 @@ from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import baseline_like, pair, target_scores
-from .base import BATCH_SIZE, FILL, SEED, Method
+from .base import BATCH_SIZE, FILL, MEMORY, SEED, Method
 
 
 def window_masks(
@@ -57,6 +57,7 @@ class Occlusion(Method):
         "baseline": FILL,
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     name = "occlusion"
     description = "sliding-window occlusion: target-score drop when a window is replaced"
@@ -88,7 +89,13 @@ class Occlusion(Method):
             x = torch.where(masks, base[img], inputs[img])
             return target_scores(run, x, target[img])
 
-        size = chunk_size(self.model, inputs, backward=False, batch_size=p.get("batch_size"))
+        size = chunk_size(
+            self.model,
+            inputs,
+            backward=False,
+            batch_size=p.get("batch_size"),
+            memory=p.get("memory"),
+        )
         scores = run_chunked(occluded_scores, n * per_image, size, desc="occlusion")
         drops = (reference[:, None] - scores.view(n, per_image)).view(n, 1, *grid)
         kernel = torch.ones(1, 1, *window, device=inputs.device, dtype=drops.dtype)

@@ -49,7 +49,7 @@ from ..nets.checks import FUNCTION_NAMES
 from ..params import Param
 from ..types import Explanation
 from . import register
-from .base import AT_LAYER, BASELINE, BATCH_SIZE, SEED
+from .base import AT_LAYER, BASELINE, BATCH_SIZE, MEMORY, SEED
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .gradient import make_baseline, shared_baseline
 from .modified_backward import require_same_outputs
@@ -379,6 +379,7 @@ class DeepLift(Configured):
         "at": AT_LAYER,
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     fused_target = True
 

@@ -22,7 +22,7 @@ from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import generator, positive_float, positive_int
-from .base import BATCH_SIZE, SEED, Method
+from .base import BATCH_SIZE, MEMORY, SEED, Method
 
 
 def rise_masks(
@@ -58,6 +58,7 @@ class Rise(Method):
         "seed": SEED,
         "all_classes": Param("bool", False),
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     name = "rise"
     description = "RISE: probability-weighted sum of random upsampled grid masks"
@@ -101,7 +102,13 @@ class Rise(Method):
             saliency.index_add_(0, img, weights[:, :, None] * masks.flatten(1)[:, None, :])
             return weights.new_zeros(stop - start, 0)
 
-        size = chunk_size(self.model, inputs, backward=False, batch_size=p.get("batch_size"))
+        size = chunk_size(
+            self.model,
+            inputs,
+            backward=False,
+            batch_size=p.get("batch_size"),
+            memory=p.get("memory"),
+        )
         run_chunked(accumulate, n * n_masks, size, desc="rise")
         saliency = (saliency / (n_masks * p1)).view(n, -1, h, w)
         if all_classes:

@@ -26,7 +26,7 @@ from ..params import Param, check_names
 from ..seeding import Draws
 from ..types import Explanation
 from . import get, register
-from .base import BATCH_SIZE, SEED
+from .base import BATCH_SIZE, MEMORY, SEED
 from .common import Configured, to_input_size
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -45,6 +45,7 @@ class SmoothGrad(Configured):
         "kind": Param("str", "smoothgrad", choices=KINDS),
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
     family = "Gradient"
 
@@ -86,8 +87,9 @@ class SmoothGrad(Configured):
             raise InputError("smoothgrad cannot wrap itself")
         cls = get(base)
         inner = {k: v for k, v in hyperparameters.items() if k not in self.defaults}
-        if "batch_size" in hyperparameters and "batch_size" in getattr(cls, "defaults", {}):
-            inner["batch_size"] = hyperparameters["batch_size"]
+        for shared in ("batch_size", "memory"):  # chunk settings reach the wrapped method too
+            if shared in hyperparameters and shared in getattr(cls, "defaults", {}):
+                inner[shared] = hyperparameters[shared]
         self.base = cls(model, **inner)
         if self.hp["kind"] not in KINDS:
             raise InputError(f"kind must be one of {', '.join(KINDS)}, got {self.hp['kind']!r}")

@@ -33,7 +33,7 @@ from ..params import Param
 from ..types import Explanation
 from . import register
 from ._perturb import baseline_like, generator, positive_float, positive_int, target_scores
-from .base import BATCH_SIZE, FILL, SEED, Method
+from .base import BATCH_SIZE, FILL, MEMORY, SEED, Method
 from .segments import (
     all_coalitions,
     apply_coalitions,
@@ -53,6 +53,7 @@ _COMMON = {
     "baseline": FILL,
     "seed": SEED,
     "batch_size": BATCH_SIZE,
+    "memory": MEMORY,
 }
 
 
@@ -170,7 +171,13 @@ class _SegmentSurrogate(Method):
             x = apply_coalitions(inputs, base, labels, rows, distinct[start:stop])
             return target_scores(run, x, target[rows])
 
-        size = chunk_size(self.model, inputs, backward=False, batch_size=p.get("batch_size"))
+        size = chunk_size(
+            self.model,
+            inputs,
+            backward=False,
+            batch_size=p.get("batch_size"),
+            memory=p.get("memory"),
+        )
         scores = run_chunked(coalition_scores, len(img), size, desc=self.name)[where].view(n, s)
         full = logits.gather(1, target[:, None])[:, 0]
         coef, extras = self.fit(z, scores, w, valid, full, inputs, base, target)

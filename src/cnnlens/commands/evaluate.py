@@ -46,6 +46,11 @@ def register(app: typer.Typer) -> None:
         chunk: int = typer.Option(32, help="images per saved unit of work"),
         sanity_images: int = typer.Option(32, help="images for the randomisation check"),
         batch_size: int = typer.Option(None, help="forward batch (default: automatic)"),
+        memory: str = typer.Option(
+            None,
+            help="memory budget of the expanded chunks of methods and metrics: bytes or a size "
+            "such as 2GiB or 512MB (default: a share of the free memory)",
+        ),
         seed: int = typer.Option(0),
         vae: Path = typer.Option(
             None,
@@ -54,6 +59,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
+        from ..chunking import MEMORY
         from ..compatibility import check_fits
         from ..data import load
         from ..errors import DataError
@@ -73,6 +79,7 @@ def register(app: typer.Typer) -> None:
                 "--chunk": (chunk, Param("int", min=1)),
                 "--sanity-images": (sanity_images, Param("int", min=0)),
                 "--batch-size": (batch_size, Param("int", min=1, none=True)),
+                "--memory": (memory, MEMORY),
             }
         )
         method_params = parse_method_params(param)
@@ -121,6 +128,7 @@ def register(app: typer.Typer) -> None:
             chunk=chunk,
             sanity_images=sanity_images,
             batch_size=batch_size,
+            memory=memory,
             seed=seed,
             out=out,
         )

@@ -180,6 +180,11 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(..., help="output folder"),
         device: str = typer.Option(None, help="cpu, cuda, ... (default: where it loads)"),
+        memory: str = typer.Option(
+            None,
+            help="memory budget of the expanded chunks (steps, samples, masks): bytes or a "
+            "size such as 2GiB or 512MB (default: a share of the free memory)",
+        ),
         vae: Path = typer.Option(
             None,
             help="saved VAE folder, for methods that take a vae (default: found by the "
@@ -191,14 +196,17 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .. import attribution
+        from ..chunking import MEMORY
         from ..compatibility import check_fits
         from ..data import load
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
         from ..loading import load as load_model
+        from ..params import check_options
         from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
 
         # validate, then write: every input below is checked before the first file
+        check_options({"--memory": (memory, MEMORY)})
         names = method_names(method)
         every_method = method.strip() == "all"
         hp = parse_params(param)
@@ -237,7 +245,9 @@ def register(app: typer.Typer) -> None:
         }
         columns, timings = {}, {}
         for name in names:
-            kwargs = per_method[name]
+            kwargs = dict(per_method[name])
+            if memory is not None and "memory" in attribution.get(name).accepted(kwargs):
+                kwargs.setdefault("memory", memory)  # --param memory= wins
             start = time.perf_counter()
             try:
                 e = attribution.explain(net, x, name, target=goal, **kwargs)

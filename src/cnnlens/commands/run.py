@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
             [], help="metric setting metric:key=value, e.g. deletion:step=32 (repeatable)"
         ),
         batch_size: int = typer.Option(None, min=1, help="forward batch (default: automatic)"),
+        memory: str = typer.Option(
+            None, help="memory budget of expanded chunks: bytes or e.g. 2GiB (default: automatic)"
+        ),
         shard_size: int = typer.Option(None, min=1, help="images per shard (default 32)"),
         store: Path = typer.Option(None, help="output store folder (resumed when it exists)"),
         engine: str = typer.Option(None, help="local (default) or ray"),
@@ -61,6 +64,7 @@ def register(app: typer.Typer) -> None:
             "seed": seed,
             "sanity_images": sanity_images,
             "batch_size": batch_size,
+            "memory": memory,
         }
         if metric_param:
             flags["metric_params"] = parse_method_params(metric_param)

@@ -48,6 +48,7 @@ class JobSpec:
     seed: int = 0
     sanity_images: int = 32
     batch_size: int | None = None
+    memory: int | float | str | None = None  # bytes or '2GiB'; none: a share of free
     engine: str = "local"
     workers: int = 1
     threads: int | None = None
@@ -239,7 +240,11 @@ def prepare(spec: JobSpec) -> PreparedJob:
     check_params("job", {"seed": spec.seed}, {"seed": RUN_SETTINGS["seed"]})
     check_params(
         "job",
-        {"sanity_images": spec.sanity_images, "batch_size": spec.batch_size},
+        {
+            "sanity_images": spec.sanity_images,
+            "batch_size": spec.batch_size,
+            "memory": spec.memory,
+        },
         RUN_SETTINGS,
     )
     if spec.threads is not None and (
@@ -280,6 +285,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
         "seed": spec.seed,
         "sanity_images": spec.sanity_images,
         "batch_size": spec.batch_size,
+        "memory": spec.memory,
         "classes": [str(c) for c in data.classes],
         "image_shape": [c, h, w],
         "mean": [float(v) for v in data.mean],

@@ -27,13 +27,14 @@ class ShardWorker:
     """Explain and score shards of ``job`` (a ``job.json`` dict) on ``model`` / ``dataset``."""
 
     def __init__(self, model: torch.nn.Module, dataset, job: dict) -> None:
-        from ..metrics.evaluate import _method_fn
+        from ..metrics.evaluate import _method_fn, with_memory
 
         self.model = model.eval()
         self.dataset = dataset
         self.job = job
         self.fns = {
-            name: _method_fn(name, params, job["seed"]) for name, params in job["methods"].items()
+            name: _method_fn(name, with_memory(name, params, job.get("memory")), job["seed"])
+            for name, params in job["methods"].items()
         }
         self.mean = torch.tensor(job["mean"]).view(1, -1, 1, 1)
         self.std = torch.tensor(job["std"]).view(1, -1, 1, 1)
@@ -101,6 +102,7 @@ class ShardWorker:
                 masks=masks,
                 sanity_rows=max(0, job["sanity_images"] - start),
                 batch_size=job["batch_size"],
+                memory=job.get("memory"),
                 seed=job["seed"],
                 metric_params=job["metric_params"],
             )

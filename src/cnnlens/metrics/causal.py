@@ -111,6 +111,7 @@ def causal_curves(
     step: int,
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> torch.Tensor:
     """Scores ``[N, n+1]`` of images moving from ``start`` to ``finish`` in saliency order."""
@@ -118,7 +119,7 @@ def causal_curves(
     n_steps = -(-(h * w) // step)
     s1 = n_steps + 1
     rank = descending_rank(maps)
-    size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+    size = chunk_size(model, inputs, backward=False, batch_size=batch_size, memory=memory)
     run_model = forward_runner(model, inputs)
     device = inputs.device
 
@@ -143,6 +144,7 @@ def _causal(
     baseline,
     score: str,
     batch_size: int | None,
+    memory: int | float | str | None = None,
     desc: str | None,
 ) -> Result:
     model = check_model(model)
@@ -169,6 +171,7 @@ def _causal(
             step=step,
             score=score,
             batch_size=batch_size,
+            memory=memory,
             desc=desc,
         )
     s1 = curves.shape[1]
@@ -199,6 +202,7 @@ def deletion(
     baseline="zero",
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """RISE deletion: AUC of the class probability as the most salient pixels become zero.
@@ -218,6 +222,7 @@ def deletion(
         baseline=baseline,
         score=score,
         batch_size=batch_size,
+        memory=memory,
         desc=desc,
     )
 
@@ -233,6 +238,7 @@ def insertion(
     baseline="blur",
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """RISE insertion: AUC of the class probability as salient pixels return to a blurred image.
@@ -250,6 +256,7 @@ def insertion(
         baseline=baseline,
         score=score,
         batch_size=batch_size,
+        memory=memory,
         desc=desc,
     )
 
@@ -257,7 +264,7 @@ def insertion(
 def _score(curve: str):
     def score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
         f = deletion if curve == "deletion" else insertion
-        r = f(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+        r = f(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, memory=s.memory, **settings)
         return {"values": r.values, "curve": r.curves, "x": r.x}
 
     return score

@@ -74,6 +74,7 @@ def degradation(
     baseline="mean",
     score: str = "probability",
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """MoRF / LeRF degradation with square tiles; value ``mean_t [LeRF(t) - MoRF(t)]``.
@@ -107,7 +108,7 @@ def degradation(
     with frozen(model):
         target, _ = resolve_target(model, inputs, target)
         fill = _baseline(inputs, baseline)
-        size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+        size = chunk_size(model, inputs, backward=False, batch_size=batch_size, memory=memory)
         run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> torch.Tensor:
@@ -143,7 +144,9 @@ def _score(size: str):
     def score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
         small, large = default_tiles(min(s.x.shape[2:]))
         settings.setdefault("tile", small if size == "small" else large)
-        r = degradation(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+        r = degradation(
+            s.model, s.x, s.maps, s.target, batch_size=s.batch_size, memory=s.memory, **settings
+        )
         return {"values": r.values, "curve_morf": r.extras["morf"], "curve_lerf": r.extras["lerf"]}
 
     return score

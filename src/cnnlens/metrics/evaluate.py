@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..chunking import MEMORY
 from ..data.adapt import as_dataset
 from ..errors import ConfigError, InputError
 from ..gradmode import with_autograd
@@ -190,8 +191,19 @@ RUN_SETTINGS = {
     "chunk": Param("int", 32, min=1, help="images per saved unit"),
     "sanity_images": Param("int", 32, min=0),
     "batch_size": Param("int", None, min=1, none=True, help="none: automatic"),
+    "memory": MEMORY,
     "seed": Param("int", 0),
 }
+
+
+def with_memory(name: str, params: dict, memory: object) -> dict:
+    """``params`` of method ``name`` with the run's ``memory`` budget where the method
+    takes one and its own parameters set none."""
+    if memory is None or name in BASELINE_METHODS or "memory" in params:
+        return params
+    from ..attribution import get
+
+    return {**params, "memory": memory} if "memory" in get(name).accepted(params) else params
 
 
 def validate(
@@ -205,7 +217,7 @@ def validate(
 ) -> tuple[list[str], list[str], dict[str, dict], dict[str, dict]]:
     """Every input of :func:`evaluate` checked before any work or write: method and
     metric names, their parameters (layers against ``model``), and ``settings``
-    (``chunk``, ``sanity_images``, ``batch_size``, ``seed``). Returns the method
+    (``chunk``, ``sanity_images``, ``batch_size``, ``memory``, ``seed``). Returns the method
     names (with the baselines), metric names and both parameter mappings."""
     check_params("evaluate", settings, RUN_SETTINGS)
     names = resolve_methods(methods)
@@ -231,6 +243,7 @@ def _score_chunk(
     batch_size: int | None,
     seed: int,
     metric_params: dict[str, dict] | None = None,
+    memory: int | float | str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Explain ``x`` with one method and score it; flat dict ``metric/values``, ``metric/curve``."""
     with frozen(model):
@@ -251,6 +264,7 @@ def _score_chunk(
         batch_size=batch_size,
         seed=seed,
         metric_params=metric_params,
+        memory=memory,
     )
     return out
 
@@ -270,6 +284,7 @@ def score_explanation(
     batch_size: int | None,
     seed: int,
     metric_params: dict[str, dict] | None = None,
+    memory: int | float | str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Score the explanation ``expl`` of ``x`` for ``target`` (made by ``fn``) with every
     metric: the flat dict of :func:`_score_chunk` and the curves' abscissae ``{metric: x}``
@@ -282,7 +297,7 @@ def score_explanation(
     extra = {registry.canonical(m): p for m, p in (metric_params or {}).items()}
     job = registry.Scoring(
         model, x, maps, expl, target, method, fn, boxes=boxes, masks=masks,
-        sanity_rows=sanity_rows, batch_size=batch_size, seed=seed,
+        sanity_rows=sanity_rows, batch_size=batch_size, memory=memory, seed=seed,
         complete=method not in BASELINE_METHODS and get(method).complete,
     )  # fmt: skip
     for name in metrics:
@@ -317,6 +332,7 @@ def evaluate(
     chunk: int = 32,
     sanity_images: int = 32,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
@@ -335,7 +351,9 @@ def evaluate(
     {"step": 32}}``; the defaults reproduce the papers' protocols).
     ``metrics="all"`` is the table of registered metrics; the optional ones
     (``max-sensitivity``, ``infidelity``, ``road``) run only when named.
-    With ``out`` finished (method, chunk) units are saved and reused.
+    With ``out`` finished (method, chunk) units are saved and reused. ``memory``
+    (bytes or a size such as ``"2GiB"``; default a share of the free memory) bounds
+    the expanded chunks of every metric and of every method that takes it.
     """
     from ..attribution.base import check_inputs
     from ._common import model_device
@@ -365,6 +383,7 @@ def evaluate(
         chunk=chunk,
         sanity_images=sanity_images,
         batch_size=batch_size,
+        memory=memory,
         seed=seed,
     )
     images = list(range(n)) if images is None else [int(i) for i in images]
@@ -384,7 +403,7 @@ def evaluate(
         _check_settings(out, settings)
     result = Evaluation(images=images, params={**settings, "methods": names})
     starts = list(range(0, n, chunk))
-    fns = {m: _method_fn(m, method_params.get(m, {}), seed) for m in names}
+    fns = {m: _method_fn(m, with_memory(m, method_params.get(m, {}), memory), seed) for m in names}
     parts: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in names}
     # Chunk-major order: an interrupted run has every method on its first images.
     with Progress(total=len(names) * len(starts), desc="evaluate", enabled=progress) as bar:
@@ -408,6 +427,7 @@ def evaluate(
                         batch_size=batch_size,
                         seed=seed,
                         metric_params=metric_params,
+                        memory=memory,
                     )
                     if path is not None:
                         from ..io import save_tensors

@@ -62,6 +62,7 @@ def infidelity(
     score: str = "logit",
     seed: int = 0,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """Mean squared error between ``I . map`` and ``f(x) - f(x - I)``, ``I ~ N(0, noise^2)``.
@@ -94,7 +95,7 @@ def infidelity(
         target, logits = resolve_target(model, inputs, target)
         f_x = class_score(logits, target, score)
         maps = maps.to(inputs.dtype)
-        size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+        size = chunk_size(model, inputs, backward=False, batch_size=batch_size, memory=memory)
         run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +132,9 @@ def infidelity(
 
 def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
     settings.setdefault("seed", s.seed)
-    r = infidelity(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+    r = infidelity(
+        s.model, s.x, s.maps, s.target, batch_size=s.batch_size, memory=s.memory, **settings
+    )
     return {"values": r.values}
 
 

@@ -53,6 +53,7 @@ class Scoring:
     masks: torch.Tensor | None = None
     sanity_rows: int = 0
     batch_size: int | None = None
+    memory: int | float | str | None = None
     seed: int = 0
     complete: bool = False
 

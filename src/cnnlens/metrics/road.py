@@ -162,6 +162,7 @@ def road(
     score: str = "probability",
     seed: int = 0,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
 ) -> Result:
     """ROAD curve and its mean: target probability after removing and imputing a fraction.
@@ -192,7 +193,7 @@ def road(
     draws = Draws(int(seed), s, inputs.shape[1:], device=device, dtype=inputs.dtype)
     with frozen(model):
         target, _ = resolve_target(model, inputs, target)
-        size = chunk_size(model, inputs, backward=False, batch_size=batch_size)
+        size = chunk_size(model, inputs, backward=False, batch_size=batch_size, memory=memory)
         run_model = forward_runner(model, inputs)
 
         def run(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,7 +224,7 @@ def road(
 
 def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
     settings.setdefault("seed", s.seed)
-    r = road(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, **settings)
+    r = road(s.model, s.x, s.maps, s.target, batch_size=s.batch_size, memory=s.memory, **settings)
     out = {"values": r.values, "curve": r.curves}
     return out if r.x is None else {**out, "x": r.x}
 

@@ -86,6 +86,7 @@ def max_sensitivity(
     samples: int = 10,
     seed: int = 0,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
     desc: str | None = None,
     **method_params,
 ) -> Result:
@@ -134,7 +135,7 @@ def max_sensitivity(
             int(seed), samples, inputs.shape[1:], device=device, dtype=inputs.dtype,
             kind="uniform",
         )  # fmt: skip
-        size = chunk_size(model, inputs, backward=True, batch_size=batch_size)
+        size = chunk_size(model, inputs, backward=True, batch_size=batch_size, memory=memory)
 
         def run(a: int, b: int) -> torch.Tensor:
             j = torch.arange(a, b, device=device)
@@ -161,7 +162,14 @@ def max_sensitivity(
 def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
     settings.setdefault("seed", s.seed)
     r = max_sensitivity(
-        s.model, s.x, s.maps, s.target, method=s.fn, batch_size=s.batch_size, **settings
+        s.model,
+        s.x,
+        s.maps,
+        s.target,
+        method=s.fn,
+        batch_size=s.batch_size,
+        memory=s.memory,
+        **settings,
     )
     return {"values": r.values}
 

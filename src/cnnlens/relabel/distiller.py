@@ -68,6 +68,7 @@ class Settings:
     downsample: int = 2
     seed: int = 0
     batch_size: int | None = None
+    memory: int | float | str | None = None  # budget of the chunks (cnnlens.chunking)
 
     def __post_init__(self) -> None:
         for name in ("n", "max_tries", "probe", "steps", "downsample"):
@@ -102,7 +103,9 @@ class Settings:
 def group_size(settings: Settings, inputs: torch.Tensor) -> int:
     """Inputs per group: their synthetic images (and the student's copy) fit the budget."""
     per_input = settings.n * inputs[0].numel() * inputs.element_size() * 3
-    return max(1, min(len(inputs), memory_budget(inputs.device) // max(per_input, 1)))
+    return max(
+        1, min(len(inputs), memory_budget(inputs.device, settings.memory) // max(per_input, 1))
+    )
 
 
 def distill(
@@ -158,10 +161,13 @@ def _distill_group(
         return decode_perturbed(
             vae, mu[images], sigma[images], eps[images, :m], scales,
             offset=None if offset is None else offset[images], batch_size=st.batch_size,
+            memory=st.memory,
         )  # fmt: skip
 
     def label(synthetic: torch.Tensor, images: torch.Tensor, m: int):
-        return teacher_labels(model, synthetic, target[images], m, batch_size=st.batch_size)
+        return teacher_labels(
+            model, synthetic, target[images], m, batch_size=st.batch_size, memory=st.memory
+        )
 
     found = search_scale(
         generate, label, len(x), n, scale=st.scale, band=st.band, max_tries=st.max_tries,

@@ -43,6 +43,7 @@ def teacher_labels(
     n: int,
     *,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard labels ``y'`` (Eq. 6) and soft labels ``p_T(c | x')``, each ``[K, n]``.
 
@@ -50,7 +51,7 @@ def teacher_labels(
     ``c`` of each image. One chunked pass of the (fast copy of the) model.
     """
     run = forward_runner(model, synthetic[:1])
-    size = chunk_size(model, synthetic[:1], backward=False, batch_size=batch_size)
+    size = chunk_size(model, synthetic[:1], backward=False, batch_size=batch_size, memory=memory)
     classes = target.repeat_interleave(n)
 
     def label(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..attribution import register
-from ..attribution.base import BATCH_SIZE, SEED, Method
+from ..attribution.base import BATCH_SIZE, MEMORY, SEED, Method
 from ..errors import InputError
 from ..params import Param
 from ..types import Explanation
@@ -96,6 +96,7 @@ class Relabel(Method):
         "signed": Param("bool", False),
         "seed": SEED,
         "batch_size": BATCH_SIZE,
+        "memory": MEMORY,
     }
 
     @classmethod

@@ -132,6 +132,7 @@ def decode_perturbed(
     *,
     offset: torch.Tensor | None = None,
     batch_size: int | None = None,
+    memory: int | float | str | None = None,
 ) -> torch.Tensor:
     """``decode(mu_k + scale_k * eps_ki * sigma_k)`` (plus ``offset_k`` ``[K, C, H, W]``
     where given) for images ``k`` and samples ``i``: ``[K * n, C, H, W]`` (image-major),
@@ -139,7 +140,9 @@ def decode_perturbed(
     count, n, _latent = eps.shape
     device = next(vae.parameters()).device
     out_device = mu.device
-    size = chunk_size(_Decoder(vae), mu[:1].to(device), backward=False, batch_size=batch_size)
+    size = chunk_size(
+        _Decoder(vae), mu[:1].to(device), backward=False, batch_size=batch_size, memory=memory
+    )
 
     def decode(start: int, stop: int) -> torch.Tensor:
         item = torch.arange(start, stop, device=out_device)

@@ -26,7 +26,7 @@ from ..errors import ConfigError, InputError
 from . import layout
 
 # job.json keys that may change between runs without changing any result.
-VOLATILE_KEYS = ("model", "format")
+VOLATILE_KEYS = ("model", "format", "memory")  # memory: chunk sizes, not maps
 
 
 @dataclass
