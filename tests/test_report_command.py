@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.helpers import embedded_figures, with_bn_statistics
+
 from cnnlens import plotting
 from cnnlens.cli import main
-from tests.helpers import embedded_figures, with_bn_statistics
 
 CLASSES = ["cat", "dog", "fox"]
 MEAN = [0.5, 0.45, 0.4]
@@ -82,7 +83,7 @@ def run(args: list[str]) -> Result:
     return Result(args)
 
 
-SMALL = ["--images", "3", "--faithfulness-images", "2", "--quick"]
+SMALL = ["--images", "2", "--faithfulness-images", "1", "--quick"]
 
 
 @pytest.fixture(scope="module")
@@ -145,27 +146,28 @@ def test_every_figure_keeps_the_figure_rule(report_page):
             assert fig["map_px"] >= plotting.MIN_MAP_PX, fig["alt"]
 
 
-def test_a_flat_folder_leaves_out_what_needs_a_training_split(user_setup, tmp_path):
+def test_a_flat_folder_leaves_out_what_needs_a_training_split(tmp_path):
+    from cnnlens.commands.report import open_data, other_split
     from cnnlens.report import registered_sections
+    from cnnlens.report.model_report import NO_TRAIN, VAE_REASON, plan
 
-    data = write_folder(tmp_path / "flat", 64, 4, splits=("",))
-    out = tmp_path / "out"
-    result = run(
-        ["--model", str(user_setup["model"]), "--data", f"folder:{data}", "--out", str(out),
-         "--images", "2", "--faithfulness-images", "2", "--quick"]
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    page = (out / "report.html").read_text(encoding="utf-8")
+    card = {"classes": CLASSES, "mean": MEAN, "std": STD, "input_shape": [3, 48, 48]}
+    flat = f"folder:{write_folder(tmp_path / 'flat', 48, 2, splits=('',))}"
+    split = f"folder:{write_folder(tmp_path / 'split', 48, 2)}"
     names = dict(registered_sections())
-    assert names["class_filters"] not in section_titles(page)
-    left = page.split('<section id="not_shown">', 1)[1]
-    assert f"<b>{names['class_filters']}</b>: the data has no training split" in left
-    assert "TCAV" in left  # no concepts given
-    assert 'class="error"' not in page
+    for spec, has_train in ((flat, False), (split, True)):
+        test = open_data(spec, "test", card)
+        assert test.image_shape == (3, 48, 48) and test.mean == tuple(MEAN)  # the card's
+        train = other_split(spec, "train", card, test)
+        assert (train is not None) == has_train, spec
+        only, left = plan(test, train, history=False, concepts=False, vae=False)
+        assert ("class_filters" in only) == has_train
+        assert ((names["class_filters"], NO_TRAIN) in left) == (not has_train)
+        assert "relabel" not in only and (names["relabel"], VAE_REASON) in left
 
 
-def untouched(out: Path) -> bool:
-    return not out.exists()
+def listing(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
 
 
 @pytest.mark.parametrize(
@@ -175,6 +177,8 @@ def untouched(out: Path) -> bool:
 def test_bad_input_exits_2_and_writes_nothing(user_setup, tmp_path, case):
     model, data = str(user_setup["model"]), f"folder:{user_setup['data']}"
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "kept.txt").write_text("a file of the user's")
     if case == "missing data":
         args = ["--model", model, "--data", f"folder:{tmp_path / 'nowhere'}"]
         expected = "nowhere"
@@ -199,7 +203,9 @@ def test_bad_input_exits_2_and_writes_nothing(user_setup, tmp_path, case):
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
-    assert untouched(out)
+    # nothing written: the folder as it was (the unwritable one never existed)
+    assert listing(out) == ([] if case == "unwritable out" else ["kept.txt"])
+    assert (tmp_path / "out" / "kept.txt").read_text() == "a file of the user's"
 
 
 @pytest.mark.slow

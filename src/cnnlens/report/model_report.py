@@ -32,7 +32,7 @@ class Sizes:
     train: int = 500
     explain: int = 8
     faithfulness: int = 8
-    maximise_steps: int = 64
+    maximise_steps: int = 32
 
 
 # Sections the report never runs for a given model, with the reason (paper systems that need
