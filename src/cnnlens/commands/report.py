@@ -20,6 +20,7 @@ import typer
 
 from ..errors import CheckpointError, DataError, InputError
 
+BIG_MACS = 0.5e9  # a model above this per image gets fewer faithfulness images by default
 MODEL_HELP = "the model: a cnnlens model or run folder"
 
 
@@ -171,7 +172,12 @@ def register(app: typer.Typer) -> None:
         train_images: int = typer.Option(
             500, min=1, help="training images read at most (class filters, surrogate tree)"
         ),
-        faithfulness_images: int = typer.Option(8, min=1, help="images of the metric table"),
+        faithfulness_images: int = typer.Option(
+            None,
+            min=1,
+            help="images of the metric table (default 8; 2 for a model over 0.5 G MACs per "
+            "image, where one image costs about a minute of CPU)",
+        ),
         quick: bool = typer.Option(
             False, "--quick", help="fewer random sets, seeds and steps in the model analyses"
         ),
@@ -204,6 +210,11 @@ def register(app: typer.Typer) -> None:
         check_classes(card, test, data)
         train = other_split(data, "train", card, test)
         val = other_split(data, "val", card, test) if test.attribute_names else None
+        if faithfulness_images is None:
+            from ..cost import macs
+
+            big = macs(net, tuple(test.image_shape)).total > BIG_MACS
+            faithfulness_images = 2 if big else 8
         sizes = Sizes(
             test=test_images, train=train_images, explain=images, faithfulness=faithfulness_images
         )
