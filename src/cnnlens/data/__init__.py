@@ -51,6 +51,19 @@ def load(spec: str, split: str = "train", **options) -> ImageDataset:
         raise DataError(f"data set {name!r} takes no option(s) {sorted(options)}: {exc}") from None
 
 
+def loader_options(spec: str) -> set[str]:
+    """The keyword options the loader ``spec`` names takes (e.g. ``size``, ``mean``, ``std``
+    for ``folder:``), so a caller passes a model card's input size only where it applies."""
+    import inspect
+
+    _import_all()
+    name = spec.partition(":")[0]
+    if name not in _LOADERS:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(_LOADERS))}")
+    params = inspect.signature(_LOADERS[name][0]).parameters.values()
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
 def split_size(spec: str, split: str = "train", **options) -> int:
     """How many images split ``split`` of ``spec`` holds, without generating a generated
     set (a loader may say with a ``split_sizes`` attribute, as ``shapes`` does)."""
@@ -99,6 +112,7 @@ __all__ = [
     "check_count",
     "check_subset",
     "load",
+    "loader_options",
     "names",
     "register",
     "split_size",

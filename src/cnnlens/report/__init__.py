@@ -140,15 +140,18 @@ img { max-width: 100%; } .meta { color: #666; font-size: 0.9em; }
 
 def build_report(ctx: ReportContext, path: str | Path, *, only: list[str] | None = None) -> Path:
     """Run every registered section (or those in ``only``) and write one HTML file."""
+    import time
+
     import jinja2
 
     from .. import __version__
     from ..plotting import COLUMN_PX  # figures are shown at native size, up to this width
+    from ..progress import log_line
 
     parts = []
-    for key, title in registered_sections():
-        if only is not None and key not in only:
-            continue
+    chosen = [(k, t) for k, t in registered_sections() if only is None or k in only]
+    for number, (key, title) in enumerate(chosen, start=1):
+        start = time.perf_counter()
         try:
             body = _SECTIONS[key].build(ctx)
             error = None
@@ -157,6 +160,9 @@ def build_report(ctx: ReportContext, path: str | Path, *, only: list[str] | None
             error = f"This section failed: {type(exc).__name__}: {exc}\n" + "".join(
                 traceback.format_exception(exc)[-3:]
             )
+        state = "failed" if error else ("shown" if body is not None else "nothing to show")
+        took = time.perf_counter() - start
+        log_line(f"report: {number}/{len(chosen)} {title}: {state} ({took:.0f} s)")
         if body is None and error is None:
             continue
         parts.append({"key": key, "title": title, "body": body, "error": error})

@@ -1,7 +1,7 @@
 """Report section "Explanations": test images x attribution methods.
 
 Every registered method (``cnnlens.methods()``, so methods added later show
-up on their own) runs on the first 8 test images with its default
+up on their own) runs on the first 8 test images (``options["explain_images"]``) with its default
 hyperparameters and the predicted class as target. A method is first timed
 on one image; methods whose estimate would push the section past its time
 budget (about 30 s on 2 cores) are listed as skipped, with the estimate,
@@ -75,12 +75,18 @@ def family_grids(images: torch.Tensor, maps: dict[str, torch.Tensor], titles: Se
     groups: dict[str, dict[str, torch.Tensor]] = {f: {} for f in FAMILIES.values()}
     for name in sorted(maps):
         groups.setdefault(family(name), {})[name] = maps[name]
-    return "".join(
-        f"<h3>{html.escape(f)}</h3>"
-        + figure_html(explanation_grid(images, group, titles), f"{f} attribution maps")
-        for f, group in groups.items()
-        if group
-    )
+    parts = []
+    for f, group in groups.items():
+        if not group:
+            continue
+        parts.append(f"<h3>{html.escape(f)}</h3>")
+        for start in range(0, len(images), IMAGES):  # at most IMAGES columns: fits the page
+            part = slice(start, start + IMAGES)
+            grid = explanation_grid(
+                images[part], {k: v[part] for k, v in group.items()}, titles[part]
+            )
+            parts.append(figure_html(grid, f"{f} attribution maps"))
+    return "".join(parts)
 
 
 def known_passes(name: str) -> float | None:
@@ -125,10 +131,11 @@ def _prepare(ctx: ReportContext, names: list[str]) -> tuple[dict[str, dict], dic
 def explanations(ctx: ReportContext) -> str:
     """Options: ``explain_budget_s`` (default 30, 8 when ``quick``), ``explain_methods``,
     and parts a method needs under its parameter's name (``vae``: the run's VAE); a
-    method whose ``prepare`` cannot build what it needs is listed as skipped."""
+    method whose ``prepare`` cannot build what it needs is listed as skipped.
+    ``explain_images``: images shown (default 8; 8 to a figure)."""
     from ...attribution import explain, methods
 
-    n = min(IMAGES, len(ctx.test))
+    n = min(int(ctx.options.get("explain_images", IMAGES)), len(ctx.test))
     device = next(ctx.model.parameters()).device
     x, _labels = ctx.test.tensors(range(n))
     x = x.to(device)

@@ -1,8 +1,9 @@
 """Report section "Faithfulness and localisation": a small method x metric table.
 
-Kept cheap for the demo (8 test images, two fast methods, 64-pixel
-deletion/insertion steps, 11 degradation fractions, sanity check on 4 images): the full protocol
-of the papers is ``cnnlens evaluate``.
+Kept cheap for the demo (8 test images, ``options["faithfulness_images"]``; two fast methods;
+deletion/insertion in 16 steps of H*W/16 pixels, at least 64, so 64-pixel steps at 32x32 and
+the same 16 forwards per curve at 224x224; 11 degradation fractions, sanity check on 4
+images): the full protocol of the papers is ``cnnlens evaluate``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from .. import ReportContext, section
 from ..figures import figure_html
 
 FAST_METHODS = ("saliency", "grad-cam")
-QUICK_METRICS = {
-    "deletion": {"step": 64},
-    "insertion": {"step": 64},
-    "degradation-small": {"fractions": 11},
-}
+IMAGES = 8
+CURVE_STEPS = 16  # deletion / insertion steps per curve, whatever the image size
+MIN_STEP = 64
+
+
+def curve_step(shape) -> int:
+    """Pixels removed per deletion / insertion step for ``(C, H, W)`` images."""
+    return max(MIN_STEP, shape[-2] * shape[-1] // CURVE_STEPS)
 
 
 @section("faithfulness", "Faithfulness and localisation", order=60)
@@ -29,7 +33,13 @@ def faithfulness(ctx: ReportContext) -> str | None:
 
     known = registered()
     chosen = [m for m in FAST_METHODS if m in known]
-    n = min(8, len(ctx.test))
+    n = min(int(ctx.options.get("faithfulness_images", IMAGES)), len(ctx.test))
+    step = curve_step(ctx.test.image_shape)
+    quick_metrics = {
+        "deletion": {"step": step},
+        "insertion": {"step": step},
+        "degradation-small": {"fractions": 11},
+    }
     x, _ = ctx.test.tensors(range(n))
     boxes = None if ctx.test.boxes is None else ctx.test.boxes[:n]
     masks = None if ctx.test.masks is None else ctx.test.masks[:n]
@@ -45,7 +55,7 @@ def faithfulness(ctx: ReportContext) -> str | None:
         metrics=metrics,
         boxes=boxes,
         masks=masks,
-        metric_params={k: v for k, v in QUICK_METRICS.items() if k in metrics},
+        metric_params={k: v for k, v in quick_metrics.items() if k in metrics},
         chunk=n,
         sanity_images=min(4, n),
         progress=False,
@@ -78,7 +88,7 @@ def faithfulness(ctx: ReportContext) -> str | None:
         f"<p>How well do the explanations follow the model and the objects? {n} test images; "
         f"methods: {html.escape(listed)}, next to two baselines, <code>random</code> maps and "
         "<code>sobel</code> image edges. Each cell is the mean ± 95 % confidence half width. "
-        "For speed this section uses coarser steps (64-pixel deletion/insertion steps, 11 "
+        f"For speed this section uses coarser steps ({step}-pixel deletion/insertion steps, 11 "
         "degradation fractions, sanity check on 4 images); <code>cnnlens evaluate</code> runs "
         f"the papers' full protocol.</p>{table}<ul class='note'>{legend}"
         "<li><code>randomisation-final</code>: Spearman after randomising every layer; a method "

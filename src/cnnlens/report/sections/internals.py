@@ -154,6 +154,44 @@ def tcav_part(ctx: ReportContext, quick: bool) -> str | None:
     )
 
 
+def folder_tcav_part(ctx: ReportContext, quick: bool) -> str:
+    """TCAV of the user's concept folders (``options["concepts"]``: name -> Concept, from
+    :func:`~cnnlens.analysis.folder_concepts`) against random images
+    (``options["concept_random"]``: a data set, else the test images)."""
+    from ...analysis import TCAV
+    from ..tcav_heatmap import tcav_heatmap
+
+    concepts = ctx.options["concepts"]
+    random = ctx.options.get("concept_random")
+    random = ctx.test if random is None else random
+    size = min(TCAV_CONCEPT_IMAGES, *(len(c) for c in concepts.values()))
+    runs = max(2, min(4 if quick else TCAV_RANDOM_SETS, len(random) // size))
+    fitted = TCAV("mid", n_random=runs, random_size=size).fit(ctx.model, concepts, random=random)
+    result = fitted.score(ctx.model, _first(ctx.test, 200 if quick else TCAV_CLASS_IMAGES))
+    where = "test images" if random is ctx.test else "random images given with the concepts"
+    counts = {
+        "concept x class pairs significant": (
+            f"{int(result.significant.sum())} / {len(result.concepts) * len(result.classes)}"
+        )
+    }
+    return "\n".join(
+        [
+            "<h3>Concept vectors (TCAV)</h3>",
+            f"<p>TCAV (Kim et al. 2018; the survey's section 3.2) at <code>{result.layer}</code> "
+            f"for the concept folders given ({html.escape(', '.join(result.concepts))}): a "
+            "concept activation vector (logistic regression between the layer's activations "
+            f"of {size} images of the concept and {size} {where}) for each concept and each of "
+            f"{runs} random sets; a class's score is the share of its test images whose logit "
+            "grows along the vector. A star marks p &lt; "
+            f"{result.alpha:g} in a two-sided t-test of the concept's mean score against the "
+            "mean scores of the random sets taken as concepts (R - 1 degrees of freedom); "
+            "about 5 % of the cells of a concept the model ignores carry a star by chance.</p>",
+            figure_html(tcav_heatmap(result), "TCAV scores of concepts by class"),
+            table_html([counts]),
+        ]
+    )
+
+
 def dissection_part(ctx: ReportContext, quick: bool) -> str | None:
     from ...analysis import Dissection
     from ..dissection_figures import interpretability_chart, top_images_figure
@@ -231,7 +269,7 @@ def maximise_part(ctx: ReportContext, quick: bool) -> str:
     objectives = [Objective.logit(k) for k in range(len(classes))]
     objectives += [Objective.channel(layer, c) for c in channels]
     seeds = MAXIMISE_SEEDS[:1] if quick else MAXIMISE_SEEDS
-    steps = 32 if quick else MAXIMISE_STEPS
+    steps = int(ctx.options.get("maximise_steps", 32 if quick else MAXIMISE_STEPS))
     results = maximise_all(
         ctx.model,
         objectives,
@@ -272,7 +310,7 @@ def internals(ctx: ReportContext) -> str | None:
     parts = [similarity_part(ctx, quick)]
     if ctx.train is not None:
         parts.append(surrogate_part(ctx, quick))
-    tcav = tcav_part(ctx, quick)
+    tcav = folder_tcav_part(ctx, quick) if ctx.options.get("concepts") else tcav_part(ctx, quick)
     if tcav is not None:
         parts.append(tcav)
     dissection = dissection_part(ctx, quick)
