@@ -40,6 +40,7 @@ from .image_params import colour_decorrelation
 from .influential import InfluentialFeatures
 from .information_plane import InformationPlane, binned_information, kde_information, key_points
 from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
+from .layerwise_rules import LayerwiseRules
 from .maps import energy_table, in_mask_energy, influential_maps
 from .maximise import Maximisation, Objective, maximise, maximise_all
 from .overlap import jaccard_matrix, mean_overlap
@@ -61,6 +62,7 @@ __all__ = [
     "DissectionResult",
     "Features",
     "InfluentialFeatures",
+    "LayerwiseRules",
     "InformationPlane",
     "LayerDissection",
     "LayerSimilarity",

@@ -2,6 +2,7 @@
 
     cnnlens inspect similarity --model runs/a [--other runs/b] --data shapes
     cnnlens inspect surrogate  --model runs/a --data shapes --max-depth 4
+    cnnlens inspect rules      --model runs/a --data shapes --layers layer2,layer3
     cnnlens inspect tcav       --model runs/a --data shapes [--concepts striped,class=star]
     cnnlens inspect dissect    --model runs/a --data shapes [--layers layer3.2] [--n 2000]
     cnnlens inspect maximise   --model runs/a [--class star] [--layer layer3 --channel 5]
@@ -152,6 +153,72 @@ def surrogate(
     typer.echo(
         f"depth {tree.depth_}, {tree.n_leaves_} leaves: fidelity {100 * fidelity:.2f} % on "
         f"{len(test)} test images ({100 * tree.train_fidelity_:.2f} % on training images)"
+    )
+    typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(
+    help="Rules extracted layer by layer (DeepRED-style) from the data set's attributes, "
+    "with their fidelity beside the global surrogate tree's on the same attributes."
+)
+def rules(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option("shapes", help="a data set with attributes (shapes)"),
+    layers: str = typer.Option("layer2,layer3", help="comma list of the layers to chain"),
+    n_train: int = typer.Option(None, min=1, help="training images the trees learn from"),
+    n: int = typer.Option(None, min=1, help="test images for the fidelity"),
+    max_depth: int = typer.Option(4, min=1, help="depth limit of every tree"),
+    min_samples_leaf: int = typer.Option(5, min=1),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/rules)"),
+) -> None:
+    """Write rules.json and rules.txt."""
+    from ..analysis import LayerwiseRules, SurrogateTree
+    from ..data import load
+    from ..errors import DataError
+    from ..io import write_json, write_text
+
+    names = _names(layers)
+    net, test = _open(model, data, "test", n)
+    train = load(data, split="train")
+    if n_train is not None:
+        train = train.subset(range(min(n_train, len(train))))
+    if train.attributes is None or test.attributes is None:
+        raise DataError(f"{data} has no attributes per image; rules read them (try shapes)")
+    chain = LayerwiseRules(names or [], max_depth=max_depth, min_samples_leaf=min_samples_leaf)
+    chain._check(net)
+    folder = _out(out, model, "rules")
+    attrs = {"feature_names": train.attribute_names}
+    chain.fit(net, train, features=train.attributes.float(), **attrs)
+    fidelity = chain.score(net, test, features=test.attributes.float())
+    tree = SurrogateTree(max_depth=max_depth, min_samples_leaf=min_samples_leaf)
+    tree.fit(net, train, features=train.attributes.float(), **attrs)
+    tree_fidelity = tree.score(net, test, features=test.attributes.float())
+    summary = {
+        "layers": names,
+        "max_depth": max_depth,
+        "train_images": len(train),
+        "test_images": len(test),
+        "layerwise": {
+            "train_fidelity": chain.train_fidelity_,
+            "test_fidelity": fidelity,
+            "tree_leaves": chain.n_tree_leaves_,
+            "composed_rules": chain.n_rules_,
+        },
+        "surrogate_tree": {
+            "train_fidelity": tree.train_fidelity_,
+            "test_fidelity": tree_fidelity,
+            "leaves": tree.n_leaves_,
+        },
+    }
+    write_json(folder / "rules.json", summary)
+    write_text(folder / "rules.txt", chain.rules_ or "")
+    typer.echo(
+        f"layer-by-layer rules ({' -> '.join(names or [])}): fidelity {100 * fidelity:.2f} % "
+        f"on {len(test)} test images, {chain.n_rules_} composed rules on the attributes"
+    )
+    typer.echo(
+        f"global surrogate tree on the same attributes: fidelity {100 * tree_fidelity:.2f} %, "
+        f"{tree.n_leaves_} leaves"
     )
     typer.echo(f"results written to {folder}")
 
