@@ -39,6 +39,7 @@ from .features import Features, collect_features
 from .image_params import colour_decorrelation
 from .influential import InfluentialFeatures
 from .information_plane import InformationPlane, binned_information, kde_information, key_points
+from .inversion import Facets, Inversion, facets, invert
 from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
 from .layerwise_rules import LayerwiseRules
 from .maps import energy_table, in_mask_energy, influential_maps
@@ -62,6 +63,10 @@ __all__ = [
     "DissectionResult",
     "Features",
     "InfluentialFeatures",
+    "Facets",
+    "Inversion",
+    "facets",
+    "invert",
     "LayerwiseRules",
     "InformationPlane",
     "LayerDissection",
