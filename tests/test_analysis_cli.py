@@ -10,10 +10,21 @@ from cnnlens import checkpoint
 from cnnlens.cli import main
 
 
-def test_bad_k_is_one_line_exit_2(tmp_path, capsys):
-    code = main(["decompose", "--model", str(tmp_path), "--k1", "2", "--k2", "3"])
-    assert code == 2
-    assert "error:" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--k1", "0"], "k1 must be an integer >= 1 or 'coverage'"),
+        (["--k1", "most"], "--k1 must be an integer or 'coverage'"),
+        (["--k1", "coverage", "--coverage", "1.5"], "coverage must be a number > 0 and <= 1"),
+        (["--k2", "0"], "k2 must be an integer >= 1"),
+    ],
+)
+def test_bad_k_is_one_line_exit_2_before_any_write(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    code = main(["decompose", "--model", str(tmp_path), "--out", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ def test_train_prune_robustness_predictability(tiny_run, tmp_path, capsys):
     ] == [32, 64, 64, 64]
     assert main(["attributes", "robustness", *args, "--transforms", "1:0,2:0.2"]) == 0
     grid = json.loads((run / "robustness" / "robustness.json").read_text())
+    assert (run / "robustness" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     assert grid["transforms"] == [[1.0, 0.0], [2.0, 0.2]] and len(grid["stds"]) == 6
     assert main(["attributes", "predictability", *args, "--sizes", "16,64", "--repeats", "1"]) == 0
     scores = json.loads((run / "predictability" / "predictability.json").read_text())

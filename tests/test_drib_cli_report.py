@@ -130,7 +130,14 @@ def test_report_section_shows_tables_and_legible_heatmaps(drib_run):
         options={"quick": True, "drib_run": run, "drib_base": base, "drib_baselines": [baseline]},
     )
     page = drib_section(ctx)
-    for text in ("Reduction ratio", "credibility", "Table 5", "L1 filter pruning", "sparse"):
+    for text in (
+        "Reduction ratio",
+        "credibility",
+        "Table 5",
+        "L1 filter pruning",
+        "sparse",
+        "Wang",
+    ):
         assert text in page
     figures = embedded_figures(page)
     assert len(figures) == 2
@@ -141,3 +148,16 @@ def test_report_section_shows_tables_and_legible_heatmaps(drib_run):
     stamp = (out / "report-cache.json").stat().st_mtime_ns
     assert drib_section(ctx) == page  # a second report reads the cache
     assert (out / "report-cache.json").stat().st_mtime_ns == stamp
+
+
+def test_train_help_credits_wang_et_al_for_the_loss_and_head(capsys):
+    """Paper 000 gives no loss or head design: the help says whose they are."""
+    try:
+        code = main(["drib", "train", "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr().out
+    text = " ".join("".join(" " if c in "│╭╮╰╯─" else c for c in out).split())
+    assert code == 0
+    assert "Wang et al. 2020" in text and "paper 000 gives" in text
+    assert "the paper's" not in text

@@ -12,6 +12,7 @@ import torch
 from cnnlens import checkpoint, nets
 from cnnlens.cli import main
 from cnnlens.data import load
+from cnnlens.errors import InputError
 
 
 def _digits_model(folder):
@@ -77,6 +78,7 @@ def test_report_section(tmp_path):
     for name in ("relabel", "grad-cam", "occlusion", "random"):
         assert f"<td>{name}</td>" in page, name
     assert "<img" in page and "pointing game" in page
+    assert 'alt="t-SNE of the relabelled samples' in page
     assert "share of y&#x27;=1" in page or "share of y'=1" in page
     assert not model.training
 
@@ -93,3 +95,24 @@ def test_evaluate_relabel_uses_the_vae_next_to_the_model(tmp_path, capsys):
     _save_vae(run / "vae-digits", digits)
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     assert "| relabel |" in capsys.readouterr().out
+
+
+def test_relabelled_embedding_is_seeded_bounded_and_leaves_the_model():
+    """Fig. 3's data: n points in 2-D with their labels y', the same for the same seed."""
+    from cnnlens.hooks import model_fingerprint, same_fingerprint
+    from cnnlens.relabel.distiller import relabelled_embedding
+
+    test = load("shapes", split="test", n=2)
+    torch.manual_seed(0)
+    model = nets.create("resnet8", num_classes=len(test.classes)).eval()
+    vae = nets.create("conv-vae", image_size=32, latent=8, width=4).eval()
+    x, _ = test.tensors([0])
+    before = model_fingerprint(model)
+    xy, hard, scale = relabelled_embedding(model, vae, x, n=40, probe=20, max_tries=2)
+    assert same_fingerprint(before, model_fingerprint(model)) and not model.training
+    assert xy.shape == (40, 2) and np.isfinite(xy).all() and scale > 0
+    assert hard.shape == (40,) and set(hard.tolist()) <= {0, 1}
+    again, hard2, _ = relabelled_embedding(model, vae, x, n=40, probe=20, max_tries=2)
+    assert np.array_equal(again, xy) and torch.equal(hard2, hard)
+    with pytest.raises(InputError, match="n must be an integer in"):
+        relabelled_embedding(model, vae, x, n=2)

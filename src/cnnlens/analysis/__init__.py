@@ -39,7 +39,9 @@ from .features import Features, collect_features
 from .image_params import colour_decorrelation
 from .influential import InfluentialFeatures
 from .information_plane import InformationPlane, binned_information, kde_information, key_points
+from .inversion import Facets, Inversion, facets, invert
 from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
+from .layerwise_rules import LayerwiseRules
 from .maps import energy_table, in_mask_energy, influential_maps
 from .maximise import Maximisation, Objective, maximise, maximise_all
 from .overlap import jaccard_matrix, mean_overlap
@@ -61,6 +63,11 @@ __all__ = [
     "DissectionResult",
     "Features",
     "InfluentialFeatures",
+    "Facets",
+    "Inversion",
+    "facets",
+    "invert",
+    "LayerwiseRules",
     "InformationPlane",
     "LayerDissection",
     "LayerSimilarity",

@@ -6,6 +6,17 @@ by l1 norm (after the last ReLU every entry is >= 0, so a channel's l1 norm
 is its value); per class, the histogram of those indices; the class's
 influential set ``I_y`` is the ``k2`` most frequent indices. Ties are broken
 towards the lower index, so the result is deterministic.
+
+``k1="coverage"`` is the paper's other choice of k1 (section 4.4: "k1 which covers a
+certain percentage (say 90) of contribution of the filters"): the smallest k1 whose top-k1
+features hold, averaged over the training images, at least ``coverage`` of an image's
+feature l1 mass. The paper reports that k1 = 5 gave 90 % on CIFAR-10.
+
+``k2`` may exceed ``k1`` (the paper does not bound it): each image adds k1 distinct
+indices to its class's histogram, so a class has at least k1 features of non-zero count;
+when ``k2`` asks for more features than a class's histogram holds, the rest are its
+never-counted features in order of their l1 mass over the class (then the lower index).
+For ``k2 <= k1`` this fill never applies and the result is Algorithm 1's.
 """
 
 from __future__ import annotations
@@ -16,9 +27,50 @@ from torch import nn
 from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..errors import DataError, InputError
+from ..params import Param, check_params
 from .features import Features, collect_features
 
 GROUPINGS = ("label", "predicted")
+
+PARAMS = {
+    "k1": Param(
+        "int",
+        5,
+        min=1,
+        choices=("coverage",),
+        help="top features kept per image, or 'coverage': the smallest k1 that holds "
+        "`coverage` of an image's l1 mass on average",
+    ),
+    "k2": Param("int", 5, min=1, help="influential features kept per class"),
+    "coverage": Param(
+        "float",
+        0.9,
+        min=0,
+        max=1,
+        open_min=True,
+        help="share of the l1 mass k1='coverage' must hold (paper 002: 0.9)",
+    ),
+    "by": Param("str", "label", choices=GROUPINGS, help="group images by label or prediction"),
+}
+
+
+def coverage_curve(features: torch.Tensor) -> torch.Tensor:
+    """``[m]``: entry ``k-1`` is the mean over rows of the share of a row's l1 mass held by
+    its ``k`` largest entries (rows with no mass count as covered)."""
+    magnitude = features.abs().double()
+    ranked = torch.sort(magnitude, dim=1, descending=True).values.cumsum(1)
+    total = ranked[:, -1:]
+    share = torch.where(total > 0, ranked / total.clamp_min(1e-300), torch.ones_like(ranked))
+    return share.mean(0)
+
+
+def k1_for_coverage(features: torch.Tensor, coverage: float) -> int:
+    """The smallest k1 whose top-k1 features hold at least ``coverage`` of a row's l1 mass,
+    averaged over the rows of ``features`` ``[N,m]`` (paper 002, section 4.4)."""
+    curve = coverage_curve(features)
+    # a rounding margin, so that a constructed exact share (e.g. 0.9) counts as reached
+    reached = (curve >= coverage - 1e-9).nonzero()
+    return int(reached[0]) + 1 if len(reached) else int(curve.numel())
 
 
 def top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -31,7 +83,9 @@ class InfluentialFeatures:
     """Algorithm 1 of paper 002 as a scikit-learn style estimator.
 
     ``InfluentialFeatures(k1=5, k2=5, by="label").fit(model, train_data)``
-    learns ``indices_`` ``[n_classes, k2]`` (each class's influential
+    (or ``k1="coverage", coverage=0.9``; the parameters are :data:`PARAMS`)
+    learns ``k1_`` (the k1 used: ``k1``, or the one found by coverage),
+    ``indices_`` ``[n_classes, k2]`` (each class's influential
     features, most frequent first), ``histograms_`` ``[n_classes, m]`` (how
     often each feature is among an image's top ``k1``), ``coverage_``
     ``[n_classes]`` (share of the class's feature l1 mass the chosen indices
@@ -41,26 +95,23 @@ class InfluentialFeatures:
     their label.
     """
 
-    def __init__(self, k1: int = 5, k2: int = 5, *, by: str = "label") -> None:
+    def __init__(
+        self, k1: int | str = 5, k2: int = 5, *, coverage: float = 0.9, by: str = "label"
+    ) -> None:
         self.k1 = k1
         self.k2 = k2
+        self.coverage = coverage
         self.by = by
 
     # --- fitting --------------------------------------------------------
     def _check_params(self, m: int | None = None) -> None:
-        for name in ("k1", "k2"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
-        if self.k2 > self.k1:
-            raise InputError(
-                f"k2 must be <= k1 (k2 picks from the indices the top-k1 step found), "
-                f"got k1={self.k1}, k2={self.k2}"
-            )
-        if m is not None and self.k1 > m:
-            raise InputError(f"k1 must be <= the feature width m={m}, got k1={self.k1}")
-        if self.by not in GROUPINGS:
-            raise InputError(f"by must be one of {GROUPINGS}, got {self.by!r}")
+        given = {"k1": self.k1, "k2": self.k2, "coverage": self.coverage, "by": self.by}
+        check_params("InfluentialFeatures", given, PARAMS)
+        if m is not None:
+            for name in ("k1", "k2"):
+                v = getattr(self, name)
+                if isinstance(v, int) and v > m:
+                    raise InputError(f"{name} must be <= the feature width m={m}, got {name}={v}")
 
     def fit(
         self,
@@ -119,16 +170,20 @@ class InfluentialFeatures:
                 "at least one image to find its influential features"
             )
         magnitude = features.abs()  # l1 norm of each (scalar) feature
-        top = top_indices(magnitude, self.k1)  # [N, k1]
+        k1 = self.k1 if self.k1 != "coverage" else k1_for_coverage(features, self.coverage)
+        top = top_indices(magnitude, k1)  # [N, k1]
         hist = torch.zeros(n_classes, m, dtype=torch.long, device=features.device)
         rows = groups[:, None].expand_as(top)
         hist.index_put_(
             (rows.reshape(-1), top.reshape(-1)), torch.ones_like(top.reshape(-1)), accumulate=True
         )
-        indices = top_indices(hist, self.k2)  # [K, k2]
         mass = torch.zeros(n_classes, m, dtype=magnitude.dtype, device=features.device)
         mass.index_add_(0, groups, magnitude)
+        # counts first; never-counted features (only reached when k2 > k1) by class mass
+        filler = mass.double() / mass.double().amax(1, keepdim=True).clamp_min(1e-300) / 2
+        indices = top_indices(torch.where(hist > 0, hist.double(), filler), self.k2)  # [K, k2]
         chosen = mass.gather(1, indices).sum(1)
+        self.k1_ = int(k1)
         self.indices_ = indices
         self.histograms_ = hist
         self.coverage_ = chosen / mass.sum(1).clamp_min(torch.finfo(mass.dtype).tiny)
@@ -158,7 +213,9 @@ class InfluentialFeatures:
         return {
             "method": "influential-features (Decomposing the Deep: Finding Class Specific "
             "Filters in Deep CNNs, Badola et al., Algorithm 1)",
-            "k1": self.k1,
+            "k1": self.k1_,
+            "k1_mode": "coverage" if self.k1 == "coverage" else "fixed",
+            "coverage_target": self.coverage if self.k1 == "coverage" else None,
             "k2": self.k2,
             "by": self.by,
             "n_features": self.n_features_in_,
@@ -175,4 +232,5 @@ class InfluentialFeatures:
         }
 
     def __repr__(self) -> str:
-        return f"InfluentialFeatures(k1={self.k1}, k2={self.k2}, by={self.by!r})"
+        cover = f", coverage={self.coverage}" if self.k1 == "coverage" else ""
+        return f"InfluentialFeatures(k1={self.k1!r}, k2={self.k2}{cover}, by={self.by!r})"

@@ -59,19 +59,20 @@ def check_decompose(
     model: nn.Module,
     train,
     *,
-    k1: int,
+    k1: int | str,
     k2: int,
     by: str,
     sweep_k: Sequence[int] | None,
     seeds: int,
     retrain_epochs: int,
+    coverage: float = 0.9,
     map_images: int = 8,
     batch_size: int | None = None,
 ) -> list[int]:
     """Check every setting of :func:`run_decompose` against ``model`` and its training
     split before any work (k1 <= m, the feature width, read from the final layer with one
     probe image); returns the k values of the sweep (default :data:`SWEEP_K` up to m)."""
-    InfluentialFeatures(k1=k1, k2=k2, by=by)._check_params()
+    InfluentialFeatures(k1=k1, k2=k2, coverage=coverage, by=by)._check_params()
     _positive("seeds", seeds)
     _positive("retrain_epochs", retrain_epochs, zero=True)
     _positive("map_images", map_images, zero=True)
@@ -81,8 +82,9 @@ def check_decompose(
     probe = probe.to(next(model.parameters()).device)
     _name, head = locate_head(model, probe)
     m = int(head.in_features)
-    if k1 > m:
-        raise InputError(f"k1 must be <= the feature width m={m} of this model, got k1={k1}")
+    for name, k in (("k1", k1), ("k2", k2)):
+        if isinstance(k, int) and k > m:
+            raise InputError(f"{name} must be <= the feature width m={m} of this model, got {k}")
     if sweep_k is None:
         return [k for k in SWEEP_K if k <= m]
     ks = list(sweep_k)
@@ -97,9 +99,10 @@ def run_decompose(
     *,
     data: str,
     out: str | Path,
-    k1: int = 5,
+    k1: int | str = 5,
     k2: int = 5,
     by: str = "label",
+    coverage: float = 0.9,
     sweep_k: Sequence[int] | None = None,
     seeds: int = 3,
     retrain_epochs: int = 0,
@@ -109,14 +112,15 @@ def run_decompose(
 ) -> dict:
     """Run the paper-002 analysis of ``model`` on data set ``data``; write results to ``out``.
 
-    ``sweep_k``: the k values of the k1/k2 sweep (default :data:`SWEEP_K` up to the
-    feature width). Every input (settings, model/data fit, ``out`` writable) is checked
-    before the first file is written (:func:`check_decompose`). Returns the summary
-    written to ``out/summary.json``.
+    ``k1="coverage"`` picks the smallest k1 holding ``coverage`` of an image's l1 mass
+    (:class:`InfluentialFeatures`). ``sweep_k``: the k values of the k1/k2 sweep (default
+    :data:`SWEEP_K` up to the feature width). Every input (settings, model/data fit,
+    ``out`` writable) is checked before the first file is written (:func:`check_decompose`).
+    Returns the summary written to ``out/summary.json``.
     """
     out = check_writable_folder(out)
     t0 = time.perf_counter()
-    est = InfluentialFeatures(k1=k1, k2=k2, by=by)
+    est = InfluentialFeatures(k1=k1, k2=k2, coverage=coverage, by=by)
     est._check_params()
     train = load_data(data, split="train")
     test = load_data(data, split="test")
@@ -130,6 +134,7 @@ def run_decompose(
         sweep_k=sweep_k,
         seeds=seeds,
         retrain_epochs=retrain_epochs,
+        coverage=coverage,
         map_images=map_images,
         batch_size=batch_size,
     )
@@ -183,7 +188,12 @@ def run_decompose(
             mean=meta.get("mean", train.mean),
             std=meta.get("std", train.std),
             input_shape=train.image_shape,
-            extra={"k1": k1, "k2": k2, "retrain_epochs": retrain_epochs, "whole": retrain_whole},
+            extra={
+                "k1": est.k1_,
+                "k2": k2,
+                "retrain_epochs": retrain_epochs,
+                "whole": retrain_whole,
+            },
         )
         label = "whole network" if retrain_whole else "decomposed head"
         plots.save_png(plots.retrain_plot({label: history}), out / "retrain.png")
@@ -191,6 +201,8 @@ def run_decompose(
     summary = {
         "data": data,
         "relative": rel,
+        "k1": est.k1_,
+        "k1_mode": "coverage" if k1 == "coverage" else "fixed",
         "coverage": est.coverage_.tolist(),
         "mean_coverage": float(est.coverage_.mean()),
         "ablation": ablation["overall"],

@@ -54,7 +54,7 @@ def relative_accuracy(
     a_d = accuracy(decomposed_logits(model, influential, feats.features), feats.labels)
     linear = get_layer(model, influential.head_name_)
     return {
-        "k1": influential.k1,
+        "k1": influential.k1_,
         "k2": influential.k2,
         "A_f": a_f,
         "A_d": a_d,

@@ -263,7 +263,9 @@ def robustness(
 ) -> None:
     from ..attributes.robustness import robustness_grid
     from ..attributes.runs import open_run
-    from ..io import write_json, write_text
+    from ..io import write_bytes, write_json, write_text
+    from ..plotting import to_png
+    from ..report.attribute_figures import robustness_plot
 
     grid_transforms = parse_transforms(transforms)
     noise = _floats(stds, "--stds")
@@ -275,6 +277,7 @@ def robustness(
     )
     write_json(folder / "robustness.json", grid.to_dict())
     write_text(folder / "robustness.md", grid.table() + "\n")
+    write_bytes(folder / "robustness.png", to_png(robustness_plot(grid.to_dict())))
     typer.echo(grid.table())
     typer.echo(f"results written to {folder}")
 

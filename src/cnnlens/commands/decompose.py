@@ -53,8 +53,15 @@ def register(app: typer.Typer) -> None:
     def decompose(
         model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
         data: str = typer.Option("shapes", help="data set the model was trained on"),
-        k1: int = typer.Option(5, help="top features kept per image"),
-        k2: int = typer.Option(5, help="influential features kept per class (k2 <= k1)"),
+        k1: str = typer.Option(
+            "5",
+            help="top features kept per image, or 'coverage': the smallest k1 whose top "
+            "features hold --coverage of an image's l1 mass on average (paper 002, sec. 4.4)",
+        ),
+        k2: int = typer.Option(
+            5, help="influential features kept per class (may exceed k1; see the README)"
+        ),
+        coverage: float = typer.Option(0.9, help="share of the l1 mass for --k1 coverage"),
         by: str = typer.Option("label", help="group training images by 'label' or 'predicted'"),
         sweep_k: str = typer.Option(
             None, help="k values of the k1/k2 sweep (default 1,2,3,5,8,10,15,20 up to m)"
@@ -65,26 +72,35 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, help="output folder (default MODEL/decompose)"),
     ) -> None:
         """Find class-specific influential features and decompose the final layer."""
-        from ..analysis import run_decompose
+        from ..analysis import InfluentialFeatures, run_decompose
+        from ..errors import InputError
         from ..io import check_writable_folder
         from ..loading import load as load_model
 
         ks = None if sweep_k is None else _ints(sweep_k, "--sweep-k")
+        try:
+            k1_value = k1 if k1 == "coverage" else int(k1)
+        except ValueError:
+            raise InputError(f"--k1 must be an integer or 'coverage', got {k1!r}") from None
+        InfluentialFeatures(k1=k1_value, k2=k2, coverage=coverage, by=by)._check_params()
         out = check_writable_folder(out or (model / "decompose"))
         net = load_model(model)
         summary = run_decompose(  # checks every setting against the model before it writes
             net,
             data=data,
             out=out,
-            k1=k1,
+            k1=k1_value,
             k2=k2,
             by=by,
+            coverage=coverage,
             sweep_k=ks,
             seeds=seeds,
             retrain_epochs=retrain,
             retrain_whole=retrain_whole,
         )
         r = summary["relative"]
+        if k1 == "coverage":
+            typer.echo(f"k1 = {summary['k1']} (covers {coverage:g} of the l1 mass on average)")
         typer.echo(
             f"A_f {100 * r['A_f']:.2f} %  A_d {100 * r['A_d']:.2f} %  r_A {r['r_A']:.4f}  "
             f"(final layer {r['macs_full']} -> {r['macs_decomposed']} MACs)"

@@ -54,7 +54,11 @@ def _summary(evaluation: dict) -> str:
     )
 
 
-@drib_app.command(help="Gate a model and train it (heads + masks, then fixed-decision fine-tune).")
+@drib_app.command(
+    help="Gate a model and train it (heads + masks, then fixed-decision fine-tune). The "
+    "decision head and the loss follow Wang et al. 2020 (dynamic pruning): paper 000 gives "
+    "neither; the gated layers are cnnlens' choice."
+)
 def train(
     data: str = typer.Option("shapes", help="data set: shapes, digits, cifar10:/path, ..."),
     arch: str = typer.Option("resnet20", help="architecture of the ungated model (resnet*, vgg*)"),
@@ -66,7 +70,9 @@ def train(
     density: float = typer.Option(0.7, min=0.0, max=5.0, help="target mean |mask| (s)"),
     lam: float = typer.Option(0.5, "--lambda", min=0.0, help="weight of the sparsity term"),
     penalty: str = typer.Option(
-        "target", help="target: lambda (mean|mask| - s)^2 (the paper's); l1: lambda mean|mask|"
+        "target",
+        help="target: lambda (mean|mask| - s)^2 (Wang et al. 2020's loss; paper 000 gives "
+        "none); l1: lambda mean|mask|",
     ),
     epochs: int = typer.Option(4, min=1, help="epochs of the alternating gate training"),
     finetune_epochs: int = typer.Option(2, min=0, help="epochs with fixed decisions"),

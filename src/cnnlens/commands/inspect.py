@@ -2,9 +2,12 @@
 
     cnnlens inspect similarity --model runs/a [--other runs/b] --data shapes
     cnnlens inspect surrogate  --model runs/a --data shapes --max-depth 4
+    cnnlens inspect rules      --model runs/a --data shapes --layers layer2,layer3
     cnnlens inspect tcav       --model runs/a --data shapes [--concepts striped,class=star]
     cnnlens inspect dissect    --model runs/a --data shapes [--layers layer3.2] [--n 2000]
     cnnlens inspect maximise   --model runs/a [--class star] [--layer layer3 --channel 5]
+    cnnlens inspect maximise   --model runs/a --class star --facets 3   (multifaceted)
+    cnnlens inspect invert     --model runs/a --layer layer2 [--index 0,1]
 
 Each subcommand reads a saved model (a model folder or a run folder holding
 ``model/``), runs one analysis of :mod:`cnnlens.analysis` on the data set's
@@ -152,6 +155,72 @@ def surrogate(
     typer.echo(
         f"depth {tree.depth_}, {tree.n_leaves_} leaves: fidelity {100 * fidelity:.2f} % on "
         f"{len(test)} test images ({100 * tree.train_fidelity_:.2f} % on training images)"
+    )
+    typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(
+    help="Rules extracted layer by layer (DeepRED-style) from the data set's attributes, "
+    "with their fidelity beside the global surrogate tree's on the same attributes."
+)
+def rules(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option("shapes", help="a data set with attributes (shapes)"),
+    layers: str = typer.Option("layer2,layer3", help="comma list of the layers to chain"),
+    n_train: int = typer.Option(None, min=1, help="training images the trees learn from"),
+    n: int = typer.Option(None, min=1, help="test images for the fidelity"),
+    max_depth: int = typer.Option(4, min=1, help="depth limit of every tree"),
+    min_samples_leaf: int = typer.Option(5, min=1),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/rules)"),
+) -> None:
+    """Write rules.json and rules.txt."""
+    from ..analysis import LayerwiseRules, SurrogateTree
+    from ..data import load
+    from ..errors import DataError
+    from ..io import write_json, write_text
+
+    names = _names(layers)
+    net, test = _open(model, data, "test", n)
+    train = load(data, split="train")
+    if n_train is not None:
+        train = train.subset(range(min(n_train, len(train))))
+    if train.attributes is None or test.attributes is None:
+        raise DataError(f"{data} has no attributes per image; rules read them (try shapes)")
+    chain = LayerwiseRules(names or [], max_depth=max_depth, min_samples_leaf=min_samples_leaf)
+    chain._check(net)
+    folder = _out(out, model, "rules")
+    attrs = {"feature_names": train.attribute_names}
+    chain.fit(net, train, features=train.attributes.float(), **attrs)
+    fidelity = chain.score(net, test, features=test.attributes.float())
+    tree = SurrogateTree(max_depth=max_depth, min_samples_leaf=min_samples_leaf)
+    tree.fit(net, train, features=train.attributes.float(), **attrs)
+    tree_fidelity = tree.score(net, test, features=test.attributes.float())
+    summary = {
+        "layers": names,
+        "max_depth": max_depth,
+        "train_images": len(train),
+        "test_images": len(test),
+        "layerwise": {
+            "train_fidelity": chain.train_fidelity_,
+            "test_fidelity": fidelity,
+            "tree_leaves": chain.n_tree_leaves_,
+            "composed_rules": chain.n_rules_,
+        },
+        "surrogate_tree": {
+            "train_fidelity": tree.train_fidelity_,
+            "test_fidelity": tree_fidelity,
+            "leaves": tree.n_leaves_,
+        },
+    }
+    write_json(folder / "rules.json", summary)
+    write_text(folder / "rules.txt", chain.rules_ or "")
+    typer.echo(
+        f"layer-by-layer rules ({' -> '.join(names or [])}): fidelity {100 * fidelity:.2f} % "
+        f"on {len(test)} test images, {chain.n_rules_} composed rules on the attributes"
+    )
+    typer.echo(
+        f"global surrogate tree on the same attributes: fidelity {100 * tree_fidelity:.2f} %, "
+        f"{tree.n_leaves_} leaves"
     )
     typer.echo(f"results written to {folder}")
 
@@ -322,6 +391,14 @@ def maximise(
     blur: float = typer.Option(None, help="Gaussian blur sigma in pixels, every --blur-every"),
     blur_every: int = typer.Option(4, min=1, help="steps between blurs"),
     decorrelate: bool = typer.Option(False, help="decorrelate colours as the data's are"),
+    facets: int = typer.Option(
+        None,
+        min=1,
+        help="multifaceted (Nguyen et al. 2016): K facets per class, from k-means clusters "
+        "of its top training images in --facet-layer's features (pixel images)",
+    ),
+    facet_layer: str = typer.Option(None, help="layer for --facets (default: the CAM layer)"),
+    facet_images: int = typer.Option(100, min=1, help="top training images clustered"),
     out: Path = typer.Option(None, help="output folder (default MODEL/inspect/maximise)"),
 ) -> None:
     """Write maximise.png (one column per objective, one row per seed) and maximise.json."""
@@ -331,6 +408,14 @@ def maximise(
     from ..report.maximise_grid import maximise_grid
 
     net, test = _open(model, data, "test", None)
+    if facets is not None:
+        if layer is not None or softmax or negative:
+            raise InputError(
+                "--facets maximises class logits: leave out --layer, --softmax, --negative"
+            )
+        return _facets(
+            net, model, data, class_, facets, facet_layer, facet_images, steps, lr, tv, out
+        )
     if channel is not None and layer is None:
         raise InputError("--channel needs --layer")
     if layer is not None and channel is None:
@@ -385,6 +470,92 @@ def maximise(
         typer.echo(f"{name}: {shown} (seeds 0..{seeds - 1})")
     write_json(folder / "maximise.json", {"data": data, "objectives": rows})
     _write_figure(folder / "maximise.png", maximise_grid(results, names))
+    typer.echo(f"results written to {folder}")
+
+
+def _facets(net, model, data, class_, k, layer, top, steps, lr, tv, out) -> None:
+    """``maximise --facets K``: K facets per class (:func:`cnnlens.analysis.facets`)."""
+    import torch
+
+    from ..analysis import facets
+    from ..data import load
+    from ..io import write_json
+    from ..layers import auto_layer
+    from ..report.figures import image_grid
+
+    train = load(data, split="train")
+    classes = train.classes
+    wanted = _names(class_) or list(classes)
+    targets = [classes.index(n) if n in classes else _index(n, "--class", classes) for n in wanted]
+    probe, _ = train.tensors([0])
+    layer = layer or auto_layer(net, probe)
+    folder = _out(out, model, "maximise")
+    results = [facets(net, train, t, layer, k, top=top, steps=steps, lr=lr, tv=tv) for t in targets]
+    rows, pixels, titles = [], [], []
+    for t, result in zip(targets, results, strict=True):
+        probs = result.logits.softmax(1)[:, t].tolist()
+        sizes = torch.bincount(result.labels, minlength=k).tolist()
+        rows.append(
+            {"class": classes[t], "layer": layer, "cluster_sizes": sizes, "probability": probs}
+        )
+        pixels.append(result.pixels.cpu())
+        titles += [f"{classes[t]} {i + 1} p={p:.2f}" for i, p in enumerate(probs)]
+        typer.echo(f"{classes[t]}: {k} facets from clusters of {sizes} images, probability "
+                   + ", ".join(f"{p:.3f}" for p in probs))  # fmt: skip
+    write_json(folder / "facets.json", {"data": data, "facets": rows})
+    _write_figure(folder / "facets.png", image_grid(torch.cat(pixels), titles, columns=k))
+    typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(
+    help="Feature inversion (Mahendran & Vedaldi 2015): reconstruct test images from one "
+    "layer's representation."
+)
+def invert(
+    model: Path = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option("shapes", help=DATA_HELP),
+    layer: str = typer.Option(..., help="the layer whose representation is inverted"),
+    index: str = typer.Option("0,1,2,3", help="comma list of test images"),
+    steps: int = typer.Option(200, min=1, help="Adam steps"),
+    lr: float = typer.Option(0.1, help="Adam's learning rate"),
+    alpha_weight: float = typer.Option(0.0, help="weight of the alpha-norm (alpha 6)"),
+    tv: float = typer.Option(0.0, help="weight of the total variation"),
+    seed: int = typer.Option(0, help="seed of the random start"),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/invert)"),
+) -> None:
+    """Write invert.png (originals, then reconstructions) and invert.json (errors)."""
+    import torch
+
+    from ..analysis import invert as invert_images
+    from ..analysis.inversion import PARAMS
+    from ..errors import DataError
+    from ..io import write_json
+    from ..layers import get_layer
+    from ..params import check_params
+    from ..report.figures import image_grid
+
+    net, test = _open(model, data, "test", None)
+    picked = [_index(t, "--index") for t in _names(index) or []]
+    if not picked or max(picked) >= len(test):
+        raise DataError(f"--index must name test images in [0, {len(test)}), got {index!r}")
+    options = {"steps": steps, "lr": lr, "alpha_weight": alpha_weight, "tv": tv, "seed": seed}
+    check_params("invert", options, PARAMS)
+    get_layer(net, layer)
+    folder = _out(out, model, "invert")
+    x, _ = test.tensors(picked)
+    result = invert_images(net, x, layer, mean=test.mean, std=test.std, **options)
+    originals = test.raw_batch(picked)
+    titles = [f"image {i}" for i in picked] + [f"from {layer}" for _ in picked]
+    grid = image_grid(torch.cat([originals, result.pixels.cpu()]), titles, columns=len(picked))
+    write_json(folder / "invert.json", {
+        "layer": layer, "images": picked, "error": result.error.tolist(),
+        "parameters": result.parameters,
+    })  # fmt: skip
+    _write_figure(folder / "invert.png", grid)
+    typer.echo(
+        f"normalised representation error at {layer}: "
+        + ", ".join(f"{e:.4f}" for e in result.error.tolist())
+    )
     typer.echo(f"results written to {folder}")
 
 

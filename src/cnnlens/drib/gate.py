@@ -1,5 +1,6 @@
-"""The gated convolution of DRIB (paper 000, section 3.1; design of Wang et al.,
-AAAI 2020, "Dynamic Network Pruning with Interpretable Layerwise Channel Selection").
+"""The gated convolution of DRIB (paper 000, section 3.1; the head and masks follow Wang
+et al., AAAI 2020, "Dynamic Network Pruning with Interpretable Layerwise Channel
+Selection", since paper 000 does not specify them).
 
 A gated layer is a conv (+ BatchNorm) whose output channels are multiplied by
 one of ``m`` learned masks, chosen per input by a decision head:
@@ -95,7 +96,12 @@ class GateSpec:
 
 
 def default_layers(model: nn.Module) -> list[GateSpec]:
-    """The paper's choice for cnnlens' CIFAR VGG and ResNet; LayerError otherwise."""
+    """cnnlens' choice of gated layers for its CIFAR VGG and ResNet; LayerError otherwise.
+
+    Paper 000 attaches a gate to "each convolution layer" and names no exceptions; this
+    choice (every conv but the first of a VGG, the first conv of each residual block) is
+    cnnlens' own, made for the head design of Wang et al. 2020 that cnnlens follows.
+    """
     from ..nets.resnet import BasicBlock, CifarResNet
     from ..nets.vgg import CifarVGG
 

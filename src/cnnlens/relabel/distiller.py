@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..chunking import memory_budget
+from ..chunking import memory_budget, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from .labels import search_scale, teacher_labels
@@ -231,3 +232,36 @@ def synthetic_set(
             probe=st.probe, device=image.device,
         )  # fmt: skip
     return found.synthetic[0], found.hard[0], float(found.scale[0])
+
+
+def relabelled_embedding(
+    model: nn.Module,
+    vae: object,
+    image: torch.Tensor,
+    *,
+    target: int | None = None,
+    n: int = 300,
+    seed: int = 0,
+    perplexity: float = 30.0,
+    **settings,
+) -> tuple[np.ndarray, torch.Tensor, float]:
+    """Paper 004's Fig. 3: the ``n`` relabelled synthetic images of one image, embedded
+    in 2-D by t-SNE (scikit-learn, PCA init, ``random_state=seed``) of the network's
+    penultimate features. Returns ``xy`` ``[n, 2]``, the labels ``y'`` ``[n]`` and the
+    scale. ``n`` bounds the cost (t-SNE is quadratic in it); the perplexity is capped at
+    ``(n - 1) / 3`` as t-SNE requires."""
+    from sklearn.manifold import TSNE
+
+    from ..layers import penultimate_features
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 4 <= n <= 5000:
+        raise InputError(f"n must be an integer in [4, 5000] for the t-SNE, got {n!r}")
+    synthetic, hard, scale = synthetic_set(
+        model, vae, image, target=target, n=n, seed=seed, **settings
+    )
+    with frozen(model), torch.no_grad():
+        feats = run_chunked(lambda a, b: penultimate_features(model, synthetic[a:b]).cpu(), n, 250)
+    tsne = TSNE(
+        n_components=2, init="pca", random_state=seed, perplexity=min(perplexity, (n - 1) / 3)
+    )
+    return tsne.fit_transform(feats.double().numpy()), hard.cpu(), scale

@@ -99,3 +99,21 @@ def pruning_plot(curves: dict[str, dict], channels: int):
     ax.legend(fontsize=SMALL_PT)
     fig.tight_layout()
     return fig
+
+
+def robustness_plot(grid: dict):
+    """Mean attribute accuracy against input-noise std, one line per mask transformation
+    g(M; n, beta) (paper 003, Fig. 8); ``grid`` is ``RobustnessGrid.to_dict()``."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=DPI)
+    stds = np.asarray(grid["stds"])
+    for (n, beta), accs in zip(grid["transforms"], grid["mean_accuracy"], strict=True):
+        label = "none (n=1, β=0)" if (n, beta) == (1.0, 0.0) else f"n={n:g}, β={beta:g}"
+        style = {"color": "black", "linewidth": 2} if (n, beta) == (1.0, 0.0) else {}
+        ax.plot(stds, 100 * np.asarray(accs), marker="o", markersize=3, label=label, **style)
+    ax.set_xlabel("input noise std (share of the [0, 1] range)", fontsize=TITLE_PT)
+    ax.set_ylabel("mean attribute accuracy (%)", fontsize=TITLE_PT)
+    ax.tick_params(labelsize=SMALL_PT)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=SMALL_PT, title="mask transformation", title_fontsize=SMALL_PT)
+    fig.tight_layout()
+    return fig

@@ -175,3 +175,20 @@ def confusion_plot(matrix: np.ndarray, classes: Sequence[str]):
         )
     fig.tight_layout()
     return fig
+
+
+def labelled_scatter(xy: np.ndarray, labels: Sequence[int], names: dict[int, str], *, title: str):
+    """A 2-D embedding, one colour per label (e.g. paper 004's Fig. 3: t-SNE of the
+    relabelled samples); ``names`` maps each label to its legend text."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=DPI)
+    labels = np.asarray(labels)
+    colours = ("tab:red", "tab:blue", "tab:green", "tab:orange")
+    for colour, (label, name) in zip(colours, names.items(), strict=False):
+        pick = labels == label
+        ax.scatter(xy[pick, 0], xy[pick, 1], s=8, c=colour, label=f"{name} ({int(pick.sum())})")
+    ax.set_title(title, fontsize=TITLE_PT)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=SMALL_PT, loc="best")
+    fig.tight_layout()
+    return fig

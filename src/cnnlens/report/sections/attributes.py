@@ -7,7 +7,8 @@ it). The section reads the network: accuracy per attribute; the attribute x chan
 mean mask values (Fig. 5); each attribute's top-3 channels' masks on two test images (Fig. 4);
 the five most correlated attributes per attribute by their mask vectors, beside the correlation
 of the labels (Table 4); the channel correlation matrix (Fig. 6); and semantic channel pruning
-against random and lowest-L1 pruning (Fig. 7). The measurements are cached in
+against random and lowest-L1 pruning (Fig. 7); mean accuracy under input noise for each
+attention-mask transformation (Fig. 8). The measurements are cached in
 ``<run>/report-cache.json`` (keyed by the run and the settings), so a second report only draws.
 """
 
@@ -21,14 +22,27 @@ from .. import ReportContext, section, table_html
 from ..cache import cached_json
 from ..figures import figure_html
 
-FULL = {"n_roles": 1000, "n_eval": 300, "seeds": 3, "fractions": [0.25, 0.5, 0.75]}
-QUICK = {"n_roles": 128, "n_eval": 64, "seeds": 2, "fractions": [0.5]}
+FULL = {
+    "n_roles": 1000,
+    "n_eval": 300,
+    "seeds": 3,
+    "fractions": [0.25, 0.5, 0.75],
+    "noise_stds": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+}
+QUICK = {
+    "n_roles": 128,
+    "n_eval": 64,
+    "seeds": 2,
+    "fractions": [0.5],
+    "noise_stds": [0.0, 0.25, 0.5],
+}
 CACHE = "report-cache.json"
 
 
 def measure(run, settings: dict) -> dict:
     """Channel roles and the pruning study of an attribute run (see the module docstring)."""
     from ...attributes.reading import ChannelRoles
+    from ...attributes.robustness import TRANSFORMS, robustness_grid
     from ...attributes.study import correlation_table, pruning_study
 
     roles = ChannelRoles(n=settings["n_roles"]).fit(run.model, run.train)
@@ -47,6 +61,13 @@ def measure(run, settings: dict) -> dict:
         "channel_correlation": roles.channel_correlation_.float().tolist(),
         "correlation_table": correlation_table(roles),
         "curves": {k: v.to_dict() for k, v in curves.items()},
+        "robustness": robustness_grid(
+            run.model,
+            run.test,
+            stds=settings["noise_stds"],
+            transforms=TRANSFORMS,
+            n=settings["n_eval"],
+        ).to_dict(),
     }
 
 
@@ -75,12 +96,14 @@ def attributes_section(ctx: ReportContext) -> str | None:
         channel_correlation_plot,
         mask_grid_plot,
         pruning_plot,
+        robustness_plot,
         top_mask_grid,
     )
 
     quick = bool(ctx.options.get("quick"))
     run = open_run(folder)
-    result = cached_measure(run, Path(folder), QUICK if quick else FULL)
+    settings = QUICK if quick else FULL
+    result = cached_measure(run, Path(folder), settings)
     roles = result["roles"]
     names = roles["attribute_names"]
     mask_means = np.asarray(roles["mask_means"])
@@ -150,6 +173,13 @@ def attributes_section(ctx: ReportContext) -> str | None:
                 for name, curve in curves.items()
             ]
         ),
+        "<h3>Robustness to input noise, per mask transformation</h3>",
+        f"<p>Mean attribute accuracy on {min(settings['n_eval'], len(run.test))} test "
+        "images with Gaussian noise added to the input (std as a share of the [0, 1] "
+        "range, one draw per image scaled to each level), for each transformation "
+        "g(M; n, &beta;) of the attention masks (Fig. 8 of the paper; n = 1, &beta; = 0 "
+        "is the network as trained).</p>",
+        figure_html(robustness_plot(result["robustness"]), "accuracy under input noise"),
         "<p><code>cnnlens attributes prune|robustness|predictability --run RUN</code> "
         "runs the full sweeps, the noise robustness of the mask transformation and the "
         "measured predictability score.</p>",

@@ -93,7 +93,9 @@ def drib_section(ctx: ReportContext) -> str | None:
     ev = result["macs"]
     n_gated = len(run.model.drib["gated"])
     parts = [
-        "<p>DRIB (paper 000) with the gate of Wang et al. (AAAI 2020): each gated layer has "
+        "<p>DRIB (paper 000) with the gate and the training loss of Wang et al. (AAAI 2020, "
+        "dynamic pruning), since paper 000 specifies neither; which layers are gated is "
+        "cnnlens' choice, not the paper's. Each gated layer has "
         f"{run.model.drib['masks']} learned channel masks and a decision head that picks one "
         "per input from the globally pooled input; the mask multiplies the layer's output "
         f"after BatchNorm. {n_gated} layers of the model above are gated (ResNet: the first "

@@ -7,7 +7,9 @@ reuses it; ``ctx.options["vae_run"]`` may hold the
 says how to get one. Kept cheap: deletion / insertion with 64-pixel steps and
 the pointing game on :data:`IMAGES` test images (3 with 100 samples each
 and at most 3 scales tried in quick mode) for relabel, Grad-CAM and occlusion
-next to the random baseline; ``benchmarks/relabel.py`` runs the full comparison.
+next to the random baseline; and paper 004's Fig. 3, the t-SNE of the relabelled samples
+of the first test image (:data:`TSNE_SAMPLES`, :data:`QUICK_TSNE_SAMPLES` in quick mode:
+t-SNE is quadratic in them). ``benchmarks/relabel.py`` runs the full comparison.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import torch
 
 from .. import ReportContext, section, table_html
-from ..figures import figure_html
+from ..figures import figure_html, labelled_scatter
 
 IMAGES = 24
 QUICK_IMAGES = 3
@@ -25,6 +27,8 @@ QUICK_SAMPLES = 100
 QUICK_SEARCH = {"probe": 50, "max_tries": 3}  # at most 250 network passes per image
 SHOWN = 6
 OTHERS = ("grad-cam", "occlusion")
+TSNE_SAMPLES = 500
+QUICK_TSNE_SAMPLES = 150
 STEP = 64  # pixels per deletion / insertion step (the protocol's 9 at 32x32: cnnlens evaluate)
 
 
@@ -94,6 +98,7 @@ def relabel(ctx: ReportContext) -> str | None:
     classes = ctx.test.classes
     titles = [f"{classes[int(p)]} y'={float(s):.2f}" for p, s in zip(pred[:shown], share)]
     grid = explanation_grid(ctx.test.raw_batch(range(shown)), maps, titles)
+    tsne = _tsne_figure(ctx, vae, x[:1], int(pred[0]), quick, search)
     return "".join(
         [
             "<p>Re-label distillation (paper 004): a convolutional VAE trained on the data "
@@ -109,6 +114,31 @@ def relabel(ctx: ReportContext) -> str | None:
             "and extremal perturbation is <code>benchmarks/relabel.py</code>.</p>",
             table_html(rows),
             figure_html(grid, "relabel, Grad-CAM and occlusion maps"),
+            tsne,
+        ]
+    )
+
+
+def _tsne_figure(ctx: ReportContext, vae, image, target: int, quick: bool, search: dict) -> str:
+    """Paper 004's Fig. 3: the relabelled samples of one image in the network's feature space."""
+    from ...relabel.distiller import relabelled_embedding
+
+    n = int(ctx.options.get("relabel_tsne_samples", QUICK_TSNE_SAMPLES if quick else TSNE_SAMPLES))
+    xy, hard, scale = relabelled_embedding(ctx.model, vae, image, target=target, n=n, **search)
+    name = ctx.test.classes[target]
+    fig = labelled_scatter(
+        xy,
+        hard.tolist(),
+        {1: f"y'=1 (still {name})", 0: "y'=0 (changed)"},
+        title=f"{n} VAE samples of test image 0, scale {scale:.3g}",
+    )
+    return "".join(
+        [
+            "<h3>The relabelled samples in the network's feature space</h3>",
+            f"<p>Fig. 3 of the paper: t-SNE (scikit-learn, PCA start, seed 0) of the network's "
+            f"penultimate features of {n} synthetic images of test image 0 ({name}), coloured "
+            "by their label y' (the paper shows the two labels in separate regions).</p>",
+            figure_html(fig, "t-SNE of the relabelled samples"),
         ]
     )
 
