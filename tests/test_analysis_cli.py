@@ -96,7 +96,7 @@ def test_report_section(trained_shapes, tmp_path):
         out=tmp_path,
         options={"quick": True},
     )
-    page = build_report(ctx, tmp_path / "r.html", only=["class_filters"]).read_text()
+    page = build_report(ctx, tmp_path / "r.html", only=["class-filters"]).read_text()
     assert "Class-specific filters" in page and "r_A" in page
     assert 'class="error"' not in page
 

@@ -30,8 +30,8 @@ def test_explain_command_writes_maps_and_grid(saved, tmp_path):
     folder, _model = saved
     out = tmp_path / "explain"
     code = main(
-        ["explain", "--model", str(folder), "--data", "shapes", "--index", "0:4",
-         "--method", "grad-cam,integrated-gradients", "--param", "steps=8", "--out", str(out)]
+        ["explain", "--model", str(folder), "--data", "shapes", "--images", "0:4",
+         "--methods", "grad-cam,integrated-gradients", "--param", "steps=8", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     maps = np.load(out / "maps.npz")
@@ -46,11 +46,11 @@ def test_explain_command_writes_maps_and_grid(saved, tmp_path):
 def test_explain_command_errors(saved, tmp_path, capsys):
     folder, _model = saved
     args = ["explain", "--model", str(folder), "--out", str(tmp_path)]
-    assert main([*args, "--method", "grad-kam"]) == 2
+    assert main([*args, "--methods", "grad-kam"]) == 2
     assert "grad-cam" in capsys.readouterr().err
-    assert main([*args, "--index", "0:2", "--target", "99"]) == 2
+    assert main([*args, "--images", "0:2", "--target", "99"]) == 2
     assert "target" in capsys.readouterr().err
-    assert main([*args, "--index", "99999"]) == 2
+    assert main([*args, "--images", "99999"]) == 2
 
 
 def test_method_all_means_every_registered_method():
@@ -69,7 +69,7 @@ def test_explain_command_runs_all_methods(saved, tmp_path):
     cheap = ["steps=4", "n_masks=50", "n_samples=20", "iterations=5"]
     params = [arg for p in cheap for arg in ("--param", p)]
     code = main(
-        ["explain", "--model", str(folder), "--index", "0:1", "--method", "all", *params,
+        ["explain", "--model", str(folder), "--images", "0:1", "--methods", "all", *params,
          "--out", str(out)]
     )  # fmt: skip
     assert code == 0
@@ -96,8 +96,8 @@ def test_explain_all_skips_what_the_model_lacks(shapes_test, tmp_path, capsys):
     cheap = ["steps=4", "n_masks=50", "n_samples=20", "iterations=5"]
     params = [arg for p in cheap for arg in ("--param", p)]
     out = tmp_path / "all"
-    args = ["explain", "--model", str(folder), "--index", "0:1", *params, "--out", str(out)]
-    assert main([*args, "--method", "all"]) == 0
+    args = ["explain", "--model", str(folder), "--images", "0:1", *params, "--out", str(out)]
+    assert main([*args, "--methods", "all"]) == 0
     info = json.loads((out / "explain.json").read_text())
     assert "cam" in info["skipped"] and "cam" not in info["methods"]
     assert "cam: skipped" in capsys.readouterr().out
@@ -105,7 +105,7 @@ def test_explain_all_skips_what_the_model_lacks(shapes_test, tmp_path, capsys):
     assert set(info["methods"]) | set(info["skipped"]) == set(methods())
     for name in info["methods"]:
         assert maps[name].shape == (1, 32, 32), name
-    assert main([*args, "--method", "cam"]) == 2
+    assert main([*args, "--methods", "cam"]) == 2
     assert "error:" in capsys.readouterr().err
 
 
@@ -158,8 +158,8 @@ def test_explain_command_runs_perturbation_methods(saved, tmp_path):
     folder, _model = saved
     out = tmp_path / "explain"
     params = ["n_masks=64", "n_samples=40", "iterations=4", "steps=2", "window=8", "stride=8"]
-    args = ["explain", "--model", str(folder), "--data", "shapes", "--index", "0:3"]
-    args += ["--method", ",".join(PERTURBATION), "--out", str(out)]
+    args = ["explain", "--model", str(folder), "--data", "shapes", "--images", "0:3"]
+    args += ["--methods", ",".join(PERTURBATION), "--out", str(out)]
     for p in params:
         args += ["--param", p]
     assert main(args) == 0

@@ -55,8 +55,8 @@ def root(tmp_path_factory) -> Path:
 
 
 M, R, T, J, O, E = "{gray}", "{rgb}", "{truncated}", "{badjson}", "{out}", "{existing}"
-EX = ["explain", "--model", M, "--data", "digits", "--index", "0:2", "--out", O]
-EV = ["evaluate", "--model", M, "--data", "digits", "--n", "4", "--methods", "saliency"]
+EX = ["explain", "--model", M, "--data", "digits", "--images", "0:2", "--out", O]
+EV = ["evaluate", "--model", M, "--data", "digits", "--images", "4", "--methods", "saliency"]
 EV += ["--metrics", "deletion", "--out", O]
 RUN = ["run", "--model", M, "--data", "digits", "--images", "4", "--methods", "saliency"]
 RUN += ["--metrics", "deletion", "--store", O]
@@ -68,33 +68,33 @@ MAX = ["inspect", "maximise", "--model", M, "--data", "digits", "--steps", "1", 
 
 ROWS = [
     # explain: names, values, types, targets, fit, output, corrupt files
-    (EX[:-1] + [E, "--method", "nosuch"], "unknown attribution method 'nosuch'"),
-    (EX + ["--method", "grad-cam,nosuch"], "unknown attribution method 'nosuch'"),
-    (EX + ["--method", ","], "--method must name at least one method"),
+    (EX[:-1] + [E, "--methods", "nosuch"], "unknown attribution method 'nosuch'"),
+    (EX + ["--methods", "grad-cam,nosuch"], "unknown attribution method 'nosuch'"),
+    (EX + ["--methods", ","], "--methods must name at least one method"),
     (EX + ["--param", "foo=bar"], "has no hyperparameter 'foo'"),
     (EX + ["--param", "novalue"], "--param must be key=value"),
-    (EX + ["--method", "rise", "--param", "n_masks=-5"], "n_masks must be an integer >= 1"),
-    (EX + ["--method", "rise", "--param", "n_masks=abc"], "n_masks must be an integer"),
-    (EX + ["--method", "rise", "--param", "p1=1.5"], "p1 must be a number > 0 and <= 1"),
-    (EX + ["--method", "grad-cam", "--param", "layer=nosuch"], "no layer 'nosuch'"),
-    (EX + ["--method", "grad-cam", "--param", "upsample=cubic"], "upsample must be"),
-    (EX + ["--method", "saliency", "--param", "at=nosuch"], "no layer 'nosuch'"),
-    (EX + ["--method", "saliency", "--param", "batch_size=0"], "batch_size must be"),
-    (EX + ["--method", "occlusion", "--param", "window=0"], "window must be"),
-    (EX + ["--method", "extremal-perturbation", "--param", "step=0"], "step must be"),
-    (EX + ["--method", "extremal-perturbation", "--param", "area=1"], "area must be"),
-    (EX + ["--method", "lime", "--param", "segments=foo"], "segments must be"),
-    (EX + ["--method", "smoothgrad", "--param", "samples=0"], "samples must be"),
-    (EX + ["--method", "smoothgrad", "--param", "base=nosuch"], "unknown attribution method"),
-    (EX + ["--method", "integrated-gradients", "--param", "steps=true"], "steps must be"),
-    (EX + ["--method", "lrp", "--param", "rule=bogus"], "unknown LRP rule 'bogus'"),
+    (EX + ["--methods", "rise", "--param", "n_masks=-5"], "n_masks must be an integer >= 1"),
+    (EX + ["--methods", "rise", "--param", "n_masks=abc"], "n_masks must be an integer"),
+    (EX + ["--methods", "rise", "--param", "p1=1.5"], "p1 must be a number > 0 and <= 1"),
+    (EX + ["--methods", "grad-cam", "--param", "layer=nosuch"], "no layer 'nosuch'"),
+    (EX + ["--methods", "grad-cam", "--param", "upsample=cubic"], "upsample must be"),
+    (EX + ["--methods", "saliency", "--param", "at=nosuch"], "no layer 'nosuch'"),
+    (EX + ["--methods", "saliency", "--param", "batch_size=0"], "batch_size must be"),
+    (EX + ["--methods", "occlusion", "--param", "window=0"], "window must be"),
+    (EX + ["--methods", "extremal-perturbation", "--param", "step=0"], "step must be"),
+    (EX + ["--methods", "extremal-perturbation", "--param", "area=1"], "area must be"),
+    (EX + ["--methods", "lime", "--param", "segments=foo"], "segments must be"),
+    (EX + ["--methods", "smoothgrad", "--param", "samples=0"], "samples must be"),
+    (EX + ["--methods", "smoothgrad", "--param", "base=nosuch"], "unknown attribution method"),
+    (EX + ["--methods", "integrated-gradients", "--param", "steps=true"], "steps must be"),
+    (EX + ["--methods", "lrp", "--param", "rule=bogus"], "unknown LRP rule 'bogus'"),
     (EX + ["--target", "-7"], "--target must be a class index >= 0 or 'predicted'"),
     (EX + ["--target", "-1"], "--target must be a class index >= 0 or 'predicted'"),
     (EX + ["--target", "ten"], "--target must be a class index >= 0"),
     (EX + ["--target", "10"], "--target 10 is not a class of digits"),
     (EX[:6] + ["0:999", "--out", O], "images outside [0, 360)"),
     (EX[:6] + ["5,400", "--out", O], "images outside [0, 360)"),
-    (EX[:6] + ["a:b", "--out", O], "--index must look like"),
+    (EX[:6] + ["a:b", "--out", O], "--images must look like"),
     (["explain", "--model", R, "--data", "digits", "--out", O], "the model expects 3-channel"),
     (["explain", "--model", M, "--data", "nosuchdata", "--out", O], "nosuchdata"),
     (["explain", "--model", "{nomodel}", "--data", "digits", "--out", O], "nomodel"),
@@ -110,8 +110,8 @@ ROWS = [
     (EV + ["--param", "nocolon"], "--param must be method:key=value"),
     (EV + ["--batch-size", "-4"], "--batch-size must be an integer >= 1"),
     (EV + ["--batch-size", "0"], "--batch-size must be an integer >= 1"),
-    (EV + ["--n", "0"], "--n must be an integer >= 1"),
-    (EV + ["--n", "999"], "more than the 360 test images"),
+    (EV + ["--images", "0"], "--images must be an integer >= 1"),
+    (EV + ["--images", "999"], "more than the 360 test images"),
     (EV + ["--chunk", "0"], "--chunk must be an integer >= 1"),
     (EV + ["--sanity-images", "-1"], "--sanity-images must be an integer >= 0"),
     (EV + ["--methods", "nosuch"], "unknown attribution method 'nosuch'"),
@@ -219,3 +219,47 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(root, capsys, argv, fr
     assert fragment in lines[0], err
     assert not out.exists()
     assert snapshot(root) == before
+
+
+# --- renamed options: the old spellings work for one release, with a note ------------------
+
+
+def test_old_option_spellings_still_work_with_a_note(root, tmp_path, capsys):
+    """explain's --method/--index and evaluate's --n give what --methods/--images give,
+    with one note on stderr naming the new spelling; giving both spellings is refused."""
+    import numpy as np
+
+    gray = str(root / "gray")
+    new, old = tmp_path / "new", tmp_path / "old"
+    head = ["explain", "--model", gray, "--data", "digits"]
+    assert main([*head, "--images", "3:5", "--methods", "saliency", "--out", str(new)]) == 0
+    capsys.readouterr()
+    assert main([*head, "--index", "3:5", "--method", "saliency", "--out", str(old)]) == 0
+    err = capsys.readouterr().err
+    assert "--method is now --methods" in err and "--index is now --images" in err
+    a, b = np.load(new / "maps.npz"), np.load(old / "maps.npz")
+    assert a["indices"].tolist() == b["indices"].tolist() == [3, 4]
+    assert np.array_equal(a["saliency"], b["saliency"])
+    # --images N is the first N images, as in evaluate; the old --index N was image N alone
+    assert main([*head, "--images", "2", "--out", str(tmp_path / "first")]) == 0
+    assert np.load(tmp_path / "first" / "maps.npz")["indices"].tolist() == [0, 1]
+    assert main([*head, "--index", "2", "--out", str(tmp_path / "one")]) == 0
+    assert np.load(tmp_path / "one" / "maps.npz")["indices"].tolist() == [2]
+    capsys.readouterr()
+    both = [*head, "--images", "0:2", "--index", "0:2", "--out", str(tmp_path / "both")]
+    assert main(both) == 2
+    assert "give only --images" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists()
+    ev = ["evaluate", "--model", gray, "--data", "digits", "--methods", "saliency"]
+    ev += ["--metrics", "deletion"]
+    assert main([*ev, "--n", "2", "--out", str(tmp_path / "ev")]) == 0
+    assert "--n is now --images" in capsys.readouterr().err
+    assert (tmp_path / "ev" / "metrics.csv").is_file()
+
+
+def test_report_section_ids_are_hyphenated():
+    from cnnlens.report import registered_sections
+
+    keys = [key for key, _ in registered_sections()]
+    assert "class-filters" in keys and "drib-baselines" in keys
+    assert all("_" not in key for key in keys)

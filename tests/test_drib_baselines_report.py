@@ -30,7 +30,7 @@ def test_section_prunes_measures_the_plane_and_reuses_its_cache(tmp_path):
         out=tmp_path,
         options={"quick": True, "drib_baselines": True},
     )
-    page = build_report(ctx, tmp_path / "report.html", only=["drib_baselines"]).read_text()
+    page = build_report(ctx, tmp_path / "report.html", only=["drib-baselines"]).read_text()
     assert "Pruning baselines and the information plane" in page and 'class="error"' not in page
     for method in ("unpruned", "l1", "slimming"):
         assert f"<td>{method}</td>" in page
@@ -45,11 +45,11 @@ def test_section_prunes_measures_the_plane_and_reuses_its_cache(tmp_path):
     stamp = cache.stat().st_mtime_ns
     # a second report reads the cache; another model (or other settings) measures again
     again = dataclasses.replace(ctx, cache={})
-    build_report(again, tmp_path / "report2.html", only=["drib_baselines"])
+    build_report(again, tmp_path / "report2.html", only=["drib-baselines"])
     assert cache.stat().st_mtime_ns == stamp
     # not asked for: no section (a user's report does not prune their model unasked)
     plain = dataclasses.replace(ctx, options={"quick": True}, cache={})
-    page = build_report(plain, tmp_path / "report3.html", only=["drib_baselines"]).read_text()
+    page = build_report(plain, tmp_path / "report3.html", only=["drib-baselines"]).read_text()
     assert "Pruning baselines" not in page
 
 

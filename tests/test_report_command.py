@@ -133,7 +133,7 @@ def test_report_shows_the_demo_sections_for_a_user_model(report_page):
     names = dict(registered_sections())
     for key in ("overview", "training", "predictions", "explanations", "faithfulness"):
         assert names[key] in titles, key
-    for key in ("class_filters", "internals", "not_shown"):
+    for key in ("class-filters", "internals", "not-shown"):
         assert names[key] in titles, key
     assert 'class="error"' not in report_page  # no section failed
     assert "Concept vectors (TCAV)" in report_page  # the concept folder was used
@@ -147,10 +147,10 @@ def test_left_out_sections_are_listed_once_with_a_reason(report_page):
 
     names = dict(registered_sections())
     shown = section_titles(report_page)
-    left = report_page.split('<section id="not_shown">', 1)[1]
+    left = report_page.split('<section id="not-shown">', 1)[1]
     items = re.findall(r"<li><b>([^<]+)</b>: ([^<]+)</li>", left)
     listed = {what for what, _why in items}
-    for key in ("object-check", "relabel", "attributes", "drib", "drib_baselines"):
+    for key in ("object-check", "relabel", "attributes", "drib", "drib-baselines"):
         assert names[key] not in shown, key
         assert names[key] in listed, key
     assert f"{names['internals']}: network dissection" in listed  # no masks in a folder
@@ -184,8 +184,8 @@ def test_a_flat_folder_leaves_out_what_needs_a_training_split(tmp_path):
         train = other_split(spec, "train", card, test)
         assert (train is not None) == has_train, spec
         only, left = plan(test, train, history=False, concepts=False, vae=False)
-        assert ("class_filters" in only) == has_train
-        assert ((names["class_filters"], NO_TRAIN) in left) == (not has_train)
+        assert ("class-filters" in only) == has_train
+        assert ((names["class-filters"], NO_TRAIN) in left) == (not has_train)
         assert "relabel" not in only and (names["relabel"], VAE_REASON) in left
 
 

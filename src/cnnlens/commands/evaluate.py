@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
         data: str = typer.Option("shapes", help="data set (its test split is used)"),
-        n: int = typer.Option(200, help="number of test images (the first n)"),
+        images: int = typer.Option(200, help="number of test images (the first N)"),
+        n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
         methods: str = typer.Option("all", help="comma list of methods, or 'all' registered"),
         metrics: str = typer.Option(
             "all",
@@ -71,11 +72,13 @@ def register(app: typer.Typer) -> None:
         from ..params import Param, check_options
         from ..progress import log_line
         from .explain import given_files, prepare_methods
+        from .renamed import renamed
 
         # validate, then write: every input below is checked before the first file
+        n = renamed("--n", "--images", n, images, 200)
         check_options(
             {
-                "--n": (n, Param("int", min=1)),
+                "--images": (n, Param("int", min=1)),
                 "--chunk": (chunk, Param("int", min=1)),
                 "--sanity-images": (sanity_images, Param("int", min=0)),
                 "--batch-size": (batch_size, Param("int", min=1, none=True)),
@@ -97,7 +100,7 @@ def register(app: typer.Typer) -> None:
         net = load_model(model)
         test = load(data, split="test")
         if n > len(test):
-            raise DataError(f"--n {n} is more than the {len(test)} test images of {data}")
+            raise DataError(f"--images {n} is more than the {len(test)} test images of {data}")
         check_fits(net, test, data=data)
         validate(net, methods=chosen, metrics=metrics, method_params=method_params)
         x, _ = test.tensors(range(n))

@@ -1,7 +1,7 @@
 """``cnnlens explain``: attribution maps for test images of a saved model.
 
-    cnnlens explain --model runs/x --data shapes --index 0:16 \\
-        --method grad-cam,integrated-gradients --out runs/x/explain
+    cnnlens explain --model runs/x --data shapes --images 0:16 \\
+        --methods grad-cam,integrated-gradients --out runs/x/explain
 
 Writes ``maps.npz`` (per method ``<method>`` maps ``[N,H,W]`` and
 ``<method>.target``; plus ``indices``, ``labels``, ``predicted``),
@@ -18,7 +18,19 @@ import typer
 from ..errors import InputError, LayerError, TargetError, first_line
 
 
-def parse_index(spec: str, total: int) -> list[int]:
+def parse_images(spec: str, total: int) -> list[int]:
+    """``--images``: ``"16"`` (the first 16, as ``evaluate --images``), ``"0:16"``,
+    ``"1,5,9"`` or ``"0:100:10"`` -> indices within ``[0, total)``."""
+    text = spec.strip()
+    if text.isdigit():
+        n = int(text)
+        if not 1 <= n <= total:
+            raise InputError(f"--images {n}: the split holds {total} images (give 1 .. {total})")
+        return list(range(n))
+    return parse_index(text, total, option="--images")
+
+
+def parse_index(spec: str, total: int, *, option: str = "--index") -> list[int]:
     """``"0:16"``, ``"3"``, ``"1,5,9"`` or ``"0:100:10"`` -> indices within ``[0, total)``."""
     out: list[int] = []
     try:
@@ -36,11 +48,11 @@ def parse_index(spec: str, total: int) -> list[int]:
             elif part:
                 out.append(int(part))
     except ValueError as exc:
-        raise InputError(f"--index must look like 0:16 or 1,5,9, got {spec!r}") from exc
+        raise InputError(f"{option} must look like 0:16 or 1,5,9, got {spec!r}") from exc
     bad = [i for i in out if not 0 <= i < total]
     if bad or not out:
         raise InputError(
-            f"--index {spec!r} selects no image or images outside [0, {total}): {bad[:5]}"
+            f"{option} {spec!r} selects no image or images outside [0, {total}): {bad[:5]}"
         )
     return out
 
@@ -108,7 +120,7 @@ def method_names(spec: str) -> list[str]:
         return list(attribution.methods())
     names = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
     if not names:
-        raise InputError(f"--method must name at least one method or 'all', got {spec!r}")
+        raise InputError(f"--methods must name at least one method or 'all', got {spec!r}")
     for name in names:
         attribution.get(name)
     return names
@@ -168,10 +180,14 @@ def register(app: typer.Typer) -> None:
     def explain(
         model: Path = typer.Option(..., help="saved model folder or run folder with model/"),
         data: str = typer.Option("shapes", help="data set (test split is used)"),
-        index: str = typer.Option("0:16", help="test images: 0:16, 1,5,9, ..."),
-        method: str = typer.Option(
+        images: str = typer.Option(
+            "0:16", help="test images: N (the first N, as evaluate --images), 0:16, 1,5,9, ..."
+        ),
+        methods: str = typer.Option(
             "grad-cam", help="comma list of methods, or 'all' registered (as evaluate --methods)"
         ),
+        index: str = typer.Option(None, hidden=True, help="old spelling of --images"),
+        method: str = typer.Option(None, hidden=True, help="old spelling of --methods"),
         target: str = typer.Option(
             "predicted", help="class index to explain, or 'predicted' (each image's top-1)"
         ),
@@ -206,9 +222,13 @@ def register(app: typer.Typer) -> None:
         from ..report.sections.explanations import explanation_grid
 
         # validate, then write: every input below is checked before the first file
+        from .renamed import renamed
+
         check_options({"--memory": (memory, MEMORY)})
-        names = method_names(method)
-        every_method = method.strip() == "all"
+        methods = renamed("--method", "--methods", method, methods, "grad-cam")
+        images = renamed("--index", "--images", index, images, "0:16")
+        names = method_names(methods)
+        every_method = methods.strip() == "all"
         hp = parse_params(param)
         goal_class = parse_target(target)
         given_files(hp, names, vae=vae)
@@ -216,7 +236,8 @@ def register(app: typer.Typer) -> None:
         check_writable_folder(out)
         net = load_model(model, device=device)
         dataset = load(data, split="test")
-        indices = parse_index(index, len(dataset))
+        # the old --index N meant image N; --images N means the first N
+        indices = (parse_index if index is not None else parse_images)(images, len(dataset))
         check_fits(net, dataset, data=data)
         if goal_class is not None and goal_class >= dataset.num_classes:
             raise TargetError(

@@ -2,7 +2,7 @@
 
     cnnlens train-vae --data shapes --out runs/demo/vae-shapes
 
-Saved where ``cnnlens explain --method relabel`` and ``cnnlens evaluate
+Saved where ``cnnlens explain --methods relabel`` and ``cnnlens evaluate
 --methods relabel`` look for it by default: ``<model run folder>/vae-<data>``
 (or pass ``--vae <folder>`` to them). A second call with the same settings
 reuses the saved VAE.
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
             False, help="train over a VAE in --out made with other settings (else refused)"
         ),
     ) -> None:
-        """Train a convolutional VAE on DATA (for `--method relabel`) and save it in OUT."""
+        """Train a convolutional VAE on DATA (for `--methods relabel`) and save it in OUT."""
         import dataclasses
 
         from ..data import split_size

@@ -89,7 +89,10 @@ _SECTIONS: dict[str, _Section] = {}
 
 
 def section(key: str, title: str, *, order: int = 50) -> Callable:
-    """Decorator registering a report section; lower ``order`` comes first."""
+    """Decorator registering a report section; lower ``order`` comes first. ``key`` is the
+    section's id (hyphenated, like method and metric ids) and its anchor in the page."""
+    if "_" in key:
+        raise ValueError(f"report section ids are hyphenated: {key!r}")
 
     def wrap(fn: Callable[[ReportContext], str | None]):
         _SECTIONS[key] = _Section(key, title, order, fn)
@@ -148,6 +151,8 @@ def build_report(ctx: ReportContext, path: str | Path, *, only: list[str] | None
     from ..plotting import COLUMN_PX  # figures are shown at native size, up to this width
     from ..progress import log_line
 
+    if only is not None:  # section ids are hyphenated; the underscored spellings still work
+        only = [key.replace("_", "-") for key in only]
     parts = []
     chosen = [(k, t) for k, t in registered_sections() if only is None or k in only]
     for number, (key, title) in enumerate(chosen, start=1):

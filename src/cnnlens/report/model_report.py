@@ -44,7 +44,7 @@ NEEDS_OWN_PARTS = {
     "attribute labels (cnnlens attributes train); not part of a given model",
     "drib": "needs a DRIB-gated copy of this model (paper 000: cnnlens drib); not part of a "
     "given model",
-    "drib_baselines": "trains pruned copies of the model and a network of its own (paper 000: "
+    "drib-baselines": "trains pruned copies of the model and a network of its own (paper 000: "
     "cnnlens drib-baseline); too long for a model's report",
 }
 VAE_REASON = "needs a VAE trained on this data (paper 004: cnnlens train-vae, then --vae FOLDER)"
@@ -99,7 +99,7 @@ def plan(
         part("faithfulness", "localisation scores (box score, pointing game)",
              "the data has no object boxes or masks")  # fmt: skip
     if train is None:
-        left.append((titles["class_filters"], NO_TRAIN))
+        left.append((titles["class-filters"], NO_TRAIN))
         part("internals", "surrogate decision tree", NO_TRAIN)
     if not concepts:
         part("internals", "concept vectors (TCAV)", "no concept folders given (--concepts DIR: "
@@ -110,7 +110,7 @@ def plan(
         left.append((titles["relabel"], VAE_REASON))
     left += [(titles[key], why) for key, why in NEEDS_OWN_PARTS.items() if key in titles]
     skip = {*NEEDS_OWN_PARTS, *(() if vae else ("relabel",))}
-    skip |= set() if train is not None else {"class_filters"}
+    skip |= set() if train is not None else {"class-filters"}
     return [key for key in titles if key not in skip], left
 
 
@@ -179,7 +179,7 @@ def model_report(
         "explain_images": sizes.explain,
         "faithfulness_images": sizes.faithfulness,
         "maximise_steps": sizes.maximise_steps,
-        "not_shown": left,
+        "not-shown": left,
     }
     if concepts:
         options["concepts"] = concepts

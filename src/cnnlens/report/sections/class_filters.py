@@ -22,7 +22,7 @@ TEST_IMAGES = 500
 MAP_IMAGES = 6
 
 
-@section("class_filters", "Class-specific filters", order=60)
+@section("class-filters", "Class-specific filters", order=60)
 def class_filters(ctx: ReportContext) -> str | None:
     from ...analysis import (
         InfluentialFeatures,

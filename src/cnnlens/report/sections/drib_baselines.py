@@ -182,7 +182,7 @@ def cached_measure(ctx: ReportContext, settings: dict) -> dict:
     return cached_json(Path(ctx.out) / FOLDER / CACHE, key, lambda: measure(ctx, settings))
 
 
-@section("drib_baselines", "Pruning baselines and the information plane", order=86)
+@section("drib-baselines", "Pruning baselines and the information plane", order=86)
 def drib_baselines_section(ctx: ReportContext) -> str | None:
     if not ctx.options.get("drib_baselines") or ctx.train is None:
         return None

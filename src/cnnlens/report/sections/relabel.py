@@ -47,7 +47,7 @@ def relabel(ctx: ReportContext) -> str | None:
         return (
             "<p>Re-label distillation needs a VAE trained on the model's data; this run has "
             "none. <code>cnnlens train-vae --data &lt;data&gt; --out &lt;run&gt;/vae-&lt;data&gt;"
-            "</code> trains one where <code>cnnlens explain --method relabel</code> finds it."
+            "</code> trains one where <code>cnnlens explain --methods relabel</code> finds it."
             "</p>"
         )
     quick = bool(ctx.options.get("quick"))
