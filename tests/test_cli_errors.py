@@ -62,8 +62,8 @@ USAGE = [  # one per command, covering unknown options, missing values and bad t
     (["train", "--epochs", "many", "--out", "x"], "Invalid value for '--epochs'", "train"),
     (["explain", "--model"], "Option '--model' requires an argument", None),
     (
-        ["evaluate", "--model", "m", "--out", "o", "--n", "abc"],
-        "Invalid value for '--n'",
+        ["evaluate", "--model", "m", "--out", "o", "--images", "abc"],
+        "Invalid value for '--images'",
         "evaluate",
     ),
     (["decompose", "--data", "digits"], "Missing option '--model'", "decompose"),
@@ -86,12 +86,12 @@ def test_usage_errors_show_typer_usage_exit_2(args, message, usage):
 
 BAD_INPUT = [  # (command line with {f}/{m:NAME} placeholders, the one line printed)
     pytest.param(
-        "explain --model {m:rgb} --data digits --index 0:2 --out {f}/x",
+        "explain --model {m:rgb} --data digits --images 0:2 --out {f}/x",
         "error: the model expects 3-channel 32x32 images; digits gives 1-channel 32x32",
         id="explain: channels vs the recorded shape",
     ),
     pytest.param(
-        "evaluate --model {m:rgb-bare} --data digits --n 2 --out {f}/x",
+        "evaluate --model {m:rgb-bare} --data digits --images 2 --out {f}/x",
         "error: the model expects 3-channel images; digits gives 1-channel 32x32",
         id="evaluate: channels vs the first conv",
     ),
@@ -101,7 +101,7 @@ BAD_INPUT = [  # (command line with {f}/{m:NAME} placeholders, the one line prin
         id="decompose: number of classes",
     ),
     pytest.param(
-        "explain --model {m:gray} --data digits --index 0:2 --device nosuch --out {f}/x",
+        "explain --model {m:gray} --data digits --images 0:2 --device nosuch --out {f}/x",
         "error: device 'nosuch' is not usable here: Expected one of cpu, cuda,",
         id="explain: unknown device",
     ),
@@ -115,8 +115,8 @@ BAD_INPUT = [  # (command line with {f}/{m:NAME} placeholders, the one line prin
         for command in (
             "demo",
             "train --data digits",
-            "explain --model {m:gray} --data digits --index 0:2",
-            "evaluate --model {m:gray} --data digits --n 2",
+            "explain --model {m:gray} --data digits --images 0:2",
+            "evaluate --model {m:gray} --data digits --images 2",
             "decompose --model {m:gray} --data digits",
             "decompose-depth --data digits",
         )

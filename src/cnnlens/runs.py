@@ -35,24 +35,34 @@ def differing_keys(saved: object, wanted: object, prefix: str = "") -> list[str]
 
 
 def saved_run(out: str | Path, identity: dict, *, overwrite: bool = False) -> dict | None:
-    """The record of ``out/run.json`` if it is a finished run of ``identity``; ``None`` when
-    there is none or ``overwrite``. Raises :class:`~cnnlens.errors.ConfigError` for a run
-    with other settings and :class:`~cnnlens.errors.CheckpointError` for a record that
-    cannot be read, unless ``overwrite``. Reads only; creates nothing."""
+    """The record of ``out/run.json`` if it is a finished run of ``identity`` (reused);
+    ``None`` when there is none. A run with other settings is a
+    :class:`~cnnlens.errors.ConfigError` and a record that cannot be read a
+    :class:`~cnnlens.errors.CheckpointError`, unless ``overwrite``: then ``None``, and the
+    caller trains over it (a finished run of the same settings is still reused). Reads
+    only; creates nothing."""
     run_file = Path(out) / "run.json"
-    if overwrite or not run_file.exists():
+    if not run_file.exists():
         return None
     try:
         saved = json.loads(run_file.read_text())
     except (OSError, ValueError) as exc:
+        if overwrite:
+            return None
         raise CheckpointError(f"{run_file} cannot be read ({exc}); {OVERWRITE_HINT}") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("identity"), dict):
+        if overwrite:
+            return None
         raise CheckpointError(f"{run_file} is not a run record (no identity); {OVERWRITE_HINT}")
     wanted = json.loads(json.dumps(identity, default=str))
     if saved["identity"] != wanted:
+        if overwrite:
+            return None
         keys = differing_keys(saved["identity"], wanted)
         shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
         raise ConfigError(f"{out} holds a run with other settings ({shown}); {OVERWRITE_HINT}")
+    if overwrite and not (Path(out) / "model" / "model.json").is_file():
+        return None  # the record of a run whose model is gone: train it again
     return saved
 
 
