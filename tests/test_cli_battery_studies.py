@@ -182,7 +182,10 @@ ROWS = [  # (command line with {r} for the fixture folder, a fragment of the mes
     (f"decompose --model {{r}}/gray {G} --sweep-k a,b --out {{r}}/o", "comma list of integers"),
     (f"decompose --model {{r}}/gray {G} --k1 coverage --coverage 1.5 --out {{r}}/o", "coverage"),
     (f"decompose --model {{r}}/gray {G} --k1 0 --out {{r}}/o", "k1 must be an integer >= 1"),
-    (f"decompose --model {{r}}/gray {G} --by foo --out {{r}}/o", "by must be 'label' or 'predicted'"),
+    (
+        f"decompose --model {{r}}/gray {G} --by foo --out {{r}}/o",
+        "by must be 'label' or 'predicted'",
+    ),
     (f"decompose --model {{r}}/gray {G} --seeds 0 --out {{r}}/o", "Invalid value for '--seeds'"),
     (f"decompose --model {{r}}/rgb {G} --out {{r}}/o", "the model expects 3-channel 32x32"),
     (f"decompose --model {{r}}/truncated {G} --out {{r}}/o", "does not match the checksum"),
