@@ -129,37 +129,6 @@ def estimate_statistics(
     return stats
 
 
-IBA_STATISTICS_IMAGES = 512
-
-
-def iba_statistics(
-    model: nn.Module,
-    train,
-    layer: str = "auto",
-    *,
-    folder: str | os.PathLike | None = None,
-    images: int | None = None,
-):
-    """IBA's layer statistics from the first ``images`` (512) images of ``train``
-    (any data :func:`cnnlens.data.as_dataset` accepts).
-
-    ``layer="auto"`` is resolved first. With ``folder`` they are saved once as
-    ``folder/iba-statistics-<layer>.safetensors`` and an existing file for the
-    same layer is reused (:func:`estimate_statistics`). Returns ``(statistics, path)``
-    (``path`` None without ``folder``); a path can go into a JSON settings file.
-    """
-    from ..data import as_dataset
-
-    train = as_dataset(train)
-    count = min(images or IBA_STATISTICS_IMAGES, len(train))
-    x, _ = train.tensors(range(count))
-    x = x.to(next(model.parameters()).device)
-    if layer == "auto":
-        layer = auto_layer(model, x[:1])
-    path = None if folder is None else Path(folder) / f"iba-statistics-{layer}.safetensors"
-    return estimate_statistics(model, layer, x, path=path), path
-
-
 def gaussian_smoothing(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Per-channel spatial Gaussian (kernel ``2 round(3 sigma) + 1``, reflect padding), as IBA."""
     if sigma <= 0:
