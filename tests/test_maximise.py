@@ -402,8 +402,7 @@ def test_bad_command_input_is_one_line(saved_model, tmp_path, capsys, args, mess
 def test_class_images_of_a_trained_model_are_given_their_class(trained_shapes):
     """On the ResNet-20 trained on shapes (4 epochs of the demo recipe): the image that
     maximises class k's log softmax gives k more probability than the images made for the
-    other classes give it (mean over them), for every class; likewise the image that
-    maximises k's logit gives k a higher logit than the other classes' logit images do.
+    other classes give it (mean over them), for every class.
 
     No absolute probability and no comparison with the grey start: how far 128 steps get
     depends on the weights the CPU's kernels trained. "> 0.9 for every class" failed on an
@@ -426,16 +425,16 @@ def test_class_images_of_a_trained_model_are_given_their_class(trained_shapes):
     # own / others, the smallest over the classes: 17.8 (training seed 1), 862 and >= 18
     # (seed 0) under ATEN_CPU_CAPABILITY=avx2 / avx2 / default
     assert (own > others).all(), (own, others)
+    # No assertion on the logit objective of a trained model: how far 128 steps raise one
+    # class's logit depends on the weights the CPU trained. Measured on three trainings of
+    # this recipe here, class k's own logit image beat the other classes' images for every
+    # k twice, but under ATEN_CPU_CAPABILITY=default one class's stayed at -0.9 against 8.3,
+    # and in one fresh `make test` a class's two seeds reached 13.0 and 1.3 against its
+    # median test image's 18.2. The logit objective's known answer is tested exactly on the
+    # constructed read-out networks above.
     logits = maximise_all(model, list(classes), **options)
-    # logit[i, k]: class k's logit on the images made for class i's logit, mean over seeds
-    logit = torch.stack([r.logits.mean(0) for r in logits])
-    own_logit = logit.diagonal()
-    others_logit = (logit.sum(0) - own_logit) / (len(own_logit) - 1)
-    # measured (seed 0, 1 thread): own 17.9-127.9 against others -26.5-6.9. Not compared
-    # with test images: in one fresh `make test` a class's two seeds reached 13.0 and 1.3
-    # against a median test image's 18.2, while another training of the same recipe
-    # reached 16-135 (the logit alone need not win: another class's logit can grow with it)
-    assert (own_logit > others_logit).all(), (own_logit, others_logit)
+    assert all(torch.isfinite(r.logits).all() for r in logits)
+    assert same_fingerprint(before, model_fingerprint(model))
 
 
 # --- the report part -------------------------------------------------------------------------
