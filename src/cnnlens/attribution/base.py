@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..chunking import MEMORY  # noqa: F401  (the shared memory budget Param, for methods)
+from ..chunking import MEMORY, chunk_size  # noqa: F401  (MEMORY: the shared memory budget Param, for methods)
 from ..errors import InputError, TargetError
 from ..gradmode import usable, with_autograd
 from ..hooks import frozen
@@ -239,6 +239,18 @@ class Method:
     ) -> Explanation:
         """Compute the explanation; the model is already frozen and in eval mode."""
         raise NotImplementedError
+
+    def chunk(self, inputs: torch.Tensor, *, backward: bool = True) -> int:
+        """Items per chunk of an expanded batch (:func:`~cnnlens.chunking.chunk_size`
+        within the ``memory`` budget, or ``batch_size``), for every method."""
+        settings = getattr(self, "hp", self.params)
+        return chunk_size(
+            self.model,
+            inputs[:1],
+            backward=backward,
+            batch_size=settings.get("batch_size"),
+            memory=settings.get("memory"),
+        )
 
     def explanation(
         self,

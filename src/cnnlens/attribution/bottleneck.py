@@ -321,13 +321,7 @@ class InformationBottleneck(Method):
                     opt.step()
             return cap.detach(), lam.detach()
 
-        chunk = chunk_size(
-            self.model,
-            inputs,
-            backward=True,
-            batch_size=p.get("batch_size"),
-            memory=p.get("memory"),
-        )
+        chunk = self.chunk(inputs, backward=True)
         with torch.enable_grad():
             caps, lams = run_chunked(optimise, n, max(1, chunk // samples), desc="iba")
         bits = caps.sum(1, keepdim=True) / math.log(2)

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..chunking import chunk_size
 from ..errors import InputError, LayerError, TargetError
 from ..gradmode import with_autograd
 from ..hooks import frozen, replace_output
@@ -93,17 +92,6 @@ class Configured(Method):
     def __init__(self, model: nn.Module, **hyperparameters: Any) -> None:
         super().__init__(model, **hyperparameters)
         self.hp = {**self.defaults, **hyperparameters}
-
-    def chunk(self, inputs: torch.Tensor, *, backward: bool = True) -> int:
-        """Items per chunk (:func:`~cnnlens.chunking.chunk_size` within the ``memory``
-        budget, or ``batch_size``)."""
-        return chunk_size(
-            self.model,
-            inputs[:1],
-            backward=backward,
-            batch_size=self.hp.get("batch_size"),
-            memory=self.hp.get("memory"),
-        )
 
     def layer_name(self, inputs: torch.Tensor, key: str = "layer") -> str:
         """The layer named by hyperparameter ``key``; ``"auto"`` = last spatial conv stage."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..accel import fast_runner
-from ..chunking import chunk_size, run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..params import Param
 from ..types import Explanation
@@ -378,13 +378,7 @@ class ExtremalPerturbation(Method):
                 weight *= 1.0035
             return cropped.detach()
 
-        chunk = chunk_size(
-            self.model,
-            inputs,
-            backward=True,
-            batch_size=p.get("batch_size"),
-            memory=p.get("memory"),
-        )
+        chunk = self.chunk(inputs, backward=True)
         with torch.enable_grad():
             maps = run_chunked(optimise, n, max(1, chunk // copies), desc=self.name)
         return self.explanation(maps, target)
@@ -474,13 +468,7 @@ class MeaningfulPerturbation(Method):
             up = F.interpolate(mask.detach(), size=(h, w), mode="bilinear", align_corners=False)
             return 1 - up
 
-        chunk = chunk_size(
-            self.model,
-            inputs,
-            backward=True,
-            batch_size=p.get("batch_size"),
-            memory=p.get("memory"),
-        )
+        chunk = self.chunk(inputs, backward=True)
         with torch.enable_grad():
             maps = run_chunked(optimise, n, chunk, desc=self.name)
         return self.explanation(maps, target)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..accel import forward_runner
-from ..chunking import chunk_size, run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..params import Param
 from ..types import Explanation
@@ -89,13 +89,7 @@ class Occlusion(Method):
             x = torch.where(masks, base[img], inputs[img])
             return target_scores(run, x, target[img])
 
-        size = chunk_size(
-            self.model,
-            inputs,
-            backward=False,
-            batch_size=p.get("batch_size"),
-            memory=p.get("memory"),
-        )
+        size = self.chunk(inputs, backward=False)
         scores = run_chunked(occluded_scores, n * per_image, size, desc="occlusion")
         drops = (reference[:, None] - scores.view(n, per_image)).view(n, 1, *grid)
         kernel = torch.ones(1, 1, *window, device=inputs.device, dtype=drops.dtype)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..accel import forward_runner
-from ..chunking import chunk_size, run_chunked
+from ..chunking import run_chunked
 from ..errors import InputError
 from ..params import Param
 from ..types import Explanation
@@ -102,13 +102,7 @@ class Rise(Method):
             saliency.index_add_(0, img, weights[:, :, None] * masks.flatten(1)[:, None, :])
             return weights.new_zeros(stop - start, 0)
 
-        size = chunk_size(
-            self.model,
-            inputs,
-            backward=False,
-            batch_size=p.get("batch_size"),
-            memory=p.get("memory"),
-        )
+        size = self.chunk(inputs, backward=False)
         run_chunked(accumulate, n * n_masks, size, desc="rise")
         saliency = (saliency / (n_masks * p1)).view(n, -1, h, w)
         if all_classes:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from ..accel import forward_runner
-from ..chunking import chunk_size, run_chunked
+from ..chunking import run_chunked
 from ..params import Param
 from ..types import Explanation
 from . import register
@@ -171,13 +171,7 @@ class _SegmentSurrogate(Method):
             x = apply_coalitions(inputs, base, labels, rows, distinct[start:stop])
             return target_scores(run, x, target[rows])
 
-        size = chunk_size(
-            self.model,
-            inputs,
-            backward=False,
-            batch_size=p.get("batch_size"),
-            memory=p.get("memory"),
-        )
+        size = self.chunk(inputs, backward=False)
         scores = run_chunked(coalition_scores, len(img), size, desc=self.name)[where].view(n, s)
         full = logits.gather(1, target[:, None])[:, 0]
         coef, extras = self.fit(z, scores, w, valid, full, inputs, base, target)
