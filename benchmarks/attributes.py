@@ -25,13 +25,13 @@ import time
 
 import torch
 
-from cnnlens.attributes.objective import AttributeObjective
-from cnnlens.attributes.predictability import attention_predictability
-from cnnlens.attributes.pruning import pruning_sweep, random_order
-from cnnlens.attributes.reading import ChannelRoles
-from cnnlens.attributes.robustness import robustness_grid
-from cnnlens.attributes.training import build_network
 from cnnlens.data import load
+from cnnlens.studies.channel_roles.objective import AttributeObjective
+from cnnlens.studies.channel_roles.predictability import attention_predictability
+from cnnlens.studies.channel_roles.pruning import pruning_sweep, random_order
+from cnnlens.studies.channel_roles.reading import ChannelRoles
+from cnnlens.studies.channel_roles.robustness import robustness_grid
+from cnnlens.studies.channel_roles.training import build_network
 
 
 def timed(fn):
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.n
     if args.run:
-        from cnnlens.attributes.runs import open_run
+        from cnnlens.studies.channel_roles.runs import open_run
 
         run = open_run(args.run)
         model, test = run.model, run.test

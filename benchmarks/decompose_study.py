@@ -6,7 +6,7 @@ Usage (models trained with the demo recipe first, e.g.
     python benchmarks/decompose_study.py --run shapes=runs/shapes-resnet20 \
         --run digits=runs/digits-resnet20 --retrain 3 [--depth runs/depth]
 
-For each model it runs the whole analysis (:func:`cnnlens.analysis.run_decompose`,
+For each model it runs the whole analysis (:func:`cnnlens.studies.decompose.run_decompose`,
 the same as ``cnnlens decompose``) into ``RUN/decompose`` and prints A_f, A_d,
 r_A, the sweep, retraining accuracy per epoch, the noise ablation, in-mask
 energy and mean class overlap; with ``--depth`` it prints the depth table
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 import cnnlens
-from cnnlens.analysis import run_decompose
 from cnnlens.analysis.tables import to_markdown
+from cnnlens.studies.decompose import run_decompose
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python benchmarks/drib.py --run runs/drib [--n 64 --repeats 20]
     python benchmarks/drib.py --arch resnet20 --density 0.5   (random gates, no run needed)
 
-1. Latency at batch 1 and 64 (median ms of interleaved calls, :mod:`cnnlens.drib.latency`):
+1. Latency at batch 1 and 64 (median ms of interleaved calls, :mod:`cnnlens.studies.drib.latency`):
    ungated, ungated with BatchNorm folded, the ungated model run by the sparse path's own
    code with every channel (the fair reference: same Python calls and BN folding, so the
    speedup against it is what computing fewer channels buys), the gated model run densely
@@ -31,10 +31,10 @@ import time
 import torch
 
 from cnnlens import nets
-from cnnlens.drib import dynamic_macs, gate, gated_layers
-from cnnlens.drib.credibility import credibility
-from cnnlens.drib.latency import latency_table
-from cnnlens.drib.training import GateRecipe, gating_objective
+from cnnlens.studies.drib import dynamic_macs, gate, gated_layers
+from cnnlens.studies.drib.credibility import credibility
+from cnnlens.studies.drib.latency import latency_table
+from cnnlens.studies.drib.training import GateRecipe, gating_objective
 from cnnlens.train import OptimizerConfig
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     if args.run:
         import cnnlens
         from cnnlens.data import load
-        from cnnlens.drib.runs import load_gated
+        from cnnlens.studies.drib.runs import load_gated
 
         identity = json.loads(open(os.path.join(args.run, "run.json")).read())["identity"]
         gated = load_gated(os.path.join(args.run, "model"))

@@ -6,13 +6,13 @@ their model-pass floor.
 Measured in one run, on randomly initialised weights with BatchNorm scales drawn at random
 (the architecture, not the accuracy, sets the cost), on ``shapes`` images:
 
-- pruning to a 50 % MAC reduction (:func:`cnnlens.drib.baselines.prune_to_macs`: the
+- pruning to a 50 % MAC reduction (:func:`cnnlens.studies.drib.baselines.prune_to_macs`: the
   bisection's copies, traces and MAC counts), L1 and slimming; floor: one forward of a batch
   of 128 (a pruning step costs no data pass at all, so this is a scale, not a bound);
 - one fine-tune epoch of the pruned model on ``--n-train`` images through ``cnnlens.train.fit``
   vs the same epoch of the unpruned model (the pruned one should be cheaper, by about the
   MAC ratio where the CPU kernels scale);
-- the :class:`~cnnlens.analysis.information_plane.InformationPlane` callback per epoch
+- the :class:`~cnnlens.studies.drib.information_plane.InformationPlane` callback per epoch
   (hooked forward of ``--n-plane`` images, three layers, both estimators) vs its floor, the
   plain forward of those images; the estimators' share is the remainder.
 
@@ -30,9 +30,9 @@ import time
 import torch
 
 from cnnlens import nets
-from cnnlens.analysis.information_plane import InformationPlane
 from cnnlens.data import load
-from cnnlens.drib.baselines import prune_to_macs
+from cnnlens.studies.drib.baselines import prune_to_macs
+from cnnlens.studies.drib.information_plane import InformationPlane
 from cnnlens.train import TrainConfig, fit
 
 

@@ -1,6 +1,6 @@
 """Activation maximisation on a ResNet-20 as a multiple of its floor: ``steps`` forward and
 backward passes (gradient to the input) of one batch holding every seed
-(``cnnlens.analysis.maximise``), and the same seeds optimised one at a time.
+(``cnnlens.analysis.visualisation.maximise``), and the same seeds optimised one at a time.
 
     python benchmarks/maximise.py [--model runs/demo/model] [--seeds 4] [--steps 64]
                                   [--threads 1] [--rounds 3] [--objective class|channel]

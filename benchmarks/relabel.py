@@ -23,7 +23,7 @@
   chunk, timed in the same run).
 
 The VAE is ``--vae``, else ``<out>/vae-<data>`` trained there once
-(:func:`cnnlens.relabel.train_vae`, reused afterwards).
+(:func:`cnnlens.studies.relabel.train_vae`, reused afterwards).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ PARAMS = {
 def setup(args):
     import cnnlens
     from cnnlens.data import load
-    from cnnlens.relabel import open_vae, train_vae, vae_folder
+    from cnnlens.studies.relabel import open_vae, train_vae, vae_folder
 
     model = cnnlens.load(args.model).eval()
     test = load(args.data, split="test")
@@ -90,7 +90,7 @@ def part_tsne(args, model, test, vae) -> None:
     from sklearn.manifold import TSNE
 
     from cnnlens.layers import penultimate_features
-    from cnnlens.relabel.distiller import synthetic_set
+    from cnnlens.studies.relabel.distiller import synthetic_set
 
     x, _ = test.tensors([args.index])
     synthetic, hard, scale = synthetic_set(model, vae, x, n=1000, seed=0)
@@ -117,7 +117,7 @@ def part_timing(args, model, test, vae) -> None:
     from cnnlens import explain
     from cnnlens.accel import forward_runner
     from cnnlens.chunking import chunk_size, run_chunked
-    from cnnlens.relabel.synthesis import decode_perturbed, encode
+    from cnnlens.studies.relabel.synthesis import decode_perturbed, encode
 
     images, n = args.timing_images, 1000
     x, _ = test.tensors(range(images))

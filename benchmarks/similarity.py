@@ -1,5 +1,5 @@
 """Layer similarity over all layer pairs of a ResNet-20, as a multiple of its floor: the
-forward passes that collect the activations (``cnnlens.analysis.layer_similarity``).
+forward passes that collect the activations (``cnnlens.analysis.similarity.layer_similarity``).
 
     python benchmarks/similarity.py [--n 256] [--batch 64] [--threads 1] [--rounds 3]
                                     [--methods cka-minibatch,cka-full,svcca]

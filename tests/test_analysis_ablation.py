@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlens.analysis import (
+from cnnlens.hooks import HookSet, model_fingerprint, same_fingerprint
+from cnnlens.studies.decompose import (
     InfluentialFeatures,
     energy_table,
     in_mask_energy,
     influential_maps,
     noise_ablation,
 )
-from cnnlens.analysis.ablation import ablation_mask, overwrite
-from cnnlens.analysis.maps import channel_group_maps
-from cnnlens.hooks import HookSet, model_fingerprint, same_fingerprint
+from cnnlens.studies.decompose.ablation import ablation_mask, overwrite
+from cnnlens.studies.decompose.maps import channel_group_maps
 
 
 @pytest.fixture(scope="module")

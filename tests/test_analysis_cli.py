@@ -76,7 +76,7 @@ def test_decompose_command_writes_results(trained_shapes, tmp_path):
     assert len(facts["classes"]) == 8
     # the retrained decomposed classifier is saved and reopens with its accuracy
     import cnnlens
-    from cnnlens.analysis import DecomposedHead
+    from cnnlens.studies.decompose import DecomposedHead
     from cnnlens.train import evaluate
 
     net = cnnlens.load(out / "retrained")

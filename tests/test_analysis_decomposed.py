@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlens.analysis import (
+from cnnlens.analysis import collect_features
+from cnnlens.errors import InputError
+from cnnlens.hooks import model_fingerprint, same_fingerprint
+from cnnlens.studies.decompose import (
     DecomposedHead,
     InfluentialFeatures,
-    collect_features,
     decompose,
     head_macs,
     jaccard_matrix,
@@ -17,8 +19,6 @@ from cnnlens.analysis import (
     relative_accuracy,
     sweep,
 )
-from cnnlens.errors import InputError
-from cnnlens.hooks import model_fingerprint, same_fingerprint
 from cnnlens.train import evaluate
 from helpers import above_chance
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlens.analysis import InfluentialFeatures
 from cnnlens.data.base import TensorDataset
 from cnnlens.errors import CnnlensError, DataError, InputError, LayerError
 from cnnlens.hooks import model_fingerprint, same_fingerprint
+from cnnlens.studies.decompose import InfluentialFeatures
 
 
 def reference(features: torch.Tensor, groups: torch.Tensor, k1: int, k2: int, n_classes: int):

@@ -88,7 +88,7 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(tmp_path, monkey
     with the weights of a run that was never stopped."""
     from safetensors.torch import load_file
 
-    import cnnlens.attributes.training as training
+    import cnnlens.studies.channel_roles.training as training
 
     two_epochs = [*TINY[:-1], "2"]
     whole = tmp_path / "whole"

@@ -1,4 +1,4 @@
-"""cnnlens.attributes: the network of paper 003, its loss, mask transformation, pruning, saving."""
+"""cnnlens.studies.channel_roles: paper 003's network, loss, mask transform, pruning, saving."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlens
-from cnnlens.attributes import AttributeNetwork, mask_transform, tone_curve
-from cnnlens.attributes.data import attribute_dataset
-from cnnlens.attributes.network import PlainAttributeCNN
-from cnnlens.attributes.objective import AttributeObjective, mask_l1
-from cnnlens.attributes.pruning import (
+from cnnlens.errors import ConfigError, DataError, InputError
+from cnnlens.studies.channel_roles import AttributeNetwork, mask_transform, tone_curve
+from cnnlens.studies.channel_roles.data import attribute_dataset
+from cnnlens.studies.channel_roles.network import PlainAttributeCNN
+from cnnlens.studies.channel_roles.objective import AttributeObjective, mask_l1
+from cnnlens.studies.channel_roles.pruning import (
     l1_order,
     prune_channels,
     random_order,
     semantic_order,
 )
-from cnnlens.attributes.training import (
+from cnnlens.studies.channel_roles.training import (
     build_network,
     load_attribute_network,
     save_attribute_network,
 )
-from cnnlens.errors import ConfigError, DataError, InputError
 from helpers import with_bn_statistics
 
 SMALL = (4, 6, 6, 8)
@@ -220,7 +220,7 @@ def shapes_small():
 
 
 def test_trains_through_fit_on_a_users_own_tensors():
-    from cnnlens.attributes.training import default_config, train_attribute_network
+    from cnnlens.studies.channel_roles.training import default_config, train_attribute_network
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(32, 3, 12, 12, generator=gen)

@@ -1,4 +1,4 @@
-"""cnnlens.attributes: reading the network, pruning sweeps, robustness grid, predictability.
+"""cnnlens.studies.channel_roles: reading the network, pruning, robustness grid, predictability.
 
 A small random network with BatchNorm statistics of a trained one stands in: each check
 compares against a reference computed another way (numpy, a pruned model run on its own,
@@ -12,18 +12,21 @@ import pytest
 import torch
 
 import cnnlens
-from cnnlens.attributes.network import AttributeNetwork, PlainAttributeCNN
-from cnnlens.attributes.predictability import attention_predictability, plain_predictability
-from cnnlens.attributes.pruning import (
+from cnnlens.errors import DataError, InputError
+from cnnlens.studies.channel_roles.network import AttributeNetwork, PlainAttributeCNN
+from cnnlens.studies.channel_roles.predictability import (
+    attention_predictability,
+    plain_predictability,
+)
+from cnnlens.studies.channel_roles.pruning import (
     SemanticPruner,
     prune_channels,
     pruning_sweep,
     random_order,
     run_accuracy,
 )
-from cnnlens.attributes.reading import ChannelRoles, channel_masks
-from cnnlens.attributes.robustness import robustness_grid
-from cnnlens.errors import DataError, InputError
+from cnnlens.studies.channel_roles.reading import ChannelRoles, channel_masks
+from cnnlens.studies.channel_roles.robustness import robustness_grid
 from helpers import with_bn_statistics
 
 N = 48
@@ -143,7 +146,7 @@ def test_predictability_points_and_scores(net, data):
 
 
 def test_construction_check_tests_the_built_in_pairs_against_the_independent_ones(data):
-    from cnnlens.attributes.study import SHAPES_CORRELATED, construction_check
+    from cnnlens.studies.channel_roles.study import SHAPES_CORRELATED, construction_check
 
     names = list(data.attribute_names)
     k = len(names)
@@ -166,7 +169,7 @@ def test_construction_check_tests_the_built_in_pairs_against_the_independent_one
 
 
 def test_predictability_intervals_and_the_paired_difference():
-    from cnnlens.attributes.predictability import Predictability, paired_difference
+    from cnnlens.studies.channel_roles.predictability import Predictability, paired_difference
 
     gen = torch.Generator().manual_seed(0)
     truth = torch.rand(300, generator=gen, dtype=torch.float64)

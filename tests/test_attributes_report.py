@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from cnnlens import nets
-from cnnlens.attributes.robustness import TRANSFORMS
-from cnnlens.attributes.training import attribute_run
 from cnnlens.plotting import COLUMN_PX, MIN_TEXT_PX
 from cnnlens.report import ReportContext, build_report
 from cnnlens.report.attribute_figures import robustness_plot
 from cnnlens.report.figures import figure_html
 from cnnlens.report.sections.attributes import QUICK
+from cnnlens.studies.channel_roles.robustness import TRANSFORMS
+from cnnlens.studies.channel_roles.training import attribute_run
 from helpers import embedded_figures
 
 

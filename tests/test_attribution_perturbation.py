@@ -325,7 +325,7 @@ def test_surrogates_with_fewer_samples_than_segments(shapes_test):
 
 
 def test_minimum_norm_solution_of_singular_normal_equations():
-    from cnnlens.attribution.surrogate import solve_normal_equations
+    from cnnlens.attribution.lime_shap import solve_normal_equations
 
     a = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # rank 1
     good = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 import cnnlens
-from cnnlens import metrics, nets
+from cnnlens import metrics
 from cnnlens.attribution.bottleneck import estimate_statistics
+from cnnlens.studies.relabel.vae import build as build_vae
 
 SIZE = 16
 TOLERANCE = 1e-4
@@ -46,7 +47,7 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 def settings(model: nn.Module) -> dict[str, dict]:
     """Cheap settings for every registered method (the seed is set by the caller)."""
     torch.manual_seed(1)
-    vae = nets.create("conv-vae", in_channels=3, image_size=SIZE, latent=8, width=4).eval()
+    vae = build_vae(in_channels=3, image_size=SIZE, latent=8, width=4).eval()
     stats = estimate_statistics(model, "2", images(6, seed=7))
     cheap = {
         "smoothgrad": {"samples": 8},

@@ -86,8 +86,8 @@ def _save_training_runs(root) -> None:
 
 def _save_gated_run(root) -> None:
     from cnnlens.data import load
-    from cnnlens.drib.gate import gate
-    from cnnlens.drib.runs import save_gated
+    from cnnlens.studies.drib.gate import gate
+    from cnnlens.studies.drib.runs import save_gated
 
     base = checkpoint.load(root / "rgb")
     save_gated(gate(base, masks=2), root / "drib" / "model", data=load("shapes", "test", n=2))
@@ -103,7 +103,7 @@ ATTR_SETTINGS = {"data": "shapes", "size": 16, "n_train": 8, "n_test": 8}
 
 
 def _save_attribute_runs(root) -> None:
-    from cnnlens.attributes.training import (
+    from cnnlens.studies.channel_roles.training import (
         build_network,
         default_config,
         load_splits,

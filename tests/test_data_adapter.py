@@ -10,20 +10,20 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 import cnnlens
 from cnnlens import nets
-from cnnlens.analysis import (
+from cnnlens.analysis import collect_features
+from cnnlens.data import ImageDataset, as_dataset
+from cnnlens.data.base import TensorDataset
+from cnnlens.data.foreign import TensorPairs
+from cnnlens.errors import DataError
+from cnnlens.report import ReportContext, build_report
+from cnnlens.studies.decompose import (
     InfluentialFeatures,
-    collect_features,
     influential_maps,
     noise_ablation,
     relative_accuracy,
     retrain,
     sweep,
 )
-from cnnlens.data import ImageDataset, as_dataset
-from cnnlens.data.base import TensorDataset
-from cnnlens.data.foreign import TensorPairs
-from cnnlens.errors import DataError
-from cnnlens.report import ReportContext, build_report
 from cnnlens.train import TrainConfig, evaluate, fit
 from cnnlens.train.loop import _batches
 

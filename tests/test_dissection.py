@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlens.analysis import ConceptMasks, Dissection
-from cnnlens.analysis.dissection import TopValues, quantile_position
+from cnnlens.analysis.concepts.dissection import TopValues, quantile_position
 from cnnlens.data import load
 from cnnlens.errors import DataError, InputError, LayerError
 from cnnlens.hooks import model_fingerprint, same_fingerprint

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from cnnlens import macs, nets
-from cnnlens.drib import (
+from cnnlens.errors import ConfigError, LayerError
+from cnnlens.studies.drib import (
     decisions,
     dynamic_macs,
     gate,
@@ -18,10 +19,9 @@ from cnnlens.drib import (
     train_gated,
     usage,
 )
-from cnnlens.drib.credibility import _score
-from cnnlens.drib.gate import gate_parameter_names, opened_gates
-from cnnlens.drib.training import GateRecipe, selected_density
-from cnnlens.errors import ConfigError, LayerError
+from cnnlens.studies.drib.credibility import _score
+from cnnlens.studies.drib.gate import gate_parameter_names, opened_gates
+from cnnlens.studies.drib.training import GateRecipe, selected_density
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -177,7 +177,7 @@ def test_training_keeps_the_constraints_and_fine_tune_freezes_gates():
     gates0 = {n: p.detach().clone() for n, p in g.named_parameters() if n in names}
     backbone1 = g.layer1[0].conv2.weight.detach().clone()
     recipe = GateRecipe(gate_epochs=1, finetune_epochs=1, batch_size=16, augment=(), gate_lr=1e-9)
-    from cnnlens.drib.training import finetune_fixed
+    from cnnlens.studies.drib.training import finetune_fixed
 
     finetune_fixed(g, (x, y), recipe=recipe)
     for n, p in g.named_parameters():
@@ -235,7 +235,7 @@ def test_usage_frequencies_and_purity(resnet8):
 
 
 def test_alternating_gives_each_group_its_loss_and_after_step():
-    from cnnlens.drib.training import GateLoss
+    from cnnlens.studies.drib.training import GateLoss
     from cnnlens.train import Alternating, Classification, OptimizerConfig
 
     torch.manual_seed(0)

@@ -12,7 +12,9 @@ from torch import nn
 
 from cnnlens import nets
 from cnnlens.cost import macs
-from cnnlens.drib.baselines import (
+from cnnlens.errors import CheckpointError, ConfigError, LayerError
+from cnnlens.hooks import model_fingerprint, same_fingerprint
+from cnnlens.studies.drib.baselines import (
     MAX_LAYER_RATIO,
     SEARCH_STEPS,
     mac_budget,
@@ -21,8 +23,6 @@ from cnnlens.drib.baselines import (
     slimming_batchnorms,
     slimming_objective,
 )
-from cnnlens.errors import CheckpointError, ConfigError, LayerError
-from cnnlens.hooks import model_fingerprint, same_fingerprint
 from helpers import with_bn_statistics
 
 
@@ -59,7 +59,7 @@ def test_resnet20_pruned_to_half_the_macs_really_has_fewer_channels(method):
 
 
 def _default(model):
-    from cnnlens.drib.baselines import default_ignored
+    from cnnlens.studies.drib.baselines import default_ignored
 
     return default_ignored(model)
 
@@ -160,7 +160,7 @@ def test_budget_and_method_errors():
 
 def test_slimming_penalty_is_lambda_times_l1_of_the_pruned_batchnorms():
     model = with_bn_statistics(nets.create("resnet8", num_classes=10))
-    from cnnlens.drib.baselines import default_ignored
+    from cnnlens.studies.drib.baselines import default_ignored
 
     bns = slimming_batchnorms(model, (3, 32, 32), default_ignored(model))
     # padding shortcuts: exactly each block's first BatchNorm
@@ -176,7 +176,7 @@ def test_slimming_penalty_is_lambda_times_l1_of_the_pruned_batchnorms():
 
 def test_sparsity_training_through_fit_shrinks_the_scales():
     from cnnlens.data import load
-    from cnnlens.drib.baselines import default_ignored
+    from cnnlens.studies.drib.baselines import default_ignored
     from cnnlens.train import OptimizerConfig, TrainConfig, fit
 
     train = load("shapes", split="train", n=128)
@@ -197,7 +197,7 @@ def test_sparsity_training_through_fit_shrinks_the_scales():
 
 def test_pruned_model_saved_and_opened_without_pickle(tmp_path):
     import cnnlens
-    from cnnlens.drib.pruned_models import load_pruned, save_pruned
+    from cnnlens.studies.drib.pruned_models import load_pruned, save_pruned
 
     model = with_bn_statistics(nets.create("resnet8", num_classes=4))
     pruned = prune_to_macs(model, (3, 32, 32), method="l1", reduction=40).model
@@ -284,7 +284,7 @@ def test_prune_baseline_command_bad_input_is_one_line(tiny_run, tmp_path, capsys
 
 @pytest.mark.numerics
 def test_batchnorm_recalibration_fits_the_statistics_and_changes_nothing_else():
-    from cnnlens.drib.baseline_study import recalibrate_batchnorm
+    from cnnlens.studies.drib.baseline_study import recalibrate_batchnorm
 
     model = with_bn_statistics(nets.create("resnet8", num_classes=4))
     model.layer1.train()  # a mixed state, to be restored as it was

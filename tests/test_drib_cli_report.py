@@ -111,9 +111,9 @@ def test_evaluate_without_a_run_says_so(tmp_path, capsys):
 @pytest.mark.slow
 def test_report_section_shows_tables_and_legible_heatmaps(drib_run):
     from cnnlens.data import load
-    from cnnlens.drib.runs import GatedRun, load_gated
     from cnnlens.report import ReportContext
     from cnnlens.report.sections.drib import drib_section
+    from cnnlens.studies.drib.runs import GatedRun, load_gated
 
     root, out = drib_run
     saved = json.loads((out / "run.json").read_text())

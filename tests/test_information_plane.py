@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from cnnlens.analysis.information_plane import (
+from cnnlens.errors import ConfigError, InputError
+from cnnlens.studies.drib.information_plane import (
     InformationPlane,
     PlanePoint,
     binned_information,
     kde_information,
     key_points,
 )
-from cnnlens.errors import ConfigError, InputError
 
 
 def _labels_entropy(y: torch.Tensor) -> float:

@@ -28,8 +28,8 @@ def _same_outputs(a, b, x):
 
 
 def test_every_package_registers_its_loader():
-    from cnnlens.attributes.loaders import ARCH_NAMES
-    from cnnlens.attributes.training import KINDS
+    from cnnlens.studies.channel_roles.loaders import ARCH_NAMES
+    from cnnlens.studies.channel_roles.training import KINDS
 
     assert set(loaders()) == {
         "attribute-network", "decomposed", "drib-gated", "pruned", "vae", "classifier"
@@ -56,7 +56,7 @@ def test_a_classifier_opens_from_its_folder_and_its_run_folder(tmp_path):
 
 
 def test_a_gated_model_round_trips(tmp_path):
-    from cnnlens.drib import gate, gated_layers, save_gated
+    from cnnlens.studies.drib import gate, gated_layers, save_gated
 
     torch.manual_seed(0)
     gated = gate(with_bn_statistics(nets.create("vgg11", num_classes=5)), masks=2).eval()
@@ -72,8 +72,8 @@ def test_a_gated_model_round_trips(tmp_path):
 
 
 def test_a_pruned_model_round_trips(tmp_path):
-    from cnnlens.drib.baselines import prune_copy
-    from cnnlens.drib.pruned_models import save_pruned
+    from cnnlens.studies.drib.baselines import prune_copy
+    from cnnlens.studies.drib.pruned_models import save_pruned
 
     torch.manual_seed(0)
     model = with_bn_statistics(nets.create("vgg11", num_classes=4))
@@ -92,8 +92,8 @@ def test_a_pruned_model_round_trips(tmp_path):
 
 
 def test_a_decomposed_model_round_trips(tmp_path):
-    from cnnlens.analysis.decomposed import DecomposedHead, save_decomposed
     from cnnlens.layers import set_layer
+    from cnnlens.studies.decompose.decomposed import DecomposedHead, save_decomposed
 
     torch.manual_seed(0)
     net = with_bn_statistics(nets.create("resnet8", num_classes=3))
@@ -110,7 +110,7 @@ def test_a_decomposed_model_round_trips(tmp_path):
 
 
 def test_an_attribute_network_round_trips(tmp_path):
-    from cnnlens.attributes.training import build_network, save_attribute_network
+    from cnnlens.studies.channel_roles.training import build_network, save_attribute_network
 
     data = cnnlens.data.load("shapes", split="test", size=16, n=16)
     torch.manual_seed(0)
@@ -123,7 +123,7 @@ def test_an_attribute_network_round_trips(tmp_path):
 
 
 def test_a_vae_round_trips(tmp_path):
-    from cnnlens.relabel import train_vae
+    from cnnlens.studies.relabel import train_vae
     from cnnlens.train import OptimizerConfig, TrainConfig
 
     torch.manual_seed(0)

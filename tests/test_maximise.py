@@ -21,7 +21,7 @@ from scipy import ndimage
 from torch import nn
 
 from cnnlens.analysis import Objective, colour_decorrelation, maximise, maximise_all
-from cnnlens.analysis.image_params import FourierImage, PixelImage
+from cnnlens.analysis.visualisation.image_params import FourierImage, PixelImage
 from cnnlens.errors import CnnlensError, InputError, LayerError, TargetError
 from cnnlens.hooks import model_fingerprint, same_fingerprint
 

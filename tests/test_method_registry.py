@@ -27,7 +27,7 @@ def test_every_method_declares_family_cost_completeness_and_needs():
 
 
 def test_relabel_is_registered_from_the_paper_package():
-    assert attribution.get("relabel").__module__ == "cnnlens.relabel.method"
+    assert attribution.get("relabel").__module__ == "cnnlens.studies.relabel.method"
 
 
 def test_prepare_says_what_is_missing():

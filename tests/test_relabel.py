@@ -13,9 +13,10 @@ from torch import nn
 import cnnlens
 from cnnlens import checkpoint, nets
 from cnnlens.errors import InputError
-from cnnlens.relabel.labels import search_scale
-from cnnlens.relabel.student import fit_students, loss_slope, student_loss
-from cnnlens.train import ELBO, OptimizerConfig, TrainConfig, fit
+from cnnlens.studies.relabel.labels import search_scale
+from cnnlens.studies.relabel.student import fit_students, loss_slope, student_loss
+from cnnlens.studies.relabel.vae import ELBO
+from cnnlens.train import OptimizerConfig, TrainConfig, fit
 
 
 class PixelVAE(nn.Module):
@@ -98,7 +99,7 @@ def test_elbo_decreases_in_a_short_training():
 
 
 def test_train_vae_is_cached_and_reused(tmp_path):
-    from cnnlens.relabel import open_vae, train_vae
+    from cnnlens.studies.relabel import open_vae, train_vae
 
     x = torch.rand(64, 1, 16, 16)
     y = torch.zeros(64, dtype=torch.long)
@@ -246,7 +247,7 @@ def test_input_anchor_is_the_input_at_scale_zero():
     """anchor="input": x' = x + decode(z) - decode(mu), the input itself at scale 0, where
     the paper's samples are the blurred reconstruction; at scale s the two differ by the
     same offset x - decode(mu)."""
-    from cnnlens.relabel.synthesis import anchor_offset, decode_perturbed, encode
+    from cnnlens.studies.relabel.synthesis import anchor_offset, decode_perturbed, encode
 
     vae, x = BlockVAE(), region_inputs(3)
     mu, sigma = encode(vae, x)
@@ -304,7 +305,7 @@ def test_errors():
 
 
 def test_normalisation_mismatch_is_named(tmp_path):
-    from cnnlens.relabel.synthesis import check_vae
+    from cnnlens.studies.relabel.synthesis import check_vae
 
     vae = nets.create("conv-vae", in_channels=1, image_size=16, latent=4, width=4)
     checkpoint.save(vae, tmp_path / "vae", mean=[0.5], std=[0.25], input_shape=(1, 16, 16))

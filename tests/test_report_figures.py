@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from cnnlens import plotting
-from cnnlens.analysis import plots
 from cnnlens.attribution import methods
 from cnnlens.metrics.evaluate import Evaluation
 from cnnlens.metrics.outputs import curve_figure
 from cnnlens.report import figures as F
 from cnnlens.report.dissection_figures import interpretability_chart, top_images_figure
 from cnnlens.report.sections.explanations import family, family_grids
+from cnnlens.studies.decompose import plots
 from helpers import embedded_figures
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "crescent", "arrow", "heart"]

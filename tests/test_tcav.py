@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from cnnlens.analysis import TCAV, Concept, folder_concepts, learn_cav, shapes_concepts
-from cnnlens.analysis.tcav import directional_derivatives
+from cnnlens.analysis.concepts.tcav import directional_derivatives
 from cnnlens.data import as_dataset
 from cnnlens.errors import CnnlensError, InputError, LayerError, TargetError
 from cnnlens.hooks import model_fingerprint, same_fingerprint
@@ -220,7 +220,7 @@ def test_exchangeable_p_values_by_hand():
     as concepts (random_i against every random_j), t with R - 1 degrees of freedom."""
     from scipy import stats
 
-    from cnnlens.analysis.tcav import p_values
+    from cnnlens.analysis.concepts.tcav import p_values
 
     rng = np.random.default_rng(3)
     runs = 5
@@ -403,7 +403,7 @@ def test_errors(sets, shapes_test):
 
 
 def test_mid_layer_is_two_thirds_through_the_blocks():
-    from cnnlens.analysis.tcav import mid_layer
+    from cnnlens.analysis.concepts.tcav import mid_layer
     from cnnlens.nets import create
 
     model = create("resnet20", num_classes=8).eval()

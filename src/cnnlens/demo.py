@@ -18,8 +18,8 @@ DEMO_VAE_EPOCHS = 20
 
 def demo_vae(out: Path, *, quick: bool, seed: int = 0):
     """Train (or reuse) the demo's VAE on ``shapes`` in ``out/vae-shapes``."""
-    from .relabel import QUICK_VAE, VAE_CONFIG, train_vae, vae_folder
-    from .relabel.vae_training import DEFAULT_WIDTH
+    from .studies.relabel import QUICK_VAE, VAE_CONFIG, train_vae, vae_folder
+    from .studies.relabel.vae_training import DEFAULT_WIDTH
 
     config = dataclasses.replace(VAE_CONFIG, epochs=DEMO_VAE_EPOCHS, seed=seed)
     options, width = {}, DEFAULT_WIDTH
@@ -113,7 +113,7 @@ def run_demo(
 def train_attribute_demo(folder: Path, *, quick: bool, seed: int = 0) -> Path:
     """Train (or reuse) paper 003's attribute network on ``shapes`` attributes in ``folder``
     for the report's "Channel roles and pruning" section; returns ``folder``."""
-    from .attributes.training import QUICK_RECIPE, SHAPES_RECIPE, attribute_run
+    from .studies.channel_roles.training import QUICK_RECIPE, SHAPES_RECIPE, attribute_run
 
     recipe = QUICK_RECIPE if quick else SHAPES_RECIPE
     run = attribute_run(data="shapes", out=folder, seed=seed, overwrite=True, **recipe)
@@ -134,8 +134,8 @@ QUICK_DRIB = {"n_train": 300, "gate_epochs": 1, "finetune_epochs": 0}
 def demo_drib(out: Path, run, *, quick: bool, seed: int = 0):
     """Gate (or reuse) the demo's ResNet-20 in ``out/drib``; returns the GatedRun."""
     from .checkpoint import read_meta
-    from .drib.runs import gated_run
-    from .drib.training import DEMO_RECIPE
+    from .studies.drib.runs import gated_run
+    from .studies.drib.training import DEMO_RECIPE
 
     sizes = QUICK_DRIB if quick else DEMO_DRIB
     recipe = dataclasses.replace(

@@ -8,7 +8,8 @@ a folder: reuse an identical finished run, or refuse a folder that holds a run
 with other settings or an unreadable record unless the caller says
 ``overwrite`` (the CLI's ``--overwrite``), as ``train --resume`` refuses a
 checkpoint of another configuration. :func:`load_saved` turns a saved model
-that cannot be read into the same one-line refusal.
+that cannot be read into the same one-line refusal. :func:`measured` does the same
+for a measurement: a JSON result reused while its key is the same.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import CheckpointError, CnnlensError, ConfigError
+from .io import write_json
 
 T = TypeVar("T")
 OVERWRITE_HINT = "pass --overwrite (overwrite=True) to train over it, or choose another folder"
@@ -77,3 +79,25 @@ def load_saved(folder: str | Path, load: Callable[[Path], T]) -> T:
             f"the saved model of the run in {Path(folder).parent} cannot be read ({reason}); "
             f"{OVERWRITE_HINT}"
         ) from None
+
+
+def measured(path: str | Path, key: dict, compute: Callable[[], dict]) -> dict:
+    """A measurement reused by identity: the result saved in ``path`` under ``key``, or
+    ``compute()`` saved there (atomically). Studies cache their expensive results with it
+    (a report's second run only draws).
+
+    The key is compared after a JSON round trip, as it is stored (tuples become lists); a
+    damaged or stale file is measured again and replaced. A fresh result is returned as it
+    is stored too, so the first report and a later one draw from the same data.
+    """
+    path = Path(path)
+    key = json.loads(json.dumps(key))
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return saved["result"]
+        except (json.JSONDecodeError, OSError, KeyError, AttributeError):
+            pass
+    write_json(path, {"key": key, "result": compute()})
+    return json.loads(path.read_text())["result"]

@@ -1,76 +1,119 @@
-"""Model-level analyses: studies of what a trained network does, not of one prediction.
+"""Model-level analyses: what a trained network does as a whole, not one prediction.
 
-Each analysis follows the scikit-learn estimator style: a plain object with
-keyword hyperparameters, ``fit(model, data)`` returning ``self``, and learned
-attributes ending in ``_``.
+The generic toolkit's analyses, in four groups; each follows the scikit-learn
+estimator style (keyword hyperparameters, ``fit(model, data)`` returning ``self``,
+learned attributes ending in ``_``):
 
-Paper 002 ("Decomposing the Deep"): :class:`InfluentialFeatures` (Algorithm
-1), :class:`DecomposedHead` and :func:`decompose` (the decomposed final
-layer), with :func:`relative_accuracy` / :func:`sweep` (r_A, Figure 3),
-:func:`retrain`, :func:`noise_ablation` (Table 8), :func:`energy_table`
-(Table 7 made measurable), :func:`jaccard_matrix` (disentanglement) and
-:func:`depth_study` (Figure 4).
+- :mod:`.concepts`: concept activation vectors and TCAV (Kim et al. 2018), network
+  dissection (Bau et al. 2017) and the concept image sets and masks they read;
+- :mod:`.similarity`: layers compared within a model or across two (linear CKA,
+  SVCCA; survey paper 001, section 3.2);
+- :mod:`.visualisation`: activation maximisation and feature inversion with their
+  image parameterisations (survey section 3.1);
+- :mod:`.rules`: global surrogates of the network's decision (a decision tree,
+  DeepRED-style layerwise rules; survey section 3.4).
 
-Paper 001 (survey, sections 3.2 and 3.4): :func:`layer_similarity` between the
-layers of one model or two (linear CKA, :func:`linear_cka` /
-:class:`MinibatchCKA`, and :func:`svcca`), and :class:`SurrogateTree`, a decision
-tree fitted to the network's predictions. Concept activation vectors (ref. 22,
-Kim et al. 2018): :class:`TCAV` scores how much a concept matters to a class
-(:class:`TCAVResult`), from concept image sets (:class:`Concept`,
-:func:`shapes_concepts`, :func:`folder_concepts`) and CAVs (:class:`CAV`,
-:func:`learn_cav`). Network dissection (ref. 47, Bau et al. 2017): :class:`Dissection`
-labels each channel with the concept its top activations segment
-(:class:`DissectionResult`, :class:`LayerDissection`), from per-pixel concept masks
-(:class:`ConceptMasks`).
-
-Paper 000 (section 4.3): :class:`InformationPlane`, a training callback recording
-I(X;Z) and I(Z;Y) per epoch (:func:`binned_information`, :func:`kde_information`) and
-the transition and convergence points (:func:`key_points`).
+:mod:`.features` (penultimate features over a data set), :mod:`.running` (running a
+user's model on images with one clear error) and :mod:`.tables` (rows as CSV and
+markdown) serve them all. The papers' own systems (paper 002's decomposition, DRIB's
+information plane, ...) live in :mod:`cnnlens.studies`, which may use these, never the
+reverse.
 """
 
-from .ablation import noise_ablation
-from .cav import CAV, learn_cav
-from .cka import MinibatchCKA, cka_matrix, linear_cka, minibatch_cka, unbiased_hsic
-from .concept_masks import ConceptMasks
-from .concepts import Concept, folder_concepts, shapes_concepts
-from .decomposed import DecomposedHead, decompose, head_macs, load_decomposed, save_decomposed
-from .dissection import Dissection, DissectionResult, LayerDissection
-from .features import Features, collect_features
-from .image_params import colour_decorrelation
-from .influential import InfluentialFeatures
-from .information_plane import InformationPlane, binned_information, kde_information, key_points
-from .inversion import Facets, Inversion, facets, invert
-from .layer_similarity import LayerSimilarity, default_layers, layer_similarity
-from .layerwise_rules import LayerwiseRules
-from .maps import energy_table, in_mask_energy, influential_maps
-from .maximise import Maximisation, Objective, maximise, maximise_all
-from .overlap import jaccard_matrix, mean_overlap
-from .pipeline import run_decompose
-from .relative import relative_accuracy, sweep, sweep_grid
-from .retrain import retrain, retrain_config
-from .study import DEPTHS, depth_study
-from .surrogate_tree import SurrogateTree
-from .svcca import SVCCAResult, svcca
-from .tcav import TCAV, TCAVResult
+from __future__ import annotations
+
+import importlib
+import warnings
+
+# What this package exports, by the submodule that defines it: imported on first use, so
+# opening a model (cnnlens.load discovers the studies' loaders, which use .features) does
+# not import scikit-learn, SciPy and matplotlib through the analyses it does not run.
+_EXPORTS = {
+    "CAV": ".concepts",
+    "Concept": ".concepts",
+    "ConceptMasks": ".concepts",
+    "Dissection": ".concepts",
+    "DissectionResult": ".concepts",
+    "Facets": ".visualisation",
+    "Features": ".features",
+    "Inversion": ".visualisation",
+    "LayerDissection": ".concepts",
+    "LayerSimilarity": ".similarity",
+    "LayerwiseRules": ".rules",
+    "Maximisation": ".visualisation",
+    "MinibatchCKA": ".similarity",
+    "Objective": ".visualisation",
+    "SVCCAResult": ".similarity",
+    "SurrogateTree": ".rules",
+    "TCAV": ".concepts",
+    "TCAVResult": ".concepts",
+    "cka_matrix": ".similarity",
+    "collect_features": ".features",
+    "colour_decorrelation": ".visualisation",
+    "default_layers": ".similarity",
+    "facets": ".visualisation",
+    "folder_concepts": ".concepts",
+    "invert": ".visualisation",
+    "layer_similarity": ".similarity",
+    "learn_cav": ".concepts",
+    "linear_cka": ".similarity",
+    "maximise": ".visualisation",
+    "maximise_all": ".visualisation",
+    "minibatch_cka": ".similarity",
+    "shapes_concepts": ".concepts",
+    "svcca": ".similarity",
+    "unbiased_hsic": ".similarity",
+}
+
+# Names that lived here before the papers' systems moved to cnnlens.studies: still
+# reachable for one release, with a deprecation note (the import runs only on access).
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "DEPTHS DecomposedHead InfluentialFeatures decompose depth_study energy_table "
+            "head_macs in_mask_energy influential_maps jaccard_matrix load_decomposed "
+            "mean_overlap noise_ablation relative_accuracy retrain retrain_config "
+            "run_decompose save_decomposed sweep sweep_grid"
+        ).split(),
+        "cnnlens.studies.decompose",
+    ),
+    **dict.fromkeys(
+        "InformationPlane binned_information kde_information key_points".split(),
+        "cnnlens.studies.drib.information_plane",
+    ),
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _MOVED[name]
+    warnings.warn(
+        f"cnnlens.analysis.{name} moved to {home}.{name}; the old name goes next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "CAV",
     "Concept",
     "ConceptMasks",
-    "DEPTHS",
-    "DecomposedHead",
     "Dissection",
     "DissectionResult",
-    "Features",
-    "InfluentialFeatures",
     "Facets",
+    "Features",
     "Inversion",
-    "facets",
-    "invert",
-    "LayerwiseRules",
-    "InformationPlane",
     "LayerDissection",
     "LayerSimilarity",
+    "LayerwiseRules",
     "Maximisation",
     "MinibatchCKA",
     "Objective",
@@ -78,38 +121,20 @@ __all__ = [
     "SurrogateTree",
     "TCAV",
     "TCAVResult",
-    "binned_information",
     "cka_matrix",
     "collect_features",
     "colour_decorrelation",
-    "decompose",
     "default_layers",
-    "depth_study",
-    "energy_table",
+    "facets",
     "folder_concepts",
-    "head_macs",
-    "in_mask_energy",
-    "influential_maps",
-    "jaccard_matrix",
-    "kde_information",
-    "key_points",
+    "invert",
     "layer_similarity",
     "learn_cav",
     "linear_cka",
-    "load_decomposed",
     "maximise",
     "maximise_all",
-    "mean_overlap",
     "minibatch_cka",
-    "noise_ablation",
-    "relative_accuracy",
-    "retrain",
-    "run_decompose",
-    "save_decomposed",
     "shapes_concepts",
-    "retrain_config",
-    "sweep",
-    "sweep_grid",
     "svcca",
     "unbiased_hsic",
 ]

@@ -20,6 +20,7 @@ from ..data.base import ImageDataset
 from ..errors import InputError, LayerError
 from ..hooks import frozen
 from ..layers import final_linear, penultimate_features
+from ..placement import model_device
 
 
 @dataclass
@@ -34,11 +35,6 @@ class Features:
     @property
     def predicted(self) -> torch.Tensor:
         return self.logits.argmax(1)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def locate_head(model: nn.Module, probe: torch.Tensor) -> tuple[str, nn.Linear]:

@@ -9,14 +9,6 @@ from torch import nn
 from ..errors import InputError, first_line
 
 
-def placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype images go to: the model's first parameter's."""
-    param = next(model.parameters(), None)
-    if param is None or not param.is_floating_point():
-        return (param.device if param is not None else torch.device("cpu")), torch.float32
-    return param.device, param.dtype
-
-
 def run_model(model: nn.Module, x: torch.Tensor) -> object:
     """``model(x)``; a RuntimeError (a shape the model cannot take) becomes an InputError."""
     try:

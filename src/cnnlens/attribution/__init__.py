@@ -27,7 +27,7 @@ _INFRASTRUCTURE = {"base"}
 # method from its own module, which this list names (the generic layer never imports it
 # statically). Third-party packages declare theirs as entry points in the group
 # ``cnnlens.methods`` (``[project.entry-points."cnnlens.methods"]``).
-PROVIDERS = ("cnnlens.relabel.method",)
+PROVIDERS = ("cnnlens.studies.relabel.method",)
 ENTRY_POINTS = "cnnlens.methods"
 
 

@@ -34,6 +34,7 @@ from ..hooks import capture_outputs, frozen, replace_output
 from ..io import save_tensors
 from ..layers import auto_layer, get_layer
 from ..params import Param
+from ..placement import model_device
 from ..types import Explanation
 from . import register
 from ._perturb import generator, positive_float, positive_int
@@ -202,7 +203,7 @@ def training_statistics(
     train = as_dataset(train)
     count = min(images or TRAINING_IMAGES, len(train))
     x, _ = train.tensors(range(count))
-    x = x.to(next(model.parameters()).device)
+    x = x.to(model_device(model))
     if layer == "auto":
         layer = auto_layer(model, x[:1])
     path = None if folder is None else Path(folder) / f"iba-statistics-{layer}.safetensors"

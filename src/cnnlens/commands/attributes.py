@@ -67,8 +67,8 @@ def _write_role_figures(out: Path, run, roles) -> None:
     """mask_grid.png (Fig. 5), top_masks.png (Fig. 4, two test images), channel_correlation.png."""
     import torch
 
-    from ..attributes.reading import channel_masks
     from ..report.attribute_figures import channel_correlation_plot, mask_grid_plot, top_mask_grid
+    from ..studies.channel_roles.reading import channel_masks
 
     names = roles.attribute_names_
     _write_figure(out / "mask_grid.png", mask_grid_plot(roles.mask_means_.numpy(), names))
@@ -92,8 +92,8 @@ def _floats(text: str, option: str) -> list[float]:
 
 def parse_transforms(text: str) -> list[tuple[float, float]]:
     """``"1:0,2:0.2"`` -> ``[(1.0, 0.0), (2.0, 0.2)]``, each checked (n > 0, 0 <= beta < 1)."""
-    from ..attributes.transform import check_parameters
     from ..errors import InputError
+    from ..studies.channel_roles.transform import check_parameters
 
     pairs = []
     for item in text.split(","):
@@ -130,11 +130,11 @@ def train(
         False, help="train over a run in --out made with other settings (else refused)"
     ),
 ) -> None:
-    from ..attributes.reading import ChannelRoles
-    from ..attributes.study import construction_check, correlation_table
-    from ..attributes.training import SHAPES_RECIPE, attribute_run
     from ..data import split_size
     from ..io import write_json, write_text
+    from ..studies.channel_roles.reading import ChannelRoles
+    from ..studies.channel_roles.study import construction_check, correlation_table
+    from ..studies.channel_roles.training import SHAPES_RECIPE, attribute_run
 
     def default(n: int | None, split: str) -> int:  # the recipe's size, or all where fewer
         return (
@@ -192,12 +192,12 @@ def prune(
 ) -> None:
     import cnnlens
 
-    from ..attributes.pruning import PREFER
-    from ..attributes.runs import open_run
-    from ..attributes.study import counts_for, pruning_study, pruning_table
-    from ..attributes.training import save_attribute_network
     from ..errors import InputError
     from ..io import write_json, write_text
+    from ..studies.channel_roles.pruning import PREFER
+    from ..studies.channel_roles.runs import open_run
+    from ..studies.channel_roles.study import counts_for, pruning_study, pruning_table
+    from ..studies.channel_roles.training import save_attribute_network
 
     if prefer not in PREFER:
         raise InputError(f"--prefer must be one of {PREFER}, got {prefer!r}")
@@ -261,11 +261,11 @@ def robustness(
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output folder (default RUN/robustness)"),
 ) -> None:
-    from ..attributes.robustness import robustness_grid
-    from ..attributes.runs import open_run
     from ..io import write_bytes, write_json, write_text
     from ..plotting import to_png
     from ..report.attribute_figures import robustness_plot
+    from ..studies.channel_roles.robustness import robustness_grid
+    from ..studies.channel_roles.runs import open_run
 
     grid_transforms = parse_transforms(transforms)
     noise = _floats(stds, "--stds")
@@ -293,16 +293,16 @@ def predictability(
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output folder (default RUN/predictability)"),
 ) -> None:
-    from ..attributes.predictability import (
+    from ..io import write_json
+    from ..studies.channel_roles.predictability import (
         attention_predictability,
         check_edit_sizes,
         paired_difference,
         plain_predictability,
     )
-    from ..attributes.runs import open_run
-    from ..attributes.training import attribute_run
-    from ..commands.decompose import _ints
-    from ..io import write_json
+    from ..studies.channel_roles.runs import open_run
+    from ..studies.channel_roles.training import attribute_run
+    from .decompose import _ints
 
     edit_sizes = _ints(sizes, "--sizes")
     folder = _out(out, run, "predictability")

@@ -72,10 +72,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, help="output folder (default MODEL/decompose)"),
     ) -> None:
         """Find class-specific influential features and decompose the final layer."""
-        from ..analysis import InfluentialFeatures, run_decompose
         from ..errors import InputError
         from ..io import check_writable_folder
         from ..loading import load as load_model
+        from ..studies.decompose import InfluentialFeatures, run_decompose
 
         ks = None if sweep_k is None else _ints(sweep_k, "--sweep-k")
         try:
@@ -127,8 +127,8 @@ def register(app: typer.Typer) -> None:
         """Train (or reuse) ResNets of several depths and plot r_A against depth."""
         import dataclasses
 
-        from ..analysis import depth_study
-        from ..analysis.plots import depth_plot
+        from ..studies.decompose import depth_study
+        from ..studies.decompose.plots import depth_plot
         from ..train.classifier import DEMO_CONFIG
 
         config = dataclasses.replace(DEMO_CONFIG, epochs=epochs, seed=seed)

@@ -95,10 +95,10 @@ def train(
     from .. import nets
     from ..compatibility import check_fits
     from ..data import check_count
-    from ..drib.runs import check_gateable, check_gated_run, gated_run
-    from ..drib.training import GateRecipe
     from ..loading import load as load_model
     from ..runs import saved_run
+    from ..studies.drib.runs import check_gateable, check_gated_run, gated_run
+    from ..studies.drib.training import GateRecipe
     from ..train.classifier import classifier_identity, demo_config, train_classifier
 
     recipe = GateRecipe(
@@ -168,11 +168,11 @@ def evaluate(
 ) -> None:
     from ..compatibility import check_fits
     from ..data import check_count
-    from ..drib.runs import load_gated
-    from ..drib.study import FULL, QUICK, study
     from ..errors import CheckpointError, InputError
     from ..io import check_writable_folder, write_json
     from ..loading import load as load_model
+    from ..studies.drib.runs import load_gated
+    from ..studies.drib.study import FULL, QUICK, study
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     unknown = sorted(set(chosen) - set(PARTS))

@@ -65,11 +65,11 @@ def prune_baseline(
 
     from ..compatibility import check_fits
     from ..data import check_count, load
-    from ..drib.baseline_study import FINE_TUNE, run_baselines
-    from ..drib.pruned_models import save_pruned
     from ..errors import ConfigError, InputError
     from ..io import check_writable_folder, write_json, write_text
     from ..loading import load as load_model
+    from ..studies.drib.baseline_study import FINE_TUNE, run_baselines
+    from ..studies.drib.pruned_models import save_pruned
     from ..train.config import OptimizerConfig
 
     if method not in METHOD_CHOICES:

@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from ..errors import InputError, LayerError, TargetError, first_line
+from ..placement import model_device
 
 
 def parse_images(spec: str, total: int) -> list[int]:
@@ -247,7 +248,7 @@ def register(app: typer.Typer) -> None:
         for name, params in per_method.items():  # layers, now the model is here
             attribution.get(name).check_params(params, net)
         x, labels = dataset.tensors(indices)
-        dev = next(net.parameters()).device
+        dev = model_device(net)
         x = x.to(dev)
         # what each method needs prepared (statistics saved once in --out, a VAE found)
         skipped = prepare_methods(

@@ -261,7 +261,7 @@ def tcav(
 ) -> None:
     """Write tcav.json and tcav.png."""
     from ..analysis import TCAV, folder_concepts, shapes_concepts
-    from ..analysis.tcav import TEST_NAMES
+    from ..analysis.concepts.tcav import TEST_NAMES
     from ..data import load
     from ..errors import InputError
     from ..io import write_json
@@ -527,7 +527,7 @@ def invert(
     import torch
 
     from ..analysis import invert as invert_images
-    from ..analysis.inversion import PARAMS
+    from ..analysis.visualisation.inversion import PARAMS
     from ..errors import DataError
     from ..io import write_json
     from ..layers import get_layer

@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         from ..data import split_size
-        from ..relabel.vae_training import VAE_CONFIG, check_vae_options, vae_epochs
-        from ..relabel.vae_training import train_vae as run
+        from ..studies.relabel.vae_training import VAE_CONFIG, check_vae_options, vae_epochs
+        from ..studies.relabel.vae_training import train_vae as run
 
         check_vae_options(latent=latent, width=width, beta=1.0, config=None)
         config = None

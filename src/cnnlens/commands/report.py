@@ -131,7 +131,7 @@ def open_vae(path: Path, test):
     """The VAE ``--vae`` names, checked to rebuild the test images' shape."""
     import torch
 
-    from ..relabel.vae_training import open_vae as load_vae
+    from ..studies.relabel.vae_training import open_vae as load_vae
 
     folder = path / "model" if (path / "model" / "model.json").is_file() else path
     if not (folder / "model.json").is_file():

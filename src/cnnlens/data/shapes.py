@@ -43,7 +43,6 @@ import math
 
 import numpy as np
 import torch
-from matplotlib.path import Path as PolygonPath
 
 from ..errors import DataError
 from . import register
@@ -124,6 +123,8 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray, shrink: float = 1.0) -> np
     if shape == "heart":
         x, y = u * 1.25, v * 1.25 + 0.15
         return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
+    from matplotlib.path import Path as PolygonPath  # only when drawing: a heavy import
+
     path = PolygonPath(_POLYGONS[shape])
     pts = np.stack([u.ravel(), v.ravel()], 1)
     return path.contains_points(pts).reshape(u.shape)

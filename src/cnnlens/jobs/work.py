@@ -53,8 +53,8 @@ class ShardWorker:
 
         from ..attribution.base import check_inputs
         from ..hooks import frozen
-        from ..metrics._common import model_device
         from ..metrics.evaluate import score_explanation
+        from ..placement import model_device
 
         job, data = self.job, self.dataset
         idx = list(range(start, stop))

@@ -3,7 +3,7 @@
 A loader declares which saved models it opens by what their ``model.json`` says
 (:func:`cnnlens.checkpoint.read_meta`), e.g. DRIB's gated networks by an
 ``extra.drib`` entry. Each package registers its own in a module named
-``loaders.py`` (``drib/loaders.py``, ``attributes/loaders.py``, ...). This module
+``loaders.py`` (``studies/drib/loaders.py``, ``studies/channel_roles/loaders.py``, ...). This module
 sits in the base layer and never imports a package above it: the first lookup
 finds every ``loaders.py`` under the cnnlens source folder and imports it by name
 (:func:`importlib.import_module`), so a new package's loader needs no list

@@ -18,14 +18,6 @@ def scaled(value_at_224: float, size: int, *, minimum: int = 1) -> int:
     return max(minimum, int(round(value_at_224 * size / REFERENCE_SIZE)))
 
 
-def model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    if p is None:
-        b = next(model.buffers(), None)
-        return b.device if b is not None else torch.device("cpu")
-    return p.device
-
-
 def check_model(model) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -149,7 +149,7 @@ def _causal(
 ) -> Result:
     model = check_model(model)
     inputs = check_inputs(inputs, model)
-    from ._common import model_device
+    from ..placement import model_device
 
     inputs = inputs.to(model_device(model))
     maps = as_maps(maps, like=inputs)

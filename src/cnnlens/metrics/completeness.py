@@ -15,8 +15,9 @@ from ..attribution.base import resolve_target
 from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen
+from ..placement import model_device
 from ..types import Explanation
-from ._common import as_maps, check_inputs, check_model, model_device
+from ._common import as_maps, check_inputs, check_model
 from .causal import FILL, _baseline
 from .registry import Metric, Scoring, register
 from .result import Result

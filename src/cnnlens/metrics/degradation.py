@@ -29,7 +29,8 @@ from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
-from ._common import as_maps, check_inputs, check_model, class_score, model_device, scaled
+from ..placement import model_device
+from ._common import as_maps, check_inputs, check_model, class_score, scaled
 from .causal import FILL, SCORE, _baseline
 from .registry import Metric, Scoring, register
 from .result import Result

@@ -356,7 +356,7 @@ def evaluate(
     the expanded chunks of every metric and of every method that takes it.
     """
     from ..attribution.base import check_inputs
-    from ._common import model_device
+    from ..placement import model_device
 
     if isinstance(inputs, torch.Tensor):
         inputs = check_inputs(inputs, model)

@@ -38,8 +38,9 @@ from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
+from ..placement import model_device
 from ..seeding import Draws
-from ._common import as_maps, check_inputs, check_model, class_score, descending_rank, model_device
+from ._common import as_maps, check_inputs, check_model, class_score, descending_rank
 from .registry import Metric, Scoring, register
 from .result import Result
 

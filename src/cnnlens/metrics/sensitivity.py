@@ -29,9 +29,10 @@ from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen
 from ..params import Param
+from ..placement import model_device
 from ..seeding import Draws
 from ..types import Explanation
-from ._common import as_maps, check_inputs, check_model, model_device
+from ._common import as_maps, check_inputs, check_model
 from .registry import Metric, Scoring, register
 from .result import Result
 

@@ -3,9 +3,9 @@
 ``create("resnet20", num_classes=10)`` builds a model; ``names()`` lists what
 is available; ``@register("mynet", "one line")`` adds a constructor. Built in:
 CIFAR ResNet-8/14/20/32/44/56/110 (``width``, ``shortcut="A"|"B"``), CIFAR
-VGG-11/13/16/19 with BatchNorm, LeNet-5, and a convolutional VAE
-(``conv-vae``, :mod:`cnnlens.nets.vae`; a generator, not a classifier: the
-classifier contract below does not apply to it). ImageNet families with
+VGG-11/13/16/19 with BatchNorm, LeNet-5 (re-label distillation's VAE,
+``conv-vae``, a ``kind="generator"``, registers itself from
+:mod:`cnnlens.studies.relabel.vae`). ImageNet families with
 torchvision's module names and ``state_dict`` layout, so torchvision's
 weights files load strictly (:mod:`cnnlens.nets.imagenet`): ``resnet18``,
 ``resnet50``, ``vgg16_bn``, ``mobilenet_v2``, ``efficientnet_b0``,
@@ -43,7 +43,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from . import imagenet, lenet, resnet, vae, vgg
+from . import imagenet, lenet, resnet, vgg
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
 _KINDS: dict[str, str] = {}
@@ -153,10 +153,5 @@ for _depth in sorted(vgg.CONFIGS):
 register("lenet5", "LeNet-5 for 32x32 inputs (1 or 3 channels), ReLU and max pooling")(lenet.build)
 for _name, (_build, _description) in imagenet.FAMILIES.items():
     register(_name, _description, layout="torchvision")(_build)
-register(
-    "conv-vae",
-    "convolutional VAE (latent 64 at 32x32, 128 at 64x64) for re-label distillation; no head",
-    kind="generator",
-)(vae.build)
 
 __all__ = ["create", "kind_of", "layout_of", "names", "register"]

@@ -25,6 +25,7 @@ from torch import nn
 from ..data.adapt import as_dataset
 from ..data.base import ImageDataset
 from ..io import write_text
+from ..placement import model_device
 
 
 @dataclass
@@ -61,7 +62,7 @@ class ReportContext:
         if "test_logits" not in self.cache:
             from ..chunking import run_chunked
 
-            device = next(self.model.parameters()).device
+            device = model_device(self.model)
             was_training = self.model.training
             self.model.eval()
 

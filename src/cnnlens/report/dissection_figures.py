@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.ticker import MaxNLocator
 
-from ..analysis.dissection import DissectionResult
+from ..analysis.concepts.dissection import DissectionResult
 from ..data.adapt import as_dataset
 from ..plotting import COLUMN_PX, DPI, GAP_PX, MAP_PX, SMALL_PT, TITLE_PT, as_hwc, plt
 from .figures import CellGrid

@@ -1,5 +1,5 @@
 """Heatmaps of which mask indices and channels each class uses in a gated network
-(:func:`cnnlens.drib.usage`). Follows the report's figure rule (:mod:`.figures`).
+(:func:`cnnlens.studies.drib.usage`). Follows the report's figure rule (:mod:`.figures`).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import textwrap
 
 from matplotlib.ticker import MaxNLocator
 
-from ..analysis.information_plane import estimator_text
 from ..plotting import DPI, SMALL_PT, TITLE_PT, plt
+from ..studies.drib.information_plane import estimator_text
 
 
 def information_plane_plot(plane: dict):

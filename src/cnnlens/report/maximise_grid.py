@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..analysis.maximise import Maximisation
+from ..analysis.visualisation.maximise import Maximisation
 from .figures import image_grid
 
 COLUMNS = 8  # 8 cells of 128 px and their gaps fit the report's column

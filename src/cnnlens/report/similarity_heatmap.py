@@ -1,4 +1,4 @@
-"""Heatmap of a layer-similarity matrix (:func:`cnnlens.analysis.layer_similarity`).
+"""Heatmap of a layer-similarity matrix (:func:`cnnlens.analysis.similarity.layer_similarity`).
 
 Kornblith et al. 2019 (Figure 2 onward) and Nguyen et al. 2021 show CKA
 between all pairs of layers as a heatmap, input at the top left. This one
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.layer_similarity import LayerSimilarity
+from ..analysis.similarity.layer_similarity import LayerSimilarity
 from ..plotting import COLUMN_PX, DPI, MIN_MAP_PX, SMALL_PT, TITLE_PT, plt, pt_to_px
 
 CELL_PX = 40  # a cell holding "0.95" at SMALL_PT

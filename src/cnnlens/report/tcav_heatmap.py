@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.tcav import TCAVResult
+from ..analysis.concepts.tcav import TCAVResult
 from ..plotting import COLUMN_PX, DPI, SMALL_PT, TITLE_PT, plt, pt_to_px
 
 CELL_PX = 44  # a cell holding "0.95*" at SMALL_PT

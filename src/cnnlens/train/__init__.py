@@ -7,12 +7,11 @@ for how a new kind of training plugs in.
 
 from .config import OptimizerConfig, TrainConfig
 from .loop import TrainResult, evaluate, fit
-from .objectives import ELBO, Alternating, Classification, Objective, model_extra_loss
+from .objectives import Alternating, Classification, Objective, model_extra_loss
 
 __all__ = [
     "Alternating",
     "Classification",
-    "ELBO",
     "Objective",
     "OptimizerConfig",
     "TrainConfig",

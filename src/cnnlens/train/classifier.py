@@ -92,7 +92,7 @@ def train_classifier(
     if arch in nets.names() and nets.kind_of(arch) != "classifier":
         raise InputError(
             f"{arch!r} is not a classifier; train it with `cnnlens train-vae --data {data} "
-            "--out ...` (cnnlens.relabel.train_vae)"
+            "--out ...` (cnnlens.studies.relabel.train_vae)"
         )
     if arch not in nets.names():
         nets.create(arch)  # the unknown-name error, with its typo hint

@@ -27,6 +27,7 @@ from ..data.foreign import TensorPairs
 from ..data.shapes import ShapesDataset
 from ..errors import CheckpointError, ConfigError
 from ..io import write_json
+from ..placement import model_device
 from ..progress import Progress, log_line
 from .augment import augment
 from .config import TrainConfig
@@ -100,7 +101,7 @@ def evaluate(
     """Mean loss and accuracy of ``model`` on ``dataset`` (model mode restored)."""
     dataset = as_dataset(dataset)
     objective = objective or Classification("bce" if targets == "attributes" else "ce")
-    device = next(model.parameters()).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -323,7 +324,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     model.train()
     for m in run.frozen_modules:
         m.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     sums: dict[str, float] = {}
     t0 = time.perf_counter()
     step = (epoch - 1) * run.steps_per_epoch

@@ -2,7 +2,7 @@
 
 The loop in :mod:`cnnlens.train.loop` owns epochs, data order, schedules,
 evaluation, checkpoints and progress; an objective owns one step. New kinds
-of training (dynamic channel gating, attention masks, a VAE) add an
+of training (dynamic channel gating, attention masks, a VAE's ELBO) add an
 objective, never a copy of the loop.
 
 Extra loss terms come from the model: any submodule with an ``extra_loss()``
@@ -176,39 +176,6 @@ class Alternating(Objective):
             result = {**result, "loss": float(loss.detach()) * len(x), **stats}
             result[f"loss_{group}"] = float(loss.detach()) * len(x)
         return result
-
-
-class ELBO(Objective):
-    """Negative evidence lower bound of a VAE (Kingma & Welling 2014; paper 004, Eq. 5).
-
-    Per image: reconstruction ``sum (decode(z) - x)^2`` over pixels (a Gaussian
-    decoder of fixed variance 1/2 on normalised images, up to a constant) plus
-    ``beta`` times ``KL(q(z|x) || N(0, I))``, with one reparameterised sample
-    ``z = mu + eps * sigma``; the batch loss is the mean over images. The model
-    needs ``encode(x) -> (mu, logvar)`` and ``decode(z)``; labels are ignored.
-    Reports ``recon`` and ``kl`` (per image) beside the loss, and no accuracy.
-    """
-
-    def __init__(self, beta: float = 1.0) -> None:
-        if not beta >= 0:
-            raise ConfigError(f"beta must be >= 0, got {beta}")
-        self.beta = float(beta)
-
-    def loss(self, model, x, y):
-        if not (
-            callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
-        ):
-            raise ConfigError("ELBO needs a model with encode(x) -> (mu, logvar) and decode(z)")
-        mu, logvar = model.encode(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if model.training else mu
-        recon = ((model.decode(z) - x) ** 2).flatten(1).sum(1)
-        kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)
-        loss = (recon + self.beta * kl).mean()
-        return loss, {
-            "count": float(len(x)),
-            "recon": float(recon.detach().sum()),
-            "kl": float(kl.detach().sum()),
-        }
 
 
 def trainable_parameters(model: nn.Module, only: Iterable[str] | None) -> list[nn.Parameter]:

@@ -2,14 +2,15 @@
 paper 003 (Kimura & Tanaka 2020) trained on the data set's attributes.
 
 Shown when the run trained one (``ReportContext.options["attributes_run"]``: its run folder,
-written by :func:`cnnlens.attributes.training.attribute_run`; the demo trains it once and reuses
-it). The section reads the network: accuracy per attribute; the attribute x channel grid of
-mean mask values (Fig. 5); each attribute's top-3 channels' masks on two test images (Fig. 4);
-the five most correlated attributes per attribute by their mask vectors, beside the correlation
-of the labels (Table 4); the channel correlation matrix (Fig. 6); and semantic channel pruning
-against random and lowest-L1 pruning (Fig. 7); mean accuracy under input noise for each
-attention-mask transformation (Fig. 8). The measurements are cached in
-``<run>/report-cache.json`` (keyed by the run and the settings), so a second report only draws.
+written by :func:`cnnlens.studies.channel_roles.training.attribute_run`; the demo trains it
+once and reuses it). The section reads the network: accuracy per attribute; the attribute x
+channel grid of mean mask values (Fig. 5); each attribute's top-3 channels' masks on two
+test images (Fig. 4); the five most correlated attributes per attribute by their mask
+vectors, beside the correlation of the labels (Table 4); the channel correlation matrix
+(Fig. 6); and semantic channel pruning against random and lowest-L1 pruning (Fig. 7); mean
+accuracy under input noise for each attention-mask transformation (Fig. 8). The measurements
+are cached in ``<run>/report-cache.json`` (keyed by the run and the settings), so a second
+report only draws.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import ReportContext, section, table_html
-from ..cache import cached_json
 from ..figures import figure_html
 
 FULL = {
@@ -39,41 +39,12 @@ QUICK = {
 CACHE = "report-cache.json"
 
 
-def measure(run, settings: dict) -> dict:
-    """Channel roles and the pruning study of an attribute run (see the module docstring)."""
-    from ...attributes.reading import ChannelRoles
-    from ...attributes.robustness import TRANSFORMS, robustness_grid
-    from ...attributes.study import correlation_table, pruning_study
-
-    roles = ChannelRoles(n=settings["n_roles"]).fit(run.model, run.train)
-    curves, _pruner = pruning_study(
-        run.model,
-        run.train,
-        run.test,
-        seeds=range(settings["seeds"]),
-        fractions=settings["fractions"],
-        n_fit=settings["n_roles"],
-        n_eval=settings["n_eval"],
-        correlation=roles.channel_correlation_,
-    )
-    return {
-        "roles": roles.to_dict(),
-        "channel_correlation": roles.channel_correlation_.float().tolist(),
-        "correlation_table": correlation_table(roles),
-        "curves": {k: v.to_dict() for k, v in curves.items()},
-        "robustness": robustness_grid(
-            run.model,
-            run.test,
-            stds=settings["noise_stds"],
-            transforms=TRANSFORMS,
-            n=settings["n_eval"],
-        ).to_dict(),
-    }
-
-
 def cached_measure(run, folder: Path, settings: dict) -> dict:
+    from ...runs import measured
+    from ...studies.channel_roles.study import roles_and_pruning
+
     key = {"identity": run.identity, "settings": settings}
-    return cached_json(folder / CACHE, key, lambda: measure(run, settings))
+    return measured(folder / CACHE, key, lambda: roles_and_pruning(run, settings))
 
 
 def _markdown_table(text: str) -> list[dict]:
@@ -89,9 +60,9 @@ def attributes_section(ctx: ReportContext) -> str | None:
         return None
     import torch
 
-    from ...attributes.reading import channel_masks
-    from ...attributes.runs import open_run
-    from ...attributes.study import construction_check
+    from ...studies.channel_roles.reading import channel_masks
+    from ...studies.channel_roles.runs import open_run
+    from ...studies.channel_roles.study import construction_check
     from ..attribute_figures import (
         channel_correlation_plot,
         mask_grid_plot,

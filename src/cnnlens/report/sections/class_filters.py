@@ -1,6 +1,6 @@
 """Report section "Class-specific filters": paper 002's influential features of the model.
 
-Fits :class:`~cnnlens.analysis.InfluentialFeatures` (k1 = k2 = 5) on up to
+Fits :class:`~cnnlens.studies.decompose.InfluentialFeatures` (k1 = k2 = 5) on up to
 2,000 training images and scores the decomposed final layer on up to 1,000
 test images: r_A, a small k1/k2 sweep, the noise ablation, class overlap and
 (where the data has masks) in-mask energy of the influential channels. No
@@ -24,9 +24,9 @@ MAP_IMAGES = 6
 
 @section("class-filters", "Class-specific filters", order=60)
 def class_filters(ctx: ReportContext) -> str | None:
-    from ...analysis import (
+    from ...analysis import collect_features
+    from ...studies.decompose import (
         InfluentialFeatures,
-        collect_features,
         energy_table,
         influential_maps,
         jaccard_matrix,

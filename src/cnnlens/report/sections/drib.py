@@ -1,9 +1,9 @@
 """Report section "Dynamic channel gating": DRIB (paper 000) on the report's model.
 
 Shown when the run trained a gated model (``ReportContext.options["drib_run"]``: a
-:class:`cnnlens.drib.runs.GatedRun` with its ungated ``options["drib_base"]``; the demo gates
-its trained ResNet-20 once and reuses it). It shows the MAC / accuracy table, the reduction
-ratio, latency (ungated, dense-masked gated, sparse), credibility per layer, the Table-5
+:class:`cnnlens.studies.drib.runs.GatedRun` with its ungated ``options["drib_base"]``; the
+demo gates its trained ResNet-20 once and reuses it). It shows the MAC / accuracy table, the
+reduction ratio, latency (ungated, dense-masked gated, sparse), credibility per layer, the Table-5
 comparison and the usage heatmaps with purity. The measurements are cached in
 ``<run>/report-cache.json`` (keyed by the run and the settings), so a second report reuses
 them, latency included (measured when the cache was written).
@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import ReportContext, section, table_html
-from ..cache import cached_json
 from ..figures import figure_html
 
 CACHE = "report-cache.json"
@@ -49,10 +48,11 @@ def mac_rows(evaluation: dict, baselines: list[dict] | tuple = ()) -> list[dict]
 
 
 def cached_study(run, base, ctx: ReportContext, settings: dict) -> dict:
-    from ...drib.study import study
+    from ...runs import measured
+    from ...studies.drib.study import study
 
     key = {"identity": run.evaluation, "settings": settings, "n_test": len(ctx.test)}
-    return cached_json(
+    return measured(
         Path(run.folder) / CACHE,
         key,
         lambda: study(base, run.model, ctx.train, ctx.test, settings=settings, parts=_parts(ctx)),
@@ -85,7 +85,7 @@ def drib_section(ctx: ReportContext) -> str | None:
     base = ctx.options.get("drib_base")
     if run is None or base is None:
         return None
-    from ...drib.study import FULL, QUICK
+    from ...studies.drib.study import FULL, QUICK
     from ..drib_figures import channel_usage_heatmap, index_usage_heatmap
 
     quick = bool(ctx.options.get("quick"))

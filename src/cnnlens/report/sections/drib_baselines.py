@@ -5,9 +5,9 @@ does). Two measurements, cached in ``<out>/drib-baselines/report-cache.json`` (k
 the model's weights and the settings), so a second report only draws:
 
 - the report's model pruned to half its MACs by L1-norm filter pruning and by network
-  slimming (:mod:`cnnlens.drib.baselines`), each fine-tuned one short epoch on a subset
+  slimming (:mod:`cnnlens.studies.drib.baselines`), each fine-tuned one short epoch on a subset
   of the training images (slimming after one sparsity epoch), beside the unpruned model;
-- the information plane (:class:`cnnlens.analysis.information_plane.InformationPlane`)
+- the information plane (:class:`cnnlens.studies.drib.information_plane.InformationPlane`)
   of a short ResNet-8 training from scratch on the same data, with the transition and
   convergence points. It is a training of its own, not the report model's: the demo's
   model is trained (and cached) before the report, without the callback.
@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from .. import ReportContext, section, table_html
-from ..cache import cached_json
 from ..figures import figure_html
 
 FULL = {
@@ -92,77 +91,6 @@ def _weights_key(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _first(dataset, n: int):
-    return dataset.subset(range(min(n, len(dataset)))) if hasattr(dataset, "subset") else dataset
-
-
-def measure(ctx: ReportContext, settings: dict) -> dict:
-    """Run the pruning baselines and the information-plane training (module docstring)."""
-    import time
-
-    from ...analysis.information_plane import InformationPlane, key_points
-    from ...drib.baseline_study import run_baselines
-    from ...nets import create
-    from ...train import OptimizerConfig, TrainConfig, fit
-
-    train = _first(ctx.train, settings["n_fine_tune"])
-    t0 = time.perf_counter()
-    study = run_baselines(
-        ctx.model,
-        train,
-        ctx.test,
-        reduction=settings["reduction"],
-        epochs=settings["epochs"],
-        sparsity_epochs=settings["sparsity_epochs"],
-        lam=settings["lambda"],
-        steps=settings["search_steps"],
-    )
-    prune_seconds = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    torch.manual_seed(0)
-    plane_train = _first(ctx.train, settings["plane_train"])
-    net = create(
-        settings["plane_arch"],
-        num_classes=plane_train.num_classes,
-        in_channels=plane_train.image_shape[0],
-    )
-    plane = InformationPlane(
-        ctx.test,
-        layers=settings["plane_layers"],
-        n=settings["plane_images"],
-        bins=settings["bins"],
-        noise_variance=settings["noise_variance"],
-    )
-    config = TrainConfig(
-        epochs=settings["plane_epochs"],
-        batch_size=64,
-        optimizer=OptimizerConfig(name="sgd", lr=settings["plane_lr"], weight_decay=5e-4),
-        schedule="onecycle",
-        augment=(),
-        seed=0,
-    )
-    fit(net, plane_train, config=config, callbacks=[plane], desc="information plane")
-    points = []
-    for layer in plane.layers:
-        for estimator in ("binning", "kde"):
-            trajectory = plane.trajectory(layer, estimator)
-            for kind, p in key_points(trajectory).items():
-                if kind == "convergence" and p.epoch == trajectory[-1].epoch:
-                    kind += " (last epoch: not settled within the run)"
-                points.append({**p.to_dict(), "point": kind})
-    return {
-        "rows": [r.to_dict() for r in study.rows],
-        "budget": study.budget,
-        "plane": plane.to_dict(),
-        "key_points": points,
-        "train_images": len(train),
-        "plane_train_images": len(plane_train),
-        "test_images": len(ctx.test),
-        "seconds": {"pruning": prune_seconds, "plane": time.perf_counter() - t0},
-    }
-
-
 def baseline_settings(ctx: ReportContext) -> dict:
     """QUICK or FULL; with a gated model in the report (``options["drib_run"]``), the MAC
     budget is its mean dynamic MAC count (paper 000 compares at the same budget)."""
@@ -178,15 +106,22 @@ def baseline_settings(ctx: ReportContext) -> dict:
 
 
 def cached_measure(ctx: ReportContext, settings: dict) -> dict:
+    from ...runs import measured
+    from ...studies.drib.baseline_study import baselines_and_plane
+
     key = {"weights": _weights_key(ctx.model), "settings": settings}
-    return cached_json(Path(ctx.out) / FOLDER / CACHE, key, lambda: measure(ctx, settings))
+    return measured(
+        Path(ctx.out) / FOLDER / CACHE,
+        key,
+        lambda: baselines_and_plane(ctx.model, ctx.train, ctx.test, settings),
+    )
 
 
 @section("drib-baselines", "Pruning baselines and the information plane", order=86)
 def drib_baselines_section(ctx: ReportContext) -> str | None:
     if not ctx.options.get("drib_baselines") or ctx.train is None:
         return None
-    from ...analysis.information_plane import estimator_text
+    from ...studies.drib.information_plane import estimator_text
     from ..information_plane_plot import information_plane_plot
 
     settings = baseline_settings(ctx)
@@ -257,7 +192,7 @@ def drib_baselines_section(ctx: ReportContext) -> str | None:
         table_html(key_rows),
         "<p><code>cnnlens drib prune-baseline --model RUN --reduction 50 --epochs N</code> "
         "prunes a trained model by both methods and writes this table; "
-        "<code>cnnlens.analysis.information_plane.InformationPlane</code> is a callback for "
+        "<code>cnnlens.studies.drib.information_plane.InformationPlane</code> is a callback for "
         "any training through <code>cnnlens.train.fit</code>.</p>",
     ]
     return "\n".join(parts)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ...placement import model_device
 from ...plotting import as_hwc
 from .. import ReportContext, section, table_html
 from ..figures import CellGrid, figure_html, title_px
@@ -136,7 +137,7 @@ def explanations(ctx: ReportContext) -> str:
     from ...attribution import explain, methods
 
     n = min(int(ctx.options.get("explain_images", IMAGES)), len(ctx.test))
-    device = next(ctx.model.parameters()).device
+    device = model_device(ctx.model)
     x, _labels = ctx.test.tensors(range(n))
     x = x.to(device)
     logits = ctx.logits()[:n]

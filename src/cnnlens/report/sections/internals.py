@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 
+from ...placement import model_device
 from .. import ReportContext, section, table_html
 from ..figures import figure_html
 
@@ -262,7 +263,7 @@ def maximise_part(ctx: ReportContext, quick: bool) -> str:
 
     test = ctx.test
     x, _ = test.tensors(range(1))
-    x = x.to(next(ctx.model.parameters()).device)
+    x = x.to(model_device(ctx.model))
     classes = test.classes[: 4 if quick else len(test.classes)]
     layer = auto_layer(ctx.model, x)
     channels = top_channels(ctx.model, layer, x, len(classes))

@@ -3,7 +3,7 @@
 Options: ``relabel_images``, ``relabel_samples``. Needs the run's VAE in
 ``ctx.options["vae"]`` (the demo trains it once into ``<run>/vae-<data>`` and
 reuses it; ``ctx.options["vae_run"]`` may hold the
-:class:`~cnnlens.relabel.TrainedVAE` for its facts); without one the section
+:class:`~cnnlens.studies.relabel.TrainedVAE` for its facts); without one the section
 says how to get one. Kept cheap: deletion / insertion with 64-pixel steps and
 the pointing game on :data:`IMAGES` test images (3 with 100 samples each
 and at most 3 scales tried in quick mode) for relabel, Grad-CAM and occlusion
@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from ...placement import model_device
 from .. import ReportContext, section, table_html
 from ..figures import figure_html, labelled_scatter
 
@@ -39,7 +40,7 @@ def relabel(ctx: ReportContext) -> str | None:
     from ...metrics import deletion, insertion, pointing_game
     from ...metrics.baselines import random_map
     from ...metrics.result import ci95
-    from ...relabel import reconstruction_quality
+    from ...studies.relabel import reconstruction_quality
     from .explanations import explanation_grid
 
     vae = ctx.options.get("vae")
@@ -54,7 +55,7 @@ def relabel(ctx: ReportContext) -> str | None:
     n = int(ctx.options.get("relabel_images", QUICK_IMAGES if quick else IMAGES))
     n = min(n, len(ctx.test))
     samples = int(ctx.options.get("relabel_samples", QUICK_SAMPLES if quick else 1000))
-    device = next(ctx.model.parameters()).device
+    device = model_device(ctx.model)
     x, _ = ctx.test.tensors(range(n))
     x = x.to(device)
     pred = ctx.logits()[:n].argmax(1).to(device)
@@ -121,7 +122,7 @@ def relabel(ctx: ReportContext) -> str | None:
 
 def _tsne_figure(ctx: ReportContext, vae, image, target: int, quick: bool, search: dict) -> str:
     """Paper 004's Fig. 3: the relabelled samples of one image in the network's feature space."""
-    from ...relabel.distiller import relabelled_embedding
+    from ...studies.relabel.distiller import relabelled_embedding
 
     n = int(ctx.options.get("relabel_tsne_samples", QUICK_TSNE_SAMPLES if quick else TSNE_SAMPLES))
     xy, hard, scale = relabelled_embedding(ctx.model, vae, image, target=target, n=n, **search)

@@ -1,0 +1,28 @@
+"""Concepts: what a channel or a direction of a layer stands for.
+
+Concept activation vectors and TCAV (Kim et al. 2018, "Interpretability Beyond Feature
+Attribution"): :class:`CAV`, :func:`learn_cav`, :class:`TCAV`; network dissection (Bau et
+al. 2017): :class:`Dissection`; the concept image sets (:class:`Concept`,
+:func:`shapes_concepts`, :func:`folder_concepts`) and per-pixel masks
+(:class:`ConceptMasks`) they read.
+"""
+
+from .cav import CAV, learn_cav
+from .concept_masks import ConceptMasks
+from .concept_sets import Concept, folder_concepts, shapes_concepts
+from .dissection import Dissection, DissectionResult, LayerDissection
+from .tcav import TCAV, TCAVResult
+
+__all__ = [
+    "CAV",
+    "Concept",
+    "ConceptMasks",
+    "Dissection",
+    "DissectionResult",
+    "LayerDissection",
+    "TCAV",
+    "TCAVResult",
+    "folder_concepts",
+    "learn_cav",
+    "shapes_concepts",
+]
