@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from .model_spec import model_options, out_folder
+
 
 def _ints(text: str, what: str) -> list[int]:
     from ..errors import InputError
@@ -50,8 +52,9 @@ def register(app: typer.Typer) -> None:
         help="Find class-specific influential features and decompose the final layer.\n\n"
         f"The method of {PAPER}."
     )
+    @model_options()
     def decompose(
-        model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
+        model,
         data: str = typer.Option("shapes", help="data set the model was trained on"),
         k1: str = typer.Option(
             "5",
@@ -74,7 +77,6 @@ def register(app: typer.Typer) -> None:
         """Find class-specific influential features and decompose the final layer."""
         from ..errors import InputError
         from ..io import check_writable_folder
-        from ..loading import load as load_model
         from ..studies.decompose import InfluentialFeatures, run_decompose
 
         ks = None if sweep_k is None else _ints(sweep_k, "--sweep-k")
@@ -83,8 +85,8 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise InputError(f"--k1 must be an integer or 'coverage', got {k1!r}") from None
         InfluentialFeatures(k1=k1_value, k2=k2, coverage=coverage, by=by)._check_params()
-        out = check_writable_folder(out or (model / "decompose"))
-        net = load_model(model)
+        out = check_writable_folder(out_folder(out, model, "decompose"))
+        net = model.open()
         summary = run_decompose(  # checks every setting against the model before it writes
             net,
             data=data,

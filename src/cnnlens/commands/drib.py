@@ -17,6 +17,8 @@ from pathlib import Path
 
 import typer
 
+from .model_spec import model_options
+
 drib_app = typer.Typer(
     name="drib",
     help="Dynamic channel gating (DRIB, paper 000): train gated models, count and realise the "
@@ -59,12 +61,16 @@ def _summary(evaluation: dict) -> str:
     "decision head and the loss follow Wang et al. 2020 (dynamic pruning): paper 000 gives "
     "neither; the gated layers are cnnlens' choice."
 )
+@model_options(
+    required=False,
+    help="a model to gate instead of training --arch first (a cnnlens model or run folder, "
+    "package.module:callable with --weights: your own code, imported as you would import "
+    "it, so it runs that code; a model.yaml; ...)",
+)
 def train(
     data: str = typer.Option("shapes", help="data set: shapes, digits, cifar10:/path, ..."),
     arch: str = typer.Option("resnet20", help="architecture of the ungated model (resnet*, vgg*)"),
-    model: Path | None = typer.Option(
-        None, help="a saved model (folder) to gate instead of training --arch first"
-    ),
+    model=None,
     out: Path = typer.Option(..., help="run folder: base/, model/, run.json"),
     masks: int = typer.Option(4, min=1, help="masks per gated layer (m)"),
     density: float = typer.Option(0.7, min=0.0, max=5.0, help="target mean |mask| (s)"),
@@ -95,7 +101,6 @@ def train(
     from .. import nets
     from ..compatibility import check_fits
     from ..data import check_count
-    from ..loading import load as load_model
     from ..runs import saved_run
     from ..studies.drib.runs import check_gateable, check_gated_run, gated_run
     from ..studies.drib.training import GateRecipe
@@ -117,12 +122,11 @@ def train(
     check_count(n_train, data, "train", option="--n-train")
     check_count(n_test, data, "test", option="--n-test")
     if model is not None:
-        base = load_model(model)
+        base = model.open()
         check_gateable(base)
-        train_set = _load(data, "train", n_train)
-        test = _load(data, "test", n_test)
-        check_fits(base, test, data=data)
-        base_id = {"model": str(model.resolve())}
+        train_set = check_fits(base, _load(data, "train", n_train), data=data, by_name=True)
+        test = check_fits(base, _load(data, "test", n_test), data=data, by_name=True)
+        base_id = model.identity()
     else:
         check_gateable(nets.create(arch))  # an untrained copy: is the architecture gateable?
         epochs_of_base = {} if base_epochs is None else {"epochs": base_epochs}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import typer
 
+from .model_spec import model_options
+
 METHOD_CHOICES = {"l1": ("l1",), "slimming": ("slimming",), "both": ("l1", "slimming")}
 
 
@@ -32,8 +34,9 @@ def _first(dataset, n: int | None, option: str):
     return dataset.subset(range(min(n, len(dataset))))
 
 
+@model_options()
 def prune_baseline(
-    model: Path = typer.Option(..., help="trained run folder (holding model/) or model folder"),
+    model,
     data: str = typer.Option(
         None, help="data set: shapes, digits, cifar10:/path (default: the one the model records)"
     ),
@@ -64,10 +67,10 @@ def prune_baseline(
     import torch
 
     from ..compatibility import check_fits
-    from ..data import check_count, load
+    from ..data import check_count
     from ..errors import ConfigError, InputError
     from ..io import check_writable_folder, write_json, write_text
-    from ..loading import load as load_model
+    from ..loading.spec import card_data
     from ..studies.drib.baseline_study import FINE_TUNE, run_baselines
     from ..studies.drib.pruned_models import save_pruned
     from ..train.config import OptimizerConfig
@@ -81,16 +84,17 @@ def prune_baseline(
     if not lr > 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
     check_writable_folder(out)
-    net = load_model(model)
+    net = model.open()
     meta = getattr(net, "meta", {}) or {}
     data = data or (meta.get("extra") or {}).get("data")
     if not data:
         raise InputError(f"{model} records no data set; pass --data (shapes, cifar10:/path, ...)")
     check_count(n_train, data, "train", option="--n-train")
     check_count(n_test, data, "test", option="--n-test")
-    train = _first(load(data, split="train"), n_train, "--n-train")
-    test = _first(load(data, split="test"), n_test, "--n-test")
-    check_fits(net, test, data=data)
+    train = check_fits(net, card_data(data, "train", net), data=data, by_name=True)
+    train = _first(train, n_train, "--n-train")
+    test = check_fits(net, card_data(data, "test", net), data=data, by_name=True)
+    test = _first(test, n_test, "--n-test")
     config = dataclasses.replace(
         FINE_TUNE, optimizer=OptimizerConfig(name="sgd", lr=lr, weight_decay=5e-4), seed=seed
     )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from .model_spec import model_options
+
 
 def parse_method_params(items: list[str]) -> dict[str, dict[str, object]]:
     """``method:key=value`` strings -> ``{method: {key: value}}`` (values as in explain)."""
@@ -25,8 +27,9 @@ def parse_method_params(items: list[str]) -> dict[str, dict[str, object]]:
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @model_options()
     def evaluate(
-        model: Path = typer.Option(..., help="saved model folder or run folder holding model/"),
+        model,
         data: str = typer.Option("shapes", help="data set (its test split is used)"),
         images: int = typer.Option(200, help="number of test images (the first N)"),
         n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
@@ -62,10 +65,9 @@ def register(app: typer.Typer) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
         from ..chunking import MEMORY
         from ..compatibility import check_fits
-        from ..data import load
         from ..errors import DataError
         from ..io import check_writable_folder
-        from ..loading import load as load_model
+        from ..loading.spec import card_data
         from ..metrics.evaluate import evaluate as run_evaluation
         from ..metrics.evaluate import validate
         from ..metrics.outputs import write_evaluation
@@ -97,11 +99,10 @@ def register(app: typer.Typer) -> None:
             seed=seed,
         )
         check_writable_folder(out)
-        net = load_model(model)
-        test = load(data, split="test")
+        net = model.open()
+        test = check_fits(net, card_data(data, "test", net), data=data, by_name=True)
         if n > len(test):
             raise DataError(f"--images {n} is more than the {len(test)} test images of {data}")
-        check_fits(net, test, data=data)
         validate(net, methods=chosen, metrics=metrics, method_params=method_params)
         x, _ = test.tensors(range(n))
         boxes = None if test.boxes is None else test.boxes[:n]

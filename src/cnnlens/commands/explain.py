@@ -17,6 +17,7 @@ import typer
 
 from ..errors import InputError, LayerError, TargetError, first_line
 from ..placement import model_device
+from .model_spec import model_options
 
 
 def parse_images(spec: str, total: int) -> list[int]:
@@ -132,26 +133,32 @@ def prepare_methods(
     names: list[str],
     params: dict[str, dict[str, object]],
     *,
-    model: Path,
+    model,
     data: str,
     folder: Path,
     skip: bool,
     log,
 ) -> dict[str, str]:
     """Run each method's ``prepare`` (IBA's statistics, a VAE, ...: what its ``needs``
-    say) and add what it returns to ``params[name]``. With ``skip`` (``--methods all``)
+    say) and add what it returns to ``params[name]``; ``model`` is the
+    :class:`~cnnlens.loading.spec.ModelSpec` (training images are read as ``net``'s card
+    says). With ``skip`` (``--methods all``)
     a method that cannot be prepared is removed from ``names`` and reported
     (``{name: why}``); else its error stops the command."""
     from .. import attribution
     from ..attribution import Setup
-    from ..data import load
+    from ..compatibility import check_fits
     from ..errors import CnnlensError
+    from ..loading.spec import card_data
+
+    def train():
+        return check_fits(net, card_data(data, "train", net), data=data, by_name=True)
 
     setup = Setup(
         net,
-        train=lambda: load(data, split="train"),
+        train=train,
         data=data,
-        model_path=Path(model),
+        model_path=model.folder,
         folder=Path(folder),
     )
     skipped = {}
@@ -178,8 +185,9 @@ def given_files(hp: dict[str, object], names: list[str], **files: object) -> Non
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @model_options()
     def explain(
-        model: Path = typer.Option(..., help="saved model folder or run folder with model/"),
+        model,
         data: str = typer.Option("shapes", help="data set (test split is used)"),
         images: str = typer.Option(
             "0:16", help="test images: N (the first N, as evaluate --images), 0:16, 1,5,9, ..."
@@ -215,9 +223,8 @@ def register(app: typer.Typer) -> None:
         from .. import attribution
         from ..chunking import MEMORY
         from ..compatibility import check_fits
-        from ..data import load
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
-        from ..loading import load as load_model
+        from ..loading.spec import card_data
         from ..params import check_options
         from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
@@ -235,11 +242,10 @@ def register(app: typer.Typer) -> None:
         given_files(hp, names, vae=vae)
         split_params(hp, names)
         check_writable_folder(out)
-        net = load_model(model, device=device)
-        dataset = load(data, split="test")
+        net = model.open(device=device)
+        dataset = check_fits(net, card_data(data, "test", net), data=data, by_name=True)
         # the old --index N meant image N; --images N means the first N
         indices = (parse_index if index is not None else parse_images)(images, len(dataset))
-        check_fits(net, dataset, data=data)
         if goal_class is not None and goal_class >= dataset.num_classes:
             raise TargetError(
                 f"--target {goal_class} is not a class of {data} (0 .. {dataset.num_classes - 1})"
@@ -299,6 +305,7 @@ def register(app: typer.Typer) -> None:
             out / "explain.json",
             {
                 "model": str(model),
+                **({"model_card": model.card()} if model.card_given else {}),
                 "data": data,
                 "indices": indices,
                 "methods": [n for n in names if n not in skipped],

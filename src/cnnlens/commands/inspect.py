@@ -21,6 +21,8 @@ from pathlib import Path
 
 import typer
 
+from .model_spec import model_options, out_folder
+
 inspect_app = typer.Typer(
     name="inspect",
     help="Look at the model itself: layer similarity, surrogate tree, dissection, "
@@ -28,32 +30,36 @@ inspect_app = typer.Typer(
     no_args_is_help=True,
 )
 
-MODEL_HELP = "saved model folder or run folder holding model/"
 DATA_HELP = "data set the model was trained on"
 TCAV_RANDOM_SETS = 20  # the default number of random sets, where the val split holds them
 
 
-def _open(model: Path, data: str, split: str, n: int | None):
-    """The saved model and the first ``n`` images of ``data``'s ``split``, checked to fit."""
-    from ..compatibility import check_fits
-    from ..data import load
+def _open(model, data: str, split: str, n: int | None):
+    """The model ``--model`` and its card options name, and the first ``n`` images of
+    ``data``'s ``split`` read as its card says, checked to fit."""
     from ..errors import DataError
-    from ..loading import load as load_model
 
-    net = load_model(model)
-    images = load(data, split=split)
+    net = model.open()
+    images = _split(net, data, split)
     if n is not None:
         if n > len(images):
             raise DataError(f"--n {n} is more than the {len(images)} {split} images of {data}")
         images = images.subset(range(n))
-    check_fits(net, images, data=data)
     return net, images
 
 
-def _out(out: Path | None, model: Path, name: str) -> Path:
+def _split(net, data: str, split: str):
+    """Split ``split`` of ``data`` read as ``net``'s card says, its classes the card's."""
+    from ..compatibility import check_fits
+    from ..loading.spec import card_data
+
+    return check_fits(net, card_data(data, split, net), data=data, by_name=True)
+
+
+def _out(out: Path | None, model, name: str) -> Path:
     from ..io import check_writable_folder
 
-    return check_writable_folder(out or (model / "inspect" / name))
+    return check_writable_folder(out_folder(out, model, f"inspect/{name}"))
 
 
 def _write_figure(path: Path, fig) -> None:
@@ -72,8 +78,9 @@ def _names(text: str | None) -> list[str] | None:
 
 
 @inspect_app.command(help="Linear CKA or SVCCA between every pair of layers.")
+@model_options()
 def similarity(
-    model: Path = typer.Option(..., help=MODEL_HELP),
+    model,
     other: Path = typer.Option(None, help="a second model (e.g. another seed) to compare with"),
     data: str = typer.Option("shapes", help=DATA_HELP),
     n: int = typer.Option(1000, min=4, help="test images (the first n)"),
@@ -94,7 +101,7 @@ def similarity(
     if second is not None:
         from ..compatibility import check_fits
 
-        check_fits(second, test, data=data)
+        check_fits(second, test, data=data, by_name=True)
     folder = _out(out, model, "similarity")
     result = layer_similarity(
         net,
@@ -118,8 +125,9 @@ def similarity(
 
 
 @inspect_app.command(help="A decision tree imitating the network's predictions.")
+@model_options()
 def surrogate(
-    model: Path = typer.Option(..., help=MODEL_HELP),
+    model,
     data: str = typer.Option("shapes", help=DATA_HELP),
     n_train: int = typer.Option(None, min=1, help="training images the tree learns from"),
     n: int = typer.Option(None, min=1, help="test images for the fidelity"),
@@ -129,11 +137,10 @@ def surrogate(
 ) -> None:
     """Write surrogate.json and rules.txt."""
     from ..analysis import SurrogateTree
-    from ..data import load
     from ..io import write_json, write_text
 
     net, test = _open(model, data, "test", n)
-    train = load(data, split="train")
+    train = _split(net, data, "train")
     if n_train is not None:
         train = train.subset(range(min(n_train, len(train))))
     folder = _out(out, model, "surrogate")
@@ -163,8 +170,9 @@ def surrogate(
     help="Rules extracted layer by layer (DeepRED-style) from the data set's attributes, "
     "with their fidelity beside the global surrogate tree's on the same attributes."
 )
+@model_options()
 def rules(
-    model: Path = typer.Option(..., help=MODEL_HELP),
+    model,
     data: str = typer.Option("shapes", help="a data set with attributes (shapes)"),
     layers: str = typer.Option("layer2,layer3", help="comma list of the layers to chain"),
     n_train: int = typer.Option(None, min=1, help="training images the trees learn from"),
@@ -175,13 +183,12 @@ def rules(
 ) -> None:
     """Write rules.json and rules.txt."""
     from ..analysis import LayerwiseRules, SurrogateTree
-    from ..data import load
     from ..errors import DataError
     from ..io import write_json, write_text
 
     names = _names(layers)
     net, test = _open(model, data, "test", n)
-    train = load(data, split="train")
+    train = _split(net, data, "train")
     if n_train is not None:
         train = train.subset(range(min(n_train, len(train))))
     if train.attributes is None or test.attributes is None:
@@ -226,8 +233,9 @@ def rules(
 
 
 @inspect_app.command(help="Concept activation vectors and TCAV scores (Kim et al. 2018).")
+@model_options()
 def tcav(
-    model: Path = typer.Option(..., help=MODEL_HELP),
+    model,
     data: str = typer.Option("shapes", help=DATA_HELP),
     concepts: str = typer.Option(
         None,
@@ -262,13 +270,12 @@ def tcav(
     """Write tcav.json and tcav.png."""
     from ..analysis import TCAV, folder_concepts, shapes_concepts
     from ..analysis.concepts.tcav import TEST_NAMES
-    from ..data import load
     from ..errors import InputError
     from ..io import write_json
     from ..report.tcav_heatmap import tcav_heatmap
 
     net, test = _open(model, data, "test", n)
-    val = load(data, split="val")
+    val = _split(net, data, "val")
     if concept_folder is not None and concepts is not None:
         raise InputError("give either --concepts or --concept-folder, not both")
     if concept_folder is not None:
@@ -309,8 +316,9 @@ def tcav(
 
 
 @inspect_app.command(help="Network dissection: which concept each channel segments (Bau et al.).")
+@model_options()
 def dissect(
-    model: Path = typer.Option(..., help=MODEL_HELP),
+    model,
     data: str = typer.Option("shapes", help=DATA_HELP + " (with object masks)"),
     n: int = typer.Option(None, min=1, help="test images (the first n; default all)"),
     layers: str = typer.Option(
@@ -368,8 +376,9 @@ def dissect(
 
 
 @inspect_app.command(help="Activation maximisation: images that maximise a class or a channel.")
+@model_options()
 def maximise(
-    model: Path = typer.Option(..., help=MODEL_HELP),
+    model,
     data: str = typer.Option("shapes", help=DATA_HELP),
     class_: str = typer.Option(
         None, "--class", help="comma list of class names or indices (default: every class)"
@@ -478,12 +487,11 @@ def _facets(net, model, data, class_, k, layer, top, steps, lr, tv, out) -> None
     import torch
 
     from ..analysis import facets
-    from ..data import load
     from ..io import write_json
     from ..layers import auto_layer
     from ..report.figures import image_grid
 
-    train = load(data, split="train")
+    train = _split(net, data, "train")
     classes = train.classes
     wanted = _names(class_) or list(classes)
     targets = [classes.index(n) if n in classes else _index(n, "--class", classes) for n in wanted]
@@ -511,8 +519,9 @@ def _facets(net, model, data, class_, k, layer, top, steps, lr, tv, out) -> None
     help="Feature inversion (Mahendran & Vedaldi 2015): reconstruct test images from one "
     "layer's representation."
 )
+@model_options()
 def invert(
-    model: Path = typer.Option(..., help=MODEL_HELP),
+    model,
     data: str = typer.Option("shapes", help=DATA_HELP),
     layer: str = typer.Option(..., help="the layer whose representation is inverted"),
     index: str = typer.Option("0,1,2,3", help="comma list of test images"),

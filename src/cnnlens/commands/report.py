@@ -19,52 +19,9 @@ from pathlib import Path
 import typer
 
 from ..errors import CheckpointError, DataError, InputError
+from .model_spec import model_options
 
 BIG_MACS = 0.5e9  # a model above this per image gets fewer faithfulness images by default
-MODEL_HELP = (
-    "the model: a cnnlens model or run folder, package.module:callable (your own code, "
-    "imported as you would import it, from the current folder too) with --weights, "
-    "a cnnlens.nets name with --weights, a model.yaml, or torchvision:/timm:NAME where "
-    "those import"
-)
-
-
-def parse_numbers(text: str | None, option: str, cast, count: int | None = None):
-    """``"3,224,224"`` -> a tuple of ``cast`` values (None stays None); InputError else."""
-    if text is None:
-        return None
-    try:
-        values = tuple(cast(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"{option} must be a comma list of numbers, got {text!r}") from None
-    if count is not None and len(values) != count:
-        raise InputError(f"{option} must have {count} values, got {text!r}")
-    return values
-
-
-def open_classifier(
-    spec: str,
-    *,
-    weights: Path | None = None,
-    classes: Path | None = None,
-    input_shape: tuple[int, int, int] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    device: str | None = None,
-):
-    """The model ``--model`` names, with its card (the one place the report opens a model):
-    :func:`cnnlens.load`'s model spec, the card options filling what the model lacks."""
-    from ..loading import load
-
-    return load(
-        spec,
-        weights=weights,
-        classes=classes,
-        input_shape=input_shape,
-        mean=mean,
-        std=std,
-        device=device,
-    )
 
 
 def model_card(model, spec: str) -> dict:
@@ -82,25 +39,10 @@ def model_card(model, spec: str) -> dict:
 
 def open_data(spec: str, split: str, card: dict):
     """Split ``split`` of ``spec`` read at the card's input size and normalised with its
-    mean/std (passed to the loader where it takes them, else set on the data set)."""
-    from ..data import load, loader_options
+    mean/std (:func:`cnnlens.loading.spec.card_data`)."""
+    from ..loading.spec import card_data
 
-    takes = loader_options(spec)
-    options = {}
-    shape = card.get("input_shape")
-    if shape is not None and "size" in takes and shape[1] == shape[2]:
-        options["size"] = int(shape[1])
-    normalised = card.get("mean") is not None and card.get("std") is not None
-    if normalised and {"mean", "std"} <= takes:
-        options.update(mean=card["mean"], std=card["std"])
-    data = load(spec, split=split, **options)
-    if normalised and (tuple(data.mean), tuple(data.std)) != (
-        tuple(card["mean"]),
-        tuple(card["std"]),
-    ):
-        data = data.subset(range(len(data)))  # a copy of our own to renormalise
-        data.mean, data.std = tuple(card["mean"]), tuple(card["std"])
-    return data
+    return card_data(spec, split, card)
 
 
 def other_split(spec: str, split: str, card: dict, test):
@@ -150,19 +92,15 @@ def open_vae(path: Path, test):
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @model_options()
     def report(
-        model: str = typer.Option(..., help=MODEL_HELP),
+        model,
         data: str = typer.Option(
             ...,
             help="data set: folder:/path (ImageFolder: <class>/*.png, optional train/ "
             "and test/), shapes, cifar10:/path, ...",
         ),  # fmt: skip
         out: Path = typer.Option(..., help="output folder (report.html)"),
-        weights: Path = typer.Option(None, help="weights file for the model spec"),
-        classes: Path = typer.Option(None, help="model card: class names, one a line"),
-        input: str = typer.Option(None, "--input", help="model card: input C,H,W"),
-        mean: str = typer.Option(None, help="model card: per-channel mean, e.g. 0.485,0.456,0.406"),
-        std: str = typer.Option(None, help="model card: per-channel std"),
         device: str = typer.Option(None, help="cpu, cuda, ... (default: where it loads)"),
         concepts: Path = typer.Option(
             None, help="TCAV: a folder with one folder of images per concept, and random/"
@@ -192,27 +130,20 @@ def register(app: typer.Typer) -> None:
         from ..report.model_report import Sizes, check_concepts, concept_sets, model_report
 
         # validate, then write: every input below is checked before the first file
-        shape = parse_numbers(input, "--input", int, 3)
-        card_mean = parse_numbers(mean, "--mean", float)
-        card_std = parse_numbers(std, "--std", float)
         check_writable_folder(out)
-        net = open_classifier(
-            model,
-            weights=weights,
-            classes=classes,
-            input_shape=shape,
-            mean=card_mean,
-            std=card_std,
-            device=device,
-        )
-        card = model_card(net, model)
+        net = model.open(device=device)
+        card = model_card(net, model.spec)
         test = open_data(data, "test", card)
         if len(test) == 0:
             raise DataError(f"{data} has no test images")
-        check_fits(net, test, data=data)
+        test = check_fits(net, test, data=data, by_name=True)
         check_classes(card, test, data)
         train = other_split(data, "train", card, test)
         val = other_split(data, "val", card, test) if test.attribute_names else None
+        train, val = (
+            None if part is None else check_fits(net, part, data=data, by_name=True)
+            for part in (train, val)
+        )
         if faithfulness_images is None:
             from ..cost import macs
 
@@ -228,7 +159,7 @@ def register(app: typer.Typer) -> None:
             pool = random if random is not None else test.subset(range(min(len(test), sizes.test)))
             check_concepts(sets, pool)
         relabel_vae = None if vae is None else open_vae(vae, test)
-        run_file = Path(model) / "run.json"
+        run_file = Path(model.spec) / "run.json"
         history = []
         if run_file.is_file():
             try:

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import typer
 
+from .model_spec import model_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @model_options(required=False)
     def run(
         job: Path = typer.Argument(None, help="job.yaml (its fields; flags given override them)"),
-        model: Path = typer.Option(None, help="saved model folder or run folder holding model/"),
+        model=None,
         data: str = typer.Option(None, help="data set name as cnnlens.data.load reads it"),
         split: str = typer.Option(None, help="split of the data set (default test)"),
         images: int = typer.Option(None, min=1, help="the first n images (default: all)"),
@@ -48,7 +51,8 @@ def register(app: typer.Typer) -> None:
         from .evaluate import parse_method_params
 
         flags = {
-            "model": model,
+            "model": None if model is None else model.spec,
+            **({} if model is None else model.card()),
             "data": data,
             "split": split,
             "images": images,

@@ -3,6 +3,8 @@
     cnnlens serve runs/demo                 # http://127.0.0.1:8765/
     cnnlens serve store/ --port 9000 --max-upload-mb 5
     cnnlens serve runs/demo --host 0.0.0.0 --allow-remote   # prints a warning
+    cnnlens serve --model mypkg.models:build --weights w.pth --classes classes.txt \
+        --input 3,224,224 --data folder:/images   # any model spec, as every --model takes
 
 Needs the optional extra ``cnnlens[serve]`` (FastAPI, uvicorn, python-multipart).
 """
@@ -13,12 +15,19 @@ from pathlib import Path
 
 import typer
 
+from .model_spec import model_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @model_options(required=False)
     def serve(
         run_or_store: Path = typer.Argument(
-            ..., help="run folder (cnnlens train / demo) or store (cnnlens run)"
+            None, help="run folder (cnnlens train / demo) or store (cnnlens run); or --model"
+        ),
+        model=None,
+        data: str = typer.Option(
+            None, help="with --model: the data set whose test images to browse"
         ),
         host: str = typer.Option("127.0.0.1", help="address to bind (loopback unless asked)"),
         port: int = typer.Option(8765, help="port to listen on"),
@@ -43,4 +52,6 @@ def register(app: typer.Typer) -> None:
             max_upload_mb=max_upload_mb,
             allow_remote=allow_remote,
             images=images,
+            model=model,
+            data=data,
         )

@@ -25,16 +25,19 @@ from .work import ShardWorker
 
 
 def _build_worker(model, data, job: dict) -> ShardWorker:
-    """Load the model and data in a worker (once per process or actor)."""
-    from ..data import load
-    from ..loading import load as load_model
+    """Load the model and data in a worker (once per process or actor), as the job's
+    driver did (:func:`cnnlens.jobs.spec.prepare`)."""
+    from ..compatibility import check_fits
+    from ..loading.spec import ModelSpec, card_data
 
     if isinstance(model, str):
-        model = load_model(model)
+        card = {k: v for k, v in (job.get("model_card") or {}).items() if v is not None}
+        model = ModelSpec.from_fields(model, card).open()
         if model_checksum(model) != job["model_sha256"]:
             raise CheckpointError(f"the model in {job['model']} changed while the job ran")
     if isinstance(data, dict):
-        data = load(data["name"], split=data["split"])
+        data = card_data(data["name"], data["split"], model)
+        data = check_fits(model, data, data=data.name, by_name=True)
     return ShardWorker(model, data, job)
 
 

@@ -28,15 +28,23 @@ BASELINES = ("random", "sobel")
 
 @dataclass
 class JobSpec:
-    """The fields of a job. ``model`` is a saved-model folder (or a run folder holding
-    ``model/``), or an ``nn.Module`` in Python; ``data`` a data set name as
-    :func:`cnnlens.data.load` reads (``split`` of it), or any data
+    """The fields of a job. ``model`` is a model spec as ``--model`` takes it (a saved-model
+    or run folder, ``package.module:callable``, a ``model.yaml``, ...), with the card fields
+    ``weights``, ``classes`` (a file or a list), ``input`` (``C,H,W``), ``mean``, ``std``
+    beside it as the command line's ``--weights ...`` (:class:`cnnlens.loading.spec.ModelSpec`;
+    paths from the current folder, as ``model``'s), or an ``nn.Module`` in Python; ``data``
+    a data set name as :func:`cnnlens.data.load` reads (``split`` of it), or any data
     :func:`cnnlens.data.as_dataset` takes, in Python. ``images``: the first n
     images (None: all). ``methods``: ``{name: {parameter: value}}`` (a list of
     names means default parameters). ``metrics``: names or ``"all"``."""
 
     model: Any
     store: Path
+    weights: str | Path | None = None
+    classes: Any = None
+    input: Any = None
+    mean: Any = None
+    std: Any = None
     data: Any = "shapes"
     split: str = "test"
     images: int | None = None
@@ -75,8 +83,8 @@ class JobSpec:
                 raise ConfigError(f"{where}: {key!r} is required")
         values = dict(fields)
         values["store"] = Path(values["store"])
-        if isinstance(values.get("model"), str):
-            values["model"] = Path(values["model"])
+        if isinstance(values.get("model"), Path):
+            values["model"] = str(values["model"])
         return cls(**values)
 
     @classmethod
@@ -118,6 +126,25 @@ def model_checksum(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def model_spec(spec: JobSpec):
+    """The job's model spec and card fields, each checked (an error names the field), or
+    None for an ``nn.Module`` given in Python (which carries no card fields)."""
+    from ..loading.spec import CARD_OPTIONS, ModelSpec
+
+    card = {k: getattr(spec, k) for k in CARD_OPTIONS if getattr(spec, k) is not None}
+    if isinstance(spec.model, nn.Module):
+        if card:
+            raise ConfigError(
+                f"{', '.join(card)}: card fields describe a model spec, not an nn.Module"
+            )
+        return None
+    if not isinstance(spec.model, str | Path) or not str(spec.model):
+        raise ConfigError(f"model must be a model spec (text), got {spec.model!r}")
+    text = str(spec.model)
+    text = str(Path(text)) if Path(text).exists() else text  # a folder as before: no slash
+    return ModelSpec.from_fields(text, card, name=lambda field: f"job field {field}")
+
+
 def _methods(spec: JobSpec) -> dict[str, dict]:
     """``{name: params}`` of the job's methods, names and parameters checked by each
     method's declaration (the layer names again once the model is loaded)."""
@@ -151,13 +178,15 @@ def _prepare_methods(
     """Each method's ``prepare`` (what its ``needs`` say) into its parameters, which
     must stay JSON (the job saves them): prepared parts are saved as files."""
     from ..attribution import Setup, get
-    from ..data import load
+    from ..compatibility import check_fits
+    from ..loading.spec import card_data
 
     train = None
     if isinstance(spec.data, str) and ":" not in spec.data:
 
         def train():
-            return load(spec.data, split="train")
+            data = card_data(spec.data, "train", model)
+            return check_fits(model, data, data=spec.data, by_name=True)
 
     setup = Setup(
         model,
@@ -171,13 +200,15 @@ def _prepare_methods(
             params.update(get(name).prepare(setup, params))
 
 
-def _open_data(spec: JobSpec):
-    from ..data import as_dataset, load
+def _open_data(spec: JobSpec, model: nn.Module):
+    """The job's data, read as ``model``'s card says (:func:`cnnlens.loading.spec.card_data`)."""
+    from ..data import as_dataset
     from ..errors import CnnlensError, DataError
+    from ..loading.spec import card_data
 
     if isinstance(spec.data, str):
         try:
-            data = load(spec.data, split=spec.split)
+            data = card_data(spec.data, spec.split, model)
         except CnnlensError:
             raise
         except Exception as exc:  # a reader failing on a bad file
@@ -205,7 +236,6 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """Validate every field of ``spec`` before any work; the model and data loaded."""
     from ..compatibility import check_fits
     from ..io import check_writable_folder
-    from ..loading import load as load_model
     from ..metrics.evaluate import (
         RUN_SETTINGS,
         check_method_params,
@@ -251,28 +281,28 @@ def prepare(spec: JobSpec) -> PreparedJob:
         isinstance(spec.threads, bool) or not isinstance(spec.threads, int) or spec.threads < 1
     ):
         raise ConfigError(f"threads must be a positive integer, got {spec.threads!r}")
+    opener = model_spec(spec)
     methods = _methods(spec)
     metrics = resolve_metrics(spec.metrics)
     metric_params = check_metric_params(spec.metric_params, metrics)
     store = Path(spec.store)
     check_writable_folder(store, option="store")
-    data, data_spec = _open_data(spec)
+    if opener is None:
+        model, model_path = spec.model.eval(), None
+    else:
+        model, model_path = opener.open(), opener.folder
+    checksum = model_checksum(model)
+    data, data_spec = _open_data(spec, model)
     n = len(data) if spec.images is None else spec.images
     if n > len(data) or n < 1:
         raise InputError(f"images: {spec.images} is more than the {len(data)} images of the data")
-    if isinstance(spec.model, nn.Module):
-        model, model_path = spec.model.eval(), None
-        checksum = model_checksum(model)
-    else:
-        model_path = Path(spec.model)
-        model = load_model(model_path)
-        checksum = model_checksum(model)
-    check_fits(model, data, data=str(data_spec["spec"] or data_spec["name"]))
+    data = check_fits(model, data, data=str(data_spec["spec"] or data_spec["name"]), by_name=True)
     check_method_params(methods, list(methods), model)  # layer names, now the model is here
     _prepare_methods(methods, model, spec, model_path)  # last: it may write (beside the store)
     c, h, w = (int(v) for v in data.image_shape)
     job = {
-        "model": None if model_path is None else str(model_path),
+        "model": None if opener is None else opener.spec,
+        **({"model_card": opener.card()} if opener is not None and opener.card_given else {}),
         "model_sha256": checksum,
         "data": data_spec,
         "n_images": n,

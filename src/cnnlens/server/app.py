@@ -57,8 +57,11 @@ def create_app(
     max_upload_mb: float = 10.0,
     allowed_hosts: tuple[str, ...] | None = LOOPBACK,
     images: int | None = None,
+    model=None,
+    data: str | None = None,
 ):
-    """The explorer for the run folder or store at ``path``.
+    """The explorer for the run folder or store at ``path``, or for ``model`` (a
+    :class:`~cnnlens.loading.spec.ModelSpec`) on ``data`` (:func:`.sources.open_source`).
 
     ``allowed_hosts`` are the names the ``Host`` header may carry (None: any; the default
     keeps a web page elsewhere from reaching the server through DNS rebinding);
@@ -71,7 +74,9 @@ def create_app(
     if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise InputError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     max_bytes = int(max_upload_mb * 1e6)
-    source = open_source(path, **({} if images is None else {"images": images}))
+    source = open_source(
+        path, model=model, data=data, **({} if images is None else {"images": images})
+    )
     sections = report_sections(source.report)
     app = FastAPI(title="cnnlens explorer", docs_url=None, redoc_url=None, openapi_url=None)
 

@@ -44,8 +44,11 @@ def serve(
     max_upload_mb: float = 10.0,
     allow_remote: bool = False,
     images: int | None = None,
+    model=None,
+    data: str | None = None,
 ) -> None:
-    """Serve the explorer for ``path`` on ``host:port`` until interrupted."""
+    """Serve the explorer for ``path`` (or ``model`` on ``data``, see
+    :func:`.sources.open_source`) on ``host:port`` until interrupted."""
     from . import extra
 
     extra.require()
@@ -61,7 +64,10 @@ def serve(
         max_upload_mb=max_upload_mb,
         allowed_hosts=(*LOOPBACK, host) if loopback else None,
         images=images,
+        model=model,
+        data=data,
     )
+    path = path if model is None else model
     if not loopback:
         print(WARNING.format(host=host, path=path), file=sys.stderr, flush=True)
     shown = f"[{host}]" if ":" in host else host

@@ -8,8 +8,11 @@
   model (found by its path, checked against the job's checksum of its weights) explains
   uploads.
 
-Models open through :func:`cnnlens.load` (safetensors and JSON, never a
-pickle): a run folder's when first needed, a store's at start (to check its checksum).
+Models open through :func:`cnnlens.load` (:meth:`cnnlens.loading.spec.ModelSpec.open`):
+a run folder's when first needed, a store's at start (to check its checksum), and a model
+spec given as ``cnnlens serve --model SPEC [--weights ... --data DATA]`` (a user's module,
+a ``model.yaml``, ...: :class:`RunSource` over it) at start, checked with its data.
+Data are read as the model's card says (:func:`cnnlens.loading.spec.card_data`).
 """
 
 from __future__ import annotations
@@ -54,33 +57,41 @@ def report_sections(report: Path | None) -> list[dict]:
 
 
 class ModelHolder:
-    """A saved model opened once, with its normalisation, and a lock for one user at a time."""
+    """A model opened once, with its normalisation, and a lock for one user at a time:
+    a saved model's ``folder``, or a model ``spec`` (a :class:`ModelSpec`) opened at once."""
 
-    def __init__(self, folder: Path | None, problem: str | None = None) -> None:
+    def __init__(self, folder: Path | None, problem: str | None = None, *, spec=None) -> None:
+        from ..loading.spec import ModelSpec
+
         self.folder = folder
-        self.problem = problem if folder is not None or problem else "no saved model found"
+        found = folder is not None or spec is not None
+        self.problem = problem if found or problem else "no saved model found"
+        self.spec = spec if spec is not None or folder is None else ModelSpec(str(folder))
         self.lock = threading.Lock()
+        if spec is not None:
+            self.model  # noqa: B018 (a given spec is opened and checked before any work)
 
     @cached_property
     def meta(self) -> dict:
         from ..checkpoint import read_meta
 
+        if self.folder is None:
+            return dict(self.model.meta)
         return read_meta(self.folder)
 
     @cached_property
     def model(self) -> torch.nn.Module:
-        from ..loading import load as load_model
-
-        return load_model(self.folder).eval()
+        return self.spec.open().eval()
 
     @property
     def available(self) -> bool:
-        return self.folder is not None and self.problem is None
+        return self.spec is not None and self.problem is None
 
     def input_shape(self) -> tuple[int, int, int]:
         shape = self.meta.get("input_shape")
         if not shape:
-            raise CheckpointError(f"{self.folder}/model.json has no input_shape to resize to")
+            where = f"{self.folder}/model.json" if self.folder is not None else "the model card"
+            raise CheckpointError(f"{where} has no input_shape to resize to (give --input)")
         return tuple(int(s) for s in shape)
 
     def explain(self, x: torch.Tensor, method: str, target: int) -> np.ndarray:
@@ -108,10 +119,17 @@ class RunSource:
 
     kind = "run"
 
-    def __init__(self, root: Path, *, images: int = RUN_IMAGES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        images: int = RUN_IMAGES,
+        holder: ModelHolder | None = None,
+        data: str | None = None,
+    ) -> None:
         self.root = root
-        folder = _model_folder(root)
-        self.holder = ModelHolder(folder)
+        self.holder = holder if holder is not None else ModelHolder(_model_folder(root))
+        self.data_spec = data
         report = root / "report.html"
         self.report = report if report.is_file() else None
         self.count = images
@@ -125,18 +143,27 @@ class RunSource:
 
     @cached_property
     def data(self):
-        """The run's test split (first ``images``), or None when it names no loadable data."""
-        from ..data import load
-
+        """The test split (first ``images``) of the data given, else of the data the run
+        names, read as the model's card says; None when the run names no loadable data
+        (data given but not loadable or not fitting the model: the error)."""
         if not self.holder.available:
             return None
+        if self.data_spec is not None:
+            return self._open_data(self.data_spec)
         name = (self.holder.meta.get("extra") or {}).get("data")
         if not isinstance(name, str):
             return None
         try:
-            test = load(name, split="test")
+            return self._open_data(name)
         except CnnlensError:
             return None
+
+    def _open_data(self, name: str):
+        from ..compatibility import check_fits
+        from ..loading.spec import card_data
+
+        model = self.holder.model
+        test = check_fits(model, card_data(name, "test", model), data=name, by_name=True)
         return test.subset(range(min(self.count, len(test))))
 
     @property
@@ -251,11 +278,17 @@ class StoreSource:
             return ModelHolder(None, "the job names no model path")
         candidates = [Path(spec)] if Path(spec).is_absolute() else [Path(spec), self.root / spec]
         folder = next((f for c in candidates if (f := _model_folder(c)) is not None), None)
-        if folder is None:
+        card = {k: v for k, v in (job.get("model_card") or {}).items() if v is not None}
+        if folder is None and not card:
             return ModelHolder(None, f"the job's model {spec!r} is not found from here")
-        holder = ModelHolder(folder)
         expected = job.get("model_sha256")
         try:
+            if folder is None:  # a module spec with its card, as the job opened it
+                from ..loading.spec import ModelSpec
+
+                holder = ModelHolder(None, spec=ModelSpec.from_fields(spec, card))
+            else:
+                holder = ModelHolder(folder)
             model = holder.model
         except Exception as exc:  # the store stays browsable without its model
             return ModelHolder(
@@ -265,7 +298,7 @@ class StoreSource:
             from ..jobs.spec import model_checksum  # the checksum the job saved
 
             if model_checksum(model) != expected:
-                return ModelHolder(None, f"the model in {folder} is not the one the job used")
+                return ModelHolder(None, f"the model {spec!r} is not the one the job used")
         return holder
 
     @property
@@ -341,10 +374,32 @@ class StoreSource:
         return self._cached("metrics", lambda: self.store.metrics_table()[METRIC_COLUMNS])
 
 
-def open_source(path: str | Path, *, images: int = RUN_IMAGES):
-    """A :class:`StoreSource` or :class:`RunSource` for ``path``; InputError if it is neither."""
+def open_source(
+    path: str | Path | None,
+    *,
+    images: int = RUN_IMAGES,
+    model=None,
+    data: str | None = None,
+):
+    """A :class:`StoreSource` or :class:`RunSource` for ``path``; with ``model`` (a
+    :class:`~cnnlens.loading.spec.ModelSpec`, as ``--model`` and its card options give it) a
+    :class:`RunSource` over that model and ``data`` (its test split; default: the data a run
+    folder's model names), both opened and checked here; InputError if it is neither."""
     from ..store import is_store
 
+    if model is not None:
+        if path is not None:
+            raise InputError("give a run folder or store, or --model, not both")
+        holder = ModelHolder(None, spec=model)
+        root = model.folder.resolve() if model.folder is not None else Path.cwd()
+        source = RunSource(root, images=images, holder=holder, data=data)
+        if data is not None:
+            source.data  # noqa: B018 (read and checked against the model before any work)
+        return source
+    if data is not None:
+        raise InputError("--data is for --model: a run folder's data are those it names")
+    if path is None:
+        raise InputError("give a run folder or store to explore, or --model")
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path} is not a folder: pass a run folder or a store")
