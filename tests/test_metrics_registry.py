@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import pytest
@@ -12,7 +11,7 @@ from torch import nn
 from cnnlens import metrics
 from cnnlens.errors import InputError
 from cnnlens.metrics import registry
-from cnnlens.metrics.evaluate import evaluate, resolve_metrics
+from cnnlens.metrics.evaluate import resolve_metrics
 
 TABLE = [
     "deletion", "insertion", "degradation-small", "degradation-large", "bbox-score",
@@ -67,27 +66,32 @@ def _model() -> nn.Module:
     ).eval()  # fmt: skip
 
 
-def test_an_evaluation_written_with_old_names_resumes(tmp_path):
-    """evaluation.json and saved parts from before the hyphenated ids keep loading."""
-    model, x = _model(), torch.rand(4, 1, 16, 16)
-    masks = torch.zeros(4, 1, 16, 16, dtype=torch.bool)
-    masks[..., 4:12, 4:12] = True
-    kw = dict(methods=["saliency"], masks=masks, sanity_images=0, progress=False, out=tmp_path)
-    first = evaluate(model, x, metrics=["pointing-game", "degradation-small"], **kw)
-    # rewrite what was saved the way the previous release wrote it
-    settings = json.loads((tmp_path / "evaluation.json").read_text())
-    settings["metrics"] = ["pointing_game", "degradation_small"]
-    (tmp_path / "evaluation.json").write_text(json.dumps(settings))
-    from safetensors.torch import load_file, save_file
+def test_a_store_written_with_old_names_reads_back_under_the_new_ids(tmp_path, shapes_test):
+    """A job store from before the hyphenated ids (underscored metric names in its tables)
+    is read back by cnnlens evaluate's reader under the current ids, values unchanged."""
+    import pandas as pd
 
-    for part in (tmp_path / "parts").rglob("*.safetensors"):
-        tensors = load_file(str(part))
-        old = {k.replace("pointing-game", "pointing_game").replace("-small", "_small"): v
-               for k, v in tensors.items()}  # fmt: skip
-        assert old != tensors
-        save_file(old, str(part))
-    again = evaluate(model, x, metrics=["pointing-game", "degradation-small"], **kw)
-    for method in ("saliency", "random", "sobel"):
+    from cnnlens.jobs import run
+    from cnnlens.jobs.evaluation import evaluation
+    from cnnlens.store import layout
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 8),
+    ).eval()  # fmt: skip
+    store = tmp_path / "store"
+    run(model=model, store=store, data=shapes_test.subset(range(4)), methods={"saliency": {}},
+        metrics=["pointing-game", "degradation-small"], sanity_images=0, progress=False,
+        compile="off")  # fmt: skip
+    first = evaluation(store)
+    for file in (store / layout.METRICS).glob("*.parquet"):
+        table = pd.read_parquet(file)
+        table["metric"] = table["metric"].str.replace("-", "_")
+        table.to_parquet(file, index=False)
+    again = evaluation(store)
+    assert list(again.values) == ["saliency"]
+    for method in ("saliency",):
         assert set(again.values[method]) == {"pointing-game", "degradation-small"}
         for name, vals in first.values[method].items():
             assert torch.equal(again.values[method][name], vals), (method, name)

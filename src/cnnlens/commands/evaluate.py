@@ -25,6 +25,17 @@ def parse_method_params(items: list[str]) -> dict[str, dict[str, object]]:
     return out
 
 
+def _card(model) -> dict:
+    """The card fields given with ``--model``, as job fields."""
+    return {k: v for k, v in model.card().items() if v is not None}
+
+
+def _json(params: dict) -> dict:
+    """Method parameters as a job saves them: paths (a prepared statistics file, a VAE
+    folder) as strings."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @model_options()
@@ -46,8 +57,12 @@ def register(app: typer.Typer) -> None:
             help="method hyperparameter method:key=value, e.g. rise:n_masks=2000 (repeatable); "
             "what a method needs (IBA's layer statistics, a VAE) is prepared unless given",
         ),
-        out: Path = typer.Option(..., help="output folder (resumable: finished work is kept)"),
-        chunk: int = typer.Option(32, help="images per saved unit of work"),
+        out: Path = typer.Option(
+            ...,
+            help="output folder: the tables and plots, and the job's store in OUT/store "
+            "(resumable: finished shards are kept; cnnlens serve OUT/store explores it)",
+        ),
+        chunk: int = typer.Option(32, help="images per shard of the job (its unit of work)"),
         sanity_images: int = typer.Option(32, help="images for the randomisation check"),
         batch_size: int = typer.Option(None, help="forward batch (default: automatic)"),
         memory: str = typer.Option(
@@ -67,8 +82,10 @@ def register(app: typer.Typer) -> None:
         from ..compatibility import check_fits
         from ..errors import DataError
         from ..io import check_writable_folder
+        from ..jobs import JobSpec
+        from ..jobs import run as run_job
+        from ..jobs.evaluation import evaluation
         from ..loading.spec import card_data
-        from ..metrics.evaluate import evaluate as run_evaluation
         from ..metrics.evaluate import validate
         from ..metrics.outputs import write_evaluation
         from ..params import Param, check_options
@@ -104,9 +121,6 @@ def register(app: typer.Typer) -> None:
         if n > len(test):
             raise DataError(f"--images {n} is more than the {len(test)} test images of {data}")
         validate(net, methods=chosen, metrics=metrics, method_params=method_params)
-        x, _ = test.tensors(range(n))
-        boxes = None if test.boxes is None else test.boxes[:n]
-        masks = None if test.masks is None else test.masks[:n]
         # what each method needs prepared (statistics saved once in --out, a VAE found);
         # with --methods all a method that cannot be prepared is skipped
         from ..metrics.evaluate import BASELINE_METHODS
@@ -121,21 +135,26 @@ def register(app: typer.Typer) -> None:
         chosen = [m for m in chosen if m in registered or m in BASELINE_METHODS]
         method_params = {m: p for m, p in method_params.items() if m in chosen and p}
         log_line(f"evaluate: {n} images of {data}, methods={methods}, metrics={metrics}")
-        ev = run_evaluation(
-            net,
-            x,
-            methods=chosen,
+        # the work runs as a job into OUT/store: resumable shard by shard, and the explorer
+        # opens it (cnnlens serve OUT/store); the tables and plots are read back from it
+        spec = JobSpec(
+            model=model.spec,
+            **_card(model),
+            store=out / "store",
+            data=data,
+            split="test",
+            images=n,
+            methods={m: _json(method_params.get(m, {})) for m in chosen},
             metrics=metrics,
-            boxes=boxes,
-            masks=masks,
-            method_params=method_params,
-            chunk=chunk,
+            shard_size=chunk,
             sanity_images=sanity_images,
             batch_size=batch_size,
             memory=memory,
             seed=seed,
-            out=out,
+            compile="off",
         )
+        run_job(spec)
+        ev = evaluation(out / "store")
         write_evaluation(ev, out)
         typer.echo(ev.markdown())
         typer.echo(f"results written to {out.resolve()}")

@@ -124,9 +124,11 @@ class ShardWorker:
                             columns=METRIC_COLUMNS,
                         )
                     )
-                elif kind == "curve" and metric in xs:
-                    curves.setdefault(metric, {})[method] = value.numpy()
-                    curve_x[metric] = xs[metric].numpy()
+                elif kind.startswith("curve"):  # curve, curve_<part>; steps when no x
+                    name = metric if kind == "curve" else f"{metric}-{kind[6:]}"
+                    curves.setdefault(name, {})[method] = value.numpy()
+                    steps = xs[metric] if metric in xs else torch.arange(value.shape[1])
+                    curve_x[name] = steps.numpy()
         metrics = (
             pd.concat(rows, ignore_index=True)
             if rows

@@ -1,11 +1,10 @@
 """``cnnlens.evaluate``: explain a batch with several methods and score every map with
-every metric, in one pass, resumably; the method x metric table of the issue.
+every metric, in one pass; the method x metric table of the issue.
 
-Work is cut into (method, image chunk) units. With ``out`` each finished
-unit is saved atomically as ``out/parts/<method>/<first image>.safetensors``;
-a later call with the same settings loads it instead of recomputing, so an
-interrupted job resumes where it stopped. The random-map and Sobel-edge
-baselines are always evaluated next to the methods.
+Work is cut into (image chunk, method) units. The random-map and Sobel-edge baselines
+are always evaluated next to the methods. Saving and resuming is the job engine's
+(:mod:`cnnlens.jobs` into a :mod:`cnnlens.store`): ``cnnlens evaluate --out`` runs
+this work as a job, shard by shard, and reads its tables back from the store.
 
 ``metrics="all"`` is every registered metric of the table (``cnnlens.metrics.names(
 optional=False)``); the optional ones (``max-sensitivity``, ``infidelity``, ``road``:
@@ -17,7 +16,6 @@ metric is, needs and takes is its registry entry (:mod:`.registry`).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -351,13 +349,20 @@ def evaluate(
     {"step": 32}}``; the defaults reproduce the papers' protocols).
     ``metrics="all"`` is the table of registered metrics; the optional ones
     (``max-sensitivity``, ``infidelity``, ``road``) run only when named.
-    With ``out`` finished (method, chunk) units are saved and reused. ``memory``
+    ``out`` is no longer taken here: a resumable evaluation saved to a folder is a job
+    (``cnnlens evaluate --out``, :func:`cnnlens.jobs.run`). ``memory``
     (bytes or a size such as ``"2GiB"``; default a share of the free memory) bounds
     the expanded chunks of every metric and of every method that takes it.
     """
     from ..attribution.base import check_inputs
     from ..placement import model_device
 
+    if out is not None:
+        raise ConfigError(
+            "cnnlens.evaluate no longer saves its work: a resumable evaluation written to a "
+            "folder is a job (cnnlens evaluate --out DIR, or cnnlens.jobs.run(model=..., "
+            "store=DIR, ...)); call evaluate without out="
+        )
     if isinstance(inputs, torch.Tensor):
         inputs = check_inputs(inputs, model)
         n = inputs.shape[0]
@@ -398,58 +403,46 @@ def evaluate(
         "seed": seed,
         "images": images,
     }
-    if out is not None:
-        out = Path(out)
-        _check_settings(out, settings)
     result = Evaluation(images=images, params={**settings, "methods": names})
     starts = list(range(0, n, chunk))
     fns = {m: _method_fn(m, with_memory(m, method_params.get(m, {}), memory), seed) for m in names}
     parts: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in names}
-    # Chunk-major order: an interrupted run has every method on its first images.
     with Progress(total=len(names) * len(starts), desc="evaluate", enabled=progress) as bar:
         for s in starts:
             e = min(s + chunk, n)
             for method in names:
-                path = (
-                    None if out is None else out / "parts" / method / f"{images[s]:07d}.safetensors"
+                part = _score_chunk(
+                    model,
+                    chunk_of(s, e).to(device),
+                    method,
+                    fns[method],
+                    metric_names,
+                    boxes=None if boxes is None else boxes[s:e],
+                    masks=None if masks is None else masks[s:e].to(device),
+                    sanity_rows=max(0, sanity_images - s),
+                    batch_size=batch_size,
+                    seed=seed,
+                    metric_params=metric_params,
+                    memory=memory,
                 )
-                part = _load_part(path)
-                if part is None:
-                    part = _score_chunk(
-                        model,
-                        chunk_of(s, e).to(device),
-                        method,
-                        fns[method],
-                        metric_names,
-                        boxes=None if boxes is None else boxes[s:e],
-                        masks=None if masks is None else masks[s:e].to(device),
-                        sanity_rows=max(0, sanity_images - s),
-                        batch_size=batch_size,
-                        seed=seed,
-                        metric_params=metric_params,
-                        memory=memory,
-                    )
-                    if path is not None:
-                        from ..io import save_tensors
-
-                        save_tensors(path, part)
                 parts[method].append(part)
                 bar.update(1)
     for method in names:
         _collect(result, method, parts[method])
-    for method, per_metric in result.values.items():
-        final = per_metric.get("randomisation-final")
-        if final is not None and (~torch.isnan(final)).any():
-            result.sanity_fails[method] = bool(torch.nanmean(final) >= 0.5)
+    result.sanity_fails = sanity_verdicts(result.values)
     return result
 
 
-def _load_part(path: Path | None) -> dict[str, torch.Tensor] | None:
-    if path is None or not path.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    return {registry.canonical_key(k): v for k, v in load_file(str(path)).items()}
+def sanity_verdicts(values: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, bool]:
+    """Per method, whether it fails the model-randomisation check (Adebayo et al. 2018): its
+    maps of the fully randomised model still correlate with the trained model's (mean
+    ``randomisation-final`` >= 0.5); methods without the check are left out."""
+    verdicts = {}
+    for method, per_metric in values.items():
+        final = per_metric.get("randomisation-final")
+        if final is not None and (~torch.isnan(final)).any():
+            verdicts[method] = bool(torch.nanmean(final) >= 0.5)
+    return verdicts
 
 
 def _collect(result: Evaluation, method: str, parts: list[dict[str, torch.Tensor]]) -> None:
@@ -462,7 +455,7 @@ def _collect(result: Evaluation, method: str, parts: list[dict[str, torch.Tensor
         if len(present) != len(parts):
             if key.endswith("/curve"):
                 continue
-            raise ConfigError(f"inconsistent saved parts for {method}: {key} missing in some")
+            raise ConfigError(f"inconsistent chunks for {method}: {key} missing in some")
         joined = torch.cat(present)
         metric, kind = key.split("/", 1)
         if kind == "values":
@@ -471,26 +464,3 @@ def _collect(result: Evaluation, method: str, parts: list[dict[str, torch.Tensor
             curves[metric + ("" if kind == "curve" else "-" + kind[6:])] = joined
     result.values[method] = values
     result.curves[method] = curves
-
-
-def _check_settings(out: Path, settings: dict) -> None:
-    from ..io import write_json
-
-    path = out / "evaluation.json"
-    current = json.loads(json.dumps(settings))
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        # an evaluation written before the metric ids were hyphenated: its names mapped
-        saved["metrics"] = [registry.canonical(m, warn=False) for m in saved.get("metrics", [])]
-        saved["metric_params"] = {
-            registry.canonical(m, warn=False): p
-            for m, p in (saved.get("metric_params") or {}).items()
-        }
-        if saved != current:
-            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            raise ConfigError(
-                f"{out} holds an evaluation with other settings ({', '.join(diff)} differ); "
-                "use another --out or delete that folder"
-            )
-    else:
-        write_json(path, current)

@@ -124,6 +124,24 @@ class Store:
             x = np.asarray(arr.attrs["x"], dtype=np.float32)
         return x, y
 
+    def curve_names(self) -> dict[str, list[str]]:
+        """``{curve name: [methods with that curve]}`` of the curves the store holds."""
+        import zarr
+
+        root = self.path / layout.CURVES
+        with _reading(root, "Zarr group"):
+            group = zarr.open_group(root, mode="r")
+            return {name: sorted(group[name].array_keys()) for name in sorted(group.group_keys())}
+
+    def curves(self, name: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of a curve for every finished image, in image order: ``y`` float32
+        ``(n_finished, steps)``."""
+        arr = self._array(layout.CURVES, f"{name}/{method}")
+        with _reading(self.path / layout.CURVES / name / method, "Zarr array"):
+            y = np.asarray(arr.get_orthogonal_selection((self.finished,)), dtype=np.float32)
+            x = np.asarray(arr.attrs["x"], dtype=np.float32)
+        return x, y
+
     # --- tables ---------------------------------------------------------
     def _table(self, folder: str, columns: list[str]):
         import pandas as pd
