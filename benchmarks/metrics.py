@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--group", default="all", help="all, shared or faithfulness")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from cnnlens import metrics, nets
@@ -50,6 +51,8 @@ def main() -> None:
             for s in range(0, total, size):
                 model(x[:1].expand(min(size, total - s), -1, -1, -1).contiguous())
 
+    if args.group == "faithfulness":
+        return faithfulness_group(model, x, maps, y, floor_run, args)
     # Quantus needs features_in_step | H*W but counts channel-features: 64 features = 48
     # forwards per image; cnnlens step 22 px gives ceil(1024/22) + 1 = 48 forwards too.
     step, q_features, tile = 22, 64, 4
@@ -117,7 +120,72 @@ def main() -> None:
             ratio = f"{tq / t:.2f}"
         print(f"| {name} | {t:.3f} | {xf} | {qs} | {qf} | {ratio} |")
     print(f"insertion / deletion time: {t_ins / t_del:.2f}")
+    if args.group in ("all", "faithfulness"):
+        faithfulness_group(model, x, maps, y, floor_run, args)
     _ = np
+
+
+# ---- issue 33, faithfulness group (faithfulness-correlation ... selectivity) ----------
+def faithfulness_group(model, x, maps, y, floor_run, args) -> None:
+    """Same forwards per image on both sides: 24 pixel groups (43 px; Quantus 128
+    channel-features), 64 patches (4 px), 20 random subsets, 24 groups x 4 fills. IROF:
+    Quantus' IROF fails on RGB images (its [N,1,H,W] mask), so no Quantus column."""
+    from cnnlens.metrics.faithfulness_correlation import faithfulness_correlation
+    from cnnlens.metrics.faithfulness_estimate import faithfulness_estimate
+    from cnnlens.metrics.irof import irof
+    from cnnlens.metrics.monotonicity import monotonicity_arya, monotonicity_nguyen
+    from cnnlens.metrics.selectivity import selectivity
+
+    n = args.n
+    segments = int(irof(model, x, maps).extras["segments"].sum())
+    q0 = dict(perturb_baseline=0.0, disable_warnings=True)
+    rows = {  # name: (cnnlens call, forwards, (Quantus class, its settings) or None)
+        "faithfulness-correlation": (
+            lambda: faithfulness_correlation(model, x, maps, runs=20, baseline=0.0),
+            n * 20, ("FaithfulnessCorrelation", dict(nr_runs=20, subset_size=15, **q0))),
+        "faithfulness-estimate": (
+            lambda: faithfulness_estimate(model, x, maps, step=43),
+            n * 24, ("FaithfulnessEstimate", dict(features_in_step=128, **q0))),
+        "monotonicity-arya": (
+            lambda: monotonicity_arya(model, x, maps, step=43),
+            n * 24, ("Monotonicity", dict(features_in_step=128, **q0))),
+        "monotonicity-nguyen": (
+            lambda: monotonicity_nguyen(model, x, maps, step=43, samples=4),
+            n * 96, ("MonotonicityCorrelation",
+                     dict(features_in_step=128, nr_samples=4, disable_warnings=True))),
+        "irof": (lambda: irof(model, x, maps), segments, None),
+        "selectivity": (
+            lambda: selectivity(model, x, maps, patch=4),
+            n * 65, ("Selectivity", dict(patch_size=4, **q0))),
+    }  # fmt: skip
+    fns = {}
+    for name, (ours, forwards, _make) in rows.items():
+        fns[name] = ours
+        fns["floor " + name] = lambda f=forwards: floor_run(f)
+    try:
+        import quantus
+
+        kw = dict(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps.numpy(),
+                  device="cpu", softmax=True, batch_size=n)  # fmt: skip
+        for name, (_, _, make) in rows.items():
+            if make is not None:
+                metric = getattr(quantus, make[0])(**make[1])
+                fns["quantus " + name] = lambda m=metric: m(**kw)
+    except ImportError:
+        pass
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(args.repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn))
+    print(f"\nfaithfulness group, {n} images 32x32 RGB, {args.threads} threads")
+    print("| metric | forwards | cnnlens s | x floor | Quantus s | Quantus / cnnlens |")
+    print("|---|---|---|---|---|---|")
+    for name, (_, forwards, _) in rows.items():
+        t, fl, tq = best[name], best["floor " + name], best.get("quantus " + name)
+        qs, ratio = ("-", "-") if tq is None else (f"{tq:.3f}", f"{tq / t:.1f}")
+        print(f"| {name} | {forwards} | {t:.3f} | {t / fl:.2f} | {qs} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,19 @@ TABLE = [
     "deletion", "insertion", "degradation-small", "degradation-large", "bbox-score",
     "pointing-game", "energy-pointing-game", "randomisation", "completeness",
 ]  # fmt: skip
+FAITHFULNESS = [
+    "faithfulness-correlation",
+    "faithfulness-estimate",
+    "monotonicity-arya",
+    "monotonicity-nguyen",
+    "irof",
+    "selectivity",
+]  # optional metrics of issue 33, faithfulness group
 
 
 def test_every_metric_carries_its_facts():
     assert metrics.names(optional=False) == TABLE
-    assert set(metrics.names()) == {*TABLE, "max-sensitivity", "infidelity", "road"}
+    assert set(metrics.names()) == {*TABLE, "max-sensitivity", "infidelity", "road", *FAITHFULNESS}
     for name in metrics.names():
         m = metrics.get(name)
         assert m.name == name and "_" not in name and m.description
