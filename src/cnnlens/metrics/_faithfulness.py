@@ -19,8 +19,9 @@ from ..attribution.base import resolve_target
 from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..params import Param
+from ..placement import model_device
 from ..types import Explanation
-from ._common import as_maps, check_inputs, check_model, class_score, model_device
+from ._common import as_maps, check_inputs, check_model, class_score
 from .causal import _baseline
 
 SCORE = Param("str", "probability", choices=("probability", "logit"))
