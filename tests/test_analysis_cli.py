@@ -103,7 +103,7 @@ def test_report_section(trained_shapes, tmp_path):
 
 def test_decompose_depth_trains_once_then_reuses(tmp_path, capsys):
     """One line trains the depths, writes the table and plot; a second run reuses the nets."""
-    args = ["decompose-depth", "--depths", "8,14", "--epochs", "1", "--n", "256"]
+    args = ["decompose-depth", "--depths", "8,14", "--epochs", "1", "--images", "256"]
     args += ["--out", str(tmp_path)]
     assert main(args) == 0
     first = json.loads((tmp_path / "depth.json").read_text())

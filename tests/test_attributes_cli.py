@@ -33,7 +33,7 @@ def test_train_prune_robustness_predictability(tiny_run, tmp_path, capsys):
     # a second train reuses the run
     assert main(["attributes", "train", "--data", "shapes", "--out", str(run), *TINY]) == 0
     assert capsys.readouterr().out.startswith("reused")
-    args = ["--run", str(run), "--n", "24"]
+    args = ["--run", str(run), "--images", "24"]
     assert main(["attributes", "prune", *args, "--seeds", "2", "--save", "0.5"]) == 0
     pruning = json.loads((run / "prune" / "pruning.json").read_text())
     assert pruning["curves"]["random"]["counts"] == [0, 32, 64, 96]

@@ -60,10 +60,10 @@ EV = ["evaluate", "--model", M, "--data", "digits", "--images", "4", "--methods"
 EV += ["--metrics", "deletion", "--out", O]
 RUN = ["run", "--model", M, "--data", "digits", "--images", "4", "--methods", "saliency"]
 RUN += ["--metrics", "deletion", "--store", O]
-SIM = ["inspect", "similarity", "--model", M, "--data", "digits", "--n", "8", "--out", O]
-SUR = ["inspect", "surrogate", "--model", M, "--data", "digits", "--n", "8", "--out", O]
-TCAV = ["inspect", "tcav", "--model", M, "--data", "digits", "--n", "8", "--out", O]
-DIS = ["inspect", "dissect", "--model", M, "--data", "digits", "--n", "8", "--out", O]
+SIM = ["inspect", "similarity", "--model", M, "--data", "digits", "--images", "8", "--out", O]
+SUR = ["inspect", "surrogate", "--model", M, "--data", "digits", "--images", "8", "--out", O]
+TCAV = ["inspect", "tcav", "--model", M, "--data", "digits", "--images", "8", "--out", O]
+DIS = ["inspect", "dissect", "--model", M, "--data", "digits", "--images", "8", "--out", O]
 MAX = ["inspect", "maximise", "--model", M, "--data", "digits", "--steps", "1", "--out", O]
 
 ROWS = [
@@ -150,11 +150,11 @@ ROWS = [
     # inspect
     (SIM + ["--method", "nosuch"], "nosuch"),
     (SIM + ["--layers", "nosuch"], "nosuch"),
-    (SIM + ["--n", "9999"], "more than the 360 test images"),
+    (SIM + ["--images", "9999"], "more than the 360 test images"),
     (SIM[:3] + [R] + SIM[4:], "the model expects 3-channel"),
     (SIM[:3] + [T] + SIM[4:], "truncated"),
     (SIM[:-1] + ["{file}"], "is a file, not a folder"),
-    (SUR + ["--n", "9999"], "more than the 360 test images"),
+    (SUR + ["--images", "9999"], "more than the 360 test images"),
     (SUR[:3] + [J] + SUR[4:], "badjson"),
     (TCAV + ["--layer", "nosuch"], "nosuch"),
     (TCAV + ["--cav", "svm"], "svm"),

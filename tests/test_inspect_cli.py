@@ -38,7 +38,7 @@ def test_inspect_lists_its_subcommands(capsys):
 def test_similarity_within_and_across_models(two_models, tmp_path, capsys):
     a, b = two_models
     out = tmp_path / "within"
-    assert main(["inspect", "similarity", "--model", str(a), "--n", "64", "--out", str(out)]) == 0
+    assert main(["inspect", "similarity", "--model", str(a), "--images", "64", "--out", str(out)]) == 0
     result = json.loads((out / "similarity.json").read_text())
     matrix = torch.tensor(result["matrix"])
     assert matrix.shape == (len(result["rows"]), len(result["rows"]))
@@ -46,7 +46,7 @@ def test_similarity_within_and_across_models(two_models, tmp_path, capsys):
     assert (out / "similarity.png").stat().st_size > 0
 
     across = tmp_path / "across"
-    args = ["inspect", "similarity", "--model", str(a), "--other", str(b), "--n", "64"]
+    args = ["inspect", "similarity", "--model", str(a), "--other", str(b), "--images", "64"]
     assert main([*args, "--estimator", "full", "--out", str(across)]) == 0
     other = torch.tensor(json.loads((across / "similarity.json").read_text())["matrix"])
     # two differently initialised networks are not the same representation
@@ -56,14 +56,14 @@ def test_similarity_within_and_across_models(two_models, tmp_path, capsys):
 
 def test_similarity_defaults_to_the_model_folder(two_models):
     a, _ = two_models
-    assert main(["inspect", "similarity", "--model", str(a), "--n", "8", "--layers", "layer1"]) == 0
+    assert main(["inspect", "similarity", "--model", str(a), "--images", "8", "--layers", "layer1"]) == 0
     assert (a / "inspect" / "similarity" / "similarity.json").is_file()
 
 
 def test_surrogate_writes_rules_and_fidelity(two_models, tmp_path, capsys):
     a, _ = two_models
     out = tmp_path / "tree"
-    args = ["inspect", "surrogate", "--model", str(a), "--n-train", "200", "--n", "100"]
+    args = ["inspect", "surrogate", "--model", str(a), "--n-train", "200", "--images", "100"]
     assert main([*args, "--max-depth", "3", "--out", str(out)]) == 0
     summary = json.loads((out / "surrogate.json").read_text())
     assert summary["depth"] <= 3 and summary["test_images"] == 100
@@ -76,7 +76,7 @@ def test_tcav_scores_concepts_by_class(two_models, tmp_path, capsys):
     a, _ = two_models
     out = tmp_path / "tcav"
     args = ["inspect", "tcav", "--model", str(a), "--concepts", "striped,filled=0,class=star"]
-    args += ["--concept-images", "12", "--random", "3", "--n", "48", "--out", str(out)]
+    args += ["--concept-images", "12", "--random", "3", "--images", "48", "--out", str(out)]
     assert main(args) == 0
     result = json.loads((out / "tcav.json").read_text())
     assert result["n_random"] == 3
@@ -104,7 +104,7 @@ def test_tcav_scores_concepts_by_class(two_models, tmp_path, capsys):
 def test_dissect_writes_json_channels_and_figures(two_models, tmp_path, capsys):
     a, _ = two_models
     out = tmp_path / "dissect"
-    args = ["inspect", "dissect", "--model", str(a), "--n", "24", "--layer", "layer1,layer3"]
+    args = ["inspect", "dissect", "--model", str(a), "--images", "24", "--layer", "layer1,layer3"]
     args += ["--concepts", "object,background,class=star,striped", "--top-k", "4"]
     assert main([*args, "--figures", "2", "--out", str(out)]) == 0
     result = json.loads((out / "dissection.json").read_text())
@@ -128,7 +128,7 @@ def test_dissect_writes_json_channels_and_figures(two_models, tmp_path, capsys):
     [
         (["similarity", "--method", "pca"], "pca"),
         (["similarity", "--layers", "nosuchlayer"], "nosuchlayer"),
-        (["similarity", "--n", "100000"], "--n 100000"),
+        (["similarity", "--images", "100000"], "--n 100000"),
         (["surrogate", "--data", "digits"], "digits"),
         (["tcav", "--concepts", "nosuch"], "nosuch"),
         (["tcav", "--concepts", "striped", "--concept-folder", "."], "not both"),

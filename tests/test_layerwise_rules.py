@@ -82,7 +82,7 @@ def test_inspect_rules_command_writes_both_fidelities(tmp_path, capsys):
     model = nets.create("resnet8", num_classes=len(shapes.classes))
     checkpoint.save(model, tmp_path / "m", classes=shapes.classes, mean=shapes.mean, std=shapes.std)
     args = ["inspect", "rules", "--model", str(tmp_path / "m"), "--data", "shapes"]
-    args += ["--layers", "layer1,layer2", "--n-train", "64", "--n", "32"]
+    args += ["--layers", "layer1,layer2", "--n-train", "64", "--images", "32"]
     assert main([*args, "--out", str(tmp_path / "r")]) == 0
     summary = json.loads((tmp_path / "r" / "rules.json").read_text())
     for part in ("layerwise", "surrogate_tree"):

@@ -202,7 +202,7 @@ def test_explain_refuses_a_bad_size(saved, tmp_path, capsys):
 
 def test_evaluate_flag_reaches_methods_and_metrics(saved, tmp_path, budgets_asked):
     code = main(
-        ["evaluate", "--model", str(saved), "--data", "shapes", "--n", "2",
+        ["evaluate", "--model", str(saved), "--data", "shapes", "--images", "2",
          "--methods", "integrated-gradients", "--param", "integrated-gradients:steps=4",
          "--metrics", "deletion", "--memory", "5MiB", "--out", str(tmp_path / "ev")]
     )  # fmt: skip

@@ -181,7 +181,7 @@ def test_cli_evaluate_end_to_end(tmp_path, shapes_test):
         [
             "evaluate",
             "--model", str(tmp_path),
-            "--n", "4",
+            "--images", "4",
             "--methods", "random",
             "--metrics", "bbox-score,energy-pointing-game",
             "--out", str(tmp_path / "eval"),
@@ -190,7 +190,7 @@ def test_cli_evaluate_end_to_end(tmp_path, shapes_test):
     assert rc == 0
     assert (tmp_path / "eval" / "metrics.csv").is_file()
     assert "energy-pointing-game" in (tmp_path / "eval" / "summary.md").read_text()
-    assert main(["evaluate", "--model", str(tmp_path), "--n", "999999", "--out", "x"]) == 2
+    assert main(["evaluate", "--model", str(tmp_path), "--images", "999999", "--out", "x"]) == 2
 
 
 @pytest.mark.slow
@@ -221,7 +221,7 @@ def test_evaluate_command_method_params_and_iba_statistics(tmp_path, capsys):
     folder = tmp_path / "model"
     checkpoint.save(nets.create("resnet8", num_classes=8), folder, classes=test.classes)
     out = tmp_path / "eval"
-    args = ["evaluate", "--model", str(folder), "--n", "4", "--methods", "iba,rise"]
+    args = ["evaluate", "--model", str(folder), "--images", "4", "--methods", "iba,rise"]
     args += ["--metrics", "pointing-game", "--sanity-images", "0", "--out", str(out)]
     args += ["--param", "iba:steps=2", "--param", "rise:n_masks=32"]
     assert main(args) == 0

@@ -154,7 +154,7 @@ def test_evaluate_and_inspect_take_the_same_spec(user, tmp_path):
     assert code == 0, output
     assert (tmp_path / "ev" / "metrics.csv").is_file()
     code, output = cli(
-        ["inspect", "similarity", *card(user), "--data", data(user), "--n", "6",
+        ["inspect", "similarity", *card(user), "--data", data(user), "--images", "6",
          "--out", str(tmp_path / "sim")]
     )  # fmt: skip
     assert code == 0, output

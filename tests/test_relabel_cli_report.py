@@ -88,7 +88,7 @@ def test_report_section(tmp_path):
 def test_evaluate_relabel_uses_the_vae_next_to_the_model(tmp_path, capsys):
     run = tmp_path / "run"
     digits = _digits_model(run)
-    args = ["evaluate", "--model", str(run), "--data", "digits", "--n", "2", "--methods",
+    args = ["evaluate", "--model", str(run), "--data", "digits", "--images", "2", "--methods",
             "relabel", "--metrics", "deletion", "--param", "relabel:n=20",
             "--sanity-images", "0"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "a")]) == 2

@@ -33,14 +33,14 @@ def _out(out: Path | None, run: Path, name: str) -> Path:
     return check_writable_folder(out or (run / name))
 
 
-N_HELP = "test images, the first n (default 500, or all where fewer)"
+N_HELP = "test images, the first N (default 500, or all where fewer)"
 
 
 def _test_images(n: int | None, test, *, default: int = 500) -> int:
     """``--n``: given, at most the run's test images; else ``default`` or all where fewer."""
     from ..data import check_subset
 
-    check_subset(n, test, option="--n")
+    check_subset(n, test, option="--images")
     return min(default, len(test)) if n is None else n
 
 
@@ -118,7 +118,7 @@ def train(
         None, min=1, help="training images, the first n (default 2500, or all where fewer)"
     ),
     n_test: int = typer.Option(
-        None, min=1, help="test images, the first n (default 1000, or all where fewer)"
+        None, min=1, help="test images, the first N (default 1000, or all where fewer)"
     ),
     epochs: int = typer.Option(3, min=1),
     lam: float = typer.Option(1e-5, "--lambda", min=0.0, help="weight of ||M||_1 (Eq. 10)"),
@@ -184,7 +184,8 @@ def prune(
     prefer: str = typer.Option("lower", help="prune the pair's channel with the lower|higher L1"),
     seeds: int = typer.Option(3, min=1, help="random-pruning seeds"),
     fractions: str = typer.Option("0.25,0.5,0.75", help="pruned shares of the channels"),
-    n: int = typer.Option(None, min=1, help=N_HELP),
+    images: int = typer.Option(None, min=1, help=N_HELP),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     save: float = typer.Option(
         None, help="also save the semantically pruned network at this share, in (0, 1)"
     ),
@@ -198,6 +199,9 @@ def prune(
     from ..studies.channel_roles.runs import open_run
     from ..studies.channel_roles.study import counts_for, pruning_study, pruning_table
     from ..studies.channel_roles.training import save_attribute_network
+    from .renamed import renamed
+
+    n = renamed("--n", "--images", n, images, None)
 
     if prefer not in PREFER:
         raise InputError(f"--prefer must be one of {PREFER}, got {prefer!r}")
@@ -257,7 +261,8 @@ def robustness(
         "1:0,2:0,4:0,2:0.2,4:0.2,4:0.5", help="n:beta pairs of g(M; n, beta) (1:0 = none)"
     ),
     stds: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5", help="noise std, share of the [0,1] range"),
-    n: int = typer.Option(None, min=1, help=N_HELP),
+    images: int = typer.Option(None, min=1, help=N_HELP),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output folder (default RUN/robustness)"),
 ) -> None:
@@ -266,6 +271,9 @@ def robustness(
     from ..report.attribute_figures import robustness_plot
     from ..studies.channel_roles.robustness import robustness_grid
     from ..studies.channel_roles.runs import open_run
+    from .renamed import renamed
+
+    n = renamed("--n", "--images", n, images, None)
 
     grid_transforms = parse_transforms(transforms)
     noise = _floats(stds, "--stds")
@@ -287,9 +295,10 @@ def predictability(
     run: Path = typer.Option(..., help=RUN_HELP),
     repeats: int = typer.Option(4, min=1, help="edits per size and family"),
     sizes: str = typer.Option("8,16,32,64", help="channels per edit, each in [1, channels)"),
-    n: int = typer.Option(
-        None, min=3, help="test images, the first n (default 300, or all where fewer)"
+    images: int = typer.Option(
+        None, min=3, help="test images, the first N (default 300, or all where fewer)"
     ),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output folder (default RUN/predictability)"),
 ) -> None:
@@ -303,7 +312,9 @@ def predictability(
     from ..studies.channel_roles.runs import open_run
     from ..studies.channel_roles.training import attribute_run
     from .decompose import _ints
+    from .renamed import renamed
 
+    n = renamed("--n", "--images", n, images, None)
     edit_sizes = _ints(sizes, "--sizes")
     folder = _out(out, run, "predictability")
     trained = open_run(run)

@@ -118,7 +118,8 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("shapes", help="data set to train on"),
         depths: str = typer.Option("8,14,20,32,44,56", help="ResNet depths"),
         epochs: int = typer.Option(8, min=1, help="training epochs (demo recipe otherwise)"),
-        n: int = typer.Option(None, min=1, help="training images (default: the whole split)"),
+        images: int = typer.Option(None, min=1, help="training images (default: the whole split)"),
+        n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
         ratio: float = typer.Option(5 / 64, help="k1 = k2 = round(ratio x m), in (0, 1]"),
         seed: int = typer.Option(0),
         out: Path = typer.Option(Path("runs/depth"), help="run folder; trained nets are reused"),
@@ -132,6 +133,9 @@ def register(app: typer.Typer) -> None:
         from ..studies.decompose import depth_study
         from ..studies.decompose.plots import depth_plot
         from ..train.classifier import DEMO_CONFIG
+        from .renamed import renamed
+
+        n = renamed("--n", "--images", n, images, None)
 
         config = dataclasses.replace(DEMO_CONFIG, epochs=epochs, seed=seed)
         rows = depth_study(  # checks every setting before the first network trains

@@ -43,7 +43,7 @@ def _open(model, data: str, split: str, n: int | None):
     images = _split(net, data, split)
     if n is not None:
         if n > len(images):
-            raise DataError(f"--n {n} is more than the {len(images)} {split} images of {data}")
+            raise DataError(f"--images {n} is more than the {len(images)} {split} images of {data}")
         images = images.subset(range(n))
     return net, images
 
@@ -83,7 +83,8 @@ def similarity(
     model,
     other: Path = typer.Option(None, help="a second model (e.g. another seed) to compare with"),
     data: str = typer.Option("shapes", help=DATA_HELP),
-    n: int = typer.Option(1000, min=4, help="test images (the first n)"),
+    images: int = typer.Option(1000, min=4, help="test images (the first N)"),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     method: str = typer.Option("cka", help="cka or svcca"),
     estimator: str = typer.Option("minibatch", help="CKA: minibatch (unbiased HSIC) or full"),
     reduce: str = typer.Option(None, help="flatten or mean (default: flatten for CKA)"),
@@ -95,6 +96,9 @@ def similarity(
     from ..io import write_json
     from ..loading import load as load_model
     from ..report.similarity_heatmap import similarity_heatmap
+    from .renamed import renamed
+
+    n = renamed("--n", "--images", n, images, 1000)
 
     net, test = _open(model, data, "test", n)
     second = None if other is None else load_model(other)
@@ -130,7 +134,8 @@ def surrogate(
     model,
     data: str = typer.Option("shapes", help=DATA_HELP),
     n_train: int = typer.Option(None, min=1, help="training images the tree learns from"),
-    n: int = typer.Option(None, min=1, help="test images for the fidelity"),
+    images: int = typer.Option(None, min=1, help="test images for the fidelity"),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     max_depth: int = typer.Option(4, min=1, help="the tree's depth limit"),
     min_samples_leaf: int = typer.Option(1, min=1),
     out: Path = typer.Option(None, help="output folder (default MODEL/inspect/surrogate)"),
@@ -138,6 +143,9 @@ def surrogate(
     """Write surrogate.json and rules.txt."""
     from ..analysis import SurrogateTree
     from ..io import write_json, write_text
+    from .renamed import renamed
+
+    n = renamed("--n", "--images", n, images, None)
 
     net, test = _open(model, data, "test", n)
     train = _split(net, data, "train")
@@ -176,7 +184,8 @@ def rules(
     data: str = typer.Option("shapes", help="a data set with attributes (shapes)"),
     layers: str = typer.Option("layer2,layer3", help="comma list of the layers to chain"),
     n_train: int = typer.Option(None, min=1, help="training images the trees learn from"),
-    n: int = typer.Option(None, min=1, help="test images for the fidelity"),
+    images: int = typer.Option(None, min=1, help="test images for the fidelity"),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     max_depth: int = typer.Option(4, min=1, help="depth limit of every tree"),
     min_samples_leaf: int = typer.Option(5, min=1),
     out: Path = typer.Option(None, help="output folder (default MODEL/inspect/rules)"),
@@ -185,6 +194,9 @@ def rules(
     from ..analysis import LayerwiseRules, SurrogateTree
     from ..errors import DataError
     from ..io import write_json, write_text
+    from .renamed import renamed
+
+    n = renamed("--n", "--images", n, images, None)
 
     names = _names(layers)
     net, test = _open(model, data, "test", n)
@@ -256,7 +268,8 @@ def tcav(
         "mid", help="layer of the CAVs: a name, mid (2/3 through the blocks) or auto (last map)"
     ),
     cav: str = typer.Option("logistic", help="logistic or mean (mean difference)"),
-    n: int = typer.Option(1000, min=1, help="test images whose classes are scored"),
+    images: int = typer.Option(1000, min=1, help="test images whose classes are scored"),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     bonferroni: bool = typer.Option(False, help="divide alpha by the number of tests"),
     significance: str = typer.Option(
         "exchangeable",
@@ -273,6 +286,9 @@ def tcav(
     from ..errors import InputError
     from ..io import write_json
     from ..report.tcav_heatmap import tcav_heatmap
+    from .renamed import renamed
+
+    n = renamed("--n", "--images", n, images, 1000)
 
     net, test = _open(model, data, "test", n)
     val = _split(net, data, "val")
@@ -320,7 +336,8 @@ def tcav(
 def dissect(
     model,
     data: str = typer.Option("shapes", help=DATA_HELP + " (with object masks)"),
-    n: int = typer.Option(None, min=1, help="test images (the first n; default all)"),
+    images: int = typer.Option(None, min=1, help="test images (the first N; default all)"),
+    n: int = typer.Option(None, hidden=True, help="old spelling of --images"),
     layers: str = typer.Option(
         None, "--layers", "--layer", help="comma list of layers (default: every block)"
     ),
@@ -341,6 +358,9 @@ def dissect(
     from ..analysis.tables import to_csv
     from ..io import write_json, write_text
     from ..report.dissection_figures import interpretability_chart, top_images_figure
+    from .renamed import renamed
+
+    n = renamed("--n", "--images", n, images, None)
 
     net, test = _open(model, data, "test", n)
     folder = _out(out, model, "dissect")
