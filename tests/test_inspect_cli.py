@@ -38,7 +38,8 @@ def test_inspect_lists_its_subcommands(capsys):
 def test_similarity_within_and_across_models(two_models, tmp_path, capsys):
     a, b = two_models
     out = tmp_path / "within"
-    assert main(["inspect", "similarity", "--model", str(a), "--images", "64", "--out", str(out)]) == 0
+    args = ["inspect", "similarity", "--model", str(a), "--images", "64", "--out", str(out)]
+    assert main(args) == 0
     result = json.loads((out / "similarity.json").read_text())
     matrix = torch.tensor(result["matrix"])
     assert matrix.shape == (len(result["rows"]), len(result["rows"]))
@@ -56,7 +57,8 @@ def test_similarity_within_and_across_models(two_models, tmp_path, capsys):
 
 def test_similarity_defaults_to_the_model_folder(two_models):
     a, _ = two_models
-    assert main(["inspect", "similarity", "--model", str(a), "--images", "8", "--layers", "layer1"]) == 0
+    args = ["inspect", "similarity", "--model", str(a), "--images", "8", "--layers", "layer1"]
+    assert main(args) == 0
     assert (a / "inspect" / "similarity" / "similarity.json").is_file()
 
 
