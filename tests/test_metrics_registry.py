@@ -18,11 +18,17 @@ TABLE = [
     "deletion", "insertion", "degradation-small", "degradation-large", "bbox-score",
     "pointing-game", "energy-pointing-game", "randomisation", "completeness",
 ]  # fmt: skip
+OPTIONAL = {"max-sensitivity", "infidelity", "road"}
+# issue 33, robustness / localisation / complexity group
+OPTIONAL_ROBUSTNESS_LOCALISATION_COMPLEXITY = {
+    "relevance-mass-accuracy", "relevance-rank-accuracy", "top-k-intersection",
+    "attribution-localisation", "auc", "sparseness", "complexity", "effective-complexity",
+}  # fmt: skip
 
 
 def test_every_metric_carries_its_facts():
     assert metrics.names(optional=False) == TABLE
-    assert set(metrics.names()) == {*TABLE, "max-sensitivity", "infidelity", "road"}
+    assert set(metrics.names()) == {*TABLE, *OPTIONAL, *OPTIONAL_ROBUSTNESS_LOCALISATION_COMPLEXITY}
     for name in metrics.names():
         m = metrics.get(name)
         assert m.name == name and "_" not in name and m.description
