@@ -191,3 +191,145 @@ def test_effective_complexity_agrees_per_image(cmaps):
           device="cpu"), dtype=np.float64,
     )  # fmt: skip
     assert (batch < mine).any() and (batch <= mine).all()
+
+
+# --- robustness: same model, maps and perturbed images ----------------------------------
+
+
+class SmallCNN(torch.nn.Module):
+    def __init__(self, k=5, c=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(c, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, k)
+
+    def forward(self, x):
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.head(h.amax((2, 3)))
+
+
+def _saliency(model, x, target):
+    from cnnlens import explain
+
+    return explain(model, x, method="saliency", target=target).maps
+
+
+def _q_explain(model, inputs, targets, **kwargs):
+    x, t = torch.as_tensor(inputs), torch.as_tensor(targets)
+    return _np(_saliency(model, x, t))
+
+
+@pytest.fixture(scope="module")
+def rob():
+    g = torch.Generator().manual_seed(5)
+    model = SmallCNN().eval()
+    x = torch.randn(4, 3, 16, 16, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, _saliency(model, x, y), y
+
+
+def _replay(noise):
+    """A Quantus ``perturb_func`` that adds ``noise(step)`` ``[N,C,H,W]`` on its step-th call."""
+    step = [0]
+
+    def perturb(arr, indices, **kwargs):
+        out = arr + _np(noise(step[0])).reshape(arr.shape)
+        step[0] += 1
+        return out
+
+    return perturb
+
+
+def _gaussian(x, std, samples, seed=0):
+    from cnnlens.seeding import Draws
+
+    draws = Draws(seed, samples, x.shape[1:], kind="normal")
+    return lambda s: (std * draws(torch.tensor([s]))).expand_as(x)
+
+
+def _q_run(metric, model, x, y, maps):
+    return np.asarray(
+        metric(model=model, x_batch=_np(x), y_batch=_np(y), a_batch=_np(maps), device="cpu",
+               explain_func=_q_explain),
+        dtype=np.float64,
+    )  # fmt: skip
+
+
+def test_avg_and_max_sensitivity_agree(rob):
+    from cnnlens.seeding import Draws
+
+    model, x, maps, y = rob
+    samples, radius = 5, 0.05
+    flat = x.flatten(1)
+    scale = (radius * (flat.amax(1) - flat.amin(1))).view(-1, 1, 1, 1)
+    draws = Draws(0, samples, x.shape[1:], kind="uniform")
+
+    def noise(s):
+        return (2 * draws(torch.tensor([s])) - 1) * scale
+
+    from cnnlens.metrics.sensitivity import avg_sensitivity
+
+    for ours, cls in ((avg_sensitivity, quantus.AvgSensitivity),
+                      (metrics.max_sensitivity, quantus.MaxSensitivity)):  # fmt: skip
+        mine = ours(model, x, maps, y, method=_saliency, radius=radius, samples=samples).values
+        q = cls(nr_samples=samples, perturb_func=_replay(noise), normalise=False, abs=False,
+                disable_warnings=True)  # fmt: skip
+        theirs = _q_run(q, model, x, y, maps)
+        assert np.abs(_np(mine) - theirs).max() < 1e-4 * max(1.0, np.abs(theirs).max())
+
+
+def test_local_lipschitz_estimate_agrees(rob):
+    from cnnlens.metrics.lipschitz import local_lipschitz_estimate
+
+    model, x, maps, y = rob
+    samples, std = 5, 0.1
+    mine = local_lipschitz_estimate(model, x, maps, y, method=_saliency, std=std, samples=samples)
+    q = quantus.LocalLipschitzEstimate(
+        nr_samples=samples, perturb_func=_replay(_gaussian(x, std, samples)), normalise=False,
+        abs=False, disable_warnings=True,
+    )  # fmt: skip
+    theirs = _q_run(q, model, x, y, maps)
+    assert np.abs(_np(mine.values) - theirs).max() < 1e-4 * np.abs(theirs).max()
+
+
+def test_continuity_agrees_on_the_same_shifts(rob):
+    """Quantus' Continuity translates by ``-W + k dx``, ``dx = (2W + 1) // nr_steps``
+    (8 steps at W = 16: -12 ... 16 by 4, including the no-op 0, which scores 0)."""
+    from cnnlens.metrics.lipschitz import continuity
+
+    model, x, maps, y = rob
+    shifts = [-12, -8, -4, 4, 8, 12, 16]
+    mine = continuity(model, x, maps, y, method=_saliency, shifts=shifts).values
+    q = quantus.Continuity(nr_steps=8, normalise=False, abs=False, disable_warnings=True)
+    theirs = _q_run(q, model, x, y, maps)
+    assert np.abs(_np(mine) - theirs).max() < 1e-4 * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("kind", ["input", "output"])
+def test_relative_stability_agrees_and_quantus_drops_images_with_one_changed_copy(rob, kind):
+    """With small noise no copy changes class and both agree. With large noise some copies
+    do: Agarwal et al. take the maximum over the copies that keep the class; Quantus
+    (robustness/relative_{input,output}_stability.py, ``evaluate_batch``) sets those
+    copies to NaN and then takes ``np.max``, so one changed copy makes the image NaN."""
+    from cnnlens.metrics import stability
+
+    model, x, maps, y = rob
+    ours = getattr(stability, f"relative_{kind}_stability")
+    cls = quantus.RelativeInputStability if kind == "input" else quantus.RelativeOutputStability
+    samples = 6
+    for std in (0.02, 1.5):
+        r = ours(model, x, maps, y, method=_saliency, std=std, samples=samples)
+        q = cls(nr_samples=samples, perturb_func=_replay(_gaussian(x, std, samples)),
+                disable_warnings=True)  # fmt: skip
+        theirs = _q_run(q, model, x, y, maps)
+        changed = r.extras["samples"].isnan().any(1).numpy()
+        mine = _np(r.values)
+        ok = ~changed
+        assert np.abs(mine[ok] - theirs[ok]).max() < 1e-4 * np.abs(theirs[ok]).max()
+        if std == 0.02:
+            assert not changed.any()
+        else:
+            assert changed.any() and np.isnan(theirs[changed]).all()
+            assert np.isfinite(mine[changed]).any()

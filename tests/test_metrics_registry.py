@@ -23,6 +23,8 @@ OPTIONAL = {"max-sensitivity", "infidelity", "road"}
 OPTIONAL_ROBUSTNESS_LOCALISATION_COMPLEXITY = {
     "relevance-mass-accuracy", "relevance-rank-accuracy", "top-k-intersection",
     "attribution-localisation", "auc", "sparseness", "complexity", "effective-complexity",
+    "avg-sensitivity", "local-lipschitz-estimate", "continuity", "relative-input-stability",
+    "relative-output-stability",
 }  # fmt: skip
 
 

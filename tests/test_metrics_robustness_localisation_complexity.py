@@ -180,3 +180,137 @@ def test_evaluate_runs_them_by_name(tmp_path):
                            sanity_images=0, progress=False, out=tmp_path)  # fmt: skip
     assert set(out.values["saliency"]) == set(names)
     assert out.values["sobel"]["auc"].shape == (4,)
+
+
+# --- robustness ---------------------------------------------------------------------------
+
+ROBUSTNESS = ["avg-sensitivity", "local-lipschitz-estimate", "continuity",
+              "relative-input-stability", "relative-output-stability"]  # fmt: skip
+
+
+def _robust_fns():
+    from cnnlens.metrics.lipschitz import continuity, local_lipschitz_estimate
+    from cnnlens.metrics.sensitivity import avg_sensitivity
+    from cnnlens.metrics.stability import relative_input_stability, relative_output_stability
+
+    return {
+        "avg-sensitivity": avg_sensitivity,
+        "local-lipschitz-estimate": local_lipschitz_estimate,
+        "continuity": continuity,
+        "relative-input-stability": relative_input_stability,
+        "relative-output-stability": relative_output_stability,
+    }
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+
+
+def test_robustness_registered():
+    for name in ROBUSTNESS:
+        m = metrics.get(name)
+        assert not m.default and m.lower_is_better and m.needs == ("model", "method")
+
+
+def test_input_independent_maps_score_zero_and_linear_gradients_too():
+    model = _tiny()
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+
+    def fixed(m, xs, t):  # the same map whatever the input
+        return torch.ones(xs.shape[0], 1, 16, 16)
+
+    for name, f in _robust_fns().items():
+        r = f(model, x, None, method=fixed)
+        assert r.values.eq(0).all(), name
+    # a linear model's gradient does not depend on the input
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(256, 3)).eval()
+    for name, f in _robust_fns().items():
+        r = f(linear, x, None, method="saliency")
+        assert (r.values.abs() < 1e-5).all(), name
+
+
+def test_known_lipschitz_quotient():
+    """e(x) = 3 x (a map linear in a one-channel input): ||3x - 3x'||_2 / ||x - x'||_2 = 3."""
+    from cnnlens.metrics.lipschitz import continuity, local_lipschitz_estimate
+
+    model = _tiny()
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+
+    def linear_map(m, xs, t):
+        return 3 * xs
+
+    r = local_lipschitz_estimate(model, x, None, method=linear_map, samples=4)
+    assert torch.allclose(r.extras["samples"], torch.full((2, 4), 3.0), atol=1e-4)
+    # continuity: L1 over L2 of the same difference, between 3 and 3 sqrt(#changed pixels)
+    c = continuity(model, x, None, method=linear_map, shifts=[1, -2])
+    assert (c.values >= 3 - 1e-4).all() and (c.values <= 3 * 16).all()
+
+
+def test_robustness_grows_with_noise_and_is_seeded_and_batch_invariant():
+    model = _tiny()
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    fns = _robust_fns()
+    for name in ("avg-sensitivity", "local-lipschitz-estimate", "relative-input-stability",
+                 "relative-output-stability"):  # fmt: skip
+        f = fns[name]
+        a = f(model, x, None, method="saliency", samples=3, seed=7, batch_size=5)
+        b = f(model, x, None, method="saliency", samples=3, seed=7)
+        assert torch.allclose(a.values, b.values, equal_nan=True, atol=1e-6), name
+        c = f(model, x, None, method="saliency", samples=3, seed=8)
+        assert not torch.allclose(a.extras["samples"], c.extras["samples"], equal_nan=True)
+        one = f(model, x[2:3], None, method="saliency", samples=3, seed=7)
+        assert torch.allclose(one.values, a.values[2:3], equal_nan=True, atol=1e-5), name
+    sens = fns["avg-sensitivity"]
+    small = sens(model, x, None, method="saliency", radius=0.001, samples=3).values
+    large = sens(model, x, None, method="saliency", radius=0.3, samples=3).values
+    assert (small < large).all()
+    c = fns["continuity"]
+    whole = c(model, x, None, method="saliency", batch_size=3).values
+    assert torch.allclose(c(model, x[1:2], None, method="saliency").values, whole[1:2])
+
+
+def test_relative_stability_leaves_out_copies_that_change_class():
+    from cnnlens.metrics.stability import relative_input_stability
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(3 * 14 * 14, 3)).eval()
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    r = relative_input_stability(model, x, None, method="saliency", std=1.0, samples=8)
+    s = r.extras["samples"]
+    assert s.isnan().any() and (~s.isnan()).any()
+    for i in range(6):
+        kept = s[i][~s[i].isnan()]
+        expected = kept.max() if kept.numel() else torch.tensor(float("nan"))
+        assert torch.allclose(r.values[i], expected, equal_nan=True)
+
+
+def test_robustness_bad_input():
+    model = _tiny()
+    x = torch.rand(2, 1, 16, 16)
+    fns = _robust_fns()
+    for name, f in fns.items():
+        with pytest.raises(InputError, match="method"):
+            f(model, x, None)
+        with pytest.raises(InputError):
+            f(model, x, None, method="no-such-method")
+        if name != "continuity":
+            with pytest.raises(InputError, match="samples"):
+                f(model, x, None, method="saliency", samples=0)
+    for name in ("local-lipschitz-estimate", "relative-input-stability"):
+        with pytest.raises(InputError, match="std"):
+            fns[name](model, x, None, method="saliency", std=-1)
+    for shifts in ([], [0], [17], ["a"], [1.5], 3):
+        with pytest.raises(InputError, match="shifts"):
+            fns["continuity"](model, x, None, method="saliency", shifts=shifts)
+
+
+def test_evaluate_runs_robustness_by_name(tmp_path):
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(6))
+    params = {n: {"samples": 2} for n in ROBUSTNESS if n != "continuity"}
+    out = evaluate(_tiny(), x, methods=["saliency"], metrics=ROBUSTNESS, sanity_images=0,
+                   progress=False, out=tmp_path, metric_params=params)  # fmt: skip
+    assert set(out.values["saliency"]) == set(ROBUSTNESS)
