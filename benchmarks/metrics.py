@@ -123,6 +123,107 @@ def main() -> None:
     if args.group in ("all", "faithfulness"):
         faithfulness_group(model, x, maps, y, floor_run, args)
     _ = np
+    robustness_localisation_complexity(model, x, maps, masks, y, args.repeat)
+
+
+# --- issue 33: robustness, localisation and complexity group ------------------------------
+
+
+def robustness_localisation_complexity(model, x, maps, masks, y, repeat: int, samples: int = 5):
+    """cnnlens vs Quantus on the group's metrics; robustness floor: the saliency passes on
+    the N x samples perturbed copies in one call (what no robustness metric can avoid)."""
+    from cnnlens import explain
+    from cnnlens.metrics import attribution_localisation as al
+    from cnnlens.metrics import complexity as cx
+    from cnnlens.metrics import lipschitz, relevance, roc_auc, sensitivity, stability
+    from cnnlens.metrics import top_k_intersection as tk
+
+    def sal(m, xs, t):
+        return explain(m, xs, method="saliency", target=t).maps
+
+    big = x.repeat_interleave(samples, 0)
+    kw = dict(method=sal, samples=samples)
+    ours = {
+        "relevance-mass-accuracy": lambda: relevance.relevance_mass_accuracy(
+            None, None, maps, masks=masks
+        ),
+        "relevance-rank-accuracy": lambda: relevance.relevance_rank_accuracy(
+            None, None, maps, masks=masks
+        ),
+        "top-k-intersection": lambda: tk.top_k_intersection(None, None, maps, masks=masks),
+        "attribution-localisation": lambda: al.attribution_localisation(
+            None, None, maps, masks=masks
+        ),
+        "auc": lambda: roc_auc.roc_auc(None, None, maps, masks=masks),
+        "sparseness": lambda: cx.sparseness(None, None, maps),
+        "complexity": lambda: cx.complexity(None, None, maps),
+        "effective-complexity": lambda: cx.effective_complexity(None, None, maps),
+        "avg-sensitivity": lambda: sensitivity.avg_sensitivity(model, x, maps, y, **kw),
+        "local-lipschitz-estimate": lambda: lipschitz.local_lipschitz_estimate(
+            model, x, maps, y, **kw
+        ),
+        "continuity": lambda: lipschitz.continuity(
+            model, x, maps, y, method=sal, shifts=[-22, -12, -2, 8, 18, 28]
+        ),
+        "relative-input-stability": lambda: stability.relative_input_stability(
+            model, x, maps, y, **kw
+        ),
+        "relative-output-stability": lambda: stability.relative_output_stability(
+            model, x, maps, y, **kw
+        ),
+    }
+    floor = lambda: sal(model, big, y.repeat_interleave(samples))  # noqa: E731
+    theirs = {}
+    try:
+        import quantus
+
+        def qex(model, inputs, targets, **k):
+            return sal(model, torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
+
+        xn, yn, an, sn = x.numpy(), y.numpy(), maps.numpy(), masks.numpy().astype(float)
+        loc = dict(model=None, x_batch=xn, y_batch=yn, a_batch=an, s_batch=sn, device="cpu")
+        cpx = dict(model=None, x_batch=xn, y_batch=yn, a_batch=an, device="cpu")
+        rob = dict(model=model, x_batch=xn, y_batch=yn, a_batch=an, device="cpu", explain_func=qex)
+        q = dict(disable_warnings=True)
+        qs = dict(q, nr_samples=samples)
+        theirs = {
+            "relevance-mass-accuracy": (quantus.RelevanceMassAccuracy(**q), loc),
+            "relevance-rank-accuracy": (quantus.RelevanceRankAccuracy(**q), loc),
+            "top-k-intersection": (quantus.TopKIntersection(k=20, **q), loc),
+            "attribution-localisation": (quantus.AttributionLocalisation(**q), loc),
+            "auc": (quantus.AUC(**q), loc),
+            "sparseness": (quantus.Sparseness(**q), cpx),
+            "complexity": (quantus.Complexity(**q), cpx),
+            "effective-complexity": (quantus.EffectiveComplexity(**q), cpx),
+            "avg-sensitivity": (quantus.AvgSensitivity(**qs), rob),
+            "local-lipschitz-estimate": (quantus.LocalLipschitzEstimate(**qs), rob),
+            # Quantus' shifts -W + k (2W+1)//steps: 6 steps = cnnlens' shifts above plus its
+            # no-op 0 (7 passes vs 6); steps dividing 2W+1 (5, 13 at W=32) crash it (index -33)
+            "continuity": (quantus.Continuity(nr_steps=6, **q), rob),
+            "relative-input-stability": (quantus.RelativeInputStability(**qs), rob),
+            "relative-output-stability": (quantus.RelativeOutputStability(**qs), rob),
+        }
+    except ImportError:
+        pass
+    fns = {**{f"c/{k}": v for k, v in ours.items()}, "floor": floor}
+    fns.update({f"q/{k}": (lambda m=m, a=a: m(**a)) for k, (m, a) in theirs.items()})
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn))
+    print(f"\nrobustness/localisation/complexity: {len(x)} images, {samples} perturbations")
+    print("| metric | cnnlens s | x floor | Quantus s | Quantus / cnnlens |")
+    print("|---|---|---|---|---|")
+    for name in ours:
+        t, tq = best[f"c/{name}"], best.get(f"q/{name}")
+        robust = name in ("avg-sensitivity", "local-lipschitz-estimate", "continuity",
+                          "relative-input-stability", "relative-output-stability")  # fmt: skip
+        xf = f"{t / best['floor']:.2f}" if robust else "-"
+        qs_ = f"{tq:.4f}" if tq is not None else "-"
+        ratio = f"{tq / t:.1f}" if tq is not None else "-"
+        print(f"| {name} | {t:.4f} | {xf} | {qs_} | {ratio} |")
 
 
 # ---- issue 33, faithfulness group (faithfulness-correlation ... selectivity) ----------

@@ -25,11 +25,24 @@ FAITHFULNESS = [
     "irof",
     "selectivity",
 ]  # optional metrics of issue 33, faithfulness group
+OPTIONAL = {"max-sensitivity", "infidelity", "road"}
+# issue 33, robustness / localisation / complexity group
+OPTIONAL_ROBUSTNESS_LOCALISATION_COMPLEXITY = {
+    "relevance-mass-accuracy", "relevance-rank-accuracy", "top-k-intersection",
+    "attribution-localisation", "auc", "sparseness", "complexity", "effective-complexity",
+    "avg-sensitivity", "local-lipschitz-estimate", "continuity", "relative-input-stability",
+    "relative-output-stability",
+}  # fmt: skip
 
 
 def test_every_metric_carries_its_facts():
     assert metrics.names(optional=False) == TABLE
-    assert set(metrics.names()) == {*TABLE, "max-sensitivity", "infidelity", "road", *FAITHFULNESS}
+    assert set(metrics.names()) == {
+        *TABLE,
+        *OPTIONAL,
+        *FAITHFULNESS,
+        *OPTIONAL_ROBUSTNESS_LOCALISATION_COMPLEXITY,
+    }
     for name in metrics.names():
         m = metrics.get(name)
         assert m.name == name and "_" not in name and m.description

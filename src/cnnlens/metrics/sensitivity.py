@@ -1,6 +1,8 @@
 """Max-sensitivity (Yeh et al., "On the (In)fidelity and Sensitivity of Explanations",
 NeurIPS 2019, Sec. 3, ``SENS_MAX``; Captum's ``sensitivity_max``).
 
+Average sensitivity (same paper, ``SENS_AVG``): the mean of the same ratios.
+
 ``SENS_MAX(Phi, f, x, r) = max_{||y - x||_inf <= r} ||Phi(f, y) - Phi(f, x)|| / ||Phi(f, x)||``,
 estimated by Monte Carlo: ``samples`` inputs ``y = x + u`` with ``u`` uniform in
 the L-inf ball of radius ``radius x (max(x) - min(x))`` (per image), every one
@@ -23,16 +25,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..attribution.base import resolve_target
-from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..gradmode import with_autograd
-from ..hooks import frozen
 from ..params import Param
-from ..placement import model_device
 from ..seeding import Draws
 from ..types import Explanation
-from ._common import as_maps, check_inputs, check_model
+from ._robustness import Perturbed, explain_perturbed, positive_number
 from .registry import Metric, Scoring, register
 from .result import Result
 
@@ -75,6 +73,43 @@ def explainer(method, params: dict) -> Explainer:
     )
 
 
+def _ratios(
+    model, inputs, maps, target, method, method_params, *, name, radius, samples, seed,
+    batch_size, memory, desc,
+):  # fmt: skip
+    """``||e(x + u_s) - e(x)||_F / ||e(x)||_F`` ``[N,S]``, the targets and the method's name."""
+    if (
+        not isinstance(radius, int | float)
+        or isinstance(radius, bool)
+        or not math.isfinite(radius)
+        or radius <= 0
+    ):
+        raise InputError(
+            f"radius must be a number > 0 (fraction of the value range), got {radius!r}"
+        )
+    positive_number("samples", samples, integer=True)
+    state = {}
+
+    def perturb(x: torch.Tensor, img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if "draws" not in state:
+            flat = x.flatten(1)
+            state["scale"] = (radius * (flat.amax(1) - flat.amin(1))).view(-1, 1, 1, 1)
+            state["draws"] = Draws(
+                int(seed), samples, x.shape[1:], device=x.device, dtype=x.dtype, kind="uniform"
+            )
+        return x[img] + (2 * state["draws"](s) - 1) * state["scale"][img]
+
+    def score(p: Perturbed) -> torch.Tensor:
+        norm = p.base.flatten(1).norm(dim=1)
+        norm = torch.where(norm == 0, torch.ones_like(norm), norm)
+        return (p.maps - p.base[p.img]).flatten(1).norm(dim=1) / norm[p.img]
+
+    return explain_perturbed(
+        model, inputs, maps, target, method, method_params, name=name, samples=samples,
+        perturb=perturb, score=score, batch_size=batch_size, memory=memory, desc=desc,
+    )  # fmt: skip
+
+
 @with_autograd
 def max_sensitivity(
     model: nn.Module,
@@ -100,85 +135,76 @@ def max_sensitivity(
     ``inputs``) is computed when ``None``. ``radius`` is a fraction of each
     image's value range. ``extras["samples"]`` holds every ratio ``[N,S]``.
     """
-    model = check_model(model)
-    inputs = check_inputs(inputs, model).to(model_device(model))
-    if isinstance(maps, Explanation):
-        if method is None:
-            method = maps.method
-            method_params = {**maps.params, **method_params}
-        target = maps.target if target is None else target
-    if method is None:
-        raise InputError("max_sensitivity needs method= (a registered name or a callable)")
-    if (
-        not isinstance(radius, int | float)
-        or isinstance(radius, bool)
-        or not math.isfinite(radius)
-        or radius <= 0
-    ):
-        raise InputError(
-            f"radius must be a number > 0 (fraction of the value range), got {radius!r}"
-        )
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise InputError(f"samples must be a positive integer, got {samples!r}")
-    explain_fn = explainer(method, dict(method_params))
-    n = inputs.shape[0]
-    device = inputs.device
-    with frozen(model):
-        target, _ = resolve_target(model, inputs, target)
-        if maps is None:
-            maps = explain_fn(model, inputs, target)
-        base = as_maps(maps, like=inputs)
-        norm = base.flatten(1).norm(dim=1)
-        norm = torch.where(norm == 0, torch.ones_like(norm), norm)
-        flat = inputs.flatten(1)
-        scale = (radius * (flat.amax(1) - flat.amin(1))).view(-1, 1, 1, 1)
-        draws = Draws(
-            int(seed), samples, inputs.shape[1:], device=device, dtype=inputs.dtype,
-            kind="uniform",
-        )  # fmt: skip
-        size = chunk_size(model, inputs, backward=True, batch_size=batch_size, memory=memory)
+    return _result(
+        "max_sensitivity", model, inputs, maps, target, method, method_params, radius=radius,
+        samples=samples, seed=seed, batch_size=batch_size, memory=memory, desc=desc,
+    )  # fmt: skip
 
-        def run(a: int, b: int) -> torch.Tensor:
-            j = torch.arange(a, b, device=device)
-            img, u = j // samples, draws(j % samples)
-            noisy = inputs[img] + (2 * u - 1) * scale[img]
-            moved = as_maps(explain_fn(model, noisy, target[img]), like=noisy)
-            return (moved - base[img]).flatten(1).norm(dim=1) / norm[img]
 
-        ratios = run_chunked(run, n * samples, size, desc=desc).view(n, samples)
+@with_autograd
+def avg_sensitivity(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    maps=None,
+    target: int | torch.Tensor | None = None,
+    *,
+    method: str | Explainer | None = None,
+    radius: float = 0.02,
+    samples: int = 10,
+    seed: int = 0,
+    batch_size: int | None = None,
+    memory: int | float | str | None = None,
+    desc: str | None = None,
+    **method_params,
+) -> Result:
+    """Per image ``mean_s ||e(x + u_s) - e(x)||_F / ||e(x)||_F``: Yeh et al.'s ``SENS_AVG``
+    (the expectation over the uniform ball, Sec. 3), with the same noise draws, relative
+    norm and arguments as :func:`max_sensitivity`."""
+    return _result(
+        "avg_sensitivity", model, inputs, maps, target, method, method_params, radius=radius,
+        samples=samples, seed=seed, batch_size=batch_size, memory=memory, desc=desc,
+    )  # fmt: skip
+
+
+def _result(name, model, inputs, maps, target, method, method_params, **kw) -> Result:
+    ratios, target, label = _ratios(
+        model, inputs, maps, target, method, dict(method_params), name=name, **kw
+    )
+    reduce = ratios.amax(1) if name == "max_sensitivity" else ratios.mean(1)
+    params = {"method": label, "radius": float(kw["radius"]), "samples": kw["samples"]}
     return Result(
-        metric="max_sensitivity",
-        values=ratios.amax(1),
-        params={
-            "method": method if isinstance(method, str) else getattr(method, "__name__", "custom"),
-            "radius": float(radius),
-            "samples": samples,
-            "seed": seed,
-        },
+        metric=name,
+        values=reduce,
+        params={**params, "seed": kw["seed"]},
         extras={"samples": ratios, "target": target},
         higher_is_better=False,
     )
 
 
-def _score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
-    settings.setdefault("seed", s.seed)
-    r = max_sensitivity(
-        s.model,
-        s.x,
-        s.maps,
-        s.target,
-        method=s.fn,
-        batch_size=s.batch_size,
-        memory=s.memory,
-        **settings,
-    )
-    return {"values": r.values}
+def _score(f):
+    def score(s: Scoring, **settings) -> dict[str, torch.Tensor]:
+        settings.setdefault("seed", s.seed)
+        r = f(
+            s.model, s.x, s.maps, s.target, method=s.fn, batch_size=s.batch_size,
+            memory=s.memory, **settings,
+        )  # fmt: skip
+        return {"values": r.values}
+
+    return score
 
 
 register(
     Metric(
         "max-sensitivity", "max relative map change under 2 % uniform noise (lower is better)",
-        _score, lower_is_better=True, needs=("model", "method"), params=PARAMS,
+        _score(max_sensitivity), lower_is_better=True, needs=("model", "method"), params=PARAMS,
         default=False, order=110,
+    )
+)  # fmt: skip
+register(
+    Metric(
+        "avg-sensitivity",
+        "mean relative map change under 2 % uniform noise (Yeh et al. 2019; lower is better)",
+        _score(avg_sensitivity), lower_is_better=True, needs=("model", "method"), params=PARAMS,
+        default=False, order=310,
     )
 )  # fmt: skip
