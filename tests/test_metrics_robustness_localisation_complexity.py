@@ -177,7 +177,7 @@ def test_evaluate_runs_them_by_name(tmp_path):
     x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(6))
     names = [*LOCALISATION, *COMPLEXITY]
     out = evaluate(model, x, methods=["saliency"], metrics=names, masks=_masks(),
-                           sanity_images=0, progress=False, out=tmp_path)  # fmt: skip
+                           sanity_images=0, progress=False)  # fmt: skip
     assert set(out.values["saliency"]) == set(names)
     assert out.values["sobel"]["auc"].shape == (4,)
 
@@ -312,5 +312,5 @@ def test_evaluate_runs_robustness_by_name(tmp_path):
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(6))
     params = {n: {"samples": 2} for n in ROBUSTNESS if n != "continuity"}
     out = evaluate(_tiny(), x, methods=["saliency"], metrics=ROBUSTNESS, sanity_images=0,
-                   progress=False, out=tmp_path, metric_params=params)  # fmt: skip
+                   progress=False, metric_params=params)  # fmt: skip
     assert set(out.values["saliency"]) == set(ROBUSTNESS)
