@@ -25,11 +25,25 @@ FAITHFULNESS = [
     "irof",
     "selectivity",
 ]  # optional metrics of issue 33, faithfulness group
+AXIOMS = [
+    "sensitivity-n",
+    "sufficiency",
+    "random-logit",
+    "non-sensitivity",
+    "input-invariance",
+]  # optional metrics of issue 33, axioms group
 
 
 def test_every_metric_carries_its_facts():
     assert metrics.names(optional=False) == TABLE
-    assert set(metrics.names()) == {*TABLE, "max-sensitivity", "infidelity", "road", *FAITHFULNESS}
+    assert set(metrics.names()) == {
+        *TABLE,
+        "max-sensitivity",
+        "infidelity",
+        "road",
+        *FAITHFULNESS,
+        *AXIOMS,
+    }
     for name in metrics.names():
         m = metrics.get(name)
         assert m.name == name and "_" not in name and m.description
