@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--group", default="all", help="all, shared or faithfulness")
+    ap.add_argument("--group", default="all", help="all, shared, faithfulness or axioms")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from cnnlens import metrics, nets
@@ -53,6 +53,8 @@ def main() -> None:
 
     if args.group == "faithfulness":
         return faithfulness_group(model, x, maps, y, floor_run, args)
+    if args.group == "axioms":
+        return axioms_group(model, x, maps, y, floor_run, args)
     # Quantus needs features_in_step | H*W but counts channel-features: 64 features = 48
     # forwards per image; cnnlens step 22 px gives ceil(1024/22) + 1 = 48 forwards too.
     step, q_features, tile = 22, 64, 4
@@ -122,6 +124,8 @@ def main() -> None:
     print(f"insertion / deletion time: {t_ins / t_del:.2f}")
     if args.group in ("all", "faithfulness"):
         faithfulness_group(model, x, maps, y, floor_run, args)
+    if args.group == "all":
+        axioms_group(model, x, maps, y, floor_run, args)
     _ = np
     robustness_localisation_complexity(model, x, maps, masks, y, args.repeat)
 
@@ -284,6 +288,82 @@ def faithfulness_group(model, x, maps, y, floor_run, args) -> None:
     print("| metric | forwards | cnnlens s | x floor | Quantus s | Quantus / cnnlens |")
     print("|---|---|---|---|---|---|")
     for name, (_, forwards, _) in rows.items():
+        t, fl, tq = best[name], best["floor " + name], best.get("quantus " + name)
+        qs, ratio = ("-", "-") if tq is None else (f"{tq:.3f}", f"{tq / t:.1f}")
+        print(f"| {name} | {forwards} | {t:.3f} | {t / fl:.2f} | {qs} | {ratio} |")
+
+
+# ---- issue 33, axioms group (sensitivity-n ... input-invariance) ----------------------
+def axioms_group(model, x, maps, y, floor_run, args) -> None:
+    """Sensitivity-n: 24 forwards per image on both sides (cnnlens 3 sizes x 8 subsets,
+    Quantus 24 steps of 128 channel-features). Non-sensitivity: one forward per feature,
+    cnnlens' features are pixels (1024), Quantus' channel-features (3072: its step must be
+    1). Random logit and input invariance: their floor is one saliency explanation (the
+    re-explanation they add), Quantus given the same explain function."""
+    import cnnlens
+    from cnnlens.metrics.input_invariance import input_invariance
+    from cnnlens.metrics.non_sensitivity import non_sensitivity
+    from cnnlens.metrics.random_logit import random_logit
+    from cnnlens.metrics.sensitivity_n import sensitivity_n
+    from cnnlens.metrics.sufficiency import sufficiency
+
+    n = args.n
+    e = cnnlens.explain(model, x, method="saliency", target=y)
+    expl = e.maps
+
+    def saliency(model, inputs, targets, **_):
+        xt, t = torch.as_tensor(np.asarray(inputs)), torch.as_tensor(np.asarray(targets))
+        return cnnlens.explain(model, xt, method="saliency", target=t).maps.numpy()
+
+    def explain_once() -> None:
+        cnnlens.explain(model, x, method="saliency", target=y)
+
+    rows = {  # name: (cnnlens call, forwards, floor, (Quantus class, settings, extra) or None)
+        "sensitivity-n": (
+            lambda: sensitivity_n(model, x, maps, y, sizes=[10, 100, 800], runs=8),
+            n * 24, lambda: floor_run(n * 24),
+            ("SensitivityN", dict(features_in_step=128, n_max_percentage=1.0,
+                                  perturb_baseline=0.0), {})),
+        "sufficiency": (
+            lambda: sufficiency(model, x, maps), n, lambda: floor_run(n),
+            ("Sufficiency", {}, {})),
+        "random-logit": (
+            lambda: random_logit(model, x, e), "1 explanation", explain_once,
+            ("RandomLogit", dict(num_classes=8), dict(explain_func=saliency, a_batch=expl))),
+        "non-sensitivity": (
+            lambda: non_sensitivity(model, x, maps, y), n * 1024, lambda: floor_run(n * 1024),
+            ("NonSensitivity", dict(features_in_step=1, perturb_baseline=0.0), {})),
+        "input-invariance": (
+            lambda: input_invariance(model, x, e), "1 explanation", explain_once,
+            ("InputInvariance", {}, dict(explain_func=saliency, a_batch=expl))),
+    }  # fmt: skip
+    fns = {}
+    for name, (ours, _, floor, _make) in rows.items():
+        fns[name] = ours
+        fns["floor " + name] = floor
+    try:
+        import quantus
+
+        kw = dict(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps.numpy(),
+                  device="cpu", batch_size=n)  # fmt: skip
+        for name, (_, _, _, make) in rows.items():
+            metric = getattr(quantus, make[0])(**make[1], disable_warnings=True)
+            extra = {
+                k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in make[2].items()
+            }
+            fns["quantus " + name] = lambda m=metric, extra=extra: m(**{**kw, **extra})
+    except ImportError:
+        pass
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(args.repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn))
+    print(f"\naxioms group, {n} images 32x32 RGB, {args.threads} threads")
+    print("| metric | forwards | cnnlens s | x floor | Quantus s | Quantus / cnnlens |")
+    print("|---|---|---|---|---|---|")
+    for name, (_, forwards, _, _) in rows.items():
         t, fl, tq = best[name], best["floor " + name], best.get("quantus " + name)
         qs, ratio = ("-", "-") if tq is None else (f"{tq:.3f}", f"{tq / t:.1f}")
         print(f"| {name} | {forwards} | {t:.3f} | {t / fl:.2f} | {qs} | {ratio} |")

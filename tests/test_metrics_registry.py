@@ -33,6 +33,13 @@ OPTIONAL_ROBUSTNESS_LOCALISATION_COMPLEXITY = {
     "avg-sensitivity", "local-lipschitz-estimate", "continuity", "relative-input-stability",
     "relative-output-stability",
 }  # fmt: skip
+AXIOMS = [
+    "sensitivity-n",
+    "sufficiency",
+    "random-logit",
+    "non-sensitivity",
+    "input-invariance",
+]  # optional metrics of issue 33, axioms group
 
 
 def test_every_metric_carries_its_facts():
@@ -42,6 +49,7 @@ def test_every_metric_carries_its_facts():
         *OPTIONAL,
         *FAITHFULNESS,
         *OPTIONAL_ROBUSTNESS_LOCALISATION_COMPLEXITY,
+        *AXIOMS,
     }
     for name in metrics.names():
         m = metrics.get(name)
