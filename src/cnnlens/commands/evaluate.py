@@ -76,6 +76,13 @@ def register(app: typer.Typer) -> None:
             help="saved VAE folder, for methods that take a vae (default: found by the "
             "method, e.g. <model run folder>/vae-<data> from `cnnlens train-vae`)",
         ),
+        verdict: bool = typer.Option(
+            False,
+            "--verdict",
+            help="also judge the table: verdict.json and verdict.md in OUT (95 % bootstrap "
+            "intervals, each method against the random and Sobel baselines per metric family, "
+            "Kendall tau between metrics) and print the recommendation",
+        ),
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
         from ..chunking import MEMORY
@@ -157,4 +164,14 @@ def register(app: typer.Typer) -> None:
         ev = evaluation(out / "store")
         write_evaluation(ev, out)
         typer.echo(ev.markdown())
+        if verdict:
+            from ..io import write_json, write_text
+            from ..metrics.verdict import verdict as judge
+
+            v = judge(ev, seed=seed)
+            write_json(out / "verdict.json", v.to_dict())
+            write_text(out / "verdict.md", v.markdown())
+            typer.echo("Verdict (verdict.md has the numbers):")
+            for line in v.lines():
+                typer.echo(f"- {line.replace('**', '')}")
         typer.echo(f"results written to {out.resolve()}")

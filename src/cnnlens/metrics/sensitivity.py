@@ -180,5 +180,6 @@ register(
         "max-sensitivity", "max relative map change under 2 % uniform noise (lower is better)",
         _score, lower_is_better=True, needs=("model", "method"), params=PARAMS,
         default=False, order=110,
+        family="robustness",
     )
 )  # fmt: skip
