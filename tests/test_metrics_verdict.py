@@ -142,7 +142,7 @@ def test_cli_evaluate_verdict_end_to_end(tmp_path, capsys):
     checkpoint.save(nets.create("lenet5", num_classes=8, in_channels=3), tmp_path / "m",
                     classes=test.classes)  # fmt: skip
     out = tmp_path / "eval"
-    args = ["evaluate", "--model", str(tmp_path / "m"), "--images", "6", "--methods", "saliency"]
+    args = ["evaluate", "--model", str(tmp_path / "m"), "--images", "4", "--methods", "saliency"]
     args += ["--metrics", "deletion,pointing-game", "--out", str(out), "--verdict"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -157,7 +157,37 @@ def test_cli_evaluate_verdict_end_to_end(tmp_path, capsys):
     dels = [float(r.split(",")[3]) for r in csv_rows if r.split(",")[1:3] == ["saliency",
             "deletion"]]  # fmt: skip
     assert cells[("saliency", "deletion")]["mean"] == pytest.approx(sum(dels) / len(dels), 1e-5)
-    assert "## Rank agreement" in (out / "verdict.md").read_text()
+    text = (out / "verdict.md").read_text()
+    assert "## Rank agreement" in text
+
+
+def test_cli_evaluate_meta_end_to_end(tmp_path, capsys):
+    """--meta meta-evaluates every scored metric on the command's model, images, methods."""
+    from cnnlens import checkpoint, nets
+    from cnnlens.cli import main
+    from cnnlens.data import load
+
+    test = load("shapes", split="test")
+    torch.manual_seed(0)
+    checkpoint.save(nets.create("lenet5", num_classes=8, in_channels=3), tmp_path / "m",
+                    classes=test.classes)  # fmt: skip
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(tmp_path / "m"), "--images", "4", "--methods", "saliency"]
+    args += ["--metrics", "pointing-game,completeness", "--out", str(out), "--verdict"]
+    args += ["--meta", "--meta-perturbations", "1"]
+    assert main(args) == 0
+    assert "Meta-evaluation of pointing-game" in capsys.readouterr().out
+    saved = json.loads((out / "verdict.json").read_text())
+    text = (out / "verdict.md").read_text()
+    # completeness is not scored for every method (not for the baselines): skipped
+    meta = json.loads((out / "meta.json").read_text())
+    assert [m["metric"] for m in meta] == ["pointing-game"]
+    assert meta[0]["methods"] == ["saliency", "random", "sobel"]
+    assert set(meta[0]["scores"]) == {"model", "input"}
+    assert saved["meta"] == meta and "| pointing-game | model |" in text
+    for space in meta[0]["scores"].values():
+        mc = space["MC"]
+        assert 0 <= mc["low"] <= mc["high"] <= 1 and 0 <= mc["mean"] <= 1
 
 
 @pytest.mark.slow
@@ -183,4 +213,7 @@ def test_verdict_section_judges_the_faithfulness_sections_evaluation(shapes_test
         assert line.split("**")[1] in page  # every family's line is shown
     cell = v.cells[("saliency", "deletion")]
     assert f"{cell.mean:.3f}<br><small>[{cell.low:.3f}, {cell.high:.3f}]" in page
+    assert "MetaQuantus" in page and "IAC<sub>NR</sub>" in page
+    for space in ("model", "input"):  # the meta-evaluation table's rows
+        assert f"<td>deletion</td><td>{space}</td>" in page
     assert same_fingerprint(fp, model_fingerprint(model))

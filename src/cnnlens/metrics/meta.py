@@ -238,6 +238,7 @@ def meta_evaluate(
         raise InputError(f"metric {entry.name!r} scores complete methods only; "
                          f"{', '.join(m for m in methods if not complete[m])} are not")  # fmt: skip
     x = check_inputs(inputs, model).to(model_device(model))
+    masks = None if masks is None else masks.to(x.device)
     fns = {m: _method_fn(m, with_memory(m, params.get(m, {}), memory), seed) for m in methods}
 
     def scores(net: nn.Module, xs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ methods and metrics, computed once per report: :func:`.faithfulness.faithfulness
 with :func:`cnnlens.metrics.verdict.verdict`: every cell with a 95 % bootstrap interval,
 each method against the random and Sobel baselines per metric family, Kendall's tau between
 the metrics' rankings, and the meta-evaluation of the metrics themselves (MetaQuantus,
-Hedström et al. 2023) when :func:`.meta_table` has one for this report.
+Hedström et al. 2023) for deletion (and the pointing game where the data has masks) on the
+same images and methods: each test repeated once in a quick report, twice otherwise.
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ def _bold(text: str) -> str:
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
+def _meta(ctx: ReportContext, ev, n: int) -> list:
+    """The meta-evaluations of the section's cheap metrics, on its images and methods."""
+    from ...metrics.meta import meta_evaluate
+    from .faithfulness import curve_step
+
+    x, _ = ctx.test.tensors(range(n))
+    masks = None if ctx.test.masks is None else ctx.test.masks[:n]
+    names = ["deletion"] + (["pointing-game"] if masks is not None else [])
+    settings = {"deletion": {"step": curve_step(ctx.test.image_shape)}, "pointing-game": {}}
+    repeats = 1 if ctx.options.get("quick") else 2
+    return [
+        meta_evaluate(ctx.model, x, name, ev.params["methods"], masks=masks,
+                      metric_params=settings[name], perturbations=repeats, resamples=200)
+        for name in names
+    ]  # fmt: skip
+
+
 @section("verdict", "Verdict: which explanation to trust", order=61)
 def verdict_section(ctx: ReportContext) -> str | None:
     from ...metrics.verdict import verdict
@@ -57,6 +75,7 @@ def verdict_section(ctx: ReportContext) -> str | None:
     if not chosen:
         return None
     v = verdict(ev, seed=int(ctx.options.get("seed", 0)))
+    v.meta = _meta(ctx, ev, n)
     items = "".join(f"<li>{_bold(line)}</li>" for line in v.lines())
     pairs = v.disagreements()
     disagree = (
@@ -66,7 +85,17 @@ def verdict_section(ctx: ReportContext) -> str | None:
         if pairs
         else ""
     )
-    meta = "".join(m.html() for m in v.meta)
+    meta = ""
+    if v.meta:
+        meta = (
+            "<p>Can the metrics themselves be trusted on this model? Their meta-evaluation "
+            "(MetaQuantus, Hedström et al. 2023): resilience (NR) to minor perturbations that "
+            "should not change a metric (parameters times N(1, 0.001²), inputs plus "
+            "U(±0.001)), reactivity (AR) to disruptive ones that should (N(1, 2²), U(±5)); IAC "
+            "compares the scores' distributions (Wilcoxon p), IEC the methods' rankings; MC is "
+            "their mean; 1 is best, with 95 % bootstrap intervals.</p>"
+            + "".join(m.html() for m in v.meta)
+        )
     return (
         f"<p>Which methods beat both baselines (<code>random</code> maps and <code>sobel</code> "
         f"image edges) on this model, by metric family? The numbers of the faithfulness "
