@@ -76,12 +76,28 @@ def register(app: typer.Typer) -> None:
             help="saved VAE folder, for methods that take a vae (default: found by the "
             "method, e.g. <model run folder>/vae-<data> from `cnnlens train-vae`)",
         ),
+        verdict: bool = typer.Option(
+            False,
+            "--verdict",
+            help="also judge the table: verdict.json and verdict.md in OUT (95 % bootstrap "
+            "intervals, each method against the random and Sobel baselines per metric family, "
+            "Kendall tau between metrics) and print the recommendation",
+        ),
+        meta: bool = typer.Option(
+            False,
+            "--meta",
+            help="also meta-evaluate every scored metric (MetaQuantus: resilience to minor and "
+            "reactivity to disruptive model and input perturbations, IAC/IEC/MC with 95 % "
+            "intervals) on the model and images: meta.json and meta.md in OUT, a table in "
+            "verdict.md",
+        ),
+        meta_perturbations: int = typer.Option(3, help="perturbations per test of --meta"),
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
         from ..chunking import MEMORY
         from ..compatibility import check_fits
         from ..errors import DataError
-        from ..io import check_writable_folder
+        from ..io import check_writable_folder, write_json, write_text
         from ..jobs import JobSpec
         from ..jobs import run as run_job
         from ..jobs.evaluation import evaluation
@@ -102,6 +118,7 @@ def register(app: typer.Typer) -> None:
                 "--sanity-images": (sanity_images, Param("int", min=0)),
                 "--batch-size": (batch_size, Param("int", min=1, none=True)),
                 "--memory": (memory, MEMORY),
+                "--meta-perturbations": (meta_perturbations, Param("int", min=1)),
             }
         )
         method_params = parse_method_params(param)
@@ -157,4 +174,39 @@ def register(app: typer.Typer) -> None:
         ev = evaluation(out / "store")
         write_evaluation(ev, out)
         typer.echo(ev.markdown())
+        metas = []
+        if meta:
+            from ..metrics import registry
+            from ..metrics.meta import meta_evaluate
+
+            x, _ = test.tensors(range(n))
+            truth = test.boxes is not None or test.masks is not None
+            for name in _metrics:
+                needs = registry.get(name).needs
+                if ("ground-truth" in needs and not truth) or "complete-method" in needs:
+                    log_line(f"evaluate: --meta skips {name} (not scored for every method)")
+                    continue
+                metas.append(
+                    meta_evaluate(
+                        net, x, name, chosen, method_params=method_params, seed=seed,
+                        boxes=None if test.boxes is None else test.boxes[:n],
+                        masks=None if test.masks is None else test.masks[:n],
+                        perturbations=meta_perturbations, batch_size=batch_size, memory=memory,
+                    )
+                )  # fmt: skip
+                log_line(f"evaluate: meta-evaluated {name}")
+            write_json(out / "meta.json", [m.to_dict() for m in metas])
+            write_text(out / "meta.md", "\n".join(m.markdown() for m in metas))
+            for m in metas:
+                typer.echo(m.markdown())
+        if verdict:
+            from ..metrics.verdict import verdict as judge
+
+            v = judge(ev, seed=seed)
+            v.meta = metas
+            write_json(out / "verdict.json", v.to_dict())
+            write_text(out / "verdict.md", v.markdown())
+            typer.echo("Verdict (verdict.md has the numbers):")
+            for line in v.lines():
+                typer.echo(f"- {line.replace('**', '')}")
         typer.echo(f"results written to {out.resolve()}")

@@ -274,6 +274,7 @@ register(
     Metric(
         "deletion", "RISE deletion AUC (lower is better)", _score("deletion"),
         lower_is_better=True, kind="curve", params=PARAMS, order=10,
+        family="faithfulness",
         curves={"": ("deletion", "fraction of pixels removed")},
     )
 )  # fmt: skip
@@ -281,5 +282,6 @@ register(
     Metric(
         "insertion", "RISE insertion AUC", _score("insertion"), kind="curve", params=PARAMS,
         order=20, curves={"": ("insertion", "fraction of pixels inserted")},
+        family="faithfulness",
     )
 )  # fmt: skip

@@ -73,5 +73,6 @@ register(
     Metric(
         "completeness", "|sum attributions - (f(x) - f(0))| (lower is better)", _score,
         lower_is_better=True, needs=("model", "complete-method"), params=PARAMS, order=90,
+        family="axiomatic",
     )
 )  # fmt: skip

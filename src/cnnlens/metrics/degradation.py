@@ -158,6 +158,7 @@ for _size, _tiles, _order in (("small", "8x8", 30), ("large", "14x14", 40)):
         Metric(
             f"degradation-{_size}", f"mean LeRF - MoRF, {_size} tiles ({_tiles} at 224)",
             _score(_size), kind="curve", params=PARAMS, order=_order,
+            family="faithfulness",
             curves={
                 "-morf": (f"MoRF, {_size} tiles", "fraction of tiles replaced"),
                 "-lerf": (f"LeRF, {_size} tiles", "fraction of tiles replaced"),

@@ -136,5 +136,6 @@ register(
         "faithfulness-correlation",
         "Pearson corr. of map sums and score drops over random pixel subsets (Bhatt 2020)",
         _score, params=PARAMS, default=False, order=200,
+        family="faithfulness",
     )
 )  # fmt: skip

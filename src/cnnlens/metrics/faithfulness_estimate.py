@@ -89,5 +89,6 @@ register(
         "faithfulness-estimate",
         "Pearson corr. of pixel-group map sums and the drop each group's removal causes",
         _score, params=PARAMS, default=False, order=201,
+        family="faithfulness",
     )
 )  # fmt: skip

@@ -144,5 +144,6 @@ register(
         "infidelity",
         "beta-scaled MSE of I . map vs f(x) - f(x - I), Gaussian I (lower is better)",
         _score, lower_is_better=True, params=PARAMS, default=False, order=120,
+        family="faithfulness",
     )
 )  # fmt: skip

@@ -130,5 +130,6 @@ register(
     Metric(
         "irof", "area over the relative score as superpixels go by decreasing relevance",
         _score, params=PARAMS, default=False, order=204,
+        family="faithfulness",
     )
 )  # fmt: skip

@@ -180,5 +180,6 @@ for _name, _f, _text, _params, _order in (
         Metric(
             _name, _text, _score(_f, _name == "bbox-score"), needs=("ground-truth",),
             params=_params, order=_order,
+            family="localisation",
         )
     )  # fmt: skip

@@ -190,6 +190,7 @@ register(
         "monotonicity-arya",
         "share of images whose score never falls as pixels return by rising attribution",
         _arya, params=ARYA, default=False, order=202,
+        family="faithfulness",
     )
 )  # fmt: skip
 register(
@@ -197,5 +198,6 @@ register(
         "monotonicity-nguyen",
         "Spearman corr. of group attributions and the score change their refill causes",
         _nguyen, params=NGUYEN, default=False, order=203,
+        family="faithfulness",
     )
 )  # fmt: skip

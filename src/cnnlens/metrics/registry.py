@@ -33,7 +33,29 @@ from ..params import Param
 # method), ``complete-method`` (maps that sum to f(x) - f(baseline); skipped otherwise).
 NEEDS = ("model", "ground-truth", "method", "complete-method")
 KINDS = ("scalar", "curve")
-_INFRASTRUCTURE = {"registry", "evaluate", "outputs", "result", "baselines", "similarity"}
+# What a metric checks (Quantus' groups; the verdict recommends per family): faithfulness
+# (the model's output follows the map), localisation (the map falls on the object),
+# robustness (the map is stable under small input changes), randomisation (the map changes
+# with the model: the sanity checks), complexity (the map is concise), axiomatic (a property
+# such as completeness holds).
+FAMILIES = (
+    "faithfulness",
+    "localisation",
+    "robustness",
+    "randomisation",
+    "complexity",
+    "axiomatic",
+)
+_INFRASTRUCTURE = {
+    "registry",
+    "evaluate",
+    "outputs",
+    "result",
+    "baselines",
+    "similarity",
+    "verdict",
+    "meta",
+}
 
 
 @dataclass
@@ -64,7 +86,8 @@ class Metric:
     ...}``: further keys are curves (``"curve"``, ``"curve_<part>"``), ``"x"`` (a curve's
     abscissae) and, with a ``/``, values of the names in ``also`` (``"<name>/values"``).
     ``curves`` maps a plotted curve's suffix (``""``, ``"-morf"``) to (title, x label);
-    ``default``: part of ``"all"``; ``order``: its place in the table."""
+    ``default``: part of ``"all"``; ``order``: its place in the table; ``family``: what it
+    checks (one of :data:`FAMILIES`; most metrics score faithfulness, the default)."""
 
     name: str
     description: str
@@ -77,6 +100,7 @@ class Metric:
     order: int = 100
     curves: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     also: Mapping[str, str] = field(default_factory=dict)
+    family: str = "faithfulness"
 
     def __post_init__(self) -> None:
         bad = [n for n in self.needs if n not in NEEDS]
@@ -84,6 +108,11 @@ class Metric:
             raise InputError(
                 f"metric {self.name!r}: ids are lower-case and hyphenated, kind one of "
                 f"{KINDS}, needs among {NEEDS} (got {self.kind!r}, {bad})"
+            )
+        if self.family not in FAMILIES:
+            raise InputError(
+                f"metric {self.name!r}: family must be one of {', '.join(FAMILIES)}, "
+                f"got {self.family!r}"
             )
 
 
@@ -156,6 +185,14 @@ def lower_is_better(name: str) -> bool:
     name = canonical(name, warn=False)
     entry = _METRICS.get(name) or _ALSO.get(name)
     return bool(entry and entry.lower_is_better)
+
+
+def family(name: str) -> str:
+    """The family (:data:`FAMILIES`) of a metric or of a value a metric reports (its
+    metric's); ``""`` for a name no metric registers."""
+    name = canonical(name, warn=False)
+    entry = _METRICS.get(name) or _ALSO.get(name)
+    return entry.family if entry else ""
 
 
 def describe(name: str) -> str:

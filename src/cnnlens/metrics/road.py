@@ -234,5 +234,6 @@ register(
     Metric(
         "road", "ROAD MoRF: mean probability, noisy linear imputation (lower is better)",
         _score, lower_is_better=True, kind="curve", params=PARAMS, default=False, order=130,
+        family="faithfulness",
     )
 )  # fmt: skip

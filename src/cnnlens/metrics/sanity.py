@@ -168,5 +168,6 @@ register(
         "randomisation", "Spearman original vs top-layer-randomised maps (lower is better)",
         _score, lower_is_better=True, needs=("model", "method"), params=PARAMS, order=80,
         also={"randomisation-final": "Spearman after randomising every layer (lower is better)"},
+        family="randomisation",
     )
 )  # fmt: skip

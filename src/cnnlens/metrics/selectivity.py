@@ -102,5 +102,6 @@ register(
         "selectivity", "AUC of the score as patches go by decreasing relevance (lower is better)",
         _score, lower_is_better=True, kind="curve", params=PARAMS, default=False, order=205,
         curves={"": ("selectivity", "share of patches removed")},
+        family="faithfulness",
     )
 )  # fmt: skip

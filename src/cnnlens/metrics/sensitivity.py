@@ -198,6 +198,7 @@ register(
         "max-sensitivity", "max relative map change under 2 % uniform noise (lower is better)",
         _score(max_sensitivity), lower_is_better=True, needs=("model", "method"), params=PARAMS,
         default=False, order=110,
+        family="robustness",
     )
 )  # fmt: skip
 register(

@@ -24,12 +24,15 @@ def curve_step(shape) -> int:
     return max(MIN_STEP, shape[-2] * shape[-1] // CURVE_STEPS)
 
 
-@section("faithfulness", "Faithfulness and localisation", order=60)
-def faithfulness(ctx: ReportContext) -> str | None:
+def faithfulness_evaluation(ctx: ReportContext):
+    """The section's evaluation of the report's model (its methods, the baselines, its
+    metrics on its images), computed once per report and kept in ``ctx.cache``: the
+    verdict section judges the same numbers. Returns ``(evaluation, methods, images, step)``."""
+    if "faithfulness_evaluation" in ctx.cache:
+        return ctx.cache["faithfulness_evaluation"]
     from ... import metrics as registry
     from ...attribution import methods as registered
     from ...metrics.evaluate import evaluate
-    from ...metrics.outputs import curve_figure
 
     known = registered()
     chosen = [m for m in FAST_METHODS if m in known]
@@ -60,6 +63,16 @@ def faithfulness(ctx: ReportContext) -> str | None:
         sanity_images=min(4, n),
         progress=False,
     )
+    ctx.cache["faithfulness_evaluation"] = (ev, chosen, n, step)
+    return ctx.cache["faithfulness_evaluation"]
+
+
+@section("faithfulness", "Faithfulness and localisation", order=60)
+def faithfulness(ctx: ReportContext) -> str | None:
+    from ... import metrics as registry
+    from ...metrics.outputs import curve_figure
+
+    ev, chosen, n, step = faithfulness_evaluation(ctx)
     methods, names, cells = ev.table()
     # metric names may break after "-", so the table fits the page's column
     head = "".join(f"<th>{html.escape(m).replace('-', '-<wbr>')}</th>" for m in names)
