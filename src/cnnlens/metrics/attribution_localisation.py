@@ -61,6 +61,6 @@ register(
         "share of positive relevance on the object, optionally area-weighted (Kohlbrenner "
         "et al. 2020)",
         _score(attribution_localisation, False), needs=("ground-truth",), params=PARAMS,
-        default=False, order=303,
+        default=False, family="localisation", order=303,
     )
 )  # fmt: skip

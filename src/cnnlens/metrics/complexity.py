@@ -90,6 +90,6 @@ for _name, _f, _text, _lower, _params, _order in (
     register(
         Metric(
             _name, _text, _score(_f), lower_is_better=_lower, needs=(), params=_params,
-            default=False, order=_order,
+            default=False, family="complexity", order=_order,
         )
     )  # fmt: skip

@@ -128,6 +128,7 @@ register(
         "input-invariance",
         "1 when a constant input shift absorbed by the first layer leaves the map unchanged "
         "(Kindermans et al. 2017)",
-        _score, needs=("model", "method"), params=PARAMS, default=False, order=214,
+        _score, needs=("model", "method"), params=PARAMS, default=False,
+        family="axiomatic", order=214,
     )
 )  # fmt: skip

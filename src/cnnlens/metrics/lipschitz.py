@@ -175,7 +175,7 @@ register(
         "max ||map change||_2 / ||input change||_2 under Gaussian noise (Alvarez-Melis & "
         "Jaakkola 2018; lower is better)",
         _score(local_lipschitz_estimate), lower_is_better=True, needs=("model", "method"),
-        params=LIPSCHITZ_PARAMS, default=False, order=311,
+        params=LIPSCHITZ_PARAMS, default=False, family="robustness", order=311,
     )
 )  # fmt: skip
 register(
@@ -184,6 +184,6 @@ register(
         "max ||map change||_1 / ||input change||_2 under horizontal shifts (Montavon et al. "
         "2018; lower is better)",
         _score(continuity), lower_is_better=True, needs=("model", "method"),
-        params=CONTINUITY_PARAMS, default=False, order=312,
+        params=CONTINUITY_PARAMS, default=False, family="robustness", order=312,
     )
 )  # fmt: skip

@@ -108,6 +108,6 @@ register(
         "non-sensitivity",
         "features where zero attribution and no effect on the score disagree (Nguyen and "
         "Martinez 2020; lower is better)",
-        _score, lower_is_better=True, params=PARAMS, default=False, order=213,
+        _score, lower_is_better=True, params=PARAMS, default=False, family="axiomatic", order=213,
     )
 )  # fmt: skip

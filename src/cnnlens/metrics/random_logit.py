@@ -98,6 +98,7 @@ register(
         "random-logit",
         "similarity of the maps for the target and a random other class (Sixt et al. 2020)",
         _score, lower_is_better=True, needs=("model", "method"), params=PARAMS, default=False,
+        family="randomisation",
         order=212,
     )
 )  # fmt: skip

@@ -69,6 +69,7 @@ for _name, _f, _text, _order in (
     register(
         Metric(
             _name, _text, _score(_f, False), needs=("ground-truth",), default=False,
+            family="localisation",
             order=_order,
         )
     )  # fmt: skip

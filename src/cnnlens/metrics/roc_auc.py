@@ -53,6 +53,7 @@ def roc_auc(
 register(
     Metric(
         "auc", "ROC AUC of the map's values against the object mask (Fawcett 2006)",
-        _score(roc_auc, False), needs=("ground-truth",), default=False, order=304,
+        _score(roc_auc, False), needs=("ground-truth",), default=False,
+        family="localisation", order=304,
     )
 )  # fmt: skip

@@ -206,6 +206,6 @@ register(
         "avg-sensitivity",
         "mean relative map change under 2 % uniform noise (Yeh et al. 2019; lower is better)",
         _score(avg_sensitivity), lower_is_better=True, needs=("model", "method"), params=PARAMS,
-        default=False, order=310,
+        default=False, order=310, family="robustness",
     )
 )  # fmt: skip

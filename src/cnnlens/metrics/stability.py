@@ -146,6 +146,6 @@ for _name, _f, _text, _order in (
     register(
         Metric(
             _name, _text, _score(_f), lower_is_better=True, needs=("model", "method"),
-            params=PARAMS, default=False, order=_order,
+            params=PARAMS, default=False, family="robustness", order=_order,
         )
     )  # fmt: skip

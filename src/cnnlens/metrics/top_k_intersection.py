@@ -64,6 +64,6 @@ register(
     Metric(
         "top-k-intersection", "share of the k top pixels on the object (Theiner et al. 2022)",
         _score(top_k_intersection, False), needs=("ground-truth",), params=PARAMS,
-        default=False, order=302,
+        default=False, family="localisation", order=302,
     )
 )  # fmt: skip
