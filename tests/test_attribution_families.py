@@ -11,8 +11,8 @@ BatchNorm statistics set from a batch so signals neither vanish nor explode.
 
 Correct means (stated tolerances): saliency, input x gradient, Integrated
 Gradients (2 steps) and Grad-CAM equal Captum's to 1e-5 of the maximum;
-DeepLIFT's sum of attributions equals S(x) - S(x0) per image to 1e-6 of
-|S(x) - S(x0)|; LRP on the bias-free copy of the family conserves relevance,
+DeepLIFT's sum of attributions (Rescale and RevealCancel) equals S(x) - S(x0) per
+image to 1e-6 of |S(x) - S(x0)|; LRP on the bias-free copy of the family conserves relevance,
 sum R = S_t(x), to 1e-4 (epsilon rule, epsilon 1e-9) — or raises a LayerError;
 every other method gives a finite [N,1,H,W] map. The model is unchanged after
 every call, also after an error.
@@ -136,10 +136,11 @@ def test_grad_cam_equals_captum_at_the_auto_layer(family):
     assert close(ours.extras["layer_map"], low) <= 1e-5
 
 
+@pytest.mark.parametrize("rule", ["rescale", "reveal-cancel"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_deeplift_summation_to_delta(family):
+def test_deeplift_summation_to_delta(family, rule):
     model, x = model_for(family), images()
-    e = run(model, x, "deeplift", target=5)
+    e = run(model, x, "deeplift", target=5, rule=rule)
     with torch.no_grad():
         expected = model(x)[:, 5] - model(torch.zeros_like(x[:1]))[:, 5]
     assert expected.abs().min() > 1e-3  # a real difference to decompose
