@@ -11,9 +11,10 @@ BatchNorm statistics set from a batch so signals neither vanish nor explode.
 
 Correct means (stated tolerances): saliency, input x gradient, Integrated
 Gradients (2 steps) and Grad-CAM equal Captum's to 1e-5 of the maximum;
-DeepLIFT's sum of attributions equals S(x) - S(x0) per image to 1e-6 of
-|S(x) - S(x0)|; LRP on the bias-free copy of the family conserves relevance,
-sum R = S_t(x), to 1e-4 (epsilon rule, epsilon 1e-9) — or raises a LayerError;
+DeepLIFT's sum of attributions (Rescale and RevealCancel) equals S(x) - S(x0) per
+image to 1e-6 of |S(x) - S(x0)|; LRP on the bias-free copy of the family conserves relevance,
+sum R = S_t(x), to 1e-4 (epsilon rule, epsilon 1e-9) — or raises a LayerError — and
+on the family with its biases sum R + the biases' share = S_t(x) to 1e-3;
 every other method gives a finite [N,1,H,W] map. The model is unchanged after
 every call, also after an error.
 """
@@ -136,10 +137,11 @@ def test_grad_cam_equals_captum_at_the_auto_layer(family):
     assert close(ours.extras["layer_map"], low) <= 1e-5
 
 
+@pytest.mark.parametrize("rule", ["rescale", "reveal-cancel"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_deeplift_summation_to_delta(family):
+def test_deeplift_summation_to_delta(family, rule):
     model, x = model_for(family), images()
-    e = run(model, x, "deeplift", target=5)
+    e = run(model, x, "deeplift", target=5, rule=rule)
     with torch.no_grad():
         expected = model(x)[:, 5] - model(torch.zeros_like(x[:1]))[:, 5]
     assert expected.abs().min() > 1e-3  # a real difference to decompose
@@ -160,6 +162,27 @@ def test_lrp_conserves_or_refuses(family):
         assert "not conserved" in str(exc)
     else:
         assert torch.allclose(e.raw.flatten(1).sum(1), score, rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lrp_with_biases_conserves_counting_the_bias_share(family):
+    """With biases (BatchNorm shifts folded into them) relevance is conserved once the
+    biases' share is counted: sum R + sum_layers sum b * R_z / (z + eps) = S_t(x), to the
+    epsilon rule's own share (float64); epsilon-plus conserves so or raises."""
+    model, x = model_for(family), images()
+    with torch.no_grad():
+        score = model(x)[:, 5]
+    try:
+        e = run(model, x, "lrp", target=5)  # epsilon-plus: z+ may lose relevance
+    except LayerError as exc:  # the safety net, now also with biases: named, never silent
+        assert "not conserved" in str(exc) and "biases' share" in str(exc)
+    else:
+        kept = e.extras["relevance_sum"] + e.extras["bias_share"]
+        assert torch.allclose(kept, score, rtol=1e-3, atol=0)
+    e = run(model, x, "lrp", composite="epsilon", target=5)
+    kept = e.extras["relevance_sum"] + e.extras["bias_share"]
+    assert torch.allclose(kept, score, rtol=1e-3, atol=0)
+    assert e.extras["bias_share"].abs().min() > 1e-3 * score.abs().min()  # biases do absorb
 
 
 @pytest.mark.parametrize("family", FAMILIES)

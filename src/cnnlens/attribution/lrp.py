@@ -66,9 +66,11 @@ from .lrp_rules import (
     RecomputeMessage,
     Stabilised,
     TimesInput,
+    _out,
     alpha_beta_message,
     epsilon_relevance,
     parse_rule,
+    stabilize,
     times_input,
     zbox_relevance,
 )
@@ -288,29 +290,74 @@ def _first_conv(model: nn.Module, probe: torch.Tensor) -> str:
     return order[0] if order else ""
 
 
+class _BiasTap(torch.autograd.Function):
+    """Identity at an affine output ``z = ... + b`` given the epsilon rule; its backward
+    adds, per image, the relevance the bias absorbs, ``sum b * R_z / (z + eps sign z)``
+    (Montavon et al. 2019, eq. 4 with the bias as a neuron), to ``shares[0]``."""
+
+    @staticmethod
+    def forward(ctx, z, bias, message, eps, shares, copy):
+        ctx.save_for_backward(z, bias)
+        ctx.message, ctx.eps, ctx.shares = message, eps, shares
+        return _out(z, copy)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, bias = ctx.saved_tensors
+        r = z * grad if ctx.message else grad  # the relevance at z
+        share = (bias * r / stabilize(z, ctx.eps)).flatten(1).sum(1)
+        ctx.shares[0] = ctx.shares[0] + share
+        return grad, None, None, None, None, None
+
+
+def _bias_of(module: nn.Module, out: torch.Tensor) -> torch.Tensor | None:
+    """The additive constant of an affine leaf module's output, shaped to broadcast
+    over it (an unfolded eval BatchNorm's is ``b - mean * w / std``), or None."""
+    bias = getattr(module, "bias", None)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if module.running_mean is None:
+            return None
+        scale = (module.running_var + module.eps).rsqrt()
+        weight = 1.0 if module.weight is None else module.weight
+        bias = (0.0 if bias is None else bias) - module.running_mean * scale * weight
+    if not isinstance(bias, torch.Tensor) or not bool(bias.any()):
+        return None
+    bias = bias.detach()
+    if isinstance(module, nn.Linear) or type(module) is nn.LayerNorm:
+        return bias  # the last dimension
+    return bias.view(1, -1, *([1] * (out.dim() - 2)))
+
+
 CONSERVATION_RTOL = 1e-2
 """Where relevance must be conserved, ``|sum R - S_t(x)| <= 1e-2 |S_t(x)|`` or LRP raises."""
 
 
 def _should_conserve(model: nn.Module, eps: float) -> bool:
     """Every rule here conserves relevance when no layer has a bias (BatchNorm folded
-    included) and epsilon is small (Montavon et al. 2019, section 10.2.3): only then
-    is conservation a check. Biases and epsilon absorb relevance by design."""
+    included) and epsilon is small (Montavon et al. 2019, section 10.2.3). Biases
+    absorb relevance by design: with them the check counts their share
+    (``extras["bias_share"]``, :class:`_BiasTap`)."""
     if eps > 1e-4:
         return False
     biases = (getattr(m, "bias", None) for m in model.modules() if not list(m.children()))
     return not any(isinstance(b, torch.Tensor) and bool(b.any()) for b in biases)
 
 
-def check_conservation(total: torch.Tensor, scores: torch.Tensor, eps: float) -> None:
-    """The safety net: raise when relevance is not conserved where it must be."""
-    bad = ((total - scores).abs() > CONSERVATION_RTOL * scores.abs()) & (scores.abs() > 1e4 * eps)
+def check_conservation(
+    total: torch.Tensor, scores: torch.Tensor, eps: float, bias_share: torch.Tensor | None = None
+) -> None:
+    """The safety net: raise when relevance is not conserved where it must be. With
+    biases the check is ``sum R + bias share = S_t(x)``: the relevance the biases
+    absorb (:class:`_BiasTap`) is counted, only epsilon's own share is not."""
+    kept = total if bias_share is None else total + bias_share
+    bad = ((kept - scores).abs() > CONSERVATION_RTOL * scores.abs()) & (scores.abs() > 1e4 * eps)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        lost = float((total[i] - scores[i]).abs() / scores[i].abs())
+        lost = float((kept[i] - scores[i]).abs() / scores[i].abs())
+        where = "in a bias-free model" if bias_share is None else "counting the biases' share"
         raise LayerError(
-            f"LRP: relevance is not conserved on image {i} ({lost:.1%} of S_t(x) lost in a "
-            "bias-free model); an operation of this model has no conserving rule. Try "
+            f"LRP: relevance is not conserved on image {i} ({lost:.1%} of S_t(x) lost "
+            f"{where}); an operation of this model has no conserving rule. Try "
             "composite='epsilon', or use a gradient method"
         )
 
@@ -469,7 +516,32 @@ class LRP(Configured):
         message = _message_form(model, zb)
         watch = _Watch(float(self.hp["epsilon"]), message)
 
+        shares: list = [None]
+
+        def tap_biases(hooks: HookSet, message: bool) -> None:
+            """Bias shares of the layers given the epsilon rule (z+, alpha-beta and z^B
+            ignore biases; the watch's functional layer norms are inside their modules)."""
+            for module in model.modules():
+                if list(module.children()):
+                    continue
+                rule = assign.by_module.get(id(module))
+                if rule not in (None, "epsilon") or (
+                    rule is None
+                    and not isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm))
+                ):
+                    continue
+
+                def tap(m, _inp, out):
+                    bias = _bias_of(m, out)
+                    if bias is None or not out.requires_grad:
+                        return None
+                    eps = float(self.hp["epsilon"])
+                    return _BiasTap.apply(out, bias, message, eps, shares, watch.copy)
+
+                hooks.forward(module, tap)
+
         def run(lo: int, hi: int):
+            shares[0] = inputs.new_zeros(hi - lo)
             x = inputs[lo:hi].detach().contiguous(memory_format=fmt)
             bounds = (  # z^B bounds: given, or each image's own per-channel range
                 (x.amin((2, 3), keepdim=True) if low is None else low,
@@ -478,6 +550,7 @@ class LRP(Configured):
             )  # fmt: skip
             with HookSet() as hooks:
                 self._hooks(hooks, model, assign, watch, bounds)
+                tap_biases(hooks, message)
                 if at is None:
                     x.requires_grad_(True)
                     with watch:
@@ -492,23 +565,24 @@ class LRP(Configured):
                 score = target_scores(out, t)
                 if message:  # R = a * g: the target logit's message is 1
                     (g,) = torch.autograd.grad(score, a, torch.ones_like(score))
-                    return a.detach() * g, t
+                    return a.detach() * g, t, shares[0]
                 (r,) = torch.autograd.grad(score, a, score.detach())
-            return r, t
+            return r, t, shares[0]
 
         def attempt(copy: bool):
             nonlocal watch
             watch = _Watch(float(self.hp["epsilon"]), message, copy=copy)
             return run_chunked(run, len(inputs), self.chunk(inputs))
 
-        (raw, target), _NEEDS_COPY[model] = with_copies_if_refused(
+        (raw, target, share), _NEEDS_COPY[model] = with_copies_if_refused(
             attempt, _NEEDS_COPY.get(model, False)
         )
         raw = raw.contiguous()
         maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
         total = raw.flatten(1).sum(1)
-        if at is None and _should_conserve(model, float(self.hp["epsilon"])):
+        eps = float(self.hp["epsilon"])
+        if at is None and eps <= 1e-4:  # epsilon's own share is then negligible
             with torch.no_grad():
                 scores = target_scores(self.model(inputs), target)
-            check_conservation(total, scores, float(self.hp["epsilon"]))
-        return self.explanation(maps, target, raw=raw, relevance_sum=total)
+            check_conservation(total, scores, eps, None if _should_conserve(model, eps) else share)
+        return self.explanation(maps, target, raw=raw, relevance_sum=total, bias_share=share)

@@ -1,4 +1,5 @@
-"""DeepLIFT with the Rescale rule (Shrikumar et al. 2017, section 3.3).
+"""DeepLIFT with the Rescale rule (Shrikumar et al. 2017, section 3.3), or RevealCancel
+(section 3.5.3, ``rule="reveal-cancel"``, :mod:`.reveal_cancel`).
 
 The reference ``x0`` runs first (once, at batch 1, when all images share
 it); then the input runs forward and backward once. Both passes run under
@@ -43,12 +44,13 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..chunking import run_chunked
-from ..errors import LayerError
+from ..errors import InputError, LayerError
 from ..layers import structure_key
 from ..nets.checks import FUNCTION_NAMES
 from ..params import Param
 from ..types import Explanation
 from . import register
+from . import reveal_cancel as rc
 from .base import AT_LAYER, BASELINE, BATCH_SIZE, MEMORY, SEED
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .gradient import make_baseline, shared_baseline
@@ -210,11 +212,16 @@ def _maxpool_args(args: tuple, kwargs: dict) -> dict:
     return given
 
 
-def _kind(name: str, args: tuple) -> str | None:
+def _kind(name: str, args: tuple, reveal: bool = False) -> str | None:
     """Which rule a call needs, from its name and argument types only (the same in
-    both passes): ``act``, ``maxpool``, ``layernorm``, ``mul`` or ``div``."""
+    both passes): ``act``, ``maxpool``, ``layernorm``, ``mul`` or ``div``; with
+    RevealCancel also ``linear`` and ``batchnorm`` (their input's reference is kept)."""
     if _base(name) in FUNCTION_NAMES:
         return "act"
+    if reveal and name in rc.LINEAR:
+        return "linear"
+    if reveal and name == "batch_norm":
+        return "batchnorm"
     if name in _MAXPOOL:
         return "maxpool"
     if name == "layer_norm":
@@ -231,11 +238,25 @@ class _DeepLiftMode(TorchFunctionMode):
     """Records the reference's nonlinear calls (``calls`` is None) or applies the
     rules against them, call by call, in the same order."""
 
-    def __init__(self, calls: list | None = None) -> None:
+    def __init__(self, calls: list | None = None, rule: str = "rescale") -> None:
         super().__init__()
         self.record = calls is None
         self.calls: list = [] if calls is None else calls
         self.next = 0
+        self.reveal = rule == "reveal-cancel"
+        self.parts: dict[int, tuple] = {}  # RevealCancel: id -> (tensor, its Δ+)
+
+    def __exit__(self, *exc):
+        self.parts.clear()
+        return super().__exit__(*exc)
+
+    def track(self, t: torch.Tensor, p: torch.Tensor) -> None:
+        """RevealCancel: ``p`` is the positive part of ``t``'s difference."""
+        self.parts[id(t)] = (t, p)
+
+    def part(self, t: torch.Tensor) -> torch.Tensor | None:
+        entry = self.parts.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else None
 
     def _reference(self, name: str):
         if self.next >= len(self.calls):
@@ -250,7 +271,7 @@ class _DeepLiftMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        kind = _kind(name, args)
+        kind = _kind(name, args, self.reveal)
         if kind is None:
             out = func(*args, **kwargs)
             if not self.record and name not in _EXACT:
@@ -258,10 +279,16 @@ class _DeepLiftMode(TorchFunctionMode):
             elif not self.record and name in _PRODUCTS:
                 if sum(isinstance(a, torch.Tensor) and a.requires_grad for a in args) > 1:
                     _refuse(name, "a product of two input-dependent tensors")
+            if self.reveal and not self.record:
+                self._carry(func, name, args, kwargs, out)
             return out
         if kind in ("mul", "div"):
-            return self._binary(func, name, kind, args, kwargs)
+            out = self._binary(func, name, kind, args, kwargs)
+            self.parts.pop(id(out), None)  # an in-place product: its parts are unknown
+            return out
         x = args[0] if args else kwargs["input"]
+        if kind in ("linear", "batchnorm"):
+            return self._linear(func, name, kind, x, args, kwargs)
         if self.record:
             if kind == "act":
                 y = _out_of_place(func, name, args, kwargs)(x)
@@ -275,12 +302,68 @@ class _DeepLiftMode(TorchFunctionMode):
         if not x.requires_grad:  # does not depend on the input: the plain op
             return func(*args, **kwargs)
         if kind == "act":
-            return _Rescale.apply(x, *ref, _out_of_place(func, name, args, kwargs))
+            f = _out_of_place(func, name, args, kwargs)
+            if not self.reveal:
+                return _Rescale.apply(x, *ref, f)
+            x0, y0 = ref
+            p = self.part(x)
+            y = rc.RevealCancel.apply(x, rc.positive(x - x0) if p is None else p, x0, y0, f)
+            self.track(y, rc.positive(y - y0))
+            return y
         if kind == "maxpool":
             if kwargs.get("return_indices") or (len(args) > 6 and args[6]):
                 _refuse(name, "max pooling that returns indices")
-            return _MaxPool.apply(x, ref, _maxpool_args(args, kwargs))
+            kw = _maxpool_args(args, kwargs)
+            y = _MaxPool.apply(x, ref, kw)
+            if self.reveal:
+                self.track(y, rc.positive(y - F.max_pool2d(ref, **kw)))
+            return y
         return _LayerNorm.apply(x, ref, *_layer_norm_args(args, kwargs))
+
+    def _linear(self, func, name: str, kind: str, x, args: tuple, kwargs: dict):
+        """RevealCancel's linear rule (``linear``) or carried parts (``batchnorm``)."""
+        if self.record:
+            self.calls.append(x.detach().clone())
+            return func(*args, **kwargs)
+        x0 = self._reference(name)
+        out = func(*args, **kwargs)
+        self.parts.pop(id(out), None)
+        if x.requires_grad:
+            if kind == "linear":
+                self.track(out, rc.linear_part(func, args, kwargs, x, x0))
+            else:
+                d = x - x0
+                p = self.part(x)
+                self.track(
+                    out, rc.batch_norm_part(args, kwargs, d, rc.positive(d) if p is None else p)
+                )
+        return out
+
+    def _carry(self, func, name: str, args: tuple, kwargs: dict, out) -> None:
+        """RevealCancel: the parts of ``out`` from its operands' (see :mod:`.reveal_cancel`)."""
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            return
+        varying = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        p = None
+        if name in rc.JOIN:
+            p = rc.join_part(func, args, kwargs, self.part)
+        elif name in rc.ADD and len(args) >= 2 and not kwargs and varying:
+            given = [self.part(a) for a in varying]
+            if all(q is not None for q in given):
+                p = given[0] if len(given) == 1 else given[0] + given[1]
+        elif name in rc.SUB and len(varying) == 1 and varying[0] is args[0] and not kwargs:
+            p = self.part(args[0])
+        elif name in rc.SAME and len(varying) == 1 and varying[0] is args[0]:
+            q = self.part(args[0])
+            p = None if q is None else func(q, *args[1:], **kwargs)
+        for o in outs:
+            self.parts.pop(id(o), None)  # an in-place change makes an old part stale
+        if p is None:
+            return
+        for o, q in zip(outs, p if isinstance(p, (tuple, list)) else (p,), strict=True):
+            if o.requires_grad:
+                self.track(o, q.expand(o.shape) if q.shape != o.shape else q)
 
     def _binary(self, func, name, kind, args, kwargs):
         a, b = args[0], args[1]
@@ -330,9 +413,9 @@ def _check_forward(model: nn.Module, probe: torch.Tensor) -> None:
     _CHECKED[model] = key
 
 
-def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None):
+def reference_pass(model: nn.Module, x0: torch.Tensor, at: str | None, rule: str = "rescale"):
     """One forward of the reference without gradients: (recorded calls, logits, layer)."""
-    mode = _DeepLiftMode()
+    mode = _DeepLiftMode(rule=rule)
     with torch.no_grad(), mode:
         if at is None:
             return mode.calls, model(x0), None
@@ -357,7 +440,8 @@ def check_delta(delta: torch.Tensor, expected: torch.Tensor, raw: torch.Tensor) 
 
 @register
 class DeepLift(Configured):
-    """DeepLIFT-Rescale; ``baseline`` as Integrated Gradients (default zeros).
+    """DeepLIFT, Rescale or (``rule="reveal-cancel"``) RevealCancel at nonlinearities;
+    ``baseline`` as Integrated Gradients (default zeros).
 
     The reference runs first, without gradients, recording every nonlinear
     call's operands; a baseline shared by all images (the default zeros)
@@ -366,16 +450,24 @@ class DeepLift(Configured):
     """
 
     name = "deeplift"
-    description = "DeepLIFT with the Rescale rule against a baseline (default zeros)"
+    description = "DeepLIFT (Rescale or RevealCancel rule) against a baseline (default zeros)"
     family = "Propagation"
     complete = True
 
     @classmethod
     def passes(cls, params):
+        if params.get("rule") == "reveal-cancel":  # each linear layer runs three times
+            return 3.5
         return 1.5  # the reference's forward, then one forward + backward
 
     hyperparameters: ClassVar[dict[str, Param]] = {
         "baseline": BASELINE,
+        "rule": Param(
+            "str",
+            "rescale",
+            choices=("rescale", "reveal-cancel"),
+            help="Rescale (section 3.3) or RevealCancel (section 3.5.3) at nonlinearities",
+        ),
         "at": AT_LAYER,
         "seed": SEED,
         "batch_size": BATCH_SIZE,
@@ -385,17 +477,27 @@ class DeepLift(Configured):
 
     def attribute(self, inputs, target, logits) -> Explanation:
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
+        rule = self.hp["rule"]
+        if rule == "reveal-cancel" and at is not None:
+            raise InputError(
+                "DeepLIFT's reveal-cancel rule attributes to the input only; drop at= "
+                "or use rule='rescale' for a layer"
+            )
         base = make_baseline(inputs, self.hp["baseline"], self.hp["seed"])
         _check_forward(self.model, inputs[:1])
         shared = shared_baseline(base)
-        common = reference_pass(self.model, shared, at) if shared is not None else None
+        common = reference_pass(self.model, shared, at, rule) if shared is not None else None
 
         def run(lo: int, hi: int):
-            calls, ref_logits, ref_layer = common or reference_pass(self.model, base[lo:hi], at)
+            calls, ref_logits, ref_layer = common or reference_pass(
+                self.model, base[lo:hi], at, rule
+            )
             x = inputs[lo:hi].detach()
-            mode = _DeepLiftMode(calls)
+            mode = _DeepLiftMode(calls, rule)
             if at is None:
                 x.requires_grad_(True)
+                if mode.reveal:  # the input enters a sum with the sign of its difference
+                    mode.track(x, rc.positive(x - base[lo:hi]))
                 with mode:
                     out = self.model(x)
                 a, a0 = x, base[lo:hi]
