@@ -31,6 +31,7 @@ import warnings
 _EXPORTS = {
     "CAV": ".concepts",
     "Concept": ".concepts",
+    "ConceptFlow": ".concepts",
     "ConceptMasks": ".concepts",
     "Dissection": ".concepts",
     "DissectionResult": ".concepts",
@@ -49,6 +50,8 @@ _EXPORTS = {
     "TCAVResult": ".concepts",
     "cka_matrix": ".similarity",
     "collect_features": ".features",
+    "concept_flow": ".concepts",
+    "conditional_relevance": ".concepts",
     "colour_decorrelation": ".visualisation",
     "default_layers": ".similarity",
     "facets": ".visualisation",
@@ -105,6 +108,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "CAV",
     "Concept",
+    "ConceptFlow",
     "ConceptMasks",
     "Dissection",
     "DissectionResult",
@@ -123,6 +127,8 @@ __all__ = [
     "TCAVResult",
     "cka_matrix",
     "collect_features",
+    "concept_flow",
+    "conditional_relevance",
     "colour_decorrelation",
     "default_layers",
     "facets",
