@@ -5,7 +5,8 @@ Attribution"): :class:`CAV`, :func:`learn_cav`, :class:`TCAV`; network dissectio
 al. 2017): :class:`Dissection`; the concept image sets (:class:`Concept`,
 :func:`shapes_concepts`, :func:`folder_concepts`) and per-pixel masks
 (:class:`ConceptMasks`) they read; Concept Relevance Propagation (Achtibat et al. 2023):
-:func:`conditional_relevance` and :func:`concept_flow`.
+:func:`conditional_relevance`, :func:`concept_flow` and the reference images of
+relevance maximisation, :class:`ReferenceImages`.
 """
 
 from .cav import CAV, learn_cav
@@ -13,6 +14,7 @@ from .concept_masks import ConceptMasks
 from .concept_sets import Concept, folder_concepts, shapes_concepts
 from .crp import ConceptFlow, concept_flow, conditional_relevance
 from .dissection import Dissection, DissectionResult, LayerDissection
+from .relmax import ReferenceImages, receptive_field
 from .tcav import TCAV, TCAVResult
 
 __all__ = [
@@ -23,11 +25,13 @@ __all__ = [
     "Dissection",
     "DissectionResult",
     "LayerDissection",
+    "ReferenceImages",
     "TCAV",
     "TCAVResult",
     "concept_flow",
     "conditional_relevance",
     "folder_concepts",
     "learn_cav",
+    "receptive_field",
     "shapes_concepts",
 ]
