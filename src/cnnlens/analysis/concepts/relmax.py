@@ -282,3 +282,41 @@ class ReferenceImages:
             t.position = torch.as_tensor(state["arrays"][f"{r}/position"], dtype=torch.long)
             self._tops[r] = t
         return self
+
+
+def reference_heatmaps(
+    model: nn.Module, data: object, refs: ReferenceImages, channels: list[int], **lrp: Any
+) -> dict[int, torch.Tensor]:
+    """The conditional heatmap (:func:`~.crp.conditional_relevance`) of each of
+    ``channels`` on its top images by relevance, ``{c: [top, H, W]}``, for the class
+    ``refs`` ranked by (each image's predicted class when None)."""
+    from .crp import conditional_relevance
+
+    data = as_dataset(data)
+    device, dtype = placement(model)
+    out = {}
+    for c in channels:
+        x = data.tensors(refs.image_["relevance"][c])[0].to(device, dtype)
+        settings = {"composite": refs.composite, "epsilon": refs.epsilon, **lrp}
+        maps = conditional_relevance(
+            model, x, layer=refs.layer, channels=[c], target=refs.target, **settings
+        )
+        out[c] = maps[:, 0].cpu()
+    return out
+
+
+def channel_names(model: nn.Module, data: object, layer: str) -> dict[int, dict] | None:
+    """Each channel's best network-dissection concept (:class:`~.dissection.Dissection`)
+    on ``data``'s masks: ``{c: {"concept", "iou", "detector"}}``; None when ``data`` has
+    no concept masks (no object masks nor attributes)."""
+    from .dissection import Dissection
+
+    data = as_dataset(data)
+    if data.masks is None:
+        return None
+    d = Dissection([layer]).fit(model, data).result_[layer]
+    return {
+        c: {"concept": d.concepts[int(d.best[c])], "iou": float(d.best_iou[c]),
+            "detector": bool(d.interpretable[c])}
+        for c in range(d.channels)
+    }  # fmt: skip
