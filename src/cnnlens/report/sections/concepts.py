@@ -20,7 +20,7 @@ from ...placement import model_device
 from .. import ReportContext, section, table_html
 from ..figures import figure_html
 
-IMAGES = 500  # test images streamed for the reference images (quick: 64)
+IMAGES = 500  # test images streamed for the reference images at 32 px (quick: 64)
 CHANNELS = 4  # channels shown with their reference images
 SPLIT = 4  # channels an image's LRP map is split into
 
@@ -58,7 +58,8 @@ def concepts(ctx: ReportContext) -> str | None:
     from ..concepts_figures import fits, reference_figure
 
     quick = bool(ctx.options.get("quick"))
-    test = _first(ctx.test, 64 if quick else IMAGES)
+    h, w = ctx.test.image_shape[-2:]  # fewer images where each costs more (224 px: 32)
+    test = _first(ctx.test, 64 if quick else max(32, min(IMAGES, IMAGES * 1024 // (h * w))))
     device = model_device(ctx.model)
     x, _ = test.tensors([0])
     x = x.to(device)
