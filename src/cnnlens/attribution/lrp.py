@@ -50,7 +50,7 @@ from ..accel import channels_last_if_same, fold_batchnorm
 from ..chunking import run_chunked
 from ..errors import InputError, LayerError
 from ..hooks import HookSet
-from ..layers import cached_per_model
+from ..layers import cached_per_model, get_layer
 from ..nets.checks import ACTIVATIONS, FUNCTION_NAMES
 from ..params import Param
 from ..tracing import CallWatch, base_name
@@ -60,6 +60,7 @@ from .base import AT_LAYER, BATCH_SIZE, MEMORY
 from .common import Configured, spatial, stored_layer, sum_channels, target_scores, to_input_size
 from .lrp_rules import (
     DivideStabilized,
+    MaskSignal,
     Pass,
     ProportionalAdd,
     Recompute,
@@ -509,7 +510,45 @@ class LRP(Configured):
 
     def attribute(self, inputs, target, logits) -> Explanation:
         at = self.hp["at"] if self.hp["at"] is None else self.layer_name(inputs, "at")
-        model, first, fmt = self._folded(inputs)
+        model = self._folded(inputs)[0]
+        raw, target, share = self.propagate(
+            len(inputs), lambda lo, hi: inputs[lo:hi], target, at=at, chunk=self.chunk(inputs)
+        )
+        raw = raw.contiguous()
+        maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
+        total = raw.flatten(1).sum(1)
+        eps = float(self.hp["epsilon"])
+        if at is None and eps <= 1e-4:  # epsilon's own share is then negligible
+            with torch.no_grad():
+                scores = target_scores(self.model(inputs), target)
+            check_conservation(total, scores, eps, None if _should_conserve(model, eps) else share)
+        return self.explanation(maps, target, raw=raw, relevance_sum=total, bias_share=share)
+
+    def propagate(
+        self,
+        total: int,
+        rows: Any,
+        target: torch.Tensor | None,
+        *,
+        at: str | None,
+        chunk: int,
+        condition: tuple[str, Any] | None = None,
+        reduce: Any = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The relevance at the input (or at layer ``at``) of ``total`` rows, in chunks of
+        ``chunk``: ``rows(lo, hi)`` gives the inputs of rows ``[lo, hi)``, ``target`` their
+        classes (None: each row's top class). Returns ``(raw, targets, bias_share)``: the
+        share of each row's score that the epsilon-rule layers' biases absorbed.
+
+        ``condition = (layer, masks)``: concept-conditional relevance (Achtibat et al.
+        2023, eq. 7): at ``layer``'s output the backward signal of row ``r`` is multiplied
+        by ``masks(lo, hi)[r - lo]`` (``[rows, channels]``, 1 on the channels of the
+        concept), so only the relevance flowing through those channels reaches the input.
+        Every rule is linear in the relevance it receives, and in the message form the
+        signal is ``R / a`` elementwise, so masking it masks the relevance.
+        ``reduce(raw_chunk)``, when given, shrinks each chunk's relevance before it is kept.
+        """
+        model, first, fmt = self._folded(rows(0, 1))
         assign = _RuleAssignment(model, self.hp["composite"], self.hp["rule"], first)
         low, high = self.hp["low"], self.hp["high"]
         zb = any(rule == "zb" for rule in assign.by_module.values())
@@ -541,8 +580,8 @@ class LRP(Configured):
                 hooks.forward(module, tap)
 
         def run(lo: int, hi: int):
-            shares[0] = inputs.new_zeros(hi - lo)
-            x = inputs[lo:hi].detach().contiguous(memory_format=fmt)
+            x = rows(lo, hi).detach().contiguous(memory_format=fmt)
+            shares[0] = x.new_zeros(hi - lo)
             bounds = (  # z^B bounds: given, or each image's own per-channel range
                 (x.amin((2, 3), keepdim=True) if low is None else low,
                  x.amax((2, 3), keepdim=True) if high is None else high)
@@ -551,6 +590,12 @@ class LRP(Configured):
             with HookSet() as hooks:
                 self._hooks(hooks, model, assign, watch, bounds)
                 tap_biases(hooks, message)
+                if condition is not None:
+                    mask = condition[1](lo, hi)
+                    hooks.forward(
+                        get_layer(model, condition[0]),
+                        lambda _m, _i, out: MaskSignal.apply(out, mask, watch.copy),
+                    )
                 if at is None:
                     x.requires_grad_(True)
                     with watch:
@@ -565,24 +610,15 @@ class LRP(Configured):
                 score = target_scores(out, t)
                 if message:  # R = a * g: the target logit's message is 1
                     (g,) = torch.autograd.grad(score, a, torch.ones_like(score))
-                    return a.detach() * g, t, shares[0]
-                (r,) = torch.autograd.grad(score, a, score.detach())
-            return r, t, shares[0]
+                    r = a.detach() * g
+                else:
+                    (r,) = torch.autograd.grad(score, a, score.detach())
+            return (r if reduce is None else reduce(r)), t, shares[0]
 
         def attempt(copy: bool):
             nonlocal watch
             watch = _Watch(float(self.hp["epsilon"]), message, copy=copy)
-            return run_chunked(run, len(inputs), self.chunk(inputs))
+            return run_chunked(run, total, chunk)
 
-        (raw, target, share), _NEEDS_COPY[model] = with_copies_if_refused(
-            attempt, _NEEDS_COPY.get(model, False)
-        )
-        raw = raw.contiguous()
-        maps = to_input_size(sum_channels(raw), tuple(inputs.shape[-2:]))
-        total = raw.flatten(1).sum(1)
-        eps = float(self.hp["epsilon"])
-        if at is None and eps <= 1e-4:  # epsilon's own share is then negligible
-            with torch.no_grad():
-                scores = target_scores(self.model(inputs), target)
-            check_conservation(total, scores, eps, None if _should_conserve(model, eps) else share)
-        return self.explanation(maps, target, raw=raw, relevance_sum=total, bias_share=share)
+        result, _NEEDS_COPY[model] = with_copies_if_refused(attempt, _NEEDS_COPY.get(model, False))
+        return result

@@ -101,6 +101,21 @@ class Stabilised(_AtLinearOutput):
         return torch.addcdiv(grad, grad, z.abs().add_(ctx.eps), value=-ctx.eps), None, None
 
 
+class MaskSignal(torch.autograd.Function):
+    """Identity forward; backward multiplies the signal by a per-row channel mask
+    ``[N, C]`` (broadcast over the remaining dimensions): concept-conditional relevance."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, mask: torch.Tensor, copy: bool = False) -> torch.Tensor:
+        ctx.mask = mask
+        return _out(t, copy)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        mask = ctx.mask.to(grad.dtype).view(*ctx.mask.shape, *[1] * (grad.dim() - 2))
+        return grad * mask, None, None
+
+
 class Recompute(torch.autograd.Function):
     """Forward: the layer's output; backward: ``relevance(x, R)`` of the rule."""
 

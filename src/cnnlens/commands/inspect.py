@@ -8,6 +8,7 @@
     cnnlens inspect maximise   --model runs/a [--class star] [--layer layer3 --channel 5]
     cnnlens inspect maximise   --model runs/a --class star --facets 3   (multifaceted)
     cnnlens inspect invert     --model runs/a --layer layer2 [--index 0,1]
+    cnnlens inspect concepts   --model runs/a --data shapes --layer layer2 [--channels 0,5]
 
 Each subcommand reads a saved model (a model folder or a run folder holding
 ``model/``), runs one analysis of :mod:`cnnlens.analysis` on the data set's
@@ -393,6 +394,81 @@ def dissect(
         + (", ".join(f"{c} {k}" for c, k in sorted(found.items(), key=lambda i: -i[1])) or "none")
     )
     typer.echo(f"results written to {folder}")
+
+
+@inspect_app.command(
+    help="Concept relevance (CRP): each channel's top images by relevance beside those by "
+    "activation, with its conditional heatmaps (Achtibat et al. 2023)."
+)
+@model_options()
+def concepts(
+    model,
+    layer: str = typer.Option(..., help="the layer whose channels are the concepts"),
+    data: str = typer.Option("shapes", help=DATA_HELP),
+    n: int = typer.Option(None, min=1, help="test images streamed (the first n; default all)"),
+    channels: str = typer.Option(
+        None, help="comma list of channels in the figure (default: the strongest by relevance)"
+    ),
+    top: int = typer.Option(8, min=1, help="reference images kept per channel and ranking"),
+    target: str = typer.Option(
+        None, "--class", help="rank by relevance for this class (default: each image's prediction)"
+    ),
+    composite: str = typer.Option("epsilon-plus", help="LRP composite"),
+    figures: int = typer.Option(
+        6, min=1, help="channels in the figure when --channels is not given"
+    ),
+    out: Path = typer.Option(None, help="output folder (default MODEL/inspect/concepts)"),
+) -> None:
+    """Write concepts.json, concepts.png and the reference store (references/, Zarr;
+    rerun to reuse or resume it)."""
+    from ..analysis.concepts.relmax import ReferenceImages, channel_names, reference_heatmaps
+    from ..errors import InputError
+    from ..io import write_json
+    from ..report.concepts_figures import reference_figure
+    from ..store.references import write_references
+
+    net, test = _open(model, data, "test", n)
+    folder = _out(out, model, "concepts")
+    classes = list(getattr(test, "classes", []))
+    cls = None if target is None else _index(target, "--class", classes)
+    refs = ReferenceImages(layer, top=top, target=cls, composite=composite)
+    identity = {**model.identity(), "data": data, "split": "test"}
+    refs = write_references(folder / "references", net, test, refs, identity=identity)
+    if channels is None:
+        strongest = refs.value_["relevance"][:, 0].argsort(descending=True)
+        shown = [int(c) for c in strongest[:figures]]
+    else:
+        shown = [_index(t, "--channels") for t in _names(channels) or []]
+        bad = [c for c in shown if c >= refs.channels_]
+        if bad:
+            raise InputError(
+                f"--channels {bad[0]} is not a channel of {layer} ({refs.channels_} channels)"
+            )
+    heatmaps = reference_heatmaps(net, test, refs, shown, composite=composite)
+    names = channel_names(net, test, layer)
+    result = refs.to_dict()
+    result |= {"data": data, "composite": composite, "shown": shown, "named": names is not None}
+    for row in result["channels"]:
+        if names is not None:
+            row["dissection"] = names[row["channel"]]
+    write_json(folder / "concepts.json", result)
+    labels = {c: _name_label(names[c]) for c in shown} if names else None
+    _write_figure(
+        folder / "concepts.png", reference_figure(refs, test, shown, heatmaps, names=labels, k=top)
+    )
+    for c in shown:
+        row = result["channels"][c]
+        said = f" ({_name_label(names[c])})" if names else ""
+        typer.echo(
+            f"{layer} #{c}{said}: by relevance {row['relevance']['images'][:4]}, "
+            f"by activation {row['activation']['images'][:4]}"
+        )
+    typer.echo(f"results written to {folder}")
+
+
+def _name_label(name: dict) -> str:
+    mark = "" if name["detector"] else "?"
+    return f"{name['concept']}{mark} IoU {name['iou']:.2f}"
 
 
 @inspect_app.command(help="Activation maximisation: images that maximise a class or a channel.")

@@ -106,6 +106,7 @@ def plan(
              "one folder of images per concept, and random/ for the random images)")  # fmt: skip
     if test.masks is None:
         part("internals", "network dissection", "the data has no object masks")
+        part("concepts", "channel names (dissection concepts)", "the data has no object masks")
     if not vae:
         left.append((titles["relabel"], VAE_REASON))
     left += [(titles[key], why) for key, why in NEEDS_OWN_PARTS.items() if key in titles]
