@@ -399,6 +399,7 @@ def baselines_and_plane(model: nn.Module, train, test, settings: dict) -> dict:
     return {
         "rows": [r.to_dict() for r in study.rows],
         "budget": study.budget,
+        "latency_batch": study.latency_batch,
         "plane": plane.to_dict(),
         "key_points": points,
         "train_images": len(fine_tune),
