@@ -145,18 +145,42 @@ def test_run_baselines_gives_static_and_dynamic_rows_at_one_budget_with_latency(
     train, test = _data(48), _data(16, seed=1)
     config = TrainConfig(epochs=1, batch_size=16, optimizer=OptimizerConfig(lr=0.01), augment=())
     study = run_baselines(
-        model, train, test, methods=("fpgm", "taylor", "fbs"), reduction=40, epochs=1,
+        model, train, test, methods=("fpgm", "taylor", "sfp", "fbs"), reduction=40, epochs=1,
         config=config, steps=5, latency_batch=8, latency_repeats=2,
     )  # fmt: skip
     assert same_fingerprint(before, model_fingerprint(model))
     rows = {r.method: r for r in study.rows}
-    assert list(rows) == ["unpruned", "fpgm", "taylor", "fbs"]
-    assert [rows[m].kind for m in rows] == ["static", "static", "static", "dynamic"]
+    assert list(rows) == ["unpruned", "fpgm", "taylor", "sfp", "fbs"]
+    assert [rows[m].kind for m in rows] == ["static"] * 4 + ["dynamic"]
     assert study.budget == int(rows["unpruned"].macs * 0.6)
-    for name in ("fpgm", "taylor", "fbs"):
+    sfp = study.models["sfp"]  # the zeroed filters were the ones cut: none of the kept is zero
+    assert macs(sfp, (3, 16, 16)).total == rows["sfp"].macs
+    for name, m in sfp.named_modules():
+        if isinstance(m, nn.Conv2d):
+            assert (m.weight.flatten(1).norm(dim=1) > 0).all(), name
+    for name in ("fpgm", "taylor", "sfp", "fbs"):
         assert rows[name].macs <= study.budget and 0 <= rows[name].accuracy <= 1
         assert rows[name].reduction >= 40
     assert all(r.latency_ms is not None and r.latency_ms > 0 for r in study.rows)
     assert study.latency_batch == 8
     table = study.markdown()
     assert "| fbs | dynamic |" in table and "latency (ms, batch 8)" in table
+
+
+def test_soft_zeroing_zeroes_the_smallest_filters_and_they_may_come_back():
+    from cnnlens.studies.drib.baselines import soft_zeroing, zero_smallest_filters
+
+    torch.manual_seed(0)
+    model = nets.create("resnet8", num_classes=4)
+    conv = model.layer1[0].conv1
+    norms = conv.weight.detach().flatten(1).norm(dim=1)
+    zero_smallest_filters(model, {"layer1.0.conv1": 5})
+    zeroed = (conv.weight.flatten(1).norm(dim=1) == 0).nonzero().flatten()
+    assert torch.equal(zeroed.sort().values, norms.topk(5, largest=False).indices.sort().values)
+    assert ((conv.weight.flatten(1).norm(dim=1) == 0).sum()) == 5
+    # training moves the zeroed filters again (soft); the callback zeroes the smallest again
+    with torch.no_grad():
+        conv.weight[zeroed[0]] += 10.0  # now among the largest
+    soft_zeroing({"layer1.0.conv1": 5})(1, model, {})
+    assert conv.weight[zeroed[0]].abs().sum() > 0
+    assert ((conv.weight.flatten(1).norm(dim=1) == 0).sum()) == 5

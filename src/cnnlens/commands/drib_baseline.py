@@ -4,9 +4,10 @@
         --out runs/demo/prune-baseline
 
 Prunes a copy of a trained model with Torch-Pruning to the same MAC count by L1-norm filter
-pruning (Li et al. 2017), network slimming (Liu et al. 2017), FPGM (He et al. 2019) and
-Taylor importance (Molchanov et al. 2019), trains the dynamic baseline FBS (Gao et al. 2019)
-to the same MACs per input, fine-tunes each with the same epoch budget and writes
+pruning (Li et al. 2017), network slimming (Liu et al. 2017), FPGM (He et al. 2019), Taylor
+importance (Molchanov et al. 2019) and soft filter pruning (He et al. 2018), trains the
+dynamic baseline FBS (Gao et al. 2019) to the same MACs per input, fine-tunes each with the
+same epoch budget and writes
 ``baselines.md`` / ``baselines.csv`` / ``baselines.json`` (method, static or dynamic, MACs,
 reduction ratio %, accuracy, CPU latency; paper 000, Tables 1-2) and each pruned model under
 ``OUT/<method>/model`` (loadable with :func:`cnnlens.load`; the FBS model is not saved).
@@ -61,7 +62,7 @@ def prune_baseline(
     ),
     method: str = typer.Option(
         "both",
-        help="comma list of l1, slimming, fpgm, taylor (static), fbs (dynamic); all; both "
+        help="comma list of l1, slimming, fpgm, taylor, sfp (static), fbs (dynamic); all; both "
         "(l1,slimming)",
     ),
     macs: float = typer.Option(None, help="target MACs per image, in millions (e.g. 20.3)"),

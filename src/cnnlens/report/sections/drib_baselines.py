@@ -5,10 +5,10 @@ does). Two measurements, cached in ``<out>/drib-baselines/report-cache.json`` (k
 the model's weights and the settings), so a second report only draws:
 
 - the report's model pruned to half its MACs by L1-norm filter pruning, network slimming,
-  FPGM and Taylor importance (:mod:`cnnlens.studies.drib.baselines`), and the dynamic
-  baseline FBS (:mod:`cnnlens.studies.drib.fbs`) at the same MACs per input, each trained one
-  short epoch on a subset of the training images (slimming after one sparsity epoch), beside
-  the unpruned model, with each model's CPU latency;
+  FPGM, Taylor importance and soft filter pruning (:mod:`cnnlens.studies.drib.baselines`),
+  and the dynamic baseline FBS (:mod:`cnnlens.studies.drib.fbs`) at the same MACs per
+  input, each trained one short epoch on a subset of the training images (slimming after
+  one sparsity epoch), beside the unpruned model, with each model's CPU latency;
 - the information plane (:class:`cnnlens.studies.drib.information_plane.InformationPlane`)
   of a short ResNet-8 training from scratch on the same data, with the transition and
   convergence points. It is a training of its own, not the report model's: the demo's
@@ -180,8 +180,10 @@ def drib_baselines_section(ctx: ReportContext) -> str | None:
         "a saliency predictor per gated layer (mean |input| per channel, a linear layer, ReLU) "
         "keeps the largest share d of each input's channels and scales them; d is the largest "
         "whose MACs per input stay within the budget, counted as DRIB's dynamic MACs are, and "
-        "its MACs are the mean over the test images. Soft filter pruning (He et al. 2018) is "
-        "not run. Latency: median wall-clock ms of interleaved calls on one batch of test "
+        "its MACs are the mean over the test images. <b>sfp</b>, soft filter pruning (He et "
+        "al. 2018), zeroes the same share of filters of smallest L2 norm in every layer "
+        "after each fine-tune epoch, letting them grow back, then cuts them. Latency: median "
+        "wall-clock ms of interleaved calls on one batch of test "
         "images on this machine's CPU, which may be shared (its load moves the numbers); FBS "
         "runs dense, its suppressed channels multiplied by zero, so it saves MACs but not "
         "time. Torch-Pruning removes the static baselines' channels (those networks "

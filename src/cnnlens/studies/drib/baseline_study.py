@@ -30,7 +30,7 @@ from torch import nn
 
 from ...cost import macs as count_macs
 from ...data import as_dataset
-from ...errors import ConfigError
+from ...errors import ConfigError, LayerError
 from ...placement import model_device
 from ...progress import log_line
 from ...train import OptimizerConfig, TrainConfig, evaluate, fit
@@ -38,10 +38,14 @@ from .baselines import (
     METHODS,
     SEARCH_STEPS,
     mac_budget,
+    prune_copy,
     prune_to_macs,
+    removed_filters,
     resolve_ignored,
     slimming_batchnorms,
     slimming_objective,
+    soft_zeroing,
+    zero_smallest_filters,
 )
 
 DYNAMIC = ("fbs",)
@@ -267,7 +271,28 @@ def run_baselines(
             data=train if method == "taylor" else None,
         )
         study.budget = pruned.budget
-        if epochs > 0:
+        if method == "sfp":  # soft: zero (not remove) while fine-tuning, then cut
+            soft = copy.deepcopy(model)
+            counts = removed_filters(model, pruned.model)
+            zero_smallest_filters(soft, counts)
+            if epochs > 0:
+                fit(
+                    soft,
+                    train,
+                    config=_config(config, epochs),
+                    callbacks=[soft_zeroing(counts)],
+                    desc="sfp fine-tune",
+                )
+            pruned.model = prune_copy(
+                soft,
+                torch.zeros(1, *shape, device=model_device(model)),
+                method="sfp",
+                ratio=pruned.ratio,
+                ignored=ignored,
+            )
+            if removed_filters(model, pruned.model) != counts:
+                raise LayerError("soft filter pruning cut other filters than it zeroed")
+        elif epochs > 0:
             fit(pruned.model, train, config=_config(config, epochs), desc=f"{method} fine-tune")
         if recalibrate:
             recalibrate_batchnorm(pruned.model, train)

@@ -22,6 +22,11 @@ its BatchNorm, the next layer's inputs and residual additions):
   filter's weights): ``sum over batches of (sum_s g_s w_s)^2`` for each filter, from the
   gradients of the cross-entropy on a few training batches (:func:`taylor_scores`),
   ranked globally over all layers as in the paper (:class:`TaylorScoreImportance`).
+- ``"sfp"``: soft filter pruning (He et al., IJCAI 2018, Algorithm 1): the same share of
+  filters in every layer, by L2 norm; during the fine-tune the filters of smallest L2 norm
+  are set to zero after every epoch (and before the first) but keep being updated, so a
+  zeroed filter may come back (:func:`soft_zeroing`); then the pruned copy is cut, which
+  removes the zeroed filters (:func:`~.baseline_study.run_baselines` does the steps).
 
 :func:`prune_to_macs` bisects the pruning ratio until the pruned copy's MAC
 count (:func:`cnnlens.cost.macs`) is at or just under the budget. For a CIFAR
@@ -44,7 +49,7 @@ from ...errors import ConfigError, LayerError
 from ...placement import placement
 from ...train import Classification
 
-METHODS = ("l1", "slimming", "fpgm", "taylor")
+METHODS = ("l1", "slimming", "fpgm", "taylor", "sfp")
 GLOBAL = ("slimming", "taylor")  # one threshold over all layers; the others: a share per layer
 TAYLOR_BATCHES = 4  # batches of the training data whose gradients score the filters
 TAYLOR_BATCH_SIZE = 64
@@ -252,7 +257,41 @@ def _importance(method: str):
         return GeometricMedianImportance()
     if method == "taylor":
         return TaylorScoreImportance()
+    if method == "sfp":
+        return tp.importance.MagnitudeImportance(p=2, normalizer=None, group_reduction="first")
     return tp.importance.BNScaleImportance(normalizer=None)
+
+
+def removed_filters(model: nn.Module, pruned: nn.Module) -> dict[str, int]:
+    """Per conv name, how many output filters ``pruned`` (a pruned copy) lacks."""
+    new = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    return {
+        n: m.out_channels - new[n]
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and n in new and m.out_channels > new[n]
+    }
+
+
+@torch.no_grad()
+def zero_smallest_filters(model: nn.Module, counts: dict[str, int]) -> None:
+    """Set the ``counts[name]`` filters of smallest L2 norm of each named conv to zero
+    (weights and bias): soft filter pruning's step (He et al. 2018)."""
+    for name, k in counts.items():
+        conv = model.get_submodule(name)
+        norms = conv.weight.flatten(1).norm(dim=1)
+        drop = norms.topk(k, largest=False).indices
+        conv.weight[drop] = 0
+        if conv.bias is not None:
+            conv.bias[drop] = 0
+
+
+def soft_zeroing(counts: dict[str, int]):
+    """A :func:`cnnlens.train.fit` callback zeroing the smallest filters after each epoch."""
+
+    def callback(_epoch: int, model: nn.Module, _record: dict) -> None:
+        zero_smallest_filters(model, counts)
+
+    return callback
 
 
 def prune_copy(
