@@ -386,6 +386,8 @@ def baselines_and_plane(model: nn.Module, train, test, settings: dict) -> dict:
         sparsity_epochs=settings["sparsity_epochs"],
         lam=settings["lambda"],
         steps=settings["search_steps"],
+        latency_batch=settings.get("latency_batch", LATENCY_BATCH),
+        latency_repeats=settings.get("latency_repeats", LATENCY_REPEATS),
     )
     prune_seconds = time.perf_counter() - t0
 
