@@ -184,3 +184,30 @@ def test_soft_zeroing_zeroes_the_smallest_filters_and_they_may_come_back():
     soft_zeroing({"layer1.0.conv1": 5})(1, model, {})
     assert conv.weight[zeroed[0]].abs().sum() > 0
     assert ((conv.weight.flatten(1).norm(dim=1) == 0).sum()) == 5
+
+
+def test_cutting_the_zeroed_filters_changes_no_output():
+    from cnnlens.studies.drib.baselines import (
+        default_ignored,
+        prune_copy,
+        removed_filters,
+        zero_smallest_filters,
+    )
+
+    torch.manual_seed(0)
+    model = with_bn_statistics(nets.create("resnet8", num_classes=4))
+    pruned = prune_to_macs(model, (3, 16, 16), method="sfp", reduction=40, steps=5)
+    counts = removed_filters(model, pruned.model)
+    assert counts and all(k > 0 for k in counts.values())
+    soft = with_bn_statistics(nets.create("resnet8", num_classes=4))
+    soft.load_state_dict(model.state_dict())
+    zero_smallest_filters(soft, counts)
+    assert soft.layer1[0].bn1.weight.eq(0).sum() == counts["layer1.0.conv1"]
+    cut = prune_copy(
+        soft, torch.zeros(1, 3, 16, 16), method="sfp", ratio=pruned.ratio,
+        ignored=default_ignored(model),
+    )  # fmt: skip
+    assert removed_filters(model, cut) == counts
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(cut.eval()(x), soft.eval()(x), rtol=1e-5, atol=1e-5)

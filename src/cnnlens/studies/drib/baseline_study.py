@@ -101,8 +101,9 @@ class BaselineStudy:
         for r in self.rows:
             epochs = f"{r.sparsity_epochs} sparsity + {r.epochs}" if r.sparsity_epochs else r.epochs
             latency = "-" if r.latency_ms is None else f"{r.latency_ms:.2f}"
+            kind = "-" if r.method == "unpruned" else r.kind
             lines.append(
-                f"| {r.method} | {r.kind} | {r.macs / 1e6:.2f} | {r.reduction:.1f} | "
+                f"| {r.method} | {kind} | {r.macs / 1e6:.2f} | {r.reduction:.1f} | "
                 f"{100 * r.accuracy:.2f} | {latency} | "
                 f"{epochs if r.method != 'unpruned' else '-'} |"
             )

@@ -24,7 +24,8 @@ its BatchNorm, the next layer's inputs and residual additions):
   ranked globally over all layers as in the paper (:class:`TaylorScoreImportance`).
 - ``"sfp"``: soft filter pruning (He et al., IJCAI 2018, Algorithm 1): the same share of
   filters in every layer, by L2 norm; during the fine-tune the filters of smallest L2 norm
-  are set to zero after every epoch (and before the first) but keep being updated, so a
+  (with their BatchNorm's scale and shift, so the channel outputs 0) are set to zero after
+  every epoch (and before the first) but keep being updated, so a
   zeroed filter may come back (:func:`soft_zeroing`); then the pruned copy is cut, which
   removes the zeroed filters (:func:`~.baseline_study.run_baselines` does the steps).
 
@@ -272,10 +273,25 @@ def removed_filters(model: nn.Module, pruned: nn.Module) -> dict[str, int]:
     }
 
 
+def _norm_after(model: nn.Module, name: str) -> nn.Module | None:
+    """The BatchNorm right after conv ``name`` in module order with its channel count."""
+    modules = list(model.named_modules())
+    index = next(i for i, (n, _) in enumerate(modules) if n == name)
+    conv = modules[index][1]
+    for _n, m in modules[index + 1 :]:
+        if isinstance(m, nn.Conv2d):
+            return None
+        if isinstance(m, _BATCHNORMS) and m.affine and m.num_features == conv.out_channels:
+            return m
+    return None
+
+
 @torch.no_grad()
 def zero_smallest_filters(model: nn.Module, counts: dict[str, int]) -> None:
     """Set the ``counts[name]`` filters of smallest L2 norm of each named conv to zero
-    (weights and bias): soft filter pruning's step (He et al. 2018)."""
+    (weights, bias, and the scale and shift of the BatchNorm after it, so the channel
+    outputs exactly 0 and cutting it changes nothing): soft filter pruning's step (He et
+    al. 2018)."""
     for name, k in counts.items():
         conv = model.get_submodule(name)
         norms = conv.weight.flatten(1).norm(dim=1)
@@ -283,6 +299,10 @@ def zero_smallest_filters(model: nn.Module, counts: dict[str, int]) -> None:
         conv.weight[drop] = 0
         if conv.bias is not None:
             conv.bias[drop] = 0
+        norm = _norm_after(model, name)
+        if norm is not None:
+            norm.weight[drop] = 0
+            norm.bias[drop] = 0
 
 
 def soft_zeroing(counts: dict[str, int]):
