@@ -32,8 +32,9 @@ def test_section_prunes_measures_the_plane_and_reuses_its_cache(tmp_path):
     )
     page = build_report(ctx, tmp_path / "report.html", only=["drib-baselines"]).read_text()
     assert "Pruning baselines and the information plane" in page and 'class="error"' not in page
-    for method in ("unpruned", "l1", "slimming"):
+    for method in ("unpruned", "l1", "slimming", "fpgm", "taylor", "fbs"):
         assert f"<td>{method}</td>" in page
+    assert "<td>dynamic</td>" in page and "latency (ms, batch" in page
     assert "noise variance 0.1" in page and "30 bins per unit" in page
     assert "transition" in page and "convergence" in page
     figures = embedded_figures(page)

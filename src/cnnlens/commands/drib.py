@@ -2,12 +2,18 @@
 
     cnnlens drib train    --data shapes --arch resnet20 --out runs/drib [--masks 4 --density 0.7]
     cnnlens drib train    --model runs/demo --data shapes --out runs/drib   (gate a trained model)
+    cnnlens drib train    ... --plane [--plane-images 500]   (+ the gated net's information plane)
     cnnlens drib evaluate --run runs/drib [--parts macs,latency,credibility,usage,attribution]
 
 ``train`` trains (or reuses) the ungated model in ``OUT/base`` unless ``--model`` names a
 saved one, gates it, trains heads and masks alternating with the backbone, fine-tunes with
 fixed decisions and saves ``OUT/model`` and ``OUT/run.json`` (accuracy, dynamic MACs,
-reduction ratio). ``evaluate`` writes ``RUN/evaluation.json`` (or ``--out``).
+reduction ratio). ``--plane`` measures the information plane of the gated network while it
+trains (after every epoch of both phases, on test images) and writes ``OUT/plane.json`` and
+``OUT/plane.png`` with the transition and convergence points (paper 000, Tables 3-4). It is a
+flag of ``train``, not a command of its own, because the trajectory exists only during the
+training: a command on a finished run would have to train it again. ``evaluate`` writes
+``RUN/evaluation.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -96,6 +102,17 @@ def train(
     overwrite: bool = typer.Option(
         False, help="train over runs in --out made with other settings (else refused)"
     ),
+    plane: bool = typer.Option(
+        False,
+        help="measure the gated network's information plane after every epoch of both "
+        "phases: OUT/plane.json, OUT/plane.png, transition and convergence points",
+    ),
+    plane_images: int = typer.Option(500, min=2, help="--plane: test images measured"),
+    plane_layers: str | None = typer.Option(
+        None,
+        help="--plane: comma list of layers (default: a ResNet's stages, else the last "
+        "spatial layer)",
+    ),
 ) -> None:
 
     from .. import nets
@@ -134,7 +151,18 @@ def train(
         base_id = {"model": str((out / "base" / "model").resolve()), "config": config.to_dict()}
         saved_run(out / "base", classifier_identity(data, arch, config), overwrite=overwrite)
     identity = {**base_id, "data": data, "n_train": n_train, "n_test": n_test}
-    check_gated_run(out, identity, masks=masks, recipe=recipe, overwrite=overwrite)
+    plane_settings = None
+    if plane:
+        names = None if plane_layers is None else [n.strip() for n in plane_layers.split(",")]
+        plane_settings = {"layers": names, "n": plane_images, "bins": 30, "noise_variance": 0.1}
+        if names is not None:
+            from ..layers import get_layer
+
+            probe = base if model is not None else nets.create(arch)
+            for name in names:
+                get_layer(probe, name)  # a LayerError naming close layers
+    planned = identity if plane_settings is None else {**identity, "plane": plane_settings}
+    check_gated_run(out, planned, masks=masks, recipe=recipe, overwrite=overwrite)
     if model is None:
         run = train_classifier(
             data=data, arch=arch, out=out / "base", config=config, overwrite=overwrite
@@ -155,10 +183,29 @@ def train(
         masks=masks,
         recipe=recipe,
         overwrite=overwrite,
+        plane=plane_settings,
     )
     verb = "reused" if result.reused else f"trained in {result.seconds:.0f} s"
     typer.echo(f"gated model {verb}; saved in {out / 'model'}")
     typer.echo(_summary(result.evaluation))
+    if result.plane is not None:
+        _write_plane(out, result.plane)
+
+
+def _write_plane(out: Path, plane: dict) -> None:
+    """``OUT/plane.png`` from ``OUT/plane.json``'s content, and its key points printed."""
+    from ..io import write_bytes
+    from ..plotting import to_png
+    from ..report.information_plane_plot import information_plane_plot
+
+    write_bytes(out / "plane.png", to_png(information_plane_plot(plane)))  # to_png closes it
+    for p in plane["key_points"]:
+        typer.echo(
+            f"{p['layer']} {p['estimator']}: {p['point']} at epoch {p['epoch']} ({p['phase']}), "
+            f"I(X;Z) {p['ixz']:.3f}, I(Z;Y) {p['izy']:.3f} bits, accuracy "
+            f"{100 * p['accuracy']:.1f} %"
+        )
+    typer.echo(f"information plane written to {out / 'plane.json'} and {out / 'plane.png'}")
 
 
 @drib_app.command(help="Measure a gated run: MACs, latency, credibility, usage, Table 5.")
@@ -268,6 +315,7 @@ def register(app: typer.Typer) -> None:
 
     drib_app.command(
         "prune-baseline",
-        help="L1-norm filter pruning and network slimming to one MAC budget (paper 000).",
+        help="Pruning baselines at one MAC budget (paper 000): L1, slimming, FPGM, Taylor "
+        "(static), FBS (dynamic); MACs, accuracy, CPU latency.",
     )(prune_baseline)
     app.add_typer(drib_app)

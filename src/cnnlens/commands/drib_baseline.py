@@ -3,11 +3,14 @@
     cnnlens drib prune-baseline --model runs/demo --data shapes --reduction 50 --epochs 2 \\
         --out runs/demo/prune-baseline
 
-Prunes a copy of a trained model by L1-norm filter pruning (Li et al. 2017) and/or network
-slimming (Liu et al. 2017) with Torch-Pruning to the same MAC count, fine-tunes each with the
-same epoch budget and writes ``baselines.md`` / ``baselines.csv`` / ``baselines.json`` (method,
-MACs, reduction ratio %, accuracy; paper 000, Tables 1-2) and each pruned model under
-``OUT/<method>/model`` (loadable with :func:`cnnlens.load`).
+Prunes a copy of a trained model with Torch-Pruning to the same MAC count by L1-norm filter
+pruning (Li et al. 2017), network slimming (Liu et al. 2017), FPGM (He et al. 2019), Taylor
+importance (Molchanov et al. 2019) and soft filter pruning (He et al. 2018), trains the
+dynamic baseline FBS (Gao et al. 2019) to the same MACs per input, fine-tunes each with the
+same epoch budget and writes
+``baselines.md`` / ``baselines.csv`` / ``baselines.json`` (method, static or dynamic, MACs,
+reduction ratio %, accuracy, CPU latency; paper 000, Tables 1-2) and each pruned model under
+``OUT/<method>/model`` (loadable with :func:`cnnlens.load`; the FBS model is not saved).
 
 The function :func:`prune_baseline` is the command; the ``drib`` sub-app
 (:mod:`cnnlens.commands.drib`) registers it as ``prune-baseline``.
@@ -21,7 +24,24 @@ import typer
 
 from .model_spec import model_options
 
-METHOD_CHOICES = {"l1": ("l1",), "slimming": ("slimming",), "both": ("l1", "slimming")}
+GROUPS = {"both": ("l1", "slimming")}  # the two of the first release
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    """``--method``: a comma list of methods, ``all`` or ``both`` (l1 and slimming)."""
+    from ..errors import InputError
+    from ..studies.drib.baseline_study import ALL_METHODS
+
+    if text == "all":
+        return ALL_METHODS
+    if text in GROUPS:
+        return GROUPS[text]
+    chosen = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not chosen or any(m not in ALL_METHODS for m in chosen):
+        raise InputError(
+            f"--method takes a comma list of {', '.join(ALL_METHODS)}, all or both; got {text!r}"
+        )
+    return chosen
 
 
 def _first(dataset, n: int | None, option: str):
@@ -40,7 +60,11 @@ def prune_baseline(
     data: str = typer.Option(
         None, help="data set: shapes, digits, cifar10:/path (default: the one the model records)"
     ),
-    method: str = typer.Option("both", help="l1 | slimming | both"),
+    method: str = typer.Option(
+        "both",
+        help="comma list of l1, slimming, fpgm, taylor, sfp (static), fbs (dynamic); all; both "
+        "(l1,slimming)",
+    ),
     macs: float = typer.Option(None, help="target MACs per image, in millions (e.g. 20.3)"),
     reduction: float = typer.Option(
         None, help="target MAC reduction in percent of the unpruned model (default 50)"
@@ -58,10 +82,13 @@ def prune_baseline(
         help="comma list of layers whose output channels stay (default: the final linear "
         "layer; in a padding-shortcut ResNet every conv but each block's first)",
     ),
+    latency_batch: int = typer.Option(
+        64, min=0, help="time every model on this many test images (0: no timing)"
+    ),
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., help="output folder (tables and the pruned models)"),
 ) -> None:
-    """Prune by L1 norm and/or network slimming to one MAC budget, fine-tune, tabulate."""
+    """Prune by each method to one MAC budget, fine-tune, time, tabulate."""
     import dataclasses
 
     import torch
@@ -75,8 +102,7 @@ def prune_baseline(
     from ..studies.drib.pruned_models import save_pruned
     from ..train.config import OptimizerConfig
 
-    if method not in METHOD_CHOICES:
-        raise InputError(f"--method must be l1, slimming or both, got {method!r}")
+    methods = _methods(method)
     if macs is not None and reduction is not None:
         raise InputError("give --macs or --reduction, not both")
     if macs is None and reduction is None:
@@ -103,7 +129,7 @@ def prune_baseline(
         net,
         train,
         test,
-        methods=METHOD_CHOICES[method],
+        methods=methods,
         macs=None if macs is None else macs * 1e6,
         reduction=reduction,
         epochs=epochs,
@@ -111,8 +137,11 @@ def prune_baseline(
         lam=lam,
         config=config,
         ignored=None if ignore is None else [n.strip() for n in ignore.split(",") if n.strip()],
+        latency_batch=latency_batch or None,
     )
     for name, pruned in study.models.items():
+        if name == "fbs":  # FBS layers are no architecture cnnlens.load rebuilds
+            continue
         row = next(r for r in study.rows if r.method == name)
         save_pruned(
             pruned,
@@ -132,6 +161,8 @@ def prune_baseline(
         "lambda": lam,
         "lr": lr,
         "seed": seed,
+        "latency_batch": study.latency_batch,
+        "latency": "median wall-clock ms on this machine's CPU (shared: load varies)",
     }
     rows = [r.to_dict() for r in study.rows]
     write_json(out / "baselines.json", {"settings": settings, "rows": rows})

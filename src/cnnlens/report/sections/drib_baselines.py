@@ -4,9 +4,11 @@ Shown when the run asks for it (``ReportContext.options["drib_baselines"]``; the
 does). Two measurements, cached in ``<out>/drib-baselines/report-cache.json`` (keyed by
 the model's weights and the settings), so a second report only draws:
 
-- the report's model pruned to half its MACs by L1-norm filter pruning and by network
-  slimming (:mod:`cnnlens.studies.drib.baselines`), each fine-tuned one short epoch on a subset
-  of the training images (slimming after one sparsity epoch), beside the unpruned model;
+- the report's model pruned to half its MACs by L1-norm filter pruning, network slimming,
+  FPGM, Taylor importance and soft filter pruning (:mod:`cnnlens.studies.drib.baselines`),
+  and the dynamic baseline FBS (:mod:`cnnlens.studies.drib.fbs`) at the same MACs per
+  input, each trained one short epoch on a subset of the training images (slimming after
+  one sparsity epoch), beside the unpruned model, with each model's CPU latency;
 - the information plane (:class:`cnnlens.studies.drib.information_plane.InformationPlane`)
   of a short ResNet-8 training from scratch on the same data, with the transition and
   convergence points. It is a training of its own, not the report model's: the demo's
@@ -31,6 +33,8 @@ FULL = {
     "epochs": 1,
     "sparsity_epochs": 1,
     "lambda": 1e-4,
+    "latency_batch": 64,
+    "latency_repeats": 10,
     "plane_arch": "resnet8",
     "plane_train": 4000,
     "plane_epochs": 5,
@@ -44,6 +48,8 @@ QUICK = {
     **FULL,
     "n_fine_tune": 256,
     "search_steps": 8,
+    "latency_batch": 32,
+    "latency_repeats": 5,
     "plane_train": 256,
     "plane_epochs": 3,
     "plane_images": 200,
@@ -127,9 +133,11 @@ def drib_baselines_section(ctx: ReportContext) -> str | None:
     settings = baseline_settings(ctx)
     result = cached_measure(ctx, settings)
     rows = result["rows"]
+    latency_batch = result.get("latency_batch")
     table = [
         {
             "method": r["method"],
+            "kind": r.get("kind", "static") if r["method"] != "unpruned" else "-",
             "MACs (M)": f"{r['macs'] / 1e6:.2f}",
             "reduction (%)": f"{r['reduction']:.1f}",
             "accuracy (%)": f"{100 * r['accuracy']:.2f}",
@@ -137,6 +145,9 @@ def drib_baselines_section(ctx: ReportContext) -> str | None:
             if r["method"] == "unpruned"
             else (f"{r['sparsity_epochs']} sparsity + " if r["sparsity_epochs"] else "")
             + f"{r['epochs']} fine-tune",
+            f"latency (ms, batch {latency_batch})": "-"
+            if r.get("latency_ms") is None
+            else f"{r['latency_ms']:.2f}",
         }
         for r in rows
     ]
@@ -158,14 +169,28 @@ def drib_baselines_section(ctx: ReportContext) -> str | None:
         for e in ("binning", "kde")
     ]
     parts = [
-        "<p>The static baselines of paper 000's Tables 1-2, at one MAC budget "
+        "<p>The baselines of paper 000's Tables 1-2, at one MAC budget "
         f"({result['budget'] / 1e6:.2f} M, a {settings['reduction']:.1f} % reduction of the "
-        f"report's model, from {settings['budget_from']}): <b>L1</b> "
+        f"report's model, from {settings['budget_from']}). Static: <b>l1</b> "
         "removes, the same share in every prunable layer, the "
         "filters of smallest L1 norm (Li et al. 2017); <b>slimming</b> trains with an L1 "
         "penalty on the BatchNorm scales (Liu et al. 2017; "
         f"&lambda; = {settings['lambda']:g}), then removes the channels of smallest scale "
-        "under one global threshold. Torch-Pruning removes the channels (the pruned networks "
+        "under one global threshold; <b>fpgm</b> removes, the same share in every layer, the "
+        "filters nearest the layer's geometric median (He et al. 2019); <b>taylor</b> removes "
+        "the filters of smallest first-order Taylor importance, the squared sum of weight "
+        "times gradient over a few training batches, under one global threshold (Molchanov "
+        "et al. 2019). Dynamic: <b>fbs</b>, Feature Boosting and Suppression (Gao et al. 2019), "
+        "a saliency predictor per gated layer (mean |input| per channel, a linear layer, ReLU) "
+        "keeps the largest share d of each input's channels and scales them; d is the largest "
+        "whose MACs per input stay within the budget, counted as DRIB's dynamic MACs are, and "
+        "its MACs are the mean over the test images. <b>sfp</b>, soft filter pruning (He et "
+        "al. 2018), zeroes the same share of filters of smallest L2 norm in every layer "
+        "after each fine-tune epoch, letting them grow back, then cuts them. Latency: median "
+        "wall-clock ms of interleaved calls on one batch of test "
+        "images on this machine's CPU, which may be shared (its load moves the numbers); FBS "
+        "runs dense, its suppressed channels multiplied by zero, so it saves MACs but not "
+        "time. Torch-Pruning removes the static baselines' channels (those networks "
         "are really smaller); the pruning ratio is bisected until the MACs are at or just "
         "under the budget. In a ResNet with zero-padding shortcuts only the first conv of "
         "each block is pruned (Li et al.'s scheme for ResNet-56). Each pruned model is "
@@ -190,8 +215,9 @@ def drib_baselines_section(ctx: ReportContext) -> str | None:
         "definition; paper 000 gives none). Accuracy on the measured test images.</p>",
         figure_html(information_plane_plot(plane), "information plane"),
         table_html(key_rows),
-        "<p><code>cnnlens drib prune-baseline --model RUN --reduction 50 --epochs N</code> "
-        "prunes a trained model by both methods and writes this table; "
+        "<p><code>cnnlens drib prune-baseline --model RUN --method all --reduction 50 --epochs "
+        "N</code> writes this table for a trained model; <code>cnnlens drib train --plane"
+        "</code> measures the information plane of the gated network itself (both phases); "
         "<code>cnnlens.studies.drib.information_plane.InformationPlane</code> is a callback for "
         "any training through <code>cnnlens.train.fit</code>.</p>",
     ]

@@ -1,13 +1,20 @@
-"""The pruning-baseline table of paper 000 (Tables 1-2): method, MACs, reduction, accuracy.
+"""The pruning-baseline table of paper 000 (Tables 1-2): method, static or dynamic, MACs,
+reduction, accuracy, CPU latency.
 
-:func:`run_baselines` takes a trained classifier, prunes a copy with each
+:func:`run_baselines` takes a trained classifier, prunes a copy with each static
 method of :mod:`cnnlens.studies.drib.baselines` to the same MAC budget, fine-tunes it
 through :func:`cnnlens.train.fit` with the same epoch budget and evaluates it
-on the test set, beside the unpruned model. Network slimming first trains a
-copy with the L1 penalty on the BatchNorm scales (Liu et al. 2017, Eq. 1) for
-``sparsity_epochs``, starting from the trained weights. After the fine-tune, the
-BatchNorm running statistics of each pruned model are re-estimated on (up to 2,048 of)
-the training images, the same for both methods.
+on the test set, beside the unpruned model. The dynamic baseline ``"fbs"``
+(:mod:`cnnlens.studies.drib.fbs`) gets the density whose MACs per input stay within the
+same budget and the same epochs of training (predictors and backbone together); its MACs
+are the mean per test input. Latency: the median of interleaved timed calls of every
+model on one batch of test images (:func:`~.latency.median_ms`), dense for FBS (its
+channels are multiplied by zero, not skipped: no sparse path is built for it).
+
+Network slimming first trains a copy with the L1 penalty on the BatchNorm scales
+(Liu et al. 2017, Eq. 1) for ``sparsity_epochs``, starting from the trained weights.
+After the fine-tune, the BatchNorm running statistics of each pruned model are
+re-estimated on (up to 2,048 of) the training images, the same for every static method.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from torch import nn
 
 from ...cost import macs as count_macs
 from ...data import as_dataset
-from ...errors import ConfigError
+from ...errors import ConfigError, LayerError
 from ...placement import model_device
 from ...progress import log_line
 from ...train import OptimizerConfig, TrainConfig, evaluate, fit
@@ -31,11 +38,20 @@ from .baselines import (
     METHODS,
     SEARCH_STEPS,
     mac_budget,
+    prune_copy,
     prune_to_macs,
+    removed_filters,
     resolve_ignored,
     slimming_batchnorms,
     slimming_objective,
+    soft_zeroing,
+    zero_smallest_filters,
 )
+
+DYNAMIC = ("fbs",)
+ALL_METHODS = (*METHODS, *DYNAMIC)
+LATENCY_BATCH = 64
+LATENCY_REPEATS = 10
 
 FINE_TUNE = TrainConfig(
     epochs=1,
@@ -59,6 +75,8 @@ class BaselineRow:
     epochs: int = 0
     sparsity_epochs: int = 0
     seconds: float = 0.0
+    kind: str = "static"
+    latency_ms: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,16 +90,22 @@ class BaselineStudy:
     models: dict[str, nn.Module] = field(default_factory=dict)
     budget: int = 0
 
+    latency_batch: int = 0
+
     def markdown(self) -> str:
         lines = [
-            "| method | MACs (M) | reduction (%) | accuracy (%) | epochs |",
-            "|---|---:|---:|---:|---|",
+            "| method | kind | MACs (M) | reduction (%) | accuracy (%) | "
+            f"latency (ms, batch {self.latency_batch}) | epochs |",
+            "|---|---|---:|---:|---:|---:|---|",
         ]
         for r in self.rows:
             epochs = f"{r.sparsity_epochs} sparsity + {r.epochs}" if r.sparsity_epochs else r.epochs
+            latency = "-" if r.latency_ms is None else f"{r.latency_ms:.2f}"
+            kind = "-" if r.method == "unpruned" else r.kind
             lines.append(
-                f"| {r.method} | {r.macs / 1e6:.2f} | {r.reduction:.1f} | "
-                f"{100 * r.accuracy:.2f} | {epochs if r.method != 'unpruned' else '-'} |"
+                f"| {r.method} | {kind} | {r.macs / 1e6:.2f} | {r.reduction:.1f} | "
+                f"{100 * r.accuracy:.2f} | {latency} | "
+                f"{epochs if r.method != 'unpruned' else '-'} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -155,9 +179,9 @@ def check_baselines(
     names the model lacks. ``shape``: the ``(C, H, W)`` of one image."""
     from ...layers import get_layer
 
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
-        raise ConfigError(f"methods must be among {METHODS}, got {list(methods)}")
+        raise ConfigError(f"methods must be among {ALL_METHODS}, got {list(methods)}")
     if epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {epochs}")
     if sparsity_epochs is not None and sparsity_epochs < 0:
@@ -174,7 +198,7 @@ def run_baselines(
     train,
     test,
     *,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = ALL_METHODS,
     macs: float | None = None,
     reduction: float | None = None,
     epochs: int = 1,
@@ -184,10 +208,15 @@ def run_baselines(
     ignored: Sequence[str] | None = None,
     recalibrate: bool = True,
     steps: int = SEARCH_STEPS,
+    fbs_lambda: float = 1e-8,
+    latency_batch: int | None = LATENCY_BATCH,
+    latency_repeats: int = LATENCY_REPEATS,
 ) -> BaselineStudy:
     """Prune ``model`` (unchanged) by each method to the budget, fine-tune ``epochs``
     epochs (0: none) on ``train``, re-estimate the BatchNorm statistics on ``train``
-    (``recalibrate``; :func:`recalibrate_batchnorm`) and evaluate on ``test``."""
+    (``recalibrate``; :func:`recalibrate_batchnorm`) and evaluate on ``test``; ``"fbs"``
+    is trained as its module says. ``latency_batch``: the batch of test images every
+    model is timed on (None: no timing; wall-clock, so it depends on the machine's load)."""
     train, test = as_dataset(train), as_dataset(test)
     shape = tuple(test.image_shape)
     check_baselines(
@@ -207,8 +236,19 @@ def run_baselines(
     base_acc = evaluate(model, test)["accuracy"]
     rows = [BaselineRow("unpruned", before, 0.0, base_acc)]
     study = BaselineStudy(rows)
+    study.budget = mac_budget(before, macs=macs, reduction=reduction)
     for method in methods:
         t0 = time.perf_counter()
+        if method in DYNAMIC:
+            row, trained = _fbs_row(model, train, test, study.budget, epochs, config, fbs_lambda)
+            row.seconds = time.perf_counter() - t0
+            rows.append(row)
+            study.models[method] = trained
+            log_line(
+                f"{method}: {row.macs / 1e6:.2f} M MACs per input ({row.reduction:.1f} % "
+                f"fewer), accuracy {100 * row.accuracy:.2f} % (unpruned {100 * base_acc:.2f} %)"
+            )
+            continue
         source, spent = model, 0
         if method == "slimming" and sparsity_epochs > 0:
             source = copy.deepcopy(model)
@@ -229,9 +269,31 @@ def run_baselines(
             reduction=reduction,
             ignored=ignored,
             steps=steps,
+            data=train if method == "taylor" else None,
         )
         study.budget = pruned.budget
-        if epochs > 0:
+        if method == "sfp":  # soft: zero (not remove) while fine-tuning, then cut
+            soft = copy.deepcopy(model)
+            counts = removed_filters(model, pruned.model)
+            zero_smallest_filters(soft, counts)
+            if epochs > 0:
+                fit(
+                    soft,
+                    train,
+                    config=_config(config, epochs),
+                    callbacks=[soft_zeroing(counts)],
+                    desc="sfp fine-tune",
+                )
+            pruned.model = prune_copy(
+                soft,
+                torch.zeros(1, *shape, device=model_device(model)),
+                method="sfp",
+                ratio=pruned.ratio,
+                ignored=ignored,
+            )
+            if removed_filters(model, pruned.model) != counts:
+                raise LayerError("soft filter pruning cut other filters than it zeroed")
+        elif epochs > 0:
             fit(pruned.model, train, config=_config(config, epochs), desc=f"{method} fine-tune")
         if recalibrate:
             recalibrate_batchnorm(pruned.model, train)
@@ -252,7 +314,52 @@ def run_baselines(
             f"{method}: {pruned.macs / 1e6:.2f} M MACs ({pruned.reduction:.1f} % fewer), "
             f"accuracy {100 * accuracy:.2f} % (unpruned {100 * base_acc:.2f} %)"
         )
+    if latency_batch:
+        _time_rows(study, model, test, latency_batch, latency_repeats)
     return study
+
+
+def _fbs_row(model, train, test, budget, epochs, config, lam):
+    """FBS (:mod:`.fbs`) at the density that keeps every input within ``budget``."""
+    from .fbs import density_for, fbs, fbs_macs, fbs_objective
+
+    shape = tuple(test.image_shape)
+    dynamic = fbs(model, seed=config.seed)
+    dynamic.to(model_device(model))
+    density = density_for(dynamic, shape, budget)
+    if epochs > 0:
+        fit(
+            dynamic,
+            train,
+            config=_config(config, epochs),
+            objective=fbs_objective(dynamic, lam),
+            desc="fbs training",
+        )
+    dynamic.eval()
+    accuracy = evaluate(dynamic, test)["accuracy"]
+    counted = fbs_macs(dynamic, test)
+    row = BaselineRow(
+        "fbs", int(round(counted.mean)), counted.reduction_ratio, accuracy, density, epochs
+    )
+    row.kind = "dynamic"
+    return row, dynamic
+
+
+def _time_rows(study: BaselineStudy, model: nn.Module, test, batch: int, repeats: int) -> None:
+    """Each row's median ms on one batch of test images, the models' calls interleaved."""
+    from .latency import median_ms
+
+    x, _ = test.tensors(range(min(batch, len(test))))
+    x = x.to(model_device(model))
+    was_training = model.training
+    models = {"unpruned": model.eval(), **{k: m.eval() for k, m in study.models.items()}}
+    try:
+        times = median_ms(models, x, repeats=repeats)
+    finally:
+        model.train(was_training)
+    study.latency_batch = len(x)
+    for row in study.rows:
+        row.latency_ms = times.get(row.method)
 
 
 def _first(dataset, n: int):
@@ -280,6 +387,8 @@ def baselines_and_plane(model: nn.Module, train, test, settings: dict) -> dict:
         sparsity_epochs=settings["sparsity_epochs"],
         lam=settings["lambda"],
         steps=settings["search_steps"],
+        latency_batch=settings.get("latency_batch", LATENCY_BATCH),
+        latency_repeats=settings.get("latency_repeats", LATENCY_REPEATS),
     )
     prune_seconds = time.perf_counter() - t0
 
@@ -318,6 +427,7 @@ def baselines_and_plane(model: nn.Module, train, test, settings: dict) -> dict:
     return {
         "rows": [r.to_dict() for r in study.rows],
         "budget": study.budget,
+        "latency_batch": study.latency_batch,
         "plane": plane.to_dict(),
         "key_points": points,
         "train_images": len(fine_tune),

@@ -1,6 +1,6 @@
 """Structured pruning baselines for DRIB at a given MAC budget (paper 000, Tables 1-2).
 
-Two static baselines the dynamic gating is compared with, both removing whole
+Static baselines the dynamic gating is compared with, all removing whole
 channels through Torch-Pruning's dependency graph (which couples each conv with
 its BatchNorm, the next layer's inputs and residual additions):
 
@@ -13,6 +13,21 @@ its BatchNorm, the next layer's inputs and residual additions):
   ``|gamma|`` of their BatchNorm, one global threshold over all layers
   (``BNScaleImportance``, global pruning). The sparsity training before it
   (Eq. 1, ``L = CE + lambda * sum |gamma|``) is :func:`slimming_objective`.
+- ``"fpgm"``: filter pruning via geometric median (He et al., CVPR 2019, section 3.4):
+  in every prunable layer the same share of filters goes, those nearest the layer's
+  geometric median, i.e. with the smallest ``sum_j ||F_i - F_j||_2`` over the layer's
+  filters (:class:`GeometricMedianImportance`; Torch-Pruning's ``FPGMImportance``
+  measures distances between ``|F|^p`` instead of the filters, so it is not used).
+- ``"taylor"``: first-order Taylor importance (Molchanov et al., CVPR 2019, Eq. 8 on the
+  filter's weights): ``sum over batches of (sum_s g_s w_s)^2`` for each filter, from the
+  gradients of the cross-entropy on a few training batches (:func:`taylor_scores`),
+  ranked globally over all layers as in the paper (:class:`TaylorScoreImportance`).
+- ``"sfp"``: soft filter pruning (He et al., IJCAI 2018, Algorithm 1): the same share of
+  filters in every layer, by L2 norm; during the fine-tune the filters of smallest L2 norm
+  (with their BatchNorm's scale and shift, so the channel outputs 0) are set to zero after
+  every epoch (and before the first) but keep being updated, so a
+  zeroed filter may come back (:func:`soft_zeroing`); then the pruned copy is cut, which
+  removes the zeroed filters (:func:`~.baseline_study.run_baselines` does the steps).
 
 :func:`prune_to_macs` bisects the pruning ratio until the pruned copy's MAC
 count (:func:`cnnlens.cost.macs`) is at or just under the budget. For a CIFAR
@@ -35,7 +50,10 @@ from ...errors import ConfigError, LayerError
 from ...placement import placement
 from ...train import Classification
 
-METHODS = ("l1", "slimming")
+METHODS = ("l1", "slimming", "fpgm", "taylor", "sfp")
+GLOBAL = ("slimming", "taylor")  # one threshold over all layers; the others: a share per layer
+TAYLOR_BATCHES = 4  # batches of the training data whose gradients score the filters
+TAYLOR_BATCH_SIZE = 64
 SEARCH_STEPS = 14  # bisection steps on the pruning ratio (2^-14 of the range)
 MAX_LAYER_RATIO = 0.9  # at most this share of one layer's channels goes (slimming, global)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -154,12 +172,146 @@ def _has_linear(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Linear) for m in model.modules())
 
 
+def _root_filters(group) -> tuple[nn.Module, list[int]] | None:
+    """The conv whose output channels a Torch-Pruning group removes, and their indices."""
+    import torch_pruning as tp
+
+    dep, idxs = group[0]
+    layer = dep.target.module
+    if dep.handler != tp.pruner.function.prune_conv_out_channels or not isinstance(
+        layer, nn.Conv2d
+    ):
+        return None
+    return layer, list(idxs)
+
+
+class GeometricMedianImportance:
+    """FPGM's criterion (He et al. 2019): ``sum_j ||F_i - F_j||_2`` over the layer's
+    filters; the filters with the smallest sum lie nearest the geometric median."""
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor | None:
+        found = _root_filters(group)
+        if found is None:
+            return None
+        layer, idxs = found
+        w = layer.weight.detach().flatten(1).double()
+        return torch.cdist(w, w).sum(1)[idxs].float()
+
+
+TAYLOR_ATTRIBUTE = "_cnnlens_taylor_score"
+
+
+class TaylorScoreImportance:
+    """Molchanov et al.'s scores, read from the conv they were stored on
+    (:func:`taylor_scores`, set by :func:`prune_copy` on its copy)."""
+
+    def __call__(self, group) -> torch.Tensor | None:
+        found = _root_filters(group)
+        if found is None:
+            return None
+        layer, idxs = found
+        score = getattr(layer, TAYLOR_ATTRIBUTE, None)
+        if score is None:
+            raise ConfigError("taylor pruning needs the scores of taylor_scores() on every conv")
+        return score[idxs]
+
+
+def taylor_scores(
+    model: nn.Module, data, *, batches: int = TAYLOR_BATCHES, batch_size: int = TAYLOR_BATCH_SIZE
+) -> dict[str, torch.Tensor]:
+    """Per conv name, ``sum_b (sum_s g_s w_s)^2`` per output filter (Molchanov et al. 2019,
+    Eq. 8, the group's first-order Taylor term squared, summed over ``batches`` batches of
+    ``data``), from the cross-entropy's gradients. A copy in eval mode takes the backward
+    passes (no BatchNorm statistic moves), so ``model`` keeps its weights and ``.grad``."""
+    from ...data import as_dataset
+
+    dataset = as_dataset(data)
+    if batches < 1 or batch_size < 1:
+        raise ConfigError(f"batches and batch_size must be >= 1, got {batches}, {batch_size}")
+    scored = copy.deepcopy(model).eval()
+    device, _ = placement(scored)
+    convs = {n: m for n, m in scored.named_modules() if isinstance(m, nn.Conv2d)}
+    sums = {n: torch.zeros(m.out_channels, dtype=torch.float64) for n, m in convs.items()}
+    for b in range(batches):
+        start = b * batch_size
+        if start >= len(dataset):
+            break
+        x, y = dataset.tensors(range(start, min(start + batch_size, len(dataset))))
+        scored.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = nn.functional.cross_entropy(scored(x.to(device)), y.to(device))
+            loss.backward()
+        for n, m in convs.items():
+            if m.weight.grad is not None:
+                term = (m.weight.grad * m.weight).detach().flatten(1).sum(1)
+                sums[n] += term.double().pow(2).cpu()
+    return {n: v.float() for n, v in sums.items()}
+
+
 def _importance(method: str):
     import torch_pruning as tp
 
     if method == "l1":
         return tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
+    if method == "fpgm":
+        return GeometricMedianImportance()
+    if method == "taylor":
+        return TaylorScoreImportance()
+    if method == "sfp":
+        return tp.importance.MagnitudeImportance(p=2, normalizer=None, group_reduction="first")
     return tp.importance.BNScaleImportance(normalizer=None)
+
+
+def removed_filters(model: nn.Module, pruned: nn.Module) -> dict[str, int]:
+    """Per conv name, how many output filters ``pruned`` (a pruned copy) lacks."""
+    new = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    return {
+        n: m.out_channels - new[n]
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and n in new and m.out_channels > new[n]
+    }
+
+
+def _norm_after(model: nn.Module, name: str) -> nn.Module | None:
+    """The BatchNorm right after conv ``name`` in module order with its channel count."""
+    modules = list(model.named_modules())
+    index = next(i for i, (n, _) in enumerate(modules) if n == name)
+    conv = modules[index][1]
+    for _n, m in modules[index + 1 :]:
+        if isinstance(m, nn.Conv2d):
+            return None
+        if isinstance(m, _BATCHNORMS) and m.affine and m.num_features == conv.out_channels:
+            return m
+    return None
+
+
+@torch.no_grad()
+def zero_smallest_filters(model: nn.Module, counts: dict[str, int]) -> None:
+    """Set the ``counts[name]`` filters of smallest L2 norm of each named conv to zero
+    (weights, bias, and the scale and shift of the BatchNorm after it, so the channel
+    outputs exactly 0 and cutting it changes nothing): soft filter pruning's step (He et
+    al. 2018)."""
+    for name, k in counts.items():
+        conv = model.get_submodule(name)
+        norms = conv.weight.flatten(1).norm(dim=1)
+        drop = norms.topk(k, largest=False).indices
+        conv.weight[drop] = 0
+        if conv.bias is not None:
+            conv.bias[drop] = 0
+        norm = _norm_after(model, name)
+        if norm is not None:
+            norm.weight[drop] = 0
+            norm.bias[drop] = 0
+
+
+def soft_zeroing(counts: dict[str, int]):
+    """A :func:`cnnlens.train.fit` callback zeroing the smallest filters after each epoch."""
+
+    def callback(_epoch: int, model: nn.Module, _record: dict) -> None:
+        zero_smallest_filters(model, counts)
+
+    return callback
 
 
 def prune_copy(
@@ -169,9 +321,11 @@ def prune_copy(
     method: str,
     ratio: float,
     ignored: Sequence[str] = (),
+    scores: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """A copy of ``model`` with ``ratio`` of its prunable channels removed by ``method``.
 
+    ``scores``: :func:`taylor_scores` of ``model`` (``method="taylor"`` only).
     ``model`` is not changed. The copy is traced in eval mode (no BatchNorm statistic
     moves) and checked to give logits of the original shape; a model Torch-Pruning
     cannot trace raises a :class:`~cnnlens.errors.LayerError`.
@@ -185,7 +339,13 @@ def prune_copy(
         skip = [pruned.get_submodule(n) for n in ignored]
     except AttributeError as exc:
         raise LayerError(f"ignored layer not found in {type(model).__name__}: {exc}") from None
-    cls = tp.pruner.MagnitudePruner if method == "l1" else tp.pruner.BNScalePruner
+    if method == "taylor":
+        if scores is None:
+            raise ConfigError("taylor pruning needs scores=taylor_scores(model, data)")
+        for name, m in pruned.named_modules():
+            if isinstance(m, nn.Conv2d) and name in scores:
+                setattr(m, TAYLOR_ATTRIBUTE, scores[name].to(m.weight.device))
+    cls = tp.pruner.BNScalePruner if method == "slimming" else tp.pruner.MagnitudePruner
     options = {"global_pruning": True, "max_pruning_ratio": MAX_LAYER_RATIO}
     try:
         with torch.no_grad():
@@ -196,11 +356,14 @@ def prune_copy(
             importance=_importance(method),
             pruning_ratio=ratio,
             ignored_layers=skip,
-            **(options if method == "slimming" else {}),
+            **(options if method in GLOBAL else {}),
         )
         pruner.step()
         with torch.no_grad():
             got = pruned(example).shape
+        for m in pruned.modules():
+            if hasattr(m, TAYLOR_ATTRIBUTE):
+                delattr(m, TAYLOR_ATTRIBUTE)
     except Exception as exc:  # tracing or the pruned forward failed: the graph was not coupled
         raise LayerError(
             f"Torch-Pruning cannot prune {type(model).__name__} consistently "
@@ -225,23 +388,29 @@ def prune_to_macs(
     reduction: float | None = None,
     ignored: Sequence[str] | None = None,
     steps: int = SEARCH_STEPS,
+    data=None,
 ) -> PrunedModel:
     """Prune a copy of ``model`` by ``method`` to at most the MAC budget (just under it).
 
     ``input_size`` is one image's ``(C, H, W)``. The budget is ``macs`` (a count)
     or ``reduction`` (percent of the unpruned count). The pruning ratio is bisected
-    over ``steps`` steps; the smallest tried ratio whose copy fits is kept.
+    over ``steps`` steps; the smallest tried ratio whose copy fits is kept. ``data``:
+    the training images whose gradients score the filters (``"taylor"`` only).
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "taylor" and data is None:
+        raise ConfigError("taylor pruning needs data (training images for its gradients)")
     device, dtype = placement(model)
     example = torch.zeros(1, *input_size, device=device, dtype=dtype)
     before = count_macs(model, tuple(input_size)).total
     budget = mac_budget(before, macs=macs, reduction=reduction)
     ignored = resolve_ignored(model, input_size, ignored)
 
+    scores = taylor_scores(model, data) if method == "taylor" else None
+
     def attempt(ratio: float) -> tuple[nn.Module, int]:
-        m = prune_copy(model, example, method=method, ratio=ratio, ignored=ignored)
+        m = prune_copy(model, example, method=method, ratio=ratio, ignored=ignored, scores=scores)
         return m, count_macs(m, tuple(input_size)).total
 
     lo, hi = 0.0, MAX_LAYER_RATIO

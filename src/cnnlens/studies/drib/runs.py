@@ -100,6 +100,10 @@ class GatedRun:
     seconds: float
     folder: Path
     identity: dict = field(default_factory=dict)
+    plane: dict | None = None
+
+
+PLANE_FILE = "plane.json"
 
 
 def check_gated_run(
@@ -148,6 +152,7 @@ def gated_run(
     recipe: GateRecipe | None = None,
     reuse: bool = True,
     overwrite: bool = False,
+    plane: dict | None = None,
 ) -> GatedRun:
     """Gate ``base`` and train it (:func:`train_gated`) into ``out``, or reuse an identical run.
 
@@ -155,14 +160,21 @@ def gated_run(
     recipe it decides whether a saved run is the same). A run in ``out`` with
     other settings is refused unless ``overwrite``; every input (the base
     gateable, its fit to the data, ``out`` writable) is checked before work.
+
+    ``plane``: measure the gated network's information plane while it trains
+    (:func:`~.gated_plane.gated_plane` settings ``layers``, ``n``, ``bins``,
+    ``noise_variance``; on ``test``) into ``out/plane.json``; part of the run's identity,
+    since a finished run without it cannot give the trajectory afterwards.
     """
     from ...compatibility import check_fits
     from ...runs import load_saved
 
     out = Path(out)
     recipe = recipe or GateRecipe()
+    if plane is not None:
+        identity = {**identity, "plane": plane}
     key, saved = check_gated_run(out, identity, masks=masks, recipe=recipe, overwrite=overwrite)
-    if reuse and saved is not None:
+    if reuse and saved is not None and (plane is None or (out / PLANE_FILE).is_file()):
         if not isinstance(saved.get("history"), dict) or not isinstance(
             saved.get("evaluation"), dict
         ):
@@ -171,22 +183,40 @@ def gated_run(
                 "pass --overwrite (overwrite=True) to train over it"
             )
         model = load_saved(out / "model", load_gated)
-        return GatedRun(model, saved["history"], saved["evaluation"], True, 0.0, out, key)
+        measured = None if plane is None else json.loads((out / PLANE_FILE).read_text())
+        return GatedRun(model, saved["history"], saved["evaluation"], True, 0.0, out, key, measured)
     check_gateable(base)
     train, test = as_dataset(train), as_dataset(test)
     check_fits(base, test, data=test.name)
     t0 = time.perf_counter()
     model = gate(base, masks=masks)
-    gating, finetune = train_gated(model, train, val, recipe=recipe)
+    callback = None
+    if plane is not None:
+        from .gated_plane import gated_plane
+
+        callback = gated_plane(model, test, **plane)
+    gating, finetune = train_gated(
+        model, train, val, recipe=recipe, callbacks=[callback] if callback else ()
+    )
     seconds = time.perf_counter() - t0
     history = {
         "gating": gating.history,
         "finetune": finetune.history if finetune is not None else [],
     }
     evaluation = evaluate_gated(base, model, test)
+    measured = None
+    if callback is not None:
+        from .gated_plane import plane_summary
+
+        phases = {e: "gates" for e in range(1, len(gating.history) + 1)}
+        phases.update(
+            {len(gating.history) + e: "fine-tune" for e in range(1, len(history["finetune"]) + 1)}
+        )
+        measured = plane_summary(callback, phases)
+        write_json(out / PLANE_FILE, measured)
     save_gated(model, out / "model", data=train, extra={"identity": key})
     write_json(
         out / "run.json",
         {"identity": key, "history": history, "evaluation": evaluation, "seconds": seconds},
     )
-    return GatedRun(model, history, evaluation, False, seconds, out, key)
+    return GatedRun(model, history, evaluation, False, seconds, out, key, measured)

@@ -10,11 +10,18 @@ Two phases, both through :func:`cnnlens.train.fit`:
    on the backbone with CE only;
 2. fine-tuning of the backbone with decisions fixed (argmax) and heads and
    masks frozen.
+
+Both phases take the same per-epoch ``callbacks`` as :func:`cnnlens.train.fit`
+(:func:`phased`): each sees ``record["phase"]`` (``"gates"`` or ``"fine-tune"``) and
+``record["phase_epoch"]``, and an epoch counted over both phases (fine-tune epoch ``e``
+is ``gate_epochs + e``), so a callback such as
+:class:`~cnnlens.studies.drib.information_plane.InformationPlane` draws one trajectory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +29,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...train import Alternating, Classification, Objective, OptimizerConfig, TrainConfig, fit
-from ...train.loop import TrainResult
+from ...train.loop import Callback, TrainResult
 from .gate import gate_parameter_names, gated_layers, set_mode
 
 GATE_OPTIMIZER = OptimizerConfig(name="adam", lr=0.01, weight_decay=0.0)
@@ -128,17 +135,43 @@ def gating_objective(model: nn.Module, recipe: GateRecipe) -> Alternating:
     )
 
 
+PHASES = ("gates", "fine-tune")
+
+
+def phased(callbacks: Sequence[Callback], phase: str, offset: int = 0) -> list[Callback]:
+    """``callbacks`` for one phase of :func:`train_gated`: each epoch's record gets
+    ``phase`` and ``phase_epoch`` (kept in the history), and each callback is called with
+    the epoch counted over both phases (``offset`` + the phase's epoch)."""
+    if phase not in PHASES:
+        raise ConfigError(f"phase must be one of {PHASES}, got {phase!r}")
+
+    def wrap(callback: Callback) -> Callback:
+        def call(epoch: int, model: nn.Module, record: dict):
+            record["phase"], record["phase_epoch"] = phase, epoch
+            return callback(offset + epoch, model, record)
+
+        return call
+
+    for callback in callbacks:
+        if not callable(callback):
+            raise ConfigError(f"a callback must be callable, got {type(callback).__name__}")
+    return [wrap(c) for c in callbacks]
+
+
 def train_gated(
     model: nn.Module,
     train,
     val=None,
     *,
     recipe: GateRecipe | None = None,
+    callbacks: Sequence[Callback] = (),
     desc: str = "drib",
 ) -> tuple[TrainResult, TrainResult | None]:
     """Run both phases on a gated ``model`` in place; returns their histories.
 
     ``train`` / ``val``: any data :func:`~cnnlens.data.as_dataset` accepts.
+    ``callbacks``: per-epoch callbacks of :func:`cnnlens.train.fit`, called in both
+    phases (see :func:`phased` for the phase and epoch they see).
     """
     recipe = recipe or GateRecipe()
     gated_layers(model)
@@ -157,17 +190,34 @@ def train_gated(
         val,
         config=config,
         objective=gating_objective(model, recipe),
+        callbacks=phased(callbacks, "gates"),
         desc=f"{desc} gates",
     )
     finetune = None
     if recipe.finetune_epochs:
-        finetune = finetune_fixed(model, train, val, recipe=recipe, desc=desc)
+        finetune = finetune_fixed(
+            model,
+            train,
+            val,
+            recipe=recipe,
+            callbacks=phased(callbacks, "fine-tune", len(gating.history)),
+            desc=desc,
+        )
     model.eval()
     return gating, finetune
 
 
-def finetune_fixed(model, train, val=None, *, recipe: GateRecipe, desc: str = "drib"):
-    """Phase 2: backbone SGD on CE with argmax decisions; heads and masks frozen."""
+def finetune_fixed(
+    model,
+    train,
+    val=None,
+    *,
+    recipe: GateRecipe,
+    callbacks: Sequence[Callback] = (),
+    desc: str = "drib",
+):
+    """Phase 2: backbone SGD on CE with argmax decisions; heads and masks frozen.
+    ``callbacks``: passed to :func:`cnnlens.train.fit` as they are."""
     names = gate_parameter_names(model)
     frozen = [p for n, p in model.named_parameters() if n in names]
     flags = [p.requires_grad for p in frozen]
@@ -183,7 +233,7 @@ def finetune_fixed(model, train, val=None, *, recipe: GateRecipe, desc: str = "d
         seed=recipe.seed + 1,
     )
     try:
-        return fit(model, train, val, config=config, desc=f"{desc} fine-tune")
+        return fit(model, train, val, config=config, callbacks=callbacks, desc=f"{desc} fine-tune")
     finally:
         for p, flag in zip(frozen, flags, strict=True):
             p.requires_grad_(flag)
