@@ -12,10 +12,12 @@ passes (``all_classes=True`` keeps them in ``extras``).
 Fewer passes (issue 33, item 5; opt-in, the paper's fixed count stays the default):
 
 - ``tolerance``: masks are evaluated in blocks of ``block``; after each block
-  (from the fourth on) the standard error of the running map is estimated from
+  (from the eighth on) the standard error of the running map is estimated from
   the block means (batch means: ``SE = sd(block maps) / sqrt(blocks)`` per
-  pixel) and an image stops once the root-mean-square SE over its pixels,
-  divided by its map's range, is at most ``tolerance``. Each image stops on its
+  pixel) and an image stops once the noise-to-signal ratio (root-mean-square SE
+  over the map's own spread across pixels, noise removed;
+  :func:`relative_standard_error`) is at most ``tolerance``; the map then
+  correlates about ``1 / sqrt(1 + tolerance^2)`` with the converged one. Each image stops on its
   own, so its map does not depend on the other images of the call;
   ``extras["passes"]`` holds the masks spent per image.
 - ``sampling="sobol"``: grid cells and shifts from a scrambled Sobol sequence
@@ -79,9 +81,9 @@ class Rise(Method):
             max=1,
             open_min=True,
             none=True,
-            help="stop when the map's relative standard error is below this (None: all masks)",
+            help="stop at this noise-to-signal ratio of the map (None: all n_masks)",
         ),
-        "block": Param("int", 128, min=2, help="masks per convergence check"),
+        "block": Param("int", 64, min=2, help="masks per convergence check"),
         "sampling": Param("str", "random", choices=("random", "sobol")),
         "antithetic": Param("bool", False, help="masks in pairs m, 1 - m (p1 = 0.5)"),
         "batch_size": BATCH_SIZE,
@@ -204,21 +206,24 @@ class Rise(Method):
         return self.explanation(maps, target, passes=spent)
 
 
-_MIN_BLOCKS = 4
+_MIN_BLOCKS = 8
 
 
 def relative_standard_error(sum_y: torch.Tensor, sum_y2: torch.Tensor, blocks: int) -> torch.Tensor:
-    """Per image ``[N]``: the root-mean-square over pixels of the batch-means standard
-    error ``sqrt(var(block maps) / blocks)``, over the range of the mean map (``inf`` for
-    a flat map with any spread). ``sum_y``/``sum_y2`` ``[N,P]`` sum the block maps and
-    their squares over ``blocks`` equal blocks."""
+    """Per image ``[N]``: the noise-to-signal ratio of the running map. Noise: the
+    root-mean-square over pixels of the batch-means standard error
+    ``sqrt(var(block maps) / blocks)``; signal: the spread (standard deviation over
+    pixels) the map would have without that noise, ``sqrt(var_pixels(mean) - noise^2)``.
+    A map with ratio ``r`` correlates about ``1 / sqrt(1 + r^2)`` with the converged
+    map. ``inf`` when no signal is left above the noise (0 for a map with neither).
+    ``sum_y``/``sum_y2`` ``[N,P]`` sum the block maps and their squares over ``blocks``."""
     mean = sum_y / blocks
     var = ((sum_y2 - blocks * mean**2) / (blocks - 1)).clamp_min(0)
-    rms = (var / blocks).mean(1).sqrt()
-    spread = mean.amax(1) - mean.amin(1)
-    return torch.where(
-        spread > 0, rms / spread.clamp_min(1e-300), torch.where(rms > 0, torch.inf, 0.0)
-    )
+    noise2 = (var / blocks).mean(1)
+    signal2 = (mean.var(1, unbiased=False) - noise2).clamp_min(0)
+    ratio = (noise2 / signal2.clamp_min(1e-300)).sqrt()
+    flat = torch.where(noise2 > 0, torch.inf, 0.0).to(ratio.dtype)
+    return torch.where(signal2 > 0, ratio, flat)
 
 
 def draw_masks(
@@ -264,8 +269,8 @@ def _adaptive(p: dict, p1: float) -> tuple[float | None, int, str, bool]:
     if tolerance is not None:
         tolerance = positive_float("tolerance", tolerance)
         if tolerance >= 1:
-            raise InputError(f"tolerance is a relative standard error in (0, 1), got {tolerance}")
-    block = positive_int("block", p.get("block", 128))
+            raise InputError(f"tolerance is a noise-to-signal ratio in (0, 1), got {tolerance}")
+    block = positive_int("block", p.get("block", 64))
     if block < 2:
         raise InputError(f"block must hold at least 2 masks, got {block}")
     sampling = p.get("sampling", "random")
