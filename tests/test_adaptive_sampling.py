@@ -155,3 +155,35 @@ def test_relative_standard_error():
 def test_bad_settings_are_clear_errors(params, match):
     with pytest.raises(InputError, match=match):
         cnnlens.explain(Blob(), images(1), method="rise", n_masks=8, s=4, target=0, **params)
+
+
+# --- LIME and Kernel SHAP: stop when the coefficients settle ----------------------------
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel-shap"])
+def test_surrogate_tolerance_spends_fewer_samples_and_agrees(method):
+    model, x = Blob(), images(3)
+    kw = dict(method=method, n_samples=1500, segments="grid:4", target=0, seed=4)
+    full = cnnlens.explain(model, x, **kw)
+    assert "passes" not in full.extras
+    e = cnnlens.explain(model, x, tolerance=0.05, block=50, **kw)
+    spent = e.extras["passes"]
+    assert (spent < 1500).all() and (spent >= 150).all()
+    for i in range(3):
+        assert corr(e.extras["coefficients"][i], full.extras["coefficients"][i]) >= 0.9
+    # an image's coefficients and stop do not depend on the other images
+    alone = cnnlens.explain(model, x[1:2], tolerance=0.05, block=50, **kw)
+    assert int(alone.extras["passes"][0]) == int(spent[1])
+    torch.testing.assert_close(alone.maps[0], e.maps[1], rtol=1e-4, atol=1e-5)
+    # with every sample spent the fit is the fixed-count fit
+    spent_all = cnnlens.explain(model, x, tolerance=1e-9, block=500, **kw)
+    assert (spent_all.extras["passes"] == 1500).all()
+    torch.testing.assert_close(spent_all.maps, full.maps, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("tolerance", [0, 1.0, -0.1, "tight"])
+def test_surrogate_bad_tolerance(tolerance):
+    with pytest.raises(InputError, match="tolerance"):
+        cnnlens.explain(
+            Blob(), images(1), method="lime", n_samples=20, segments="grid:4", tolerance=tolerance
+        )
