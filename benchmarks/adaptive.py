@@ -2,7 +2,8 @@
 against the full fixed count, on ``shapes``.
 
     python benchmarks/adaptive.py [--model runs/x] [--n 4] [--full 8000] [--tolerance 0.25]
-                                  [--block 64] [--threads 2]
+                                  [--block 64] [--threads 2] [--noise]
+                                  [--surrogates 2000 --surrogate-tolerance 0.02] [--skip-rise]
 
 Model: ``--model`` (a saved model or run folder), else ResNet-20 trained on
 ``shapes`` with the demo config cut to 2 epochs into ``runs/adaptive-shapes``
@@ -13,7 +14,8 @@ spent per image, the factor saved against ``--full``, the deletion AUC differenc
 from the reference map's (mean and max over images; goal <= 0.01) and the
 Spearman rank correlation of the map with the reference map (mean and min; goal
 >= 0.95). A second full run with another seed shows how far the reference itself
-is from converged (``--noise``, doubles the reference cost).
+is from converged (``--noise``, doubles the reference cost). ``--surrogates N``
+does the same for LIME and Kernel SHAP against ``N`` samples.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--noise", action="store_true")
+    ap.add_argument("--surrogates", type=int, default=0, help="LIME/SHAP full n_samples (0: skip)")
+    ap.add_argument("--surrogate-tolerance", type=float, default=0.02)
+    ap.add_argument("--skip-rise", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import cnnlens
@@ -76,6 +81,10 @@ def main() -> None:
     def rho(a, b):
         return [float(spearmanr(a[i].flatten(), b[i].flatten())[0]) for i in range(len(a))]
 
+    if args.surrogates:
+        surrogates(cnnlens, model, x, y, args, auc, rho)
+    if args.skip_rise:
+        return
     start = time.perf_counter()
     full = cnnlens.explain(model, x, method="rise", n_masks=args.full, target=y).maps
     seconds = time.perf_counter() - start
@@ -111,6 +120,31 @@ def main() -> None:
         print(
             f"| {name} | {spent:.0f} | {saved:.1f}x | {float(dm):.4f} | {float(dx):.4f} "
             f"| {rm:.3f} | {rn:.3f} | {s:.0f} |"
+        )
+
+
+def surrogates(cnnlens, model, x, y, args, auc, rho) -> None:
+    """LIME and Kernel SHAP (slic segments) with ``--surrogate-tolerance`` against
+    ``--surrogates`` samples (same seed, so the stopped fit uses a prefix of the
+    full fit's coalitions)."""
+    full_n, tol = args.surrogates, args.surrogate_tolerance
+    print(f"\nsurrogates: tolerance {tol} (relative coefficient change), block 100, full {full_n}")
+    print("| method | passes/image | saved | dAUC mean | dAUC max | rho mean | rho min | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method in ("lime", "kernel-shap"):
+        start = time.perf_counter()
+        full = cnnlens.explain(model, x, method=method, n_samples=full_n, target=y).maps
+        full_s = time.perf_counter() - start
+        start = time.perf_counter()
+        e = cnnlens.explain(model, x, method=method, n_samples=full_n, target=y, tolerance=tol)
+        seconds = time.perf_counter() - start
+        spent = e.extras["passes"].double().mean().item()
+        d, r = (auc(e.maps) - auc(full)).abs(), rho(e.maps, full)
+        print(f"| {method} full | {full_n} | 1.0x | 0 | 0 | 1.000 | 1.000 | {full_s:.0f} |")
+        print(
+            f"| {method} tolerance | {spent:.0f} | {full_n / spent:.1f}x | {float(d.mean()):.4f} "
+            f"| {float(d.max()):.4f} | {sum(r) / len(r):.3f} | {min(r):.3f} | {seconds:.0f} |",
+            flush=True,
         )
 
 
