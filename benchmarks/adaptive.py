@@ -16,7 +16,8 @@ Spearman rank correlation of the map with the reference map (mean and min; goal
 >= 0.95) and the Pearson correlation ``r`` (mean). A second full run with another
 seed shows how far the reference itself
 is from converged (``--noise``, doubles the reference cost). ``--surrogates N``
-does the same for LIME and Kernel SHAP against ``N`` samples.
+does the same for LIME and Kernel SHAP against ``N`` samples. ``--fixed M``
+runs each sampling at ``M`` masks without the stop (equal-cost comparison).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--surrogates", type=int, default=0, help="LIME/SHAP full n_samples (0: skip)")
     ap.add_argument("--surrogate-tolerance", type=float, default=0.02)
     ap.add_argument("--skip-rise", action="store_true")
+    ap.add_argument("--fixed", type=int, default=0, help="no tolerance: this many masks each")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import cnnlens
@@ -110,21 +112,21 @@ def main() -> None:
             model,
             x,
             method="rise",
-            n_masks=args.full,
+            n_masks=args.fixed or args.full,
             target=y,
-            tolerance=args.tolerance,
-            block=args.block,
+            **({} if args.fixed else {"tolerance": args.tolerance, "block": args.block}),
             **params,
         )
         seconds = time.perf_counter() - start
-        spent = e.extras["passes"].double().mean().item()
+        spent = float(args.fixed) if args.fixed else e.extras["passes"].double().mean().item()
         d, r = (auc(e.maps) - full_auc).abs(), rho(e.maps, full)
         p = pearson(e.maps, full)
         rows.append(
             (name, spent, args.full / spent, d.mean(), d.max(), sum(r) / len(r), min(r), p, seconds)
         )
         print(f"  {name}: {seconds:.1f} s", flush=True)
-    print(f"\ntolerance {args.tolerance} (noise-to-signal), block {args.block}, full {args.full}")
+    rule = f"fixed {args.fixed} masks" if args.fixed else f"tolerance {args.tolerance}"
+    print(f"\n{rule} (noise-to-signal), block {args.block}, full {args.full}")
     print("| setting | passes/image | saved | dAUC mean | dAUC max | rho mean | rho min | r | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, spent, saved, dm, dx, rm, rn, pr, s in rows:
