@@ -21,6 +21,13 @@ from the seed and the image's segment count alone (images with the same count ge
 the same coalitions), so an image's map does not depend on the other images of
 the call; a group with fewer rows than another (every coalition enumerated) is
 padded with rows of weight 0.
+
+Fewer passes (issue 33, item 5; opt-in, ``tolerance=None`` keeps the fixed count):
+with ``tolerance`` the coalitions are evaluated in blocks of ``block``; after each
+block (from the third on) the surrogate is refitted on the rows so far and an image
+stops once its coefficients changed by at most ``tolerance`` (relative, L2) since the
+previous block. Rows not evaluated get weight 0, so the map is the fit on the rows
+spent (``extras["passes"]``). Each image stops on its own.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 
 from ..accel import forward_runner
 from ..chunking import run_chunked
+from ..errors import InputError
 from ..params import Param
 from ..types import Explanation
 from . import register
@@ -51,6 +59,16 @@ _COMMON = {
         validate=lambda v: check_segments(v),
     ),
     "baseline": FILL,
+    "tolerance": Param(
+        "float",
+        None,
+        min=0,
+        max=1,
+        open_min=True,
+        none=True,
+        help="stop when the coefficients change by at most this between blocks (None: all)",
+    ),
+    "block": Param("int", 100, min=1, help="samples per convergence check"),
     "seed": SEED,
     "batch_size": BATCH_SIZE,
     "memory": MEMORY,
@@ -163,6 +181,9 @@ class _SegmentSurrogate(Method):
         z, w = self.coalitions(valid, n_samples, p.get("seed", 0))
         n, s = z.shape[0], z.shape[1]
         run = forward_runner(self.model, inputs)
+        tolerance = p.get("tolerance")
+        if tolerance is not None:
+            return self._adaptive(inputs, target, logits, labels, valid, base, z, w, run, tolerance)
         # a coalition drawn twice for an image is evaluated once
         img, distinct, where = distinct_coalitions(z)
 
@@ -178,6 +199,60 @@ class _SegmentSurrogate(Method):
         maps = coef.gather(1, labels.view(n, -1)).view(n, 1, *labels.shape[1:])
         raw = maps.expand(-1, inputs.shape[1], -1, -1).contiguous()
         return self.explanation(maps, target, raw=raw, coefficients=coef, segments=labels, **extras)
+
+    def _adaptive(self, inputs, target, logits, labels, valid, base, z, w, run, tolerance):
+        """Blocks of coalitions until each image's coefficients settle (module docstring)."""
+        tolerance = positive_float("tolerance", tolerance)
+        if tolerance >= 1:
+            raise InputError(f"tolerance is a relative change in (0, 1), got {tolerance}")
+        block = positive_int("block", self.params.get("block", 100))
+        n, s = z.shape[0], z.shape[1]
+        full = logits.gather(1, target[:, None])[:, 0]
+        scores = torch.zeros(n, s, device=inputs.device)
+        spent = torch.zeros(n, dtype=torch.long, device=inputs.device)
+        active = torch.arange(n, device=inputs.device)
+        previous = None
+        size = self.chunk(inputs, backward=False)
+        rows = torch.arange(s, device=inputs.device)
+        for blocks, start in enumerate(range(0, s, block), 1):
+            stop = min(start + block, s)
+            img, distinct, where = distinct_coalitions(z[active, start:stop])
+            owner = active[img]
+
+            def coalition_scores(a: int, b: int, owner=owner, distinct=distinct) -> torch.Tensor:
+                x = apply_coalitions(inputs, base, labels, owner[a:b], distinct[a:b])
+                return target_scores(run, x, target[owner[a:b]])
+
+            part = run_chunked(coalition_scores, len(img), size, desc=self.name)
+            scores[active, start:stop] = part[where].view(len(active), stop - start)
+            spent[active] = stop
+            if stop >= s:
+                break
+            kept = w[active] * (rows[None] < stop)
+            coef, _ = self.fit(
+                z[active],
+                scores[active],
+                kept,
+                valid[active],
+                full[active],
+                inputs[active],
+                base[active],
+                target[active],
+            )
+            if previous is not None and blocks >= 3:
+                change = (coef - previous).norm(dim=1) / coef.norm(dim=1).clamp_min(1e-12)
+                done = change <= tolerance
+                active, coef = active[~done], coef[~done]
+                if len(active) == 0:
+                    break
+            previous = coef
+        kept = w * (rows[None] < spent[:, None])
+        coef, extras = self.fit(z, scores, kept, valid, full, inputs, base, target)
+        maps = coef.gather(1, labels.view(n, -1)).view(n, 1, *labels.shape[1:])
+        raw = maps.expand(-1, inputs.shape[1], -1, -1).contiguous()
+        return self.explanation(
+            maps, target, raw=raw, coefficients=coef, segments=labels, passes=spent, **extras
+        )
 
     def coalitions(
         self, valid: torch.Tensor, n_samples: int, seed: object
