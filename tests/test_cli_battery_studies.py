@@ -256,7 +256,10 @@ ROWS = [  # (command line with {r} for the fixture folder, a fragment of the mes
     ("attributes prune --run {r}/attr --save 5", "pruned fractions must lie in (0, 1)"),
     ("attributes prune --run {r}/attr --prefer foo", "--prefer must be one of"),
     ("attributes prune --run {r}/attr --fractions 0.5,2", "got [2.0]"),
-    ("attributes prune --run {r}/attr --images 999999", "--n 999999 is more than the 8 images"),
+    (
+        "attributes prune --run {r}/attr --images 999999",
+        "--images 999999 is more than the 8 images",
+    ),
     ("attributes prune --run {r}/nosuch --out {r}/o", "is not an attribute-network run"),
     ("attributes prune --run {r}/attr-badrun", "is not a run record"),
     ("attributes prune --run {r}/attr " + FILE_OUT, "is a file, not a folder"),

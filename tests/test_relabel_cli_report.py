@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+import cnnlens.studies.relabel.vae  # noqa: F401  (registers the conv-vae architecture)
 from cnnlens import checkpoint, nets
 from cnnlens.cli import main
 from cnnlens.data import load
 from cnnlens.errors import InputError
-from cnnlens.studies.relabel.vae import build as build_vae
 
 
 def _digits_model(folder):
@@ -27,7 +27,7 @@ def _digits_model(folder):
 
 def _save_vae(folder, data, channels: int = 1):
     torch.manual_seed(1)
-    vae = build_vae(in_channels=channels, image_size=32, latent=8, width=4)
+    vae = nets.create("conv-vae", in_channels=channels, image_size=32, latent=8, width=4)
     checkpoint.save(vae, folder / "model", mean=data.mean, std=data.std,
                     input_shape=(channels, 32, 32))  # fmt: skip
 
@@ -72,7 +72,7 @@ def test_report_section(tmp_path):
     model = nets.create("resnet8", num_classes=len(test.classes)).eval()
     ctx = ReportContext(model=model, train=None, test=test, out=tmp_path, options={"quick": True})
     assert "cnnlens train-vae" in relabel(ctx)
-    vae = build_vae(image_size=32, latent=8, width=4)
+    vae = nets.create("conv-vae", image_size=32, latent=8, width=4)
     options = {"quick": True, "vae": vae, "relabel_images": 3, "relabel_samples": 40}
     ctx = ReportContext(model=model, train=None, test=test, out=tmp_path, options=options)
     page = relabel(ctx)
@@ -106,7 +106,7 @@ def test_relabelled_embedding_is_seeded_bounded_and_leaves_the_model():
     test = load("shapes", split="test", n=2)
     torch.manual_seed(0)
     model = nets.create("resnet8", num_classes=len(test.classes)).eval()
-    vae = build_vae(image_size=32, latent=8, width=4).eval()
+    vae = nets.create("conv-vae", image_size=32, latent=8, width=4).eval()
     x, _ = test.tensors([0])
     before = model_fingerprint(model)
     xy, hard, scale = relabelled_embedding(model, vae, x, n=40, probe=20, max_tries=2)
