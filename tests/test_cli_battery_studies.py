@@ -230,7 +230,10 @@ ROWS = [  # (command line with {r} for the fixture folder, a fragment of the mes
     ("drib evaluate --run {r}/drib --parts macs,foo --out {r}/o", "--parts takes a comma list"),
     ("drib evaluate --run {r}/drib " + FILE_OUT, "is a file, not a folder"),
     # --- drib prune-baseline ---
-    (f"drib prune-baseline --model {{r}}/gray {G} --method foo --out {{r}}/o", "--method must"),
+    (
+        f"drib prune-baseline --model {{r}}/gray {G} --method foo --out {{r}}/o",
+        "--method takes a comma list",
+    ),
     (
         f"drib prune-baseline --model {{r}}/gray {G} --macs 1 --reduction 5 --out {{r}}/o",
         "not both",

@@ -130,7 +130,7 @@ def test_dissect_writes_json_channels_and_figures(two_models, tmp_path, capsys):
     [
         (["similarity", "--method", "pca"], "pca"),
         (["similarity", "--layers", "nosuchlayer"], "nosuchlayer"),
-        (["similarity", "--images", "100000"], "--n 100000"),
+        (["similarity", "--images", "100000"], "--images 100000"),
         (["surrogate", "--data", "digits"], "digits"),
         (["tcav", "--concepts", "nosuch"], "nosuch"),
         (["tcav", "--concepts", "striped", "--concept-folder", "."], "not both"),

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import importlib
 
+# retrain is also the name of its module: importing the function here keeps the name the
+# function, whichever submodule was imported first (a lazy name would lose to the module)
+from .retrain import retrain, retrain_config
+
 # Exports by defining submodule, imported on first use: cnnlens.load discovers
 # loaders.py here, which must not pull in the whole study.
 _EXPORTS = {
@@ -33,8 +37,6 @@ _EXPORTS = {
     "mean_overlap": ".overlap",
     "noise_ablation": ".ablation",
     "relative_accuracy": ".relative",
-    "retrain": ".retrain",
-    "retrain_config": ".retrain",
     "run_decompose": ".pipeline",
     "save_decomposed": ".decomposed",
     "sweep": ".relative",
