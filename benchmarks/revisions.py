@@ -49,6 +49,7 @@ warnings.filterwarnings("ignore")
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 import cnnlens
+import cnnlens.attribution
 from cnnlens import nets
 from cnnlens.data import load
 torch.manual_seed(0)
@@ -63,9 +64,13 @@ if args["list"]:
     raise SystemExit
 out = {}
 for name in args["methods"]:
-    params = args["settings"].get(name, {})
+    params = dict(args["settings"].get(name, {}))
+    method = cnnlens.attribution.get(name)
+    declared = getattr(method, "hyperparameters", None) or getattr(method, "defaults", None) or {}
+    if "seed" in declared:
+        params["seed"] = 0
     def call():
-        return cnnlens.explain(model, x, name, target=target, seed=0, **params)
+        return cnnlens.explain(model, x, name, target=target, **params)
     try:
         call()
     except Exception as exc:  # a method one revision cannot run at these settings
