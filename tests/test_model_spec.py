@@ -237,3 +237,17 @@ def test_bad_input_is_refused_before_any_work(user, tmp_path, case, message):
         assert code == 2, output
         assert message in output and len(output.strip().splitlines()) == 1, output
         assert not out.exists()
+
+
+def test_decompose_reads_the_data_as_the_card_says(user, tmp_path):
+    """decompose on a module spec reads its folder as the card says: the folders (a subset
+    of the card's classes) are matched by name, so the card's classes without images are
+    named (paper 002 needs every class), before any file is written."""
+    out = tmp_path / "dec"
+    code, output = cli(
+        ["decompose", *card(user), "--data", data(user), "--k1", "2", "--k2", "1",
+         "--sweep-k", "1,2", "--seeds", "1", "--out", str(out)]
+    )  # fmt: skip
+    missing = sorted(set(CLASSES) - set(FOLDERS))
+    assert code == 2 and f"class(es) {missing} have no images" in output, output
+    assert not out.exists() or not any(out.iterdir())

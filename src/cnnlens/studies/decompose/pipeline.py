@@ -21,9 +21,9 @@ from torch import nn
 from ...analysis.features import collect_features, locate_head
 from ...analysis.tables import to_csv, to_markdown
 from ...compatibility import check_fits
-from ...data import load as load_data
 from ...errors import InputError
 from ...io import check_writable_folder, write_json, write_text
+from ...loading.spec import card_data
 from ...placement import model_device
 from ...progress import log_line
 from . import plots
@@ -123,9 +123,9 @@ def run_decompose(
     t0 = time.perf_counter()
     est = InfluentialFeatures(k1=k1, k2=k2, coverage=coverage, by=by)
     est._check_params()
-    train = load_data(data, split="train")
-    test = load_data(data, split="test")
-    check_fits(model, train, data=data)
+    # read as the model's card says (input size, mean/std; classes matched by name)
+    train = check_fits(model, card_data(data, "train", model), data=data, by_name=True)
+    test = check_fits(model, card_data(data, "test", model), data=data, by_name=True)
     ks = check_decompose(
         model,
         train,
