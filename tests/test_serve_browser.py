@@ -132,6 +132,29 @@ def test_curves_and_sortable_metric_table(page):
     assert rows.count() == 2  # this image's own values, one row per method
 
 
+def test_overlapping_renders_draw_each_curve_once(page):
+    """A slow curve request that answers after a newer one must not draw (no double curves)."""
+    page.evaluate(
+        """() => {
+        const plain = window.fetch;
+        let calls = 0;
+        window.fetch = (url, options) => {
+          const slow = String(url).includes("/api/curves/") && calls++ === 0;
+          const wait = new Promise((done) => setTimeout(done, slow ? 1500 : 0));
+          return wait.then(() => plain(url, options));
+        };
+      }"""
+    )
+    page.click('.thumb[data-index="9"]')  # this request answers last
+    _only(page, "#methods", ["grad-cam", "saliency"])
+    page.click('.thumb[data-index="2"]')
+    page.wait_for_selector('#curves svg[data-metric="deletion"] polyline[data-method="grad-cam"]')
+    page.wait_for_timeout(2500)  # past the slow answer
+    for metric in ("deletion", "insertion"):
+        assert page.locator(f'#curves svg[data-metric="{metric}"] polyline').count() == 2
+    assert page.locator('#curves svg[data-metric="deletion"]').count() == 1
+
+
 def test_report_section_opens(page):
     page.select_option("#report-sections", "overview")
     assert page.get_attribute("#report-frame", "src").endswith("#overview")

@@ -129,16 +129,24 @@ function renderViewers() {
   }
 }
 
+let curvesRequest = 0;
+
 async function renderCurves() {
+  // Two renders may overlap (an image click, then a method change): only the latest one
+  // draws, and it replaces the panel's contents at once, so no curve is drawn twice.
   const box = document.getElementById("curves");
+  const request = ++curvesRequest;
   box.replaceChildren();
   if (!state.info.metrics.length) return;
   const curves = await getJSON(`/api/curves/${state.image}`).catch(() => ({}));
+  if (request !== curvesRequest) return;
   const methods = chosen(document.getElementById("methods"));
+  const plots = [];
   for (const [metric, byMethod] of Object.entries(curves)) {
     const shown = Object.entries(byMethod).filter(([m]) => methods.includes(m));
-    if (shown.length) box.append(curvePlot(metric, shown));
+    if (shown.length) plots.push(curvePlot(metric, shown));
   }
+  box.replaceChildren(...plots);
 }
 
 function curvePlot(metric, series) {
