@@ -288,6 +288,27 @@ def test_the_card_comes_from_arguments_or_a_model_yaml(user):
     assert card.mean == (0.5, 0.4, 0.3)
 
 
+def test_one_number_of_mean_or_std_serves_every_channel(user):
+    """``std: 0.25`` in a ``model.yaml`` (or ``job.yaml``: a YAML number, not a text) means
+    every channel, as ``--std 0.25`` does; a boolean is no number."""
+    from cnnlens.errors import InputError
+    from cnnlens.loading.spec import ModelSpec, card_data
+
+    folder, _ = user
+    (folder / "model.yaml").write_text(
+        "model: mymodels:build\nweights: plain.pth\ninput_shape: 3,32,32\nmean: 0\nstd: 0.25\n"
+    )
+    model, card = cnnlens.load(folder, with_card=True)
+    assert card.mean == (0.0,) and card.std == (0.25,)  # as --mean 0 --std 0.25 give it
+    data = card_data("shapes", "test", model, n=2)  # the data read as the card says
+    assert tuple(data.mean) == (0.0,) * 3 and tuple(data.std) == (0.25,) * 3
+    spec = ModelSpec.from_fields("mymodels:build", {"mean": 0.5, "std": 0.25, "input": "3,32,32"})
+    assert (spec.mean, spec.std) == ((0.5,), (0.25,))
+    assert spec.mean == ModelSpec.from_fields("mymodels:build", {"mean": "0.5"}).mean
+    with pytest.raises(InputError, match="std"):
+        ModelSpec.from_fields("mymodels:build", {"std": True})
+
+
 def test_a_cnnlens_nets_name_takes_torchvision_layout_weights(tmp_path):
     torch.manual_seed(0)
     net = with_bn_statistics(nets.create("resnet18", num_classes=3))

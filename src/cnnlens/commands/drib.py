@@ -5,14 +5,16 @@
     cnnlens drib train    ... --plane [--plane-images 500]   (+ the gated net's information plane)
     cnnlens drib evaluate --run runs/drib [--parts macs,latency,credibility,usage,attribution]
 
-``train`` trains (or reuses) the ungated model in ``OUT/base`` unless ``--model`` names a
-saved one, gates it, trains heads and masks alternating with the backbone, fine-tunes with
-fixed decisions and saves ``OUT/model`` and ``OUT/run.json`` (accuracy, dynamic MACs,
-reduction ratio). ``--plane`` measures the information plane of the gated network while it
-trains (after every epoch of both phases, on test images) and writes ``OUT/plane.json`` and
-``OUT/plane.png`` with the transition and convergence points (paper 000, Tables 3-4). It is a
-flag of ``train``, not a command of its own, because the trajectory exists only during the
-training: a command on a finished run would have to train it again. ``evaluate`` writes
+``train`` trains (or reuses) the ungated model in ``OUT/base`` unless ``--model`` names one
+(any model spec; the data are read as its card says: input size, mean/std, classes by name;
+a copy of it is kept in ``OUT/ungated``, so the run needs nothing outside it), gates it,
+trains heads and masks alternating with the backbone, fine-tunes with fixed decisions and
+saves ``OUT/model`` and ``OUT/run.json`` (accuracy, dynamic MACs, reduction ratio).
+``--plane`` measures the information plane of the gated network while it trains (after every
+epoch of both phases, on test images) and writes ``OUT/plane.json`` and ``OUT/plane.png``
+with the transition and convergence points (paper 000, Tables 3-4). It is a flag of
+``train``, not a command of its own, because the trajectory exists only during the training:
+a command on a finished run would have to train it again. ``evaluate`` writes
 ``RUN/evaluation.json`` (or ``--out``).
 """
 
@@ -33,23 +35,6 @@ drib_app = typer.Typer(
 )
 
 PARTS = ("macs", "latency", "credibility", "usage", "attribution")
-
-
-def _load(data: str, split: str, n: int | None):
-    """Split ``split`` of ``data``, its first ``n`` images when given (generated or read only
-    up to ``n`` where the data set takes an ``n`` option, e.g. ``shapes``)."""
-    from ..data import load as load_data
-    from ..errors import DataError
-
-    if n is None:
-        return load_data(data, split=split)
-    try:
-        ds = load_data(data, split=split, n=n)
-    except DataError as exc:
-        if "takes no option" not in str(exc):
-            raise
-        ds = load_data(data, split=split)
-    return ds.subset(range(min(n, len(ds)))) if len(ds) > n else ds
 
 
 def _summary(evaluation: dict) -> str:
@@ -116,8 +101,8 @@ def train(
 ) -> None:
 
     from .. import nets
-    from ..compatibility import check_fits
     from ..data import check_count
+    from ..loading.spec import card_data, model_data
     from ..runs import saved_run
     from ..studies.drib.runs import check_gateable, check_gated_run, gated_run
     from ..studies.drib.training import GateRecipe
@@ -141,8 +126,8 @@ def train(
     if model is not None:
         base = model.open()
         check_gateable(base)
-        train_set = check_fits(base, _load(data, "train", n_train), data=data, by_name=True)
-        test = check_fits(base, _load(data, "test", n_test), data=data, by_name=True)
+        train_set = model_data(base, data, "train", n=n_train)
+        test = model_data(base, data, "test", n=n_test)
         base_id = model.identity()
     else:
         check_gateable(nets.create(arch))  # an untrained copy: is the architecture gateable?
@@ -168,7 +153,7 @@ def train(
             data=data, arch=arch, out=out / "base", config=config, overwrite=overwrite
         )
         base, train_set = run.model, run.train
-        test = run.test if n_test is None else _load(data, "test", n_test)
+        test = run.test if n_test is None else card_data(data, "test", base, n=n_test)
         verb = "reused" if run.reused else f"trained in {run.seconds:.0f} s"
         typer.echo(f"ungated {arch}: test accuracy {100 * run.test_accuracy:.2f} % ({verb})")
     if n_train is not None and len(train_set) > n_train:
@@ -184,6 +169,7 @@ def train(
         recipe=recipe,
         overwrite=overwrite,
         plane=plane_settings,
+        keep_base=model is not None,
     )
     verb = "reused" if result.reused else f"trained in {result.seconds:.0f} s"
     typer.echo(f"gated model {verb}; saved in {out / 'model'}")
@@ -217,12 +203,11 @@ def evaluate(
     quick: bool = typer.Option(False, help="small settings (fewer images, IBA steps, repeats)"),
     out: Path | None = typer.Option(None, help="folder for evaluation.json (default: RUN)"),
 ) -> None:
-    from ..compatibility import check_fits
     from ..data import check_count
     from ..errors import CheckpointError, InputError
     from ..io import check_writable_folder, write_json
-    from ..loading import load as load_model
-    from ..studies.drib.runs import load_gated
+    from ..loading.spec import card_data, model_data
+    from ..studies.drib.runs import load_gated, load_ungated
     from ..studies.drib.study import FULL, QUICK, study
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
@@ -236,14 +221,11 @@ def evaluate(
         raise CheckpointError(f"{run / 'run.json'}: its data is not a data set name: {spec!r}")
     check_count(n_test, spec, "test", option="--n-test")
     gated = load_gated(run / "model")
-    base_path = Path(str(identity.get("model", "")))
-    if not any((p / "model.json").is_file() for p in (base_path, base_path / "model")):
-        raise CheckpointError(f"the ungated model of {run} is gone: {str(base_path)!r}")
-    base = load_model(base_path)
-    test = _load(spec, "test", n_test)
-    check_fits(gated, test, data=spec)
-    check_fits(base, test, data=spec)
-    train_set = _load(spec, "train", 256)  # IBA's layer statistics read at most 256
+    base = load_ungated(run, identity)
+    # read as the gated model's card says (the base's, recorded at training)
+    test = model_data(gated, spec, "test", n=n_test)
+    model_data(base, spec, "test", n=1)
+    train_set = card_data(spec, "train", gated, n=256)  # IBA's layer statistics read <= 256
     result = study(base, gated, train_set, test, settings=QUICK if quick else FULL, parts=chosen)
     result["measured_on"] = {"run": str(run.resolve()), "data": spec, "n_test": n_test}
     result = _merged(folder / "evaluation.json", result)

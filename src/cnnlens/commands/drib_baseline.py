@@ -93,11 +93,10 @@ def prune_baseline(
 
     import torch
 
-    from ..compatibility import check_fits
     from ..data import check_count
     from ..errors import ConfigError, InputError
     from ..io import check_writable_folder, write_json, write_text
-    from ..loading.spec import card_data
+    from ..loading.spec import model_data
     from ..studies.drib.baseline_study import FINE_TUNE, run_baselines
     from ..studies.drib.pruned_models import save_pruned
     from ..train.config import OptimizerConfig
@@ -117,9 +116,9 @@ def prune_baseline(
         raise InputError(f"{model} records no data set; pass --data (shapes, cifar10:/path, ...)")
     check_count(n_train, data, "train", option="--n-train")
     check_count(n_test, data, "test", option="--n-test")
-    train = check_fits(net, card_data(data, "train", net), data=data, by_name=True)
+    train = model_data(net, data, "train")
     train = _first(train, n_train, "--n-train")
-    test = check_fits(net, card_data(data, "test", net), data=data, by_name=True)
+    test = model_data(net, data, "test")
     test = _first(test, n_test, "--n-test")
     config = dataclasses.replace(
         FINE_TUNE, optimizer=OptimizerConfig(name="sgd", lr=lr, weight_decay=5e-4), seed=seed

@@ -95,13 +95,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score explanations: metrics.csv, summary.md (mean ± 95 % CI) and curve plots in OUT."""
         from ..chunking import MEMORY
-        from ..compatibility import check_fits
         from ..errors import DataError
         from ..io import check_writable_folder, write_json, write_text
         from ..jobs import JobSpec
         from ..jobs import run as run_job
         from ..jobs.evaluation import evaluation
-        from ..loading.spec import card_data
+        from ..loading.spec import model_data
         from ..metrics.evaluate import validate
         from ..metrics.outputs import write_evaluation
         from ..params import Param, check_options
@@ -134,7 +133,7 @@ def register(app: typer.Typer) -> None:
         )
         check_writable_folder(out)
         net = model.open()
-        test = check_fits(net, card_data(data, "test", net), data=data, by_name=True)
+        test = model_data(net, data, "test")
         if n > len(test):
             raise DataError(f"--images {n} is more than the {len(test)} test images of {data}")
         validate(net, methods=chosen, metrics=metrics, method_params=method_params)

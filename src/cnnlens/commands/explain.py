@@ -147,12 +147,11 @@ def prepare_methods(
     (``{name: why}``); else its error stops the command."""
     from .. import attribution
     from ..attribution import Setup
-    from ..compatibility import check_fits
     from ..errors import CnnlensError
-    from ..loading.spec import card_data
+    from ..loading.spec import model_data
 
     def train():
-        return check_fits(net, card_data(data, "train", net), data=data, by_name=True)
+        return model_data(net, data, "train")
 
     setup = Setup(
         net,
@@ -222,9 +221,8 @@ def register(app: typer.Typer) -> None:
 
         from .. import attribution
         from ..chunking import MEMORY
-        from ..compatibility import check_fits
         from ..io import atomic_path, check_writable_folder, write_bytes, write_json
-        from ..loading.spec import card_data
+        from ..loading.spec import model_data
         from ..params import check_options
         from ..plotting import to_png
         from ..report.sections.explanations import explanation_grid
@@ -243,7 +241,7 @@ def register(app: typer.Typer) -> None:
         split_params(hp, names)
         check_writable_folder(out)
         net = model.open(device=device)
-        dataset = check_fits(net, card_data(data, "test", net), data=data, by_name=True)
+        dataset = model_data(net, data, "test")
         # the old --index N meant image N; --images N means the first N
         indices = (parse_index if index is not None else parse_images)(images, len(dataset))
         if goal_class is not None and goal_class >= dataset.num_classes:

@@ -51,10 +51,9 @@ def _open(model, data: str, split: str, n: int | None):
 
 def _split(net, data: str, split: str):
     """Split ``split`` of ``data`` read as ``net``'s card says, its classes the card's."""
-    from ..compatibility import check_fits
-    from ..loading.spec import card_data
+    from ..loading.spec import model_data
 
-    return check_fits(net, card_data(data, split, net), data=data, by_name=True)
+    return model_data(net, data, split)
 
 
 def _out(out: Path | None, model, name: str) -> Path:

@@ -303,8 +303,16 @@ class ShapesDataset(TensorDataset):
 
 
 @register("shapes", "procedural shapes on clutter, with masks, boxes, attributes (offline)")
-def load_shapes(split: str = "train", **options) -> ShapesDataset:
-    return ShapesDataset(split, **options)
+def load_shapes(
+    split: str = "train",
+    *,
+    size: int = 32,
+    seed: int = 0,
+    n: int | None = None,
+    with_object: bool = True,
+) -> ShapesDataset:
+    # the options named, so cnnlens.data.loader_options sees them (a model card's size, n)
+    return ShapesDataset(split, size=size, seed=seed, n=n, with_object=with_object)
 
 
 load_shapes.split_sizes = SPLIT_SIZES  # read by cnnlens.data.split_size

@@ -107,9 +107,12 @@ def read_shape(value: Any) -> tuple[int, int, int] | None:
 
 
 def read_floats(name: str, value: Any, channels: int | None) -> tuple[float, ...] | None:
-    """Per-channel ``mean`` / ``std`` from numbers or the text ``"a,b,c"``."""
+    """Per-channel ``mean`` / ``std`` from numbers, the text ``"a,b,c"`` or one number for
+    every channel (``std: 0.25`` in a ``model.yaml`` or ``job.yaml``, as ``--std 0.25``)."""
     if value is None:
         return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
     items = value.split(",") if isinstance(value, str) else value
     try:
         out = tuple(float(v) for v in items)

@@ -5,7 +5,8 @@ and read into one :func:`cnnlens.load` call (:meth:`ModelSpec.open`).
 The CLI's ``--model --weights --classes --input --mean --std`` (one helper,
 :mod:`cnnlens.commands.model_spec`), ``job.yaml``'s fields of the same names and
 ``cnnlens serve --model`` all build a :class:`ModelSpec`; :func:`card_data` reads a data
-set the way the opened model's card says (input size, normalisation).
+set the way the opened model's card says (input size, normalisation), and :func:`model_data`
+reads it so and checks it against the model.
 """
 
 from __future__ import annotations
@@ -135,11 +136,18 @@ def _field(label: str, read: Callable[[Any], Any], value: Any) -> Any:
         raise InputError(f"{label}: {exc}") from None
 
 
-def card_data(data: str, split: str, card: nn.Module | Mapping[str, Any]):
+def card_data(
+    data: str,
+    split: str,
+    card: nn.Module | Mapping[str, Any] | None = None,
+    *,
+    n: int | None = None,
+):
     """Split ``split`` of data set ``data`` read as a model's card says (``card``: the model,
-    whose ``meta`` holds it, or that mapping): at its input size (where the reader takes a
-    ``size``) and normalised with its mean/std (where the reader takes them, else set on a
-    copy)."""
+    whose ``meta`` holds it, or that mapping; None: no card, the reader's defaults): at its
+    input size (where the reader takes a ``size``) and normalised with its mean/std (where
+    the reader takes them, else set on a copy). ``n``: the first ``n`` images only (a
+    reader that takes an ``n``, such as ``shapes``, makes no more)."""
     from ..data import load, loader_options
 
     meta = getattr(card, "meta", None) if isinstance(card, nn.Module) else card
@@ -156,11 +164,25 @@ def card_data(data: str, split: str, card: nn.Module | Mapping[str, Any]):
         mean, std = _per_channel(mean, channels), _per_channel(std, channels)
         if {"mean", "std"} <= takes:
             options.update(mean=mean, std=std)
+    if n is not None and "n" in takes:
+        options["n"] = n
     dataset = load(data, split=split, **options)
+    if n is not None and len(dataset) > n:
+        dataset = dataset.subset(range(n))
     if normalised and (tuple(dataset.mean), tuple(dataset.std)) != (mean, std):
         dataset = dataset.subset(range(len(dataset)))  # a copy of our own to renormalise
         dataset.mean, dataset.std = mean, std
     return dataset
+
+
+def model_data(model: nn.Module, data: str, split: str, *, n: int | None = None):
+    """Split ``split`` of ``data`` as ``model``'s card says (:func:`card_data`), checked
+    against the model and labelled with its card's classes, matched by name
+    (:func:`cnnlens.compatibility.check_fits` with ``by_name=True``): the one step every
+    command and study that pairs a model with a data set takes before any work."""
+    from ..compatibility import check_fits
+
+    return check_fits(model, card_data(data, split, model, n=n), data=data, by_name=True)
 
 
 def _per_channel(values: Sequence[float], channels: int | None) -> tuple[float, ...]:

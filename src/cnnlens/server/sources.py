@@ -159,11 +159,10 @@ class RunSource:
             return None
 
     def _open_data(self, name: str):
-        from ..compatibility import check_fits
-        from ..loading.spec import card_data
+        from ..loading.spec import model_data
 
         model = self.holder.model
-        test = check_fits(model, card_data(name, "test", model), data=name, by_name=True)
+        test = model_data(model, name, "test")
         return test.subset(range(min(self.count, len(test))))
 
     @property

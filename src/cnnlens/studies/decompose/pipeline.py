@@ -20,10 +20,9 @@ from torch import nn
 
 from ...analysis.features import collect_features, locate_head
 from ...analysis.tables import to_csv, to_markdown
-from ...compatibility import check_fits
 from ...errors import InputError
 from ...io import check_writable_folder, write_json, write_text
-from ...loading.spec import card_data
+from ...loading.spec import model_data
 from ...placement import model_device
 from ...progress import log_line
 from . import plots
@@ -124,8 +123,8 @@ def run_decompose(
     est = InfluentialFeatures(k1=k1, k2=k2, coverage=coverage, by=by)
     est._check_params()
     # read as the model's card says (input size, mean/std; classes matched by name)
-    train = check_fits(model, card_data(data, "train", model), data=data, by_name=True)
-    test = check_fits(model, card_data(data, "test", model), data=data, by_name=True)
+    train = model_data(model, data, "train")
+    test = model_data(model, data, "test")
     ks = check_decompose(
         model,
         train,

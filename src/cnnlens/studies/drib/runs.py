@@ -4,7 +4,10 @@ A gated model is saved with :func:`cnnlens.checkpoint.save` (safetensors +
 JSON); the JSON's ``extra["drib"]`` records the gated layers, so
 :func:`load_gated` rebuilds the base architecture, gates it the same way and
 loads the weights. A run folder holds ``model/`` and ``run.json`` (identity,
-histories, evaluation); an identical finished run is reused.
+histories, evaluation), and ``ungated/``, a copy of the ungated model, where it was
+given rather than trained in ``base/`` (:func:`load_ungated` reopens either, so a run
+gated from a user's module needs neither its code nor its weights file again); an
+identical finished run is reused.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from .counting import dynamic_macs
 from .gate import GateSpec, default_layers, gate
 from .training import GateRecipe, train_gated
 
+UNGATED = "ungated"
 
-def save_gated(model: nn.Module, folder: str | Path, *, data, extra: dict | None = None) -> Path:
-    """Write a gated cnnlens net to ``folder`` (``data``: the set it was trained on)."""
+
+def _save_net(model: nn.Module, folder: str | Path, *, data, extra: dict) -> Path:
+    """Write a cnnlens net to ``folder`` with the card of ``data``, the set it was trained on."""
     ds = as_dataset(data)
     if getattr(model, "arch", None) is None:
         raise CheckpointError(
@@ -41,8 +46,33 @@ def save_gated(model: nn.Module, folder: str | Path, *, data, extra: dict | None
         mean=ds.mean,
         std=ds.std,
         input_shape=ds.image_shape,
-        extra={**(extra or {}), "drib": model.drib},
+        extra=extra,
     )
+
+
+def save_gated(model: nn.Module, folder: str | Path, *, data, extra: dict | None = None) -> Path:
+    """Write a gated cnnlens net to ``folder`` (``data``: the set it was trained on)."""
+    return _save_net(model, folder, data=data, extra={**(extra or {}), "drib": model.drib})
+
+
+def load_ungated(run: str | Path, identity: dict, *, device: str | None = None) -> nn.Module:
+    """The ungated model of gated run ``run`` (``identity``: its ``run.json``'s): the copy
+    in ``run/ungated`` when the run keeps one made with this identity, else the saved model
+    its identity names (a run whose base was trained in ``base/`` or given as a folder)."""
+    from ...loading import load
+
+    run = Path(run)
+    copy = run / UNGATED
+    if (copy / checkpoint.META_FILE).is_file():
+        if (checkpoint.read_meta(copy).get("extra") or {}).get("ungated_of") == identity:
+            return load(copy, device=device)
+    named = Path(str(identity.get("model", "")))
+    if not any((p / checkpoint.META_FILE).is_file() for p in (named, named / "model")):
+        raise CheckpointError(
+            f"the ungated model of {run} is gone: {str(named)!r} (and no {UNGATED}/ copy in "
+            "the run); train the run again"
+        )
+    return load(named, device=device)
 
 
 def load_gated(folder: str | Path, *, device: str | None = None) -> nn.Module:
@@ -153,6 +183,7 @@ def gated_run(
     reuse: bool = True,
     overwrite: bool = False,
     plane: dict | None = None,
+    keep_base: bool = False,
 ) -> GatedRun:
     """Gate ``base`` and train it (:func:`train_gated`) into ``out``, or reuse an identical run.
 
@@ -165,6 +196,9 @@ def gated_run(
     (:func:`~.gated_plane.gated_plane` settings ``layers``, ``n``, ``bins``,
     ``noise_variance``; on ``test``) into ``out/plane.json``; part of the run's identity,
     since a finished run without it cannot give the trajectory afterwards.
+
+    ``keep_base``: save a copy of ``base`` in ``out/ungated`` (with the gated model's card),
+    so that the run reopens without what it was given (:func:`load_ungated`).
     """
     from ...compatibility import check_fits
     from ...runs import load_saved
@@ -215,6 +249,8 @@ def gated_run(
         measured = plane_summary(callback, phases)
         write_json(out / PLANE_FILE, measured)
     save_gated(model, out / "model", data=train, extra={"identity": key})
+    if keep_base:
+        _save_net(base, out / UNGATED, data=train, extra={"ungated_of": key})
     write_json(
         out / "run.json",
         {"identity": key, "history": history, "evaluation": evaluation, "seconds": seconds},
