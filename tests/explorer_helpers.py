@@ -140,3 +140,34 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+class Squared(torch.nn.Module):
+    """A classifier with a product of two activations (``h * h``): LRP has no rule for it,
+    so the explorer's concept view must refuse it."""
+
+    def __init__(self, classes: int = 8) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        return self.head(self.conv2(h * h).mean((2, 3)))
+
+
+def squared_spec(root: Path):
+    """A model spec (``explorer_helpers:Squared`` with a weights file and the shapes card)
+    for the explorer's ``--model`` path, opened on ``shapes``."""
+    from cnnlens.data import load
+    from cnnlens.loading.spec import ModelSpec
+
+    test = load("shapes", split="test", n=4)
+    torch.manual_seed(0)
+    torch.save(Squared(len(test.classes)).state_dict(), root / "squared.pt")
+    (root / "classes.txt").write_text("\n".join(test.classes) + "\n")
+    card = {"weights": root / "squared.pt", "classes": root / "classes.txt",
+            "input": ",".join(map(str, test.image_shape)), "mean": list(test.mean),
+            "std": list(test.std)}  # fmt: skip
+    return ModelSpec.from_fields("explorer_helpers:Squared", card)

@@ -77,3 +77,28 @@ def test_report_section_says_why_when_lrp_has_no_rule(tmp_path):
     page = build_report(ctx, tmp_path / "report.html", only=["concepts"]).read_text()
     assert "This section failed" not in page
     assert "Not shown: concept relevance needs LRP" in page
+
+
+def test_inspect_concepts_discovers_and_links_to_tcav(tmp_path):
+    model = _saved(tmp_path / "m")
+    out = tmp_path / "concepts"
+    args = ["inspect", "concepts", "--model", str(model), "--layer", "layer2", "--n", "16",
+            "--top", "2", "--channels", "1,3", "--discover", "3", "--discover-method", "sae",
+            "--concepts", "striped,filled", "--concept-images", "8", "--random", "2",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads((out / "concepts.json").read_text())
+    found = result["discovered"]
+    assert found["method"] == "sae" and found["k"] == 3 and found["error"] < found["initial_error"]
+    assert len(found["importance"]) == 3 and len(found["references"]["images"]) == 3
+    tcav = result["tcav"]
+    assert tcav["concepts"] == ["striped", "filled"]
+    assert [link["name"] for link in tcav["channels"]] == ["#1", "#3"]
+    assert len(tcav["discovered"]) == 3
+    for link in tcav["channels"] + tcav["discovered"]:
+        assert link["concept"] in tcav["concepts"]
+        assert link["cosine"] == max(link["cosines"].values()) and -1 <= link["cosine"] <= 1
+        classes = load("shapes", split="test", n=4).classes
+        assert link["tcav"] and set(link["tcav"]) <= set(classes)  # the classes in the images
+    bad = [*args[:-2], "--discover-method", "pca", "--out", str(tmp_path / "bad")]
+    assert main(bad) == 2 and not (tmp_path / "bad").exists()

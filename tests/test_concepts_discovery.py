@@ -9,10 +9,12 @@ import torch
 from cnnlens import nets
 from cnnlens.analysis.concepts.discovery import (
     ConceptBank,
+    _sae_codes,
     coefficients,
     concept_match,
     discover_concepts,
     nmf,
+    topk_sae,
 )
 from cnnlens.data import load
 from cnnlens.data.base import TensorDataset
@@ -87,3 +89,76 @@ def test_concept_match_counts_discovered_and_random_directions_alike():
         assert 0 <= out[name]["matched"] <= 3 and len(out[name]["labels"]) == 3
         matched = [iou > out["iou_threshold"] for iou in out[name]["best_iou"]]
         assert sum(matched) == out[name]["matched"]
+
+
+def _data(n: int = 12):
+    return TensorDataset(images(n), torch.zeros(n, dtype=torch.long), classes=list("abcd"),
+                         mean=(0, 0, 0), std=(1, 1, 1))  # fmt: skip
+
+
+def test_topk_sae_learns_keeps_k_codes_and_unit_decoder_rows():
+    u0, w0 = planted(p=600, c=12, k=4)
+    a = u0 @ w0
+    sae, (before, after) = topk_sae(a, 6, active=2, steps=400, seed=0)
+    assert after < 0.5 * before  # training reduces the reconstruction error from its draw
+    codes = _sae_codes(sae, a)
+    pre = torch.relu((a.float() / sae["scale"] - sae["b_dec"]) @ sae["w_enc"] + sae["b_enc"])
+    positive = (pre > 0).sum(1)
+    assert torch.equal((codes > 0).sum(1), positive.clamp(max=2))  # top-k of the ReLU codes
+    assert float((positive >= 2).float().mean()) > 0.9  # so nearly every row has exactly 2
+    kept = codes > 0
+    assert torch.equal(codes[kept], pre[kept])  # kept codes are the encoder's, unchanged
+    assert torch.allclose(sae["decoder"].norm(dim=1), torch.ones(6), atol=1e-5)
+
+
+def test_sae_bank_is_seeded_and_has_nmf_s_interface():
+    model, data = plain_cnn(), _data()
+    sae = discover_concepts(model, data, "3", 4, method="sae", active=1, steps=150, seed=3)
+    again = discover_concepts(model, data, "3", 4, method="sae", active=1, steps=150, seed=3)
+    other = discover_concepts(model, data, "3", 4, method="sae", active=1, steps=150, seed=4)
+    assert torch.equal(sae.directions, again.directions) and sae.error == again.error
+    assert not torch.equal(sae.directions, other.directions)
+    assert sae.error < sae.initial_error
+    nmf_bank = discover_concepts(model, data, "3", 4, iters=100)
+    x = images(2)
+    for bank in (sae, nmf_bank):
+        assert bank.directions.shape == (4, 8) and bank.k == 4
+        maps = bank.coefficients(model, x)
+        assert maps.shape == (2, 4, 16, 16) and (maps >= 0).all()
+        assert bank.importance(model, x, target=1).shape == (2, 4)
+        refs = bank.references(model, data, top=3)
+        assert [len(row) for row in refs["images"]] == [3] * 4
+        for j, (row, values) in enumerate(zip(refs["images"], refs["values"], strict=True)):
+            peaks = bank.coefficients(model, data.tensors(row)[0])[:, j].flatten(1).max(1)
+            assert values == sorted(values, reverse=True)
+            assert torch.allclose(peaks.values, torch.tensor(values), rtol=1e-4, atol=1e-6)
+            every = bank.coefficients(model, data.tensors()[0])[:, j].flatten(1).max(1).values
+            assert values[0] == pytest.approx(float(every.max()), rel=1e-4)  # the best image
+        assert set(bank.to_dict()) >= {"layer", "method", "k", "error", "directions"}
+    assert sae.coefficients(model, x).gt(0).sum(1).max() <= 1  # active=1: one code a position
+    with pytest.raises(InputError, match="active"):
+        discover_concepts(model, data, "3", 4, method="sae", active=5)
+    with pytest.raises(InputError, match="method"):
+        discover_concepts(model, data, "3", 4, method="pca")
+    discover_concepts(model, data, "2", 4, method="sae", steps=5)  # signed layers are fine
+
+
+def test_cav_cosines_is_the_cosine_in_the_flattened_space():
+    """A direction spread over every position, against each CAV as learned, by brute force."""
+    from cnnlens.analysis import TCAV, shapes_concepts
+    from cnnlens.analysis.concepts.linking import cav_cosines
+
+    torch.manual_seed(0)
+    model = nets.create("resnet8", num_classes=8).eval()
+    val = load("shapes", split="val", n=60)
+    sets = shapes_concepts(val, ["striped", "filled"], n=10, seed=0)
+    tcav = TCAV("layer3", n_random=2, seed=0).fit(model, sets, random=val)
+    directions = torch.rand(3, 64, generator=torch.Generator().manual_seed(1)) - 0.3
+    got = cav_cosines(tcav, directions)
+    positions = tcav.n_features_ // 64
+    for i, d in enumerate(directions.double()):
+        spread = d[:, None].expand(64, positions).reshape(-1)
+        for j, name in enumerate(tcav.concepts_):
+            cos = [float(torch.nn.functional.cosine_similarity(spread, cav.vector, dim=0))
+                   for cav in tcav.cavs_[name]]  # fmt: skip
+            assert got[i, j] == pytest.approx(sum(cos) / len(cos), abs=1e-9)

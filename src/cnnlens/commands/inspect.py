@@ -416,6 +416,24 @@ def concepts(
     figures: int = typer.Option(
         6, min=1, help="channels in the figure when --channels is not given"
     ),
+    discover: int = typer.Option(
+        None, min=1, help="also discover this many concepts of the layer (unsupervised)"
+    ),
+    discover_method: str = typer.Option(
+        "nmf", help="how to discover them: nmf (CRAFT) or sae (top-k sparse autoencoder)"
+    ),
+    concepts_: str = typer.Option(
+        None,
+        "--concepts",
+        help="link channels and discovered concepts to TCAV concepts: attributes (striped) "
+        "and classes (class=star) of the data's val split",
+    ),
+    concept_folder: Path = typer.Option(
+        None, help="a folder with one sub-folder of images per TCAV concept (instead of --concepts)"
+    ),
+    concept_images: int = typer.Option(30, min=2, help="images per TCAV concept and random set"),
+    random: int = typer.Option(5, min=2, help="random sets of the TCAV significance test"),
+    seed: int = typer.Option(0, help="seed of the discovery and the TCAV draws"),
     out: Path = typer.Option(None, help="output folder (default MODEL/inspect/concepts)"),
 ) -> None:
     """Write concepts.json, concepts.png and the reference store (references/, Zarr;
@@ -426,7 +444,14 @@ def concepts(
     from ..report.concepts_figures import reference_figure
     from ..store.references import write_references
 
+    if discover_method not in ("nmf", "sae"):
+        raise InputError(f"--discover-method must be nmf or sae, got {discover_method!r}")
+    if concept_folder is not None and concepts_ is not None:
+        raise InputError("give either --concepts or --concept-folder, not both")
     net, test = _open(model, data, "test", n)
+    sets = None
+    if concepts_ is not None or concept_folder is not None:
+        sets, val = _concept_sets(net, data, test, concepts_, concept_folder, concept_images, seed)
     folder = _out(out, model, "concepts")
     classes = list(getattr(test, "classes", []))
     cls = None if target is None else _index(target, "--class", classes)
@@ -450,6 +475,19 @@ def concepts(
     for row in result["channels"]:
         if names is not None:
             row["dissection"] = names[row["channel"]]
+    bank = None
+    if discover is not None:
+        from ..analysis import discover_concepts
+
+        bank = discover_concepts(net, test, layer, discover, method=discover_method, seed=seed)
+        x = test.tensors()[0][: min(len(test), 256)]
+        result["discovered"] = {
+            **bank.to_dict(),
+            "importance": bank.importance(net, x).mean(0).tolist(),
+            "references": bank.references(net, test, top=top),
+        }
+    if sets is not None:
+        result["tcav"] = _tcav_links(net, test, val, sets, layer, shown, bank, random, seed)
     write_json(folder / "concepts.json", result)
     labels = {c: _name_label(names[c]) for c in shown} if names else None
     _write_figure(
@@ -463,6 +501,51 @@ def concepts(
             f"by activation {row['activation']['images'][:4]}"
         )
     typer.echo(f"results written to {folder}")
+
+
+def _concept_sets(net, data, test, names, concept_folder, concept_images, seed):
+    """The TCAV concept sets ``--concepts`` or ``--concept-folder`` give, and the val split
+    the random sets come from."""
+    from ..analysis import folder_concepts, shapes_concepts
+
+    val = _split(net, data, "val")
+    if concept_folder is not None:
+        size = test.image_shape[-1]
+        return folder_concepts(concept_folder, mean=test.mean, std=test.std, size=size), val
+    return shapes_concepts(val, _names(names), n=concept_images, seed=seed), val
+
+
+def _tcav_links(net, test, val, sets, layer, shown, bank, random, seed) -> dict:
+    """TCAV of ``sets`` at ``layer`` and the links of the shown channels and the discovered
+    concepts to them (:func:`cnnlens.analysis.tcav_links`)."""
+    import torch
+
+    from ..analysis import TCAV, tcav_links
+
+    fitted = TCAV(layer, n_random=random, seed=seed).fit(net, sets, random=val)
+    scores = fitted.score(net, test)
+    channels = torch.eye(fitted.n_features_ // _positions(net, test, layer))[shown]
+    out = {
+        "layer": layer,
+        "concepts": fitted.concepts_,
+        "random_sets": random,
+        "channels": tcav_links(fitted, scores, channels, [f"#{c}" for c in shown]),
+    }
+    if bank is not None:
+        names = [f"concept {j}" for j in range(bank.k)]
+        out["discovered"] = tcav_links(fitted, scores, bank.directions, names)
+    return out
+
+
+def _positions(net, test, layer: str) -> int:
+    """``H * W`` of ``layer``'s output."""
+    import torch
+
+    from ..hooks import capture_outputs
+
+    with torch.no_grad(), capture_outputs(net, [layer]) as out:
+        net(test.tensors([0])[0])
+    return int(out[layer][0, 0].numel())
 
 
 def _name_label(name: dict) -> str:

@@ -14,6 +14,10 @@ Endpoints (all GET unless said):
   images; ``/api/metrics/{i}`` the values of one image;
 - ``/report`` the run's ``report.html`` (model-level sections), scripts off;
 - ``/files/{path}`` a plain file of the served folder (:mod:`.paths` refuses the rest);
+- ``/api/concepts/layers`` the spatial layers the concept view offers and the default;
+  ``/api/concepts/{i}?layer=&top=`` image ``i``'s top concepts at the layer (CRP): each
+  channel's share of the relevance, its conditional heatmap and reference crops as PNG
+  data URLs (:mod:`.concepts`); 400 with the reason on a model LRP has no rule for;
 - POST ``/api/explain`` (multipart: ``image``, ``methods``) an uploaded PNG / JPEG,
   explained on the fly; maps come back as PNG data URLs (and arrays with ``arrays=true``).
 """
@@ -193,6 +197,31 @@ def create_app(
                 for r in rows.itertuples(index=False)
             ]
         }
+
+    def concept_view():
+        holder = source.holder
+        if not holder.available:
+            raise HTTPException(409, f"concepts need the model: {holder.problem}")
+        return source.concepts
+
+    @app.get("/api/concepts/layers")
+    def concept_layers():
+        return lookup(lambda: concept_view().layers())
+
+    @app.get("/api/concepts/{index:int}")
+    def concepts(index: int, layer: str = "", top: int = 4):
+        lookup(source.image, index)  # 404 for an image that is not there (yet)
+        result = lookup(concept_view().explain, index, layer or None, top)
+        out = {k: v for k, v in result.items() if k not in ("lrp", "concepts")}
+        out["lrp"] = _data_url(result["lrp"])
+        out["concepts"] = [
+            {**{k: v for k, v in c.items() if k not in ("map", "crops")},
+             "map": _data_url(c["map"]),
+             "crops": [{**{k: v for k, v in crop.items() if k != "png"},
+                        "png": _data_url(crop["png"])} for crop in c["crops"]]}
+            for c in result["concepts"]
+        ]  # fmt: skip
+        return out
 
     @app.get("/report")
     def report():

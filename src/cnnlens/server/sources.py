@@ -229,6 +229,19 @@ class RunSource:
             self._maps[key] = values
         return values
 
+    def inputs(self, indices: list[int]) -> torch.Tensor:
+        """The model's inputs of browsable images ``indices``."""
+        for i in indices:
+            self._check(i)
+        return self.data.tensors(list(indices))[0]
+
+    @cached_property
+    def concepts(self):
+        """The concept view of these images (:class:`.concepts.ConceptView`)."""
+        from .concepts import ConceptView
+
+        return ConceptView(self.holder, self.inputs, self.image, lambda: self.indices)
+
     def curves(self, i: int) -> dict:
         self._check(i)
         return {}
@@ -352,6 +365,21 @@ class StoreSource:
         if method not in self.methods:
             raise KeyError(f"no method {method!r}")
         return np.asarray(self.store.maps(method, [i])[0], dtype=np.float32)
+
+    def inputs(self, indices: list[int]) -> torch.Tensor:
+        """The model's inputs of finished images ``indices``: the stored pixels normalised
+        as the model's card says."""
+        from .upload import to_input
+
+        mean, std = self.holder.meta.get("mean"), self.holder.meta.get("std")
+        return torch.cat([to_input(self.image(i), mean, std) for i in indices])
+
+    @cached_property
+    def concepts(self):
+        """The concept view of the finished images (:class:`.concepts.ConceptView`)."""
+        from .concepts import ConceptView
+
+        return ConceptView(self.holder, self.inputs, self.image, lambda: self.indices)
 
     def curves(self, i: int) -> dict:
         self._check(i)

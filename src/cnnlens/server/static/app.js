@@ -1,7 +1,7 @@
 // cnnlens explorer: one page, plain JavaScript, nothing loaded from elsewhere.
 "use strict";
 
-const state = { info: null, rows: [], total: 0, offset: 0, image: null };
+const state = { info: null, rows: [], total: 0, offset: 0, image: null, concepts: false };
 const PAGE = 200;
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
@@ -105,6 +105,7 @@ function selectImage(index) {
   renderViewers();
   renderCurves();
   renderImageMetrics();
+  renderConcepts();
 }
 
 function renderViewers() {
@@ -180,6 +181,83 @@ function curvePlot(metric, series) {
     legend.append(el("span", {}, swatch, method));
   });
   return el("figure", {}, plot, legend);
+}
+
+// --- concepts (CRP) ----------------------------------------------------------------
+async function setupConcepts() {
+  const note = document.getElementById("concept-note");
+  const select = document.getElementById("concept-layer");
+  if (!state.info.upload.available) {
+    note.textContent = `Concepts need the model: ${state.info.upload.problem}.`;
+    state.concepts = false;
+    return;
+  }
+  try {
+    const found = await getJSON("/api/concepts/layers");
+    for (const l of found.layers) {
+      const shape = l.shape ? ` (${l.shape.join("×")})` : "";
+      select.append(el("option", { value: l.name, text: l.name + shape }));
+    }
+    select.value = found.default;
+    state.concepts = true;
+  } catch (e) {
+    conceptError(e.message);
+    state.concepts = false;
+    return;
+  }
+  select.addEventListener("change", renderConcepts);
+  document.getElementById("concept-top").addEventListener("change", renderConcepts);
+}
+
+function conceptError(message) {
+  const error = document.getElementById("concept-error");
+  error.textContent = message;
+  error.hidden = false;
+  document.getElementById("concepts").dataset.state = "failed";
+}
+
+async function renderConcepts() {
+  const box = document.getElementById("concepts");
+  const note = document.getElementById("concept-note");
+  box.replaceChildren();
+  document.getElementById("concept-error").hidden = true;
+  if (!state.concepts || state.image === null) return;
+  const index = state.image;
+  const request = state.conceptRequest = (state.conceptRequest ?? 0) + 1;
+  const stale = () => request !== state.conceptRequest;  // a newer choice replaced this one
+  const layer = document.getElementById("concept-layer").value;
+  const top = document.getElementById("concept-top").value;
+  box.dataset.state = "loading";
+  note.textContent = `finding the concepts of image #${index} at ${layer} ...`;
+  let out;
+  try {
+    out = await getJSON(`/api/concepts/${index}?layer=${encodeURIComponent(layer)}&top=${top}`);
+  } catch (e) {
+    if (stale()) return;
+    note.textContent = "";
+    conceptError(e.message);
+    return;
+  }
+  if (stale()) return;
+  const base = `/api/images/${index}.png`;
+  const label = state.info.classes[out.target] ?? out.target;
+  note.textContent = `The ${out.concepts.length} channels of ${out.layer} (of ${out.channels}) ` +
+    `that carry the most LRP relevance for ${label}, each with its conditional heatmap (the ` +
+    "relevance that flows through that channel alone) and, below, its reference crops: " +
+    `where it carries the most relevance among the first ${out.references} images.`;
+  box.append(el("div", { class: "concept", "data-channel": "all" },
+    viewer(base, out.lrp, `LRP for ${label}`, "lrp")));
+  for (const c of out.concepts) {
+    const share = c.share === null ? "" : ` · ${(100 * c.share).toFixed(0)} %`;
+    const crops = el("div", { class: "crops" });
+    for (const crop of c.crops) {
+      crops.append(el("img", { src: crop.png, alt: `image ${crop.image}`,
+        title: `image #${crop.image}, relevance ${crop.relevance.toPrecision(3)}` }));
+    }
+    box.append(el("div", { class: "concept", "data-channel": c.channel },
+      viewer(base, c.map, `channel #${c.channel}${share}`, `channel-${c.channel}`), crops));
+  }
+  box.dataset.state = "ready";
 }
 
 // --- metric tables -------------------------------------------------------------------
@@ -349,6 +427,7 @@ async function main() {
     document.getElementById("upload-form").hidden = true;
   }
   renderReport();
+  await setupConcepts();
   await loadImages(0);
   await renderMetrics();
   if (state.rows.length) selectImage(state.rows[0].image);
