@@ -83,7 +83,7 @@ def part_eval(args, model, test, folder) -> None:
     t0 = time.perf_counter()
     ev = evaluate(
         model, x, methods=methods, metrics=metrics, boxes=boxes, masks=masks,
-        method_params=params, chunk=20, out=out,
+        method_params=params, chunk=20,
     )  # fmt: skip
     write_evaluation(ev, out)
     print(f"evaluation of {args.n} {args.data} images in {time.perf_counter() - t0:.0f} s")
