@@ -5,14 +5,16 @@
         [--parts eval,tsne,timing] [--threads 2] [--vae FOLDER]
 
 * ``eval``: deletion and insertion (RISE protocol, :mod:`cnnlens.metrics`) of
-  relabel, Grad-CAM, occlusion (sliding window), LIME, RISE, extremal
-  perturbation and the random (and Sobel) baselines on the first ``--n`` test
+  relabel, Grad-CAM, occlusion (sliding window), LIME, RISE, FGVis, extremal
+  perturbation, the linear approximation, Excitation Backprop and the random (and Sobel)
+  baselines on the first ``--n`` test
   images, target = the model's top-1 (paper 004, Table 1); on ``shapes`` also
   the bounding-box score and the pointing game. Through ``cnnlens.evaluate``
   with ``out``: resumable, ``summary.md`` written. Settings: relabel at the
   paper's n = 1000 and its defaults; RISE 2000 masks (s = 8, p1 = 0.5);
   LIME 1000 samples; occlusion 4x4 windows, stride 4; extremal perturbation
-  300 iterations (its default, 800, would dominate the run on 2 cores).
+  300 iterations (its default, 800, would dominate the run on 2 cores); FGVis
+  preservation game, 150 iterations (``--fgvis-iterations``), its defence on.
 * ``tsne``: the synthetic images of one test image, their teacher features
   (penultimate layer) embedded by scikit-learn's t-SNE, coloured by ``y'``
   (paper 004, Fig. 3): ``tsne-<data>.png``.
@@ -35,12 +37,16 @@ from pathlib import Path
 
 import torch
 
-METHODS = ["relabel", "grad-cam", "occlusion", "lime", "rise", "extremal-perturbation"]
+METHODS = [
+    "relabel", "grad-cam", "occlusion", "lime", "rise", "fgvis", "extremal-perturbation",
+    "linear-approx", "excitation-backprop",
+]  # fmt: skip
 PARAMS = {
     "rise": {"n_masks": 2000},
     "lime": {"n_samples": 1000},
     "occlusion": {"window": 4, "stride": 4},
     "extremal-perturbation": {"iterations": 300},
+    "fgvis": {"iterations": 150},
 }
 
 
@@ -71,11 +77,13 @@ def part_eval(args, model, test, folder) -> None:
         boxes = None if test.boxes is None else test.boxes[: args.n]
         masks = None if test.masks is None else test.masks[: args.n]
     params = {**PARAMS, "relabel": {"vae": str(folder)}}
+    params["fgvis"] = {"iterations": args.fgvis_iterations}
+    methods = [m for m in METHODS if m in args.methods.split(",")] if args.methods else METHODS
     out = Path(args.out) / f"eval-{args.data}"
     t0 = time.perf_counter()
     ev = evaluate(
-        model, x, methods=METHODS, metrics=metrics, boxes=boxes, masks=masks,
-        method_params=params, chunk=20, out=out,
+        model, x, methods=methods, metrics=metrics, boxes=boxes, masks=masks,
+        method_params=params, chunk=20,
     )  # fmt: skip
     write_evaluation(ev, out)
     print(f"evaluation of {args.n} {args.data} images in {time.perf_counter() - t0:.0f} s")
@@ -175,6 +183,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timing-images", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--fgvis-iterations", type=int, default=150)
+    parser.add_argument("--methods", default="", help="comma-separated subset of METHODS")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)

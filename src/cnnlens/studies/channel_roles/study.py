@@ -154,3 +154,58 @@ def roles_and_pruning(run, settings: dict) -> dict:
             n=settings["n_eval"],
         ).to_dict(),
     }
+
+
+COMPARED = {"attention": "attribute network", "plain": "plain CNN", "resnet18": "ResNet-18"}
+"""The models of :func:`model_comparison`, by their ``attribute_run`` kind."""
+
+
+def model_comparison(out, *, kinds=tuple(COMPARED), **settings) -> dict:
+    """Paper 003, Table 3, as far as cnnlens can run it: the attribute network, the plain
+    multi-label CNN of the same extractor and a ResNet-18 multi-label head, each trained by
+    :func:`~.training.attribute_run` (through :func:`cnnlens.train.fit`, summed BCE, the same
+    data, epochs, optimiser and seed: the same budget) into ``out/<kind>`` or reused from
+    there. ``settings``: :func:`~.training.attribute_run`'s (``data``, ``size``,
+    ``n_train``, ``n_test``, ``epochs``, ``seed``, ...). Returns JSON: per model the test
+    accuracy per attribute and its mean, training seconds and parameter count.
+
+    The paper's Table 3 compares with other published multi-attribute models on CelebA;
+    those are not rebuilt here."""
+    from pathlib import Path
+
+    from .training import attribute_run
+
+    bad = [k for k in kinds if k not in COMPARED]
+    if bad:
+        raise InputError(f"unknown model kind {bad[0]!r}; known: {', '.join(COMPARED)}")
+    rows = {}
+    for kind in kinds:
+        run = attribute_run(out=Path(out) / kind, kind=kind, **settings)
+        rows[COMPARED[kind]] = {
+            "kind": kind,
+            "accuracy": dict(run.accuracy),
+            "mean_accuracy": run.mean_accuracy,
+            "seconds": run.seconds,
+            "reused": run.reused,
+            "parameters": sum(p.numel() for p in run.model.parameters()),
+        }
+    first = next(iter(rows.values()))
+    return {"models": rows, "attributes": list(first["accuracy"]), "test_images": len(run.test)}
+
+
+def comparison_table(result: dict) -> str:
+    """Markdown of :func:`model_comparison`: one row per model, accuracy (%) per attribute
+    and the mean."""
+    names = result["attributes"]
+    rows = [
+        "| model | params | " + " | ".join(names) + " | mean |",
+        "|---|---:|" + "---:|" * (len(names) + 1),
+    ]
+    for model, row in result["models"].items():
+        cells = [f"{100 * row['accuracy'][a]:.1f}" for a in names]
+        rows.append(
+            f"| {model} | {row['parameters'] / 1e6:.2f} M | "
+            + " | ".join(cells)
+            + f" | {100 * row['mean_accuracy']:.1f} |"
+        )
+    return "\n".join(rows)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ... import checkpoint
 from ...chunking import run_chunked
@@ -37,7 +38,8 @@ from .passes import accuracy_per_attribute, run_pass, subset_indices
 
 ARCH = "attribute-net"
 PLAIN_ARCH = "plain-attribute-cnn"
-KINDS = {"attention": ARCH, "plain": PLAIN_ARCH}
+RESNET_ARCH = "resnet18"  # cnnlens.nets' ImageNet-shaped ResNet-18, a multi-label head
+KINDS = {"attention": ARCH, "plain": PLAIN_ARCH, "resnet18": RESNET_ARCH}
 # Measured on the project's 2-core CPU (shared, load ~9): the shapes recipe took 4 min user +
 # 1 min system CPU time (about 2.5 min wall on two free cores; 13.5 min wall under that load),
 # test accuracy 79.4 % averaged over the 10 attributes. Quick: for the demo's smoke test only.
@@ -62,10 +64,15 @@ def build_network(
     data: ImageDataset, channels=(32, 64, 64, 128), kind: str = "attention"
 ) -> AttributeNetwork | PlainAttributeCNN:
     """An untrained network for ``data``'s image channels and attributes, with ``arch`` set;
-    ``kind="plain"``: the plain multi-label CNN of the same extractor."""
+    ``kind="plain"``: the plain multi-label CNN of the same extractor; ``kind="resnet18"``:
+    ``cnnlens.nets``' ResNet-18 with one logit per attribute (``channels`` unused)."""
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     data = attribute_dataset(data)
+    if kind == "resnet18":
+        return _resnet(
+            int(data.attributes.shape[1]), int(data.image_shape[0]), data.attribute_names
+        )
     kwargs = {
         "num_classes": int(data.attributes.shape[1]),
         "in_channels": int(data.image_shape[0]),
@@ -74,6 +81,14 @@ def build_network(
     }
     model = (AttributeNetwork if kind == "attention" else PlainAttributeCNN)(**kwargs)
     model.arch = {"name": KINDS[kind], "kwargs": kwargs}
+    return model
+
+
+def _resnet(num_attributes: int, in_channels: int, names) -> nn.Module:
+    from ... import nets
+
+    model = nets.create(RESNET_ARCH, num_classes=num_attributes, in_channels=in_channels)
+    model.num_attributes, model.attribute_names = num_attributes, list(names)
     return model
 
 
@@ -91,7 +106,8 @@ def train_attribute_network(
 ) -> tuple[AttributeNetwork, TrainResult]:
     """Build and train the network on ``train``'s attributes; returns it (eval mode) and
     the loop's history. ``train``/``val``: a data set with attributes or (x, attributes).
-    ``kind="plain"`` trains the plain CNN with the same summed BCE (no masks, no L1).
+    ``kind="plain"`` / ``"resnet18"`` train the plain CNN / ResNet-18 with the same summed
+    BCE (no masks, no L1).
     ``resume``: continue from the last checkpoint under ``out`` (see :func:`~cnnlens.train.fit`)."""
     train = attribute_dataset(train)
     val = None if val is None else attribute_dataset(val)
@@ -122,6 +138,10 @@ def load_attribute_network(path: str | Path, *, device=None) -> AttributeNetwork
     if name not in KINDS.values():
         raise CheckpointError(f"{path} holds a {name!r}, not one of {sorted(KINDS.values())}")
     kwargs = dict(arch.get("kwargs") or {})
+    if name == RESNET_ARCH:
+        classes = meta.get("classes") or []
+        model = _resnet(int(kwargs["num_classes"]), int(kwargs.get("in_channels", 3)), classes)
+        return checkpoint.load(path, model=model, device=device)
     cls = AttributeNetwork if name == ARCH else PlainAttributeCNN
     try:
         model = cls(**kwargs)
