@@ -29,15 +29,16 @@ Without ``--zennit-path``, or when zennit-crp does not import from it, the compa
 is skipped with one line. ``--dtype float64`` runs the comparison in double precision
 (``conditional_relevance`` returns float32 maps, so ~6e-8 is then its floor).
 
-Measured (resnet20, layer1, channels 0..7 or 0..15, shapes images): ``--bn fold`` agrees
-to float precision with both composites (max |d| / max 3.9e-8 in float64, i.e. the
-float32 rounding of cnnlens's output; in float32 7e-5 with epsilon, 7e-7 with
+Measured (resnet20, layer1, channels 0..7 or 0..15, shapes images): ``--bn fold``
+agrees to float precision with both composites (max |d| / max 3.9e-8 in float64, i.e.
+the float32 rounding of cnnlens's output; in float32 7e-5 with epsilon, 7e-7 with
 epsilon-plus, the near-zero denominators amplifying rounding). ``--bn merge`` does not
-with ``epsilon`` (~9e-3, Pearson 0.999998, in float64 too): zennit's ``MergeBatchNorm``
-leaves each BatchNorm computing ``x / sqrt(1 + eps)`` (running_var set to 1, its ``eps`` of 1e-5 kept), not the identity,
-so its activations and relevance differ slightly from the exactly folded model, and the
-epsilon rule's small denominators magnify that; with every BatchNorm's ``eps`` set to 0
-the merge agrees to 3.8e-8 too.
+with ``epsilon`` (~9e-3, Pearson 0.999998, in float64 too): zennit's
+``MergeBatchNorm`` leaves each BatchNorm computing ``x / sqrt(1 + eps)`` (running_var
+set to 1, its ``eps`` of 1e-5 kept), not the identity, so its activations and relevance
+differ slightly from the exactly folded model, and the epsilon rule's small
+denominators magnify that; with every BatchNorm's ``eps`` set to 0 the merge agrees to
+3.8e-8 too.
 """
 
 from __future__ import annotations
