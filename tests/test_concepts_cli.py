@@ -102,3 +102,60 @@ def test_inspect_concepts_discovers_and_links_to_tcav(tmp_path):
         assert link["tcav"] and set(link["tcav"]) <= set(classes)  # the classes in the images
     bad = [*args[:-2], "--discover-method", "pca", "--out", str(tmp_path / "bad")]
     assert main(bad) == 2 and not (tmp_path / "bad").exists()
+
+
+def _linked_rows(page: str) -> dict[int, tuple[str, float]]:
+    """``{channel: (linked concept, cosine)}`` read from the section's channel table."""
+    import re
+
+    rows = re.findall(r"<tr><td>#(\d+)</td>.*?<td>([\w=]+) \((-?[\d.]+)\)</td>", page)
+    return {int(c): (name, float(cos)) for c, name, cos in rows}
+
+
+def _cosine(tcav, concept: str, channel: int, channels: int) -> float:
+    """Mean cosine of the one-hot channel direction, repeated at every position, with the
+    concept's CAVs, computed in the flattened activation space."""
+    cosines = []
+    for cav in tcav.cavs_[concept]:
+        v = cav.vector.double().view(channels, -1)
+        d = torch.zeros_like(v)
+        d[channel] = 1.0
+        cosines.append(float((v * d).sum() / (v.norm() * d.norm())))
+    return sum(cosines) / len(cosines)
+
+
+def test_report_section_links_the_shown_channels_to_tcav_concepts(tmp_path):
+    from cnnlens.analysis import TCAV, shapes_concepts
+    from cnnlens.report.sections.concepts import concepts
+
+    torch.manual_seed(0)
+    model = nets.create("resnet8", num_classes=8).eval()
+    test = load("shapes", split="test", n=40)
+    val = load("shapes", split="val", n=120)
+    sets = shapes_concepts(val, ["red", "striped", "filled"], n=12)
+    tcav = TCAV("layer3", n_random=2, random_size=12).fit(model, sets, random=val)
+    result = tcav.score(model, test)
+    # the internals section's TCAV at the section's layer (resnet8: layer3) is reused
+    ctx = ReportContext(model=model, train=None, val=val, test=test, out=tmp_path,
+                        options={"quick": True}, cache={"tcav": (tcav, result)})  # fmt: skip
+    page = concepts(ctx)
+    assert "Named by TCAV" in page and "the CAVs of the Model internals section" in page
+    linked = _linked_rows(page)
+    assert len(linked) == 4  # every shown channel
+    channels = 64  # layer3 of resnet8
+    for c, (name, cosine) in linked.items():
+        best = max(tcav.concepts_, key=lambda k: _cosine(tcav, k, c, channels))
+        assert name == best
+        assert abs(cosine - _cosine(tcav, best, c, channels)) < 0.006  # printed to 2 places
+    # a TCAV at another layer is not reused: the section fits its own at layer3
+    other = TCAV("layer2", n_random=2, random_size=12).fit(model, sets, random=val)
+    ctx = ReportContext(model=model, train=None, val=val, test=test, out=tmp_path,
+                        options={"quick": True}, cache={"tcav": (other, result)})  # fmt: skip
+    page = concepts(ctx)
+    assert "CAVs fitted here" in page
+    names = {name for name, _ in _linked_rows(page).values()}
+    assert len(_linked_rows(page)) == 4 and names <= set(val.attribute_names[:3])
+    # no concept sets: no link
+    plain = ReportContext(model=model, train=None, test=test, out=tmp_path,
+                          options={"quick": True})  # fmt: skip
+    assert "Named by TCAV" not in concepts(plain)

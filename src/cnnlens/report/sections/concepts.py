@@ -7,13 +7,18 @@ channels (:func:`~cnnlens.analysis.conditional_relevance`); for the channels tha
 most relevance over the test images, their reference images by relevance beside those by
 activation (:class:`~cnnlens.analysis.ReferenceImages`, one streaming pass), with the
 channel's conditional heatmaps and its best network-dissection concept where the data has
-masks. A model LRP has no rules for gets a line saying so. ``cnnlens inspect concepts``
+masks, and, where the report has concept sets (the user's concept folders, or the data's
+attributes such as ``shapes``' red, striped, filled), the TCAV concept each shown channel
+is linked to by CAV cosine (:func:`~cnnlens.analysis.tcav_links`) with its TCAV score.
+A model LRP has no rules for gets a line saying so. ``cnnlens inspect concepts``
 runs the same at any size and keeps the pass in a resumable store.
 """
 
 from __future__ import annotations
 
 import html
+
+import torch
 
 from ...errors import LayerError
 from ...placement import model_device
@@ -23,6 +28,82 @@ from ..figures import figure_html
 IMAGES = 500  # test images streamed for the reference images at 32 px (quick: 64)
 CHANNELS = 4  # channels shown with their reference images
 SPLIT = 4  # channels an image's LRP map is split into
+LINK_RUNS = 4  # random sets of the TCAV fitted here for the links (quick: 2)
+LINK_IMAGES = 30  # images per concept and random set of that TCAV (quick: 16)
+LINK_SCORED = 200  # test images its scores are measured on (quick: 64)
+
+
+def _concept_sets(ctx: ReportContext, quick: bool, size: int):
+    """The report's concept sets and the images their random sets come from: the user's
+    concept folders (``options["concepts"]``), else the data's attributes, else None."""
+    from ...analysis import shapes_concepts
+
+    if ctx.options.get("concepts"):
+        random = ctx.options.get("concept_random")
+        return ctx.options["concepts"], ctx.test if random is None else random
+    if ctx.val is not None and ctx.val.attribute_names:
+        names = ctx.val.attribute_names[:3] if quick else ctx.val.attribute_names
+        return shapes_concepts(ctx.val, list(names), n=size), ctx.val
+    return None
+
+
+def tcav_at(ctx: ReportContext, layer: str, quick: bool):
+    """``(fitted TCAV, its result, reused)`` at ``layer`` for the report's concept sets:
+    the Model internals section's (``ctx.cache["tcav"]``) when it is at ``layer``, else
+    a small one fitted here (``LINK_RUNS`` random sets); None without concept sets."""
+    from ...analysis import TCAV
+
+    cached = ctx.cache.get("tcav")
+    if cached is not None and cached[0].layer_ == layer:
+        return (*cached, True)
+    size = 16 if quick else LINK_IMAGES
+    found = _concept_sets(ctx, quick, size)
+    if found is None:
+        return None
+    sets, random = found
+    size = min(size, *(len(c) for c in sets.values()))
+    runs = max(2, min(2 if quick else LINK_RUNS, len(random) // size))
+    fitted = TCAV(layer, n_random=runs, random_size=size).fit(ctx.model, sets, random=random)
+    result = fitted.score(ctx.model, _first(ctx.test, 64 if quick else LINK_SCORED))
+    return fitted, result, False
+
+
+def channel_links(ctx: ReportContext, layer: str, channels: list[int], count: int, quick: bool):
+    """``{channel: link}`` (:func:`~cnnlens.analysis.tcav_links`) of ``channels`` (of
+    ``count``) to the report's TCAV concepts at ``layer``, and a sentence on how; None
+    without concept sets."""
+    from ...analysis import tcav_links
+
+    found = tcav_at(ctx, layer, quick)
+    if found is None:
+        return None
+    fitted, result, reused = found
+    directions = torch.eye(count)[channels]
+    links = tcav_links(fitted, result, directions, [f"#{c}" for c in channels])
+    runs = len(fitted.cavs_[fitted.concepts_[0]])
+    how = (
+        "the CAVs of the Model internals section, fitted at this layer"
+        if reused
+        else f"CAVs fitted here, {runs} random sets of {fitted.random_size_} images"
+    )
+    text = (
+        f"<p>Named by TCAV: each channel is linked to the concept "
+        f"({html.escape(', '.join(fitted.concepts_))}) whose concept activation vectors "
+        "point most along it (mean cosine of the channel, at every position, with the "
+        f"concept's CAVs; {how}), with that concept's highest TCAV score over the classes "
+        "(a star: significant). A cosine near 0 means no concept given aligns with the "
+        "channel; the link then names the least bad one.</p>"
+    )
+    return dict(zip(channels, links, strict=True)), text
+
+
+def _link_cells(link: dict) -> dict:
+    cls, best = max(link["tcav"].items(), key=lambda kv: kv[1]["score"])
+    star = "*" if best["significant"] else ""
+    return {
+        "TCAV concept (cosine)": f"{link['concept']} ({link['cosine']:.2f})",
+        "its top TCAV score": f"{best['score']:.2f}{star} ({cls})",
+    }
 
 
 def _first(data, n: int):
@@ -90,6 +171,7 @@ def concepts(ctx: ReportContext) -> str | None:
         for c in range(refs.channels_)
     ]
     overlap = sum(both) / (refs.channels_ * min(top, refs.seen_))
+    linked = channel_links(ctx, layer, shown, refs.channels_, quick)
     rows = []
     for c in shown:
         row = {"channel": f"#{c}"}
@@ -98,6 +180,8 @@ def concepts(ctx: ReportContext) -> str | None:
         row["top relevance"] = float(refs.value_["relevance"][c, 0])
         row["top activation"] = float(refs.value_["activation"][c, 0])
         row["images in both top sets"] = f"{both[c]} / {min(top, refs.seen_)}"
+        if linked is not None:
+            row |= _link_cells(linked[0][c])
         rows.append(row)
     naming = (
         "Under each channel, its best concept by network dissection on the same images "
@@ -132,6 +216,7 @@ def concepts(ctx: ReportContext) -> str | None:
                 reference_figure(refs, test, shown, heatmaps, names=names or None),
                 "reference images by relevance and by activation",
             ),
+            "" if linked is None else linked[1],
             table_html(rows, floatfmt="{:.3g}"),
         ]
     )

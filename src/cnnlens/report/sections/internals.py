@@ -114,6 +114,7 @@ def tcav_part(ctx: ReportContext, quick: bool) -> str | None:
     fitted = TCAV("mid", n_random=runs, random_size=size)
     fitted.fit(ctx.model, concepts, random=ctx.val)
     result = fitted.score(ctx.model, _first(ctx.test, 200 if quick else TCAV_CLASS_IMAGES))
+    ctx.cache["tcav"] = (fitted, result)  # the Concepts section links channels to it
     significant = result.significant
     attributes = [i for i, c in enumerate(result.concepts) if not c.startswith("class=")]
     own = [
@@ -169,6 +170,7 @@ def folder_tcav_part(ctx: ReportContext, quick: bool) -> str:
     runs = max(2, min(4 if quick else TCAV_RANDOM_SETS, len(random) // size))
     fitted = TCAV("mid", n_random=runs, random_size=size).fit(ctx.model, concepts, random=random)
     result = fitted.score(ctx.model, _first(ctx.test, 200 if quick else TCAV_CLASS_IMAGES))
+    ctx.cache["tcav"] = (fitted, result)  # the Concepts section links channels to it
     where = "test images" if random is ctx.test else "random images given with the concepts"
     counts = {
         "concept x class pairs significant": (
