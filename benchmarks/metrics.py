@@ -1,237 +1,153 @@
 """cnnlens metrics vs Quantus 0.6: same model, images, maps and settings, one run.
 
-Reports seconds, the forward floor (the same number of plain forwards in the
-same chunks: the cost no perturbation metric can avoid) and ratios. ResNet-20
-(untrained weights: speed does not depend on them), 32x32 RGB, random maps.
-Usage: python benchmarks/metrics.py [--n 16] [--threads 2] [--repeat 5]
+Every row: cnnlens' seconds, its floor (the model passes the metric cannot avoid, at
+the best batch: the least time over the candidate chunk sizes), the multiple of it,
+Quantus' seconds and the ratio. Each row's calls run in interleaved rounds (cnnlens,
+floor candidates, Quantus, again ...; the best round counts), so load on a shared
+machine hits both sides; the row is printed (flushed) as soon as it is measured.
+ResNet-20 (untrained weights: speed does not depend on them), 32x32 RGB, random maps.
+
+Floors: forward-only metrics, their forwards; robustness metrics, the saliency
+explanations of the N x S perturbed copies (one forward+backward each) plus, for the
+relative stability metrics, the copies' forwards (their logits: the class check and
+ROS' denominator). Axioms sizes (sane for a benchmark): non-sensitivity on the first
+4 images cropped to 16x16 (256 forwards per image for cnnlens; Quantus' step must be
+1 and counts channel-features: 768 batched forwards), the rest on all images.
+
+Usage: python benchmarks/metrics.py [--n 8] [--threads 2] [--repeat 3]
+       [--only robustness,axioms | --only avg-sensitivity,continuity]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-
-def timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+GROUPS = ("shared", "faithfulness", "localisation", "complexity", "robustness", "axioms")
+FORWARD_BATCHES = (32, 64, 128)  # candidate chunks of a forward-only floor
+BACKWARD_BATCHES = (16, 32, 64)  # and of a forward+backward (explanation) floor
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--group", default="all", help="all, shared, faithfulness or axioms")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from cnnlens import metrics, nets
-    from cnnlens.chunking import chunk_size
+@dataclass
+class Row:
+    """One metric: its cnnlens call, the passes it needs (words), its floor as parts
+    (each a list of candidate-batch calls: the part costs its fastest), Quantus' call."""
 
-    torch.manual_seed(0)
-    model = nets.create("resnet20", num_classes=8).eval()
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.n, 3, 32, 32, generator=g)
-    maps = torch.rand(args.n, 1, 32, 32, generator=g)
-    masks = torch.zeros(args.n, 1, 32, 32, dtype=torch.bool)
-    masks[:, :, 8:20, 10:24] = True
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    size = chunk_size(model, x, backward=False)
+    name: str
+    group: str
+    ours: Callable[[], object]
+    passes: str = "-"
+    floor: list[list[Callable[[], object]]] = field(default_factory=list)
+    quantus: Callable[[], object] | None = None
+    note: str = ""
 
-    def floor_run(total: int) -> None:
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+class Bench:
+    """The shared model, images, maps and floors of every group."""
+
+    def __init__(self, n: int) -> None:
+        from cnnlens import nets
+
+        torch.manual_seed(0)
+        self.model = nets.create("resnet20", num_classes=8).eval()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 32, 32, generator=g)
+        self.maps = torch.rand(n, 1, 32, 32, generator=g)
+        self.masks = torch.zeros(n, 1, 32, 32, dtype=torch.bool)
+        self.masks[:, :, 8:20, 10:24] = True
         with torch.no_grad():
-            for s in range(0, total, size):
-                model(x[:1].expand(min(size, total - s), -1, -1, -1).contiguous())
+            self.y = self.model(self.x).argmax(1)
+        self.n = n
+        try:
+            import quantus
+        except ImportError:
+            quantus = None
+        self.quantus = quantus
 
-    if args.group == "faithfulness":
-        return faithfulness_group(model, x, maps, y, floor_run, args)
-    if args.group == "axioms":
-        return axioms_group(model, x, maps, y, floor_run, args)
-    # Quantus needs features_in_step | H*W but counts channel-features: 64 features = 48
-    # forwards per image; cnnlens step 22 px gives ceil(1024/22) + 1 = 48 forwards too.
-    step, q_features, tile = 22, 64, 4
+    def forwards(self, total: int, x: torch.Tensor | None = None) -> list:
+        """Floor part: ``total`` plain forwards of images like ``x``, one per candidate batch."""
+        x = self.x if x is None else x
+
+        def run(size: int) -> None:
+            with torch.no_grad():
+                for s in range(0, total, size):
+                    self.model(x[:1].expand(min(size, total - s), -1, -1, -1).contiguous())
+
+        return [lambda b=b: run(b) for b in sorted({min(b, total) for b in FORWARD_BATCHES})]
+
+    def saliency(self, model, xs, t, batch_size=None):
+        from cnnlens import explain
+
+        kw = {} if batch_size is None else {"batch_size": batch_size}
+        return explain(model, xs, method="saliency", target=t, **kw).maps
+
+    def explanations(self, copies: int) -> list:
+        """Floor part: saliency of ``copies`` copies of every image, per candidate batch."""
+        big = self.x.repeat_interleave(copies, 0)
+        yb = self.y.repeat_interleave(copies)
+        sizes = sorted({min(b, len(big)) for b in BACKWARD_BATCHES})
+        return [lambda b=b: self.saliency(self.model, big, yb, b) for b in sizes]
+
+    def q_saliency(self, model, inputs, targets, **_):
+        xt, t = torch.as_tensor(np.asarray(inputs)), torch.as_tensor(np.asarray(targets))
+        return self.saliency(model, xt, t).numpy()
+
+    def q_call(self, cls: str, settings: dict, **given):
+        """A Quantus call on this bench's model, images, labels and maps (``given`` wins)."""
+        if self.quantus is None:
+            return None
+        metric = getattr(self.quantus, cls)(**settings, disable_warnings=True)
+        kw = dict(model=self.model, x_batch=self.x.numpy(), y_batch=self.y.numpy(),
+                  a_batch=self.maps.numpy(), device="cpu")  # fmt: skip
+        kw.update({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in given.items()})
+        return lambda: metric(**kw)
+
+
+def shared_rows(b: Bench) -> list[Row]:
+    """Quantus needs features_in_step | H*W but counts channel-features: 64 features = 48
+    forwards per image; cnnlens step 22 px gives ceil(1024/22) + 1 = 48 forwards too."""
+    from cnnlens import metrics
+
+    n, step, tile = b.n, 22, 4
     steps = -(-1024 // step) + 1
     frac = torch.arange(65) / 64
-    fns = {
-        "deletion": lambda: metrics.deletion(model, x, maps, step=step),
-        "insertion": lambda: metrics.insertion(model, x, maps, step=step),
-        "degradation": lambda: metrics.degradation(model, x, maps, tile=tile, fractions=frac),
-        "pointing": lambda: metrics.pointing_game(None, None, maps, masks=masks),
-        "energy": lambda: metrics.energy_pointing_game(None, None, maps, masks=masks),
-        "floor": lambda: floor_run(args.n * steps),
-        "floor_deg": lambda: floor_run(args.n * 2 * 65),
-        "floor_morf": lambda: floor_run(args.n * 65),
-    }
-    try:
-        import quantus
-
-        xn, yn, an, sn = x.numpy(), y.numpy(), maps.numpy(), masks.numpy().astype(float)
-        kw = dict(model=model, x_batch=xn, y_batch=yn, a_batch=an, device="cpu", softmax=True)
-        pf = quantus.PixelFlipping(features_in_step=q_features, perturb_baseline=0.0,
-                                   disable_warnings=True)  # fmt: skip
-        rp = quantus.RegionPerturbation(patch_size=tile, regions_evaluation=64,
-                                        perturb_baseline=0.0, disable_warnings=True)  # fmt: skip
-        pg = quantus.PointingGame(disable_warnings=True)
-        al = quantus.AttributionLocalisation(disable_warnings=True)
-        kl = dict(kw, model=None, s_batch=sn)
-        fns["q_deletion"] = lambda: pf(**kw, batch_size=args.n)
-        fns["q_morf"] = lambda: rp(**kw, batch_size=args.n)
-        fns["q_pointing"] = lambda: pg(**kl)
-        fns["q_energy"] = lambda: al(**kl)
-    except ImportError:
-        pass
-    # interleaved rounds: every function runs once per round, the best round counts,
-    # so slow drift of the (shared, virtualised) CPU hits all of them alike
-    best = {name: float("inf") for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(args.repeat):
-        for name, fn in fns.items():
-            best[name] = min(best[name], timed(fn))
-    t_del, t_ins, t_deg = best["deletion"], best["insertion"], best["degradation"]
-    t_pg, t_epg = best["pointing"], best["energy"]
-    fl, fl_deg, fl_morf = best["floor"], best["floor_deg"], best["floor_morf"]
-    q = {k[2:]: v for k, v in best.items() if k.startswith("q_")}
-    rows = [
-        (f"deletion ({steps} forwards)", t_del, fl, q.get("deletion"), fl),
-        (f"insertion ({steps} forwards)", t_ins, fl, None, fl),
-        ("degradation MoRF+LeRF (2x65)", t_deg, fl_deg, q.get("morf"), fl_morf),
-        ("pointing game", t_pg, None, q.get("pointing"), None),
-        ("energy pointing game", t_epg, None, q.get("energy"), None),
-    ]
-    print(f"ResNet-20, {args.n} images 32x32, {args.threads} threads, chunk {size}")
-    print("| metric | cnnlens s | x floor | Quantus s | Quantus x its floor | Quantus / cnnlens |")
-    print("|---|---|---|---|---|---|")
-    for name, t, f, tq, fq in rows:
-        xf = f"{t / f:.2f}" if f else "-"
-        qs = f"{tq:.3f}" if tq is not None else "-"
-        qf = f"{tq / fq:.2f}" if (tq is not None and fq) else "-"
-        if tq is None:
-            ratio = "-"
-        elif name.startswith("degradation"):
-            ratio = f"{tq / (t / 2):.2f} (per MoRF curve)"
-        else:
-            ratio = f"{tq / t:.2f}"
-        print(f"| {name} | {t:.3f} | {xf} | {qs} | {qf} | {ratio} |")
-    print(f"insertion / deletion time: {t_ins / t_del:.2f}")
-    if args.group in ("all", "faithfulness"):
-        faithfulness_group(model, x, maps, y, floor_run, args)
-    if args.group == "all":
-        axioms_group(model, x, maps, y, floor_run, args)
-    _ = np
-    robustness_localisation_complexity(model, x, maps, masks, y, args.repeat)
+    m, x, maps, masks = b.model, b.x, b.maps, b.masks
+    soft = dict(softmax=True, batch_size=n)
+    loc = dict(model=None, s_batch=masks.numpy().astype(float))
+    return [
+        Row("deletion", "shared", lambda: metrics.deletion(m, x, maps, step=step),
+            f"{steps} fwd/img", [b.forwards(n * steps)],
+            b.q_call("PixelFlipping", dict(features_in_step=64, perturb_baseline=0.0), **soft)),
+        Row("insertion", "shared", lambda: metrics.insertion(m, x, maps, step=step),
+            f"{steps} fwd/img", [b.forwards(n * steps)]),
+        Row("degradation", "shared",
+            lambda: metrics.degradation(m, x, maps, tile=tile, fractions=frac),
+            "2x65 fwd/img", [b.forwards(n * 2 * 65)],
+            b.q_call("RegionPerturbation", dict(patch_size=tile, regions_evaluation=64,
+                                                perturb_baseline=0.0), **soft),
+            "Quantus runs MoRF only (65 fwd/img): ratio per MoRF curve"),
+        Row("pointing-game", "shared",
+            lambda: metrics.pointing_game(None, None, maps, masks=masks),
+            quantus=b.q_call("PointingGame", {}, **loc)),
+        Row("energy-pointing-game", "shared",
+            lambda: metrics.energy_pointing_game(None, None, maps, masks=masks),
+            quantus=b.q_call("AttributionLocalisation", {}, **loc)),
+    ]  # fmt: skip
 
 
-# --- issue 33: robustness, localisation and complexity group ------------------------------
-
-
-def robustness_localisation_complexity(model, x, maps, masks, y, repeat: int, samples: int = 5):
-    """cnnlens vs Quantus on the group's metrics; robustness floor: the saliency passes on
-    the N x samples perturbed copies in one call (what no robustness metric can avoid)."""
-    from cnnlens import explain
-    from cnnlens.metrics import attribution_localisation as al
-    from cnnlens.metrics import complexity as cx
-    from cnnlens.metrics import lipschitz, relevance, roc_auc, sensitivity, stability
-    from cnnlens.metrics import top_k_intersection as tk
-
-    def sal(m, xs, t):
-        return explain(m, xs, method="saliency", target=t).maps
-
-    big = x.repeat_interleave(samples, 0)
-    kw = dict(method=sal, samples=samples)
-    ours = {
-        "relevance-mass-accuracy": lambda: relevance.relevance_mass_accuracy(
-            None, None, maps, masks=masks
-        ),
-        "relevance-rank-accuracy": lambda: relevance.relevance_rank_accuracy(
-            None, None, maps, masks=masks
-        ),
-        "top-k-intersection": lambda: tk.top_k_intersection(None, None, maps, masks=masks),
-        "attribution-localisation": lambda: al.attribution_localisation(
-            None, None, maps, masks=masks
-        ),
-        "auc": lambda: roc_auc.roc_auc(None, None, maps, masks=masks),
-        "sparseness": lambda: cx.sparseness(None, None, maps),
-        "complexity": lambda: cx.complexity(None, None, maps),
-        "effective-complexity": lambda: cx.effective_complexity(None, None, maps),
-        "avg-sensitivity": lambda: sensitivity.avg_sensitivity(model, x, maps, y, **kw),
-        "local-lipschitz-estimate": lambda: lipschitz.local_lipschitz_estimate(
-            model, x, maps, y, **kw
-        ),
-        "continuity": lambda: lipschitz.continuity(
-            model, x, maps, y, method=sal, shifts=[-22, -12, -2, 8, 18, 28]
-        ),
-        "relative-input-stability": lambda: stability.relative_input_stability(
-            model, x, maps, y, **kw
-        ),
-        "relative-output-stability": lambda: stability.relative_output_stability(
-            model, x, maps, y, **kw
-        ),
-    }
-    floor = lambda: sal(model, big, y.repeat_interleave(samples))  # noqa: E731
-    theirs = {}
-    try:
-        import quantus
-
-        def qex(model, inputs, targets, **k):
-            return sal(model, torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
-
-        xn, yn, an, sn = x.numpy(), y.numpy(), maps.numpy(), masks.numpy().astype(float)
-        loc = dict(model=None, x_batch=xn, y_batch=yn, a_batch=an, s_batch=sn, device="cpu")
-        cpx = dict(model=None, x_batch=xn, y_batch=yn, a_batch=an, device="cpu")
-        rob = dict(model=model, x_batch=xn, y_batch=yn, a_batch=an, device="cpu", explain_func=qex)
-        q = dict(disable_warnings=True)
-        qs = dict(q, nr_samples=samples)
-        theirs = {
-            "relevance-mass-accuracy": (quantus.RelevanceMassAccuracy(**q), loc),
-            "relevance-rank-accuracy": (quantus.RelevanceRankAccuracy(**q), loc),
-            "top-k-intersection": (quantus.TopKIntersection(k=20, **q), loc),
-            "attribution-localisation": (quantus.AttributionLocalisation(**q), loc),
-            "auc": (quantus.AUC(**q), loc),
-            "sparseness": (quantus.Sparseness(**q), cpx),
-            "complexity": (quantus.Complexity(**q), cpx),
-            "effective-complexity": (quantus.EffectiveComplexity(**q), cpx),
-            "avg-sensitivity": (quantus.AvgSensitivity(**qs), rob),
-            "local-lipschitz-estimate": (quantus.LocalLipschitzEstimate(**qs), rob),
-            # Quantus' shifts -W + k (2W+1)//steps: 6 steps = cnnlens' shifts above plus its
-            # no-op 0 (7 passes vs 6); steps dividing 2W+1 (5, 13 at W=32) crash it (index -33)
-            "continuity": (quantus.Continuity(nr_steps=6, **q), rob),
-            "relative-input-stability": (quantus.RelativeInputStability(**qs), rob),
-            "relative-output-stability": (quantus.RelativeOutputStability(**qs), rob),
-        }
-    except ImportError:
-        pass
-    fns = {**{f"c/{k}": v for k, v in ours.items()}, "floor": floor}
-    fns.update({f"q/{k}": (lambda m=m, a=a: m(**a)) for k, (m, a) in theirs.items()})
-    best = {name: float("inf") for name in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            best[name] = min(best[name], timed(fn))
-    print(f"\nrobustness/localisation/complexity: {len(x)} images, {samples} perturbations")
-    print("| metric | cnnlens s | x floor | Quantus s | Quantus / cnnlens |")
-    print("|---|---|---|---|---|")
-    for name in ours:
-        t, tq = best[f"c/{name}"], best.get(f"q/{name}")
-        robust = name in ("avg-sensitivity", "local-lipschitz-estimate", "continuity",
-                          "relative-input-stability", "relative-output-stability")  # fmt: skip
-        xf = f"{t / best['floor']:.2f}" if robust else "-"
-        qs_ = f"{tq:.4f}" if tq is not None else "-"
-        ratio = f"{tq / t:.1f}" if tq is not None else "-"
-        print(f"| {name} | {t:.4f} | {xf} | {qs_} | {ratio} |")
-
-
-# ---- issue 33, faithfulness group (faithfulness-correlation ... selectivity) ----------
-def faithfulness_group(model, x, maps, y, floor_run, args) -> None:
+def faithfulness_rows(b: Bench) -> list[Row]:
     """Same forwards per image on both sides: 24 pixel groups (43 px; Quantus 128
     channel-features), 64 patches (4 px), 20 random subsets, 24 groups x 4 fills. IROF:
     Quantus' IROF fails on RGB images (its [N,1,H,W] mask), so no Quantus column."""
@@ -241,65 +157,116 @@ def faithfulness_group(model, x, maps, y, floor_run, args) -> None:
     from cnnlens.metrics.monotonicity import monotonicity_arya, monotonicity_nguyen
     from cnnlens.metrics.selectivity import selectivity
 
-    n = args.n
-    segments = int(irof(model, x, maps).extras["segments"].sum())
-    q0 = dict(perturb_baseline=0.0, disable_warnings=True)
-    rows = {  # name: (cnnlens call, forwards, (Quantus class, its settings) or None)
-        "faithfulness-correlation": (
-            lambda: faithfulness_correlation(model, x, maps, runs=20, baseline=0.0),
-            n * 20, ("FaithfulnessCorrelation", dict(nr_runs=20, subset_size=15, **q0))),
-        "faithfulness-estimate": (
-            lambda: faithfulness_estimate(model, x, maps, step=43),
-            n * 24, ("FaithfulnessEstimate", dict(features_in_step=128, **q0))),
-        "monotonicity-arya": (
-            lambda: monotonicity_arya(model, x, maps, step=43),
-            n * 24, ("Monotonicity", dict(features_in_step=128, **q0))),
-        "monotonicity-nguyen": (
-            lambda: monotonicity_nguyen(model, x, maps, step=43, samples=4),
-            n * 96, ("MonotonicityCorrelation",
-                     dict(features_in_step=128, nr_samples=4, disable_warnings=True))),
-        "irof": (lambda: irof(model, x, maps), segments, None),
-        "selectivity": (
-            lambda: selectivity(model, x, maps, patch=4),
-            n * 65, ("Selectivity", dict(patch_size=4, **q0))),
+    n, m, x, maps = b.n, b.model, b.x, b.maps
+    segments = int(irof(m, x, maps).extras["segments"].sum())
+    q0 = dict(perturb_baseline=0.0)
+    soft = dict(softmax=True, batch_size=n)
+    return [
+        Row("faithfulness-correlation", "faithfulness",
+            lambda: faithfulness_correlation(m, x, maps, runs=20, baseline=0.0),
+            "20 fwd/img", [b.forwards(n * 20)],
+            b.q_call("FaithfulnessCorrelation", dict(nr_runs=20, subset_size=15, **q0), **soft)),
+        Row("faithfulness-estimate", "faithfulness",
+            lambda: faithfulness_estimate(m, x, maps, step=43), "24 fwd/img",
+            [b.forwards(n * 24)],
+            b.q_call("FaithfulnessEstimate", dict(features_in_step=128, **q0), **soft)),
+        Row("monotonicity-arya", "faithfulness",
+            lambda: monotonicity_arya(m, x, maps, step=43), "24 fwd/img", [b.forwards(n * 24)],
+            b.q_call("Monotonicity", dict(features_in_step=128, **q0), **soft)),
+        Row("monotonicity-nguyen", "faithfulness",
+            lambda: monotonicity_nguyen(m, x, maps, step=43, samples=4), "96 fwd/img",
+            [b.forwards(n * 96)],
+            b.q_call("MonotonicityCorrelation", dict(features_in_step=128, nr_samples=4),
+                     **soft)),
+        Row("irof", "faithfulness", lambda: irof(m, x, maps), f"{segments} fwd in all",
+            [b.forwards(segments)], note="Quantus' IROF fails on RGB"),
+        Row("selectivity", "faithfulness", lambda: selectivity(m, x, maps, patch=4),
+            "65 fwd/img", [b.forwards(n * 65)],
+            b.q_call("Selectivity", dict(patch_size=4, **q0), **soft)),
+    ]  # fmt: skip
+
+
+def map_rows(b: Bench, group: str) -> list[Row]:
+    """Localisation and complexity: no model pass, so no floor."""
+    from cnnlens.metrics import attribution_localisation as al
+    from cnnlens.metrics import complexity as cx
+    from cnnlens.metrics import relevance, roc_auc
+    from cnnlens.metrics import top_k_intersection as tk
+
+    maps, masks = b.maps, b.masks
+    loc = dict(model=None, s_batch=masks.numpy().astype(float))
+    cpx = dict(model=None)
+    table = {
+        "localisation": [
+            ("relevance-mass-accuracy", relevance.relevance_mass_accuracy,
+             "RelevanceMassAccuracy", {}),
+            ("relevance-rank-accuracy", relevance.relevance_rank_accuracy,
+             "RelevanceRankAccuracy", {}),
+            ("top-k-intersection", tk.top_k_intersection, "TopKIntersection", dict(k=20)),
+            ("attribution-localisation", al.attribution_localisation,
+             "AttributionLocalisation", {}),
+            ("auc", roc_auc.roc_auc, "AUC", {}),
+        ],
+        "complexity": [
+            ("sparseness", cx.sparseness, "Sparseness", {}),
+            ("complexity", cx.complexity, "Complexity", {}),
+            ("effective-complexity", cx.effective_complexity, "EffectiveComplexity", {}),
+        ],
     }  # fmt: skip
-    fns = {}
-    for name, (ours, forwards, _make) in rows.items():
-        fns[name] = ours
-        fns["floor " + name] = lambda f=forwards: floor_run(f)
-    try:
-        import quantus
-
-        kw = dict(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps.numpy(),
-                  device="cpu", softmax=True, batch_size=n)  # fmt: skip
-        for name, (_, _, make) in rows.items():
-            if make is not None:
-                metric = getattr(quantus, make[0])(**make[1])
-                fns["quantus " + name] = lambda m=metric: m(**kw)
-    except ImportError:
-        pass
-    best = {name: float("inf") for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(args.repeat):
-        for name, fn in fns.items():
-            best[name] = min(best[name], timed(fn))
-    print(f"\nfaithfulness group, {n} images 32x32 RGB, {args.threads} threads")
-    print("| metric | forwards | cnnlens s | x floor | Quantus s | Quantus / cnnlens |")
-    print("|---|---|---|---|---|---|")
-    for name, (_, forwards, _) in rows.items():
-        t, fl, tq = best[name], best["floor " + name], best.get("quantus " + name)
-        qs, ratio = ("-", "-") if tq is None else (f"{tq:.3f}", f"{tq / t:.1f}")
-        print(f"| {name} | {forwards} | {t:.3f} | {t / fl:.2f} | {qs} | {ratio} |")
+    given = loc if group == "localisation" else cpx
+    kw = dict(masks=masks) if group == "localisation" else {}
+    return [
+        Row(name, group, lambda f=f: f(None, None, maps, **kw),
+            quantus=b.q_call(cls, settings, **given))
+        for name, f, cls, settings in table[group]
+    ]  # fmt: skip
 
 
-# ---- issue 33, axioms group (sensitivity-n ... input-invariance) ----------------------
-def axioms_group(model, x, maps, y, floor_run, args) -> None:
+def robustness_rows(b: Bench, samples: int = 5) -> list[Row]:
+    """Floor: the saliency explanations of the N x samples perturbed copies (one
+    forward+backward each), plus their forwards for the stability metrics. Quantus'
+    continuity shifts -W + k (2W+1)//steps: 6 steps = cnnlens' shifts below plus its
+    no-op 0 (7 explanations vs 6); steps dividing 2W+1 (5, 13 at W=32) crash it."""
+    from cnnlens.metrics import lipschitz, sensitivity, stability
+
+    m, x, maps, y = b.model, b.x, b.maps, b.y
+    kw = dict(method=b.saliency, samples=samples)
+    shifts = [-22, -12, -2, 8, 18, 28]
+    rob = dict(explain_func=b.q_saliency)
+    qs = dict(nr_samples=samples)
+    expl, cont = b.explanations(samples), b.explanations(len(shifts))
+    both = [expl, b.forwards(b.n * samples)]
+    per = f"{samples} sal/img"
+    return [
+        Row("avg-sensitivity", "robustness",
+            lambda: sensitivity.avg_sensitivity(m, x, maps, y, **kw), per, [expl],
+            b.q_call("AvgSensitivity", qs, **rob)),
+        Row("max-sensitivity", "robustness",
+            lambda: sensitivity.max_sensitivity(m, x, maps, y, **kw), per, [expl],
+            b.q_call("MaxSensitivity", qs, **rob)),
+        Row("local-lipschitz-estimate", "robustness",
+            lambda: lipschitz.local_lipschitz_estimate(m, x, maps, y, **kw), per, [expl],
+            b.q_call("LocalLipschitzEstimate", qs, **rob)),
+        Row("continuity", "robustness",
+            lambda: lipschitz.continuity(m, x, maps, y, method=b.saliency, shifts=shifts),
+            f"{len(shifts)} sal/img", [cont], b.q_call("Continuity", dict(nr_steps=6), **rob),
+            "Quantus: 7 sal/img (its shift 0 too)"),
+        Row("relative-input-stability", "robustness",
+            lambda: stability.relative_input_stability(m, x, maps, y, **kw),
+            per + f" + {samples} fwd/img", both,
+            b.q_call("RelativeInputStability", qs, **rob)),
+        Row("relative-output-stability", "robustness",
+            lambda: stability.relative_output_stability(m, x, maps, y, **kw),
+            per + f" + {samples} fwd/img", both,
+            b.q_call("RelativeOutputStability", qs, **rob)),
+    ]  # fmt: skip
+
+
+def axioms_rows(b: Bench) -> list[Row]:
     """Sensitivity-n: 24 forwards per image on both sides (cnnlens 3 sizes x 8 subsets,
-    Quantus 24 steps of 128 channel-features). Non-sensitivity: one forward per feature,
-    cnnlens' features are pixels (1024), Quantus' channel-features (3072: its step must be
-    1). Random logit and input invariance: their floor is one saliency explanation (the
-    re-explanation they add), Quantus given the same explain function."""
+    Quantus 24 steps of 128 channel-features). Non-sensitivity: see the module docstring
+    (4 images, 16x16). Random logit and input invariance: their floor is one saliency
+    explanation (the re-explanation they add), Quantus given the same explain function."""
     import cnnlens
     from cnnlens.metrics.input_invariance import input_invariance
     from cnnlens.metrics.non_sensitivity import non_sensitivity
@@ -307,66 +274,99 @@ def axioms_group(model, x, maps, y, floor_run, args) -> None:
     from cnnlens.metrics.sensitivity_n import sensitivity_n
     from cnnlens.metrics.sufficiency import sufficiency
 
-    n = args.n
-    e = cnnlens.explain(model, x, method="saliency", target=y)
-    expl = e.maps
+    n, m, x, maps, y = b.n, b.model, b.x, b.maps, b.y
+    e = cnnlens.explain(m, x, method="saliency", target=y)
+    once = [[lambda: b.saliency(m, x, y)]]
+    xs, ms, ys = x[:4, :, 8:24, 8:24].contiguous(), maps[:4, :, 8:24, 8:24].contiguous(), y[:4]
+    return [
+        Row("sensitivity-n", "axioms",
+            lambda: sensitivity_n(m, x, maps, y, sizes=[10, 100, 800], runs=8), "24 fwd/img",
+            [b.forwards(n * 24)],
+            b.q_call("SensitivityN", dict(features_in_step=128, n_max_percentage=1.0,
+                                          perturb_baseline=0.0), batch_size=n)),
+        Row("sufficiency", "axioms", lambda: sufficiency(m, x, maps), "1 fwd/img",
+            [b.forwards(n)], b.q_call("Sufficiency", {}, batch_size=n)),
+        Row("random-logit", "axioms", lambda: random_logit(m, x, e), "1 sal/img", once,
+            b.q_call("RandomLogit", dict(num_classes=8), explain_func=b.q_saliency,
+                     a_batch=e.maps, batch_size=n)),
+        Row("non-sensitivity", "axioms", lambda: non_sensitivity(m, xs, ms, ys),
+            "256 fwd/img (4 imgs 16x16)", [b.forwards(4 * 256, xs)],
+            b.q_call("NonSensitivity", dict(features_in_step=1, perturb_baseline=0.0),
+                     x_batch=xs, a_batch=ms, y_batch=ys, batch_size=4),
+            "Quantus: 768 channel-feature passes"),
+        Row("input-invariance", "axioms", lambda: input_invariance(m, x, e), "1 sal/img", once,
+            b.q_call("InputInvariance", {}, explain_func=b.q_saliency, a_batch=e.maps,
+                     batch_size=n)),
+    ]  # fmt: skip
 
-    def saliency(model, inputs, targets, **_):
-        xt, t = torch.as_tensor(np.asarray(inputs)), torch.as_tensor(np.asarray(targets))
-        return cnnlens.explain(model, xt, method="saliency", target=t).maps.numpy()
 
-    def explain_once() -> None:
-        cnnlens.explain(model, x, method="saliency", target=y)
+BUILDERS = {
+    "shared": shared_rows,
+    "faithfulness": faithfulness_rows,
+    "localisation": lambda b: map_rows(b, "localisation"),
+    "complexity": lambda b: map_rows(b, "complexity"),
+    "robustness": robustness_rows,
+    "axioms": axioms_rows,
+}
 
-    rows = {  # name: (cnnlens call, forwards, floor, (Quantus class, settings, extra) or None)
-        "sensitivity-n": (
-            lambda: sensitivity_n(model, x, maps, y, sizes=[10, 100, 800], runs=8),
-            n * 24, lambda: floor_run(n * 24),
-            ("SensitivityN", dict(features_in_step=128, n_max_percentage=1.0,
-                                  perturb_baseline=0.0), {})),
-        "sufficiency": (
-            lambda: sufficiency(model, x, maps), n, lambda: floor_run(n),
-            ("Sufficiency", {}, {})),
-        "random-logit": (
-            lambda: random_logit(model, x, e), "1 explanation", explain_once,
-            ("RandomLogit", dict(num_classes=8), dict(explain_func=saliency, a_batch=expl))),
-        "non-sensitivity": (
-            lambda: non_sensitivity(model, x, maps, y), n * 1024, lambda: floor_run(n * 1024),
-            ("NonSensitivity", dict(features_in_step=1, perturb_baseline=0.0), {})),
-        "input-invariance": (
-            lambda: input_invariance(model, x, e), "1 explanation", explain_once,
-            ("InputInvariance", {}, dict(explain_func=saliency, a_batch=expl))),
-    }  # fmt: skip
-    fns = {}
-    for name, (ours, _, floor, _make) in rows.items():
-        fns[name] = ours
-        fns["floor " + name] = floor
-    try:
-        import quantus
 
-        kw = dict(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps.numpy(),
-                  device="cpu", batch_size=n)  # fmt: skip
-        for name, (_, _, _, make) in rows.items():
-            metric = getattr(quantus, make[0])(**make[1], disable_warnings=True)
-            extra = {
-                k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in make[2].items()
-            }
-            fns["quantus " + name] = lambda m=metric, extra=extra: m(**{**kw, **extra})
-    except ImportError:
-        pass
-    best = {name: float("inf") for name in fns}
+def measure(row: Row, repeat: int) -> tuple[float, float | None, float | None]:
+    """Best seconds of cnnlens, its floor (each part at its fastest candidate) and
+    Quantus, over ``repeat`` interleaved rounds after one warm-up round."""
+    fns = {"ours": row.ours}
+    for i, part in enumerate(row.floor):
+        fns.update({f"floor{i}/{j}": f for j, f in enumerate(part)})
+    if row.quantus is not None:
+        fns["quantus"] = row.quantus
     for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(args.repeat):
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
         for name, fn in fns.items():
             best[name] = min(best[name], timed(fn))
-    print(f"\naxioms group, {n} images 32x32 RGB, {args.threads} threads")
-    print("| metric | forwards | cnnlens s | x floor | Quantus s | Quantus / cnnlens |")
-    print("|---|---|---|---|---|---|")
-    for name, (_, forwards, _, _) in rows.items():
-        t, fl, tq = best[name], best["floor " + name], best.get("quantus " + name)
-        qs, ratio = ("-", "-") if tq is None else (f"{tq:.3f}", f"{tq / t:.1f}")
-        print(f"| {name} | {forwards} | {t:.3f} | {t / fl:.2f} | {qs} | {ratio} |")
+    floor = None
+    if row.floor:
+        floor = sum(
+            min(best[f"floor{i}/{j}"] for j in range(len(part))) for i, part in enumerate(row.floor)
+        )
+    return best["ours"], floor, best.get("quantus")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="", help=f"comma-separated groups ({', '.join(GROUPS)}) "
+                    "or metric ids; default: everything")  # fmt: skip
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+    bench = Bench(args.n)
+    print(f"ResNet-20, {args.n} images 32x32 RGB, {args.threads} threads, best of "
+          f"{args.repeat} interleaved rounds; Quantus: "
+          f"{'0.6' if bench.quantus else 'not installed'}", flush=True)  # fmt: skip
+    print("| metric | group | passes | cnnlens s | floor s | x floor | Quantus s | Quantus / "
+          "cnnlens | note |\n" + "|---" * 9 + "|", flush=True)  # fmt: skip
+    found, ids = set(), wanted - set(GROUPS)
+    for group in GROUPS:
+        if wanted and group not in wanted and not ids:
+            continue  # (a metric id may be in any group: its rows are built to find it)
+        rows = BUILDERS[group](bench)
+        for row in rows:
+            if wanted and group not in wanted and row.name not in wanted:
+                continue
+            found.add(row.name)
+            t, floor, tq = measure(row, args.repeat)
+            fs, xf = ("-", "-") if floor is None else (f"{floor:.4f}", f"{t / floor:.2f}")
+            qs, ratio = ("-", "-") if tq is None else (f"{tq:.4f}", f"{tq / t:.1f}")
+            if tq is not None and row.name == "degradation":
+                ratio = f"{tq / (t / 2):.1f}"
+            print(f"| {row.name} | {group} | {row.passes} | {t:.4f} | {fs} | {xf} | {qs} | "
+                  f"{ratio} | {row.note} |", flush=True)  # fmt: skip
+    unknown = wanted - set(GROUPS) - found
+    if unknown:
+        sys.exit(f"--only: unknown group or metric id {sorted(unknown)}; groups: {GROUPS}")
 
 
 if __name__ == "__main__":

@@ -314,3 +314,50 @@ def test_evaluate_runs_robustness_by_name(tmp_path):
     out = evaluate(_tiny(), x, methods=["saliency"], metrics=ROBUSTNESS, sanity_images=0,
                    progress=False, metric_params=params)  # fmt: skip
     assert set(out.values["saliency"]) == set(ROBUSTNESS)
+
+
+def test_robustness_spends_only_the_passes_it_needs():
+    """Images the model sees, counted by a forward hook: the explanations of the N x S
+    copies, plus N forwards only where the metric needs the logits of the inputs (the
+    predicted class, or relative output stability's h(x)), plus the copies' logits for
+    the stability metrics; a given target costs one probe image and is still checked."""
+    from cnnlens.errors import TargetError
+
+    model = _tiny()
+    seen = []
+    handle = model.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+
+    def grad(m, x, t):  # saliency by hand, so every pass runs on the hooked model
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(m(x).gather(1, t[:, None]).sum(), x)
+        return g.abs().amax(1, keepdim=True)
+
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 0])
+    maps = grad(model, x, y)
+    n, s = 4, 3
+    _robust_fns()["avg-sensitivity"](model, x, maps, y, method=grad, samples=s)
+    try:  # (the call above made chunk_size's one-image probe, cached per model and shape)
+        for name, f in _robust_fns().items():
+            k = dict(shifts=[-2, 1, 3]) if name == "continuity" else dict(samples=s)
+            stable = name.startswith("relative")
+            for target, probe in ((y, 1), (None, n)):
+                seen.clear()
+                f(model, x, maps, target, method=grad, **k)
+                extra = n * s if stable else 0
+                assert sum(seen) == (n if stable else probe) + n * s + extra, (name, target)
+            with pytest.raises(TargetError, match="lie in"):
+                f(model, x, maps, torch.tensor([0, 1, 2, 3]), method=grad, **k)
+    finally:
+        handle.remove()
+
+
+def test_balanced_chunks_are_equal_and_as_few():
+    from cnnlens.metrics._robustness import balanced
+
+    assert balanced(40, 32) == 20 and balanced(64, 32) == 32 and balanced(7, 32) == 7
+    for total in range(1, 130):
+        for size in range(1, 70):
+            b = balanced(total, size)
+            assert b <= size and -(-total // b) == -(-total // size), (total, size)
+            assert b * (-(-total // b) - 1) < total  # no chunk left empty

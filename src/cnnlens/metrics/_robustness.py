@@ -29,7 +29,8 @@ from ._common import as_maps, check_inputs, check_model
 class Perturbed:
     """What ``score`` sees for a chunk: image indices ``img`` ``[B]``, the perturbed
     images, their maps and (with ``logits=True``) their logits; and for the whole
-    call the inputs, their maps ``base`` and logits ``logits0``, and the targets."""
+    call the inputs, their maps ``base``, their logits ``logits0`` (with
+    ``logits=True`` or no target given; else None) and the targets."""
 
     img: torch.Tensor
     x: torch.Tensor
@@ -37,7 +38,7 @@ class Perturbed:
     logits: torch.Tensor | None
     inputs: torch.Tensor
     base: torch.Tensor
-    logits0: torch.Tensor
+    logits0: torch.Tensor | None
     target: torch.Tensor
 
 
@@ -90,11 +91,14 @@ def explain_perturbed(
     explain_fn = explainer(method, dict(method_params))
     n = inputs.shape[0]
     with frozen(model):
-        target, logits0 = resolve_target(model, inputs, target)
+        target, logits0 = _targets(model, inputs, target, need_logits=logits)
         if maps is None:
             maps = explain_fn(model, inputs, target)
         base = as_maps(maps, like=inputs)
-        size = chunk_size(model, inputs, backward=True, batch_size=batch_size, memory=memory)
+        size = balanced(
+            n * samples, chunk_size(model, inputs, backward=True, batch_size=batch_size,
+                                    memory=memory),
+        )  # fmt: skip
 
         def run(a: int, b: int) -> torch.Tensor:
             j = torch.arange(a, b, device=inputs.device)
@@ -110,3 +114,23 @@ def explain_perturbed(
         values = run_chunked(run, n * samples, size, desc=desc).view(n, samples)
     label = method if isinstance(method, str) else getattr(method, "__name__", "custom")
     return values, target, label
+
+
+def _targets(model: nn.Module, inputs: torch.Tensor, target, *, need_logits: bool):
+    """Targets ``[N]`` and the logits of ``inputs``. Given targets and no need of the
+    logits, the N forwards are skipped: one forward of one image gives the class count
+    the targets are checked against (:func:`resolve_target`'s checks and messages)."""
+    if need_logits or target is None:
+        return resolve_target(model, inputs, target)
+    with torch.no_grad():
+        k = model(inputs[:1]).shape[-1]
+    t, _ = resolve_target(lambda x: x.new_zeros(len(x), k), inputs, target)
+    return t, None
+
+
+def balanced(total: int, size: int) -> int:
+    """The chunk size that runs ``total`` items in as few chunks as ``size`` does, with
+    chunks of equal size (40 items at most 32 a chunk: two of 20, not 32 and 8, whose
+    small chunk runs slower per item)."""
+    chunks = -(-total // size)
+    return -(-total // chunks)
