@@ -99,6 +99,36 @@ def test_random_logit_class_blind_and_class_specific():
     assert r3.values.shape == (3,) and (r3.values < 0.9).all()
 
 
+def test_random_logit_spends_one_probe_image_when_the_target_is_given():
+    """Images the model sees: the other class's explanation (N) plus one probe image
+    for the class count, or N forwards when the target is to be predicted; a target
+    out of range is still refused."""
+    from cnnlens.errors import TargetError
+
+    model, x, _c = _linear()
+    seen = []
+    handle = model.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+
+    def blind(_m, inp, _t):
+        return inp.abs().sum(1, keepdim=True)
+
+    def by_hand(m, inp, t):  # every pass on the hooked model
+        inp = inp.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(m(inp).gather(1, t[:, None]).sum(), inp)
+        return g.abs().amax(1, keepdim=True)
+
+    try:
+        maps = blind(model, x, None)
+        for target, probe in ((torch.zeros(3, dtype=torch.long), 1), (None, 3)):
+            seen.clear()
+            random_logit(model, x, maps, target, method=by_hand)
+            assert sum(seen) == probe + 3, target
+        with pytest.raises(TargetError):
+            random_logit(model, x, maps, torch.tensor([0, 1, 99]), method=by_hand)
+    finally:
+        handle.remove()
+
+
 def test_other_class_is_never_the_target_and_covers_the_others():
     t = torch.arange(5)
     for seed in range(20):

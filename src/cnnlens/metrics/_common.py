@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..attribution.base import resolve_target
 from ..errors import InputError
 from ..types import Explanation
 
@@ -95,3 +96,17 @@ def class_score(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.
 
 def ceil_div(a: int, b: int) -> int:
     return int(math.ceil(a / b))
+
+
+def checked_targets(model: nn.Module, inputs: torch.Tensor, target, *, need_logits: bool):
+    """Targets ``[N]``, the logits of ``inputs`` (or None) and the class count. Given
+    targets and no need of the logits, the N forwards are skipped: one forward of one
+    image gives the class count the targets are checked against (:func:`resolve_target`'s
+    checks and messages)."""
+    if need_logits or target is None:
+        t, logits = resolve_target(model, inputs, target)
+        return t, logits, logits.shape[1]
+    with torch.no_grad():
+        k = model(inputs[:1]).shape[-1]
+    t, _ = resolve_target(lambda x: x.new_zeros(len(x), k), inputs, target)
+    return t, None, k

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..attribution.base import resolve_target
 from ..chunking import chunk_size, run_chunked
 from ..errors import InputError
 from ..hooks import frozen
 from ..placement import model_device
 from ..types import Explanation
-from ._common import as_maps, check_inputs, check_model
+from ._common import as_maps, check_inputs, check_model, checked_targets
 
 
 @dataclass
@@ -91,7 +90,7 @@ def explain_perturbed(
     explain_fn = explainer(method, dict(method_params))
     n = inputs.shape[0]
     with frozen(model):
-        target, logits0 = _targets(model, inputs, target, need_logits=logits)
+        target, logits0, _k = checked_targets(model, inputs, target, need_logits=logits)
         if maps is None:
             maps = explain_fn(model, inputs, target)
         base = as_maps(maps, like=inputs)
@@ -114,18 +113,6 @@ def explain_perturbed(
         values = run_chunked(run, n * samples, size, desc=desc).view(n, samples)
     label = method if isinstance(method, str) else getattr(method, "__name__", "custom")
     return values, target, label
-
-
-def _targets(model: nn.Module, inputs: torch.Tensor, target, *, need_logits: bool):
-    """Targets ``[N]`` and the logits of ``inputs``. Given targets and no need of the
-    logits, the N forwards are skipped: one forward of one image gives the class count
-    the targets are checked against (:func:`resolve_target`'s checks and messages)."""
-    if need_logits or target is None:
-        return resolve_target(model, inputs, target)
-    with torch.no_grad():
-        k = model(inputs[:1]).shape[-1]
-    t, _ = resolve_target(lambda x: x.new_zeros(len(x), k), inputs, target)
-    return t, None
 
 
 def balanced(total: int, size: int) -> int:

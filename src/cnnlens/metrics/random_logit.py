@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attribution.base import resolve_target
 from ..errors import InputError
 from ..gradmode import with_autograd
 from ..hooks import frozen
@@ -25,7 +24,7 @@ from ..params import Param, check_params
 from ..placement import model_device
 from ..seeding import Draws
 from ._axioms import explainer
-from ._common import as_maps, check_inputs, check_model
+from ._common import as_maps, check_inputs, check_model, checked_targets
 from .registry import Metric, Scoring, register
 from .result import Result
 from .similarity import spearman, ssim
@@ -73,8 +72,8 @@ def random_logit(
         target = maps.target
     original = as_maps(maps, like=inputs)
     with frozen(model):
-        target, logits = resolve_target(model, inputs, target)
-    other = other_class(seed, target, logits.shape[1])
+        target, _logits, classes = checked_targets(model, inputs, target, need_logits=False)
+    other = other_class(seed, target, classes)
     new = again(model, inputs, other)
     a, b = (original.abs(), new.abs()) if absolute else (original, new)
     values = ssim(a, b) if similarity == "ssim" else spearman(a, b)
