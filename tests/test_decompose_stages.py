@@ -149,3 +149,23 @@ def test_bad_settings_are_refused(data):
         stage_depth(model, *data, layers=depth_points("resnet18"), ratio=0)
     with pytest.raises(InputError, match="layers must name"):
         stage_depth(model, *data, layers=())
+
+
+def test_depth_figure_follows_the_figure_rule():
+    from cnnlens.plotting import render
+    from cnnlens.studies.decompose.plots import family_depth_plot
+
+    rows = [
+        {"family": f, "index": i, "depth": 10 * i, "r_A": 0.8 + 0.01 * i}
+        for f in ("densenet121", "efficientnet_b0")
+        for i in (1, 2, 3)
+    ]
+    rows[2]["r_A_head"] = rows[5]["r_A_head"] = 0.9
+    rendered = render(family_depth_plot(rows))
+    assert rendered.problems() == []
+
+
+def test_package_exports_the_stage_study():
+    import cnnlens.studies.decompose as decompose
+
+    assert decompose.stage_depth is stage_depth and decompose.depth_points is depth_points
