@@ -4,14 +4,15 @@ Usage::
 
     python benchmarks/decompose_depth.py --out runs/depth-families \\
         [--arch densenet121,efficientnet_b0,resnet18,mobilenet_v2,resnet50] \\
-        [--size 64] [--images 3000] [--epochs 5] [--ratio 0.078125]
+        [--size 64] [--images 3000] [--epochs 5] [--ratio 0.078125,0.0244140625]
 
 Trains (or reuses, by identity: :func:`cnnlens.train.classifier.train_classifier`) each
 family on ``shapes`` at ``--size`` px (``--images`` per split) with the demo recipe, then
 measures r_A at every depth point of the network (:mod:`cnnlens.studies.decompose.stages`:
 each stage's pooled output read by a linear probe, decomposed with k1 = k2 =
-round(ratio x m); at the head's input also the network's own head). Writes ``depth.json``
-(rows and each model's test accuracy) and ``depth.png`` into ``--out``; prints the table.
+round(ratio x m) for each ``--ratio``; at the head's input also the network's own head).
+Writes ``depth.json`` (rows and each model's test accuracy) and ``depth.png`` (the first
+ratio; ``depth-ratio<r>.png`` the others) into ``--out``; prints the table.
 """
 
 from __future__ import annotations
@@ -29,7 +30,20 @@ from cnnlens.studies.decompose.stages import depth_points, stage_depth
 from cnnlens.train.classifier import demo_config, train_classifier
 
 FAMILIES = "densenet121,efficientnet_b0,resnet18,mobilenet_v2,resnet50"
-KEYS = ("family", "index", "layer", "depth", "m", "k1", "A_f", "A_d", "r_A", "r_A_head")
+KEYS = (
+    "family",
+    "ratio",
+    "index",
+    "layer",
+    "depth",
+    "m",
+    "k1",
+    "A_f",
+    "A_d",
+    "r_A",
+    "A_f_head",
+    "r_A_head",
+)
 
 
 def main() -> None:
@@ -39,10 +53,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="shapes image size (px)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--images", type=int, default=3000, help="images per split (shapes n)")
-    parser.add_argument("--ratio", type=float, default=5 / 64)
+    parser.add_argument(
+        "--ratio",
+        default="0.078125,0.0244140625",
+        help="k / m, comma list (default: ResNet-20 on CIFAR's 5/64, the paper's ImageNet 50/2048)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    ratios = [float(r) for r in args.ratio.split(",") if r.strip()]
     for arch in archs:
         depth_points(arch)  # unknown families refused before anything trains
     rows, models = [], {}
@@ -55,16 +74,18 @@ def main() -> None:
             data_options={"size": args.size, "n": args.images},
         )
         models[arch] = {"test_accuracy": run.test_accuracy, "epochs": args.epochs}
-        found = stage_depth(
-            run.model, run.train, run.test, layers=depth_points(arch), ratio=args.ratio
-        )
+        found = stage_depth(run.model, run.train, run.test, layers=depth_points(arch), ratio=ratios)
         rows += [{"family": arch, **row} for row in found]
         write_json(
             args.out / "depth.json",
             {"models": models, "settings": vars(args) | {"out": str(args.out)}, "rows": rows},
         )
         print(f"{arch}: test accuracy {100 * run.test_accuracy:.2f} %", flush=True)
-    write_bytes(args.out / "depth.png", to_png(family_depth_plot(rows)))
+    for i, ratio in enumerate(ratios):
+        name = "depth.png" if i == 0 else f"depth-ratio{ratio:g}.png"
+        write_bytes(
+            args.out / name, to_png(family_depth_plot([r for r in rows if r["ratio"] == ratio]))
+        )
     table = [{k: (round(r[k], 4) if isinstance(r.get(k), float) else r.get(k, "")) for k in KEYS}
              for r in rows]  # fmt: skip
     print(to_markdown(table))

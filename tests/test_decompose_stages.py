@@ -79,6 +79,16 @@ def test_study_runs_on_the_papers_families(arch, data):
     assert "r_A_head" in rows[-1] and "r_A_head" not in rows[0]
 
 
+def test_several_ratios_share_the_probe(data):
+    """Two ratios give the rows of two single-ratio calls, interleaved point by point."""
+    model = _model("resnet18")
+    layers = ("layer2", HEAD_INPUT)
+    both = stage_depth(model, *data, layers=layers, ratio=[0.05, 0.5], batch_size=16)
+    single = [stage_depth(model, *data, layers=layers, ratio=r, batch_size=16) for r in (0.05, 0.5)]
+    assert both == [row for pair in zip(*single, strict=True) for row in pair]
+    assert [r["k1"] for r in both] == [6, 64, 26, 256]
+
+
 def test_resnet_pooled_features_are_the_stage_outputs(data):
     """Written out by hand: stem, then each stage, averaged over space."""
     model = _model("resnet18")
@@ -147,6 +157,8 @@ def test_bad_settings_are_refused(data):
     model = _model("resnet18")
     with pytest.raises(InputError, match="ratio must lie in"):
         stage_depth(model, *data, layers=depth_points("resnet18"), ratio=0)
+    with pytest.raises(InputError, match="got 2"):
+        stage_depth(model, *data, layers=depth_points("resnet18"), ratio=[0.5, 2])
     with pytest.raises(InputError, match="layers must name"):
         stage_depth(model, *data, layers=())
 

@@ -184,21 +184,31 @@ def decomposed_scores(
     return {"A_f": scores["A_f"], "A_d": scores["A_d"], "r_A": scores["r_A"]}
 
 
+def _ratios(ratio: float | Sequence[float]) -> tuple[float, ...]:
+    ratios = (ratio,) if isinstance(ratio, (int, float)) else tuple(ratio)
+    for r in ratios:
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 < r <= 1:
+            raise InputError(f"ratio must lie in (0, 1] (k1 = k2 = round(ratio x m)), got {r!r}")
+    if not ratios:
+        raise InputError("ratio must name at least one value in (0, 1]")
+    return ratios
+
+
 def stage_depth(
     model: nn.Module,
     train: ImageDataset,
     test: ImageDataset,
     *,
     layers: Sequence[str],
-    ratio: float = 5 / 64,
+    ratio: float | Sequence[float] = 5 / 64,
     batch_size: int | None = None,
 ) -> list[dict]:
     """One row per depth point of ``layers`` (shallow to deep, :data:`HEAD_INPUT` last if
-    present): its ``depth`` (layers run before it), width ``m``, ``k = round(ratio x m)``
-    and the probe's ``A_f``, ``A_d``, ``r_A``; at :data:`HEAD_INPUT` also the trained
-    head's (``A_f_head``, ``A_d_head``, ``r_A_head``). The model is left as found."""
-    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
-        raise InputError(f"ratio must lie in (0, 1] (k1 = k2 = round(ratio x m)), got {ratio!r}")
+    present) and ``ratio`` (one value or several: the features and probes are shared): its
+    ``depth`` (layers run before it), width ``m``, ``k = round(ratio x m)`` and the probe's
+    ``A_f``, ``A_d``, ``r_A``; at :data:`HEAD_INPUT` also the trained head's (``A_f_head``,
+    ``A_d_head``, ``r_A_head``). The model is left as found."""
+    ratios = _ratios(ratio)
     if not layers:
         raise InputError("layers must name at least one depth point")
     train, test = as_dataset(train), as_dataset(test)
@@ -213,17 +223,17 @@ def stage_depth(
     for index, (name, depth) in enumerate(zip(layers, depths, strict=True), start=1):
         f_train, f_test = train_feats[name], test_feats[name]
         m = int(f_train.shape[1])
-        k = max(1, round(ratio * m))
-        row = {"index": index, "layer": name, "depth": depth, "m": m, "k1": k, "k2": k}
-        linear = fit_probe(f_train, y_train, n_classes)
-        row.update(
-            decomposed_scores(linear, f_train, y_train, f_test, y_test, k=k, n_classes=n_classes)
-        )
+        heads = {"": fit_probe(f_train, y_train, n_classes)}
         if name == HEAD_INPUT:
-            own = get_layer(model, head_name)
-            scores = decomposed_scores(
-                own, f_train, y_train, f_test, y_test, k=k, n_classes=n_classes
-            )
-            row.update({f"{key}_head": value for key, value in scores.items()})
-        rows.append(row)
+            heads["_head"] = get_layer(model, head_name)
+        for r in ratios:
+            k = max(1, round(r * m))
+            row = {"index": index, "layer": name, "depth": depth, "m": m, "ratio": r}
+            row.update({"k1": k, "k2": k})
+            for suffix, head in heads.items():
+                scores = decomposed_scores(
+                    head, f_train, y_train, f_test, y_test, k=k, n_classes=n_classes
+                )
+                row.update({f"{key}{suffix}": value for key, value in scores.items()})
+            rows.append(row)
     return rows
