@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/decompose_depth.py --out runs/depth-families \\
         [--arch densenet121,efficientnet_b0,resnet18,mobilenet_v2,resnet50] \\
-        [--size 64] [--images 3000] [--epochs 5] [--ratio 0.078125,0.0244140625]
+        [--size 32] [--images 2500] [--epochs 4] [--ratio 0.078125,0.0244140625]
 
 Trains (or reuses, by identity: :func:`cnnlens.train.classifier.train_classifier`) each
 family on ``shapes`` at ``--size`` px (``--images`` per split) with the demo recipe, then
@@ -50,9 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/depth-families"))
     parser.add_argument("--arch", default=FAMILIES, help="comma list of ImageNet families")
-    parser.add_argument("--size", type=int, default=64, help="shapes image size (px)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--images", type=int, default=3000, help="images per split (shapes n)")
+    parser.add_argument("--size", type=int, default=32, help="shapes image size (px)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--images", type=int, default=2500, help="images per split (shapes n)")
     parser.add_argument(
         "--ratio",
         default="0.078125,0.0244140625",
