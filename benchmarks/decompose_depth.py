@@ -25,9 +25,10 @@ import torch
 from cnnlens.analysis.tables import to_markdown
 from cnnlens.io import write_bytes, write_json
 from cnnlens.plotting import to_png
+from cnnlens.runs import measured
 from cnnlens.studies.decompose.plots import family_depth_plot
 from cnnlens.studies.decompose.stages import depth_points, stage_depth
-from cnnlens.train.classifier import demo_config, train_classifier
+from cnnlens.train.classifier import classifier_identity, demo_config, train_classifier
 
 FAMILIES = "densenet121,efficientnet_b0,resnet18,mobilenet_v2,resnet50"
 KEYS = (
@@ -58,29 +59,41 @@ def main() -> None:
         default="0.078125,0.0244140625",
         help="k / m, comma list (default: ResNet-20 on CIFAR's 5/64, the paper's ImageNet 50/2048)",
     )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy CPU)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted training")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(max(1, min(args.threads, torch.get_num_threads())))
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     ratios = [float(r) for r in args.ratio.split(",") if r.strip()]
     for arch in archs:
         depth_points(arch)  # unknown families refused before anything trains
     rows, models = [], {}
     for arch in archs:
+        config = demo_config(arch, epochs=args.epochs)
+        options = {"size": args.size, "n": args.images}
         run = train_classifier(
             data="shapes",
             arch=arch,
             out=args.out / arch,
-            config=demo_config(arch, epochs=args.epochs),
-            data_options={"size": args.size, "n": args.images},
+            config=config,
+            data_options=options,
+            resume=args.resume,
         )
-        models[arch] = {"test_accuracy": run.test_accuracy, "epochs": args.epochs}
-        found = stage_depth(run.model, run.train, run.test, layers=depth_points(arch), ratio=ratios)
-        rows += [{"family": arch, **row} for row in found]
-        write_json(
-            args.out / "depth.json",
-            {"models": models, "settings": vars(args) | {"out": str(args.out)}, "rows": rows},
-        )
-        print(f"{arch}: test accuracy {100 * run.test_accuracy:.2f} %", flush=True)
+
+        def measure(run=run, arch=arch) -> dict:
+            found = stage_depth(
+                run.model, run.train, run.test, layers=depth_points(arch), ratio=ratios
+            )
+            return {"test_accuracy": run.test_accuracy, "rows": found}
+
+        key = {"run": classifier_identity("shapes", arch, config, options), "ratios": ratios,
+               "points": depth_points(arch)}  # fmt: skip
+        result = measured(args.out / arch / "stage_depth.json", key, measure)
+        models[arch] = {"test_accuracy": result["test_accuracy"], "epochs": args.epochs}
+        rows += [{"family": arch, **row} for row in result["rows"]]
+        print(f"{arch}: test accuracy {100 * result['test_accuracy']:.2f} %", flush=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    write_json(args.out / "depth.json", {"models": models, "settings": settings, "rows": rows})
     for i, ratio in enumerate(ratios):
         name = "depth.png" if i == 0 else f"depth-ratio{ratio:g}.png"
         write_bytes(
