@@ -19,6 +19,7 @@ ratio; ``depth-ratio<r>.png`` the others) into ``--out``; prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -76,7 +77,7 @@ def main() -> None:
         depth_points(arch)  # unknown families refused before anything trains
     rows, models = [], {}
     for arch in archs:
-        config = demo_config(arch, epochs=args.epochs, **RECIPE)
+        config = dataclasses.replace(demo_config(arch, epochs=args.epochs), **RECIPE)
         options = {"size": args.size, "n": args.images}
         run = train_classifier(
             data="shapes",
