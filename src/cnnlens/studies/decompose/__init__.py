@@ -7,8 +7,10 @@
 - :mod:`.ablation` noise on the non-influential features (Table 8);
 - :mod:`.maps` influential-feature maps and their in-mask energy (Table 7, measurable);
 - :mod:`.overlap` the Jaccard overlap of the classes' features (disentanglement);
-- :mod:`.study` the depth study (Figure 4); :mod:`.pipeline` the whole decomposition
-  of one model (``cnnlens decompose``), measured and written; :mod:`.plots` its figures;
+- :mod:`.study` the depth study (Figure 4) across CIFAR ResNet depths; :mod:`.stages` r_A
+  against depth through one network, for the ImageNet-shaped families; :mod:`.pipeline`
+  the whole decomposition of one model (``cnnlens decompose``), measured and written;
+  :mod:`.plots` its figures;
 - :mod:`.loaders` opening saved decomposed classifiers through :func:`cnnlens.load`.
 """
 
@@ -27,6 +29,7 @@ _EXPORTS = {
     "DecomposedHead": ".decomposed",
     "InfluentialFeatures": ".influential",
     "decompose": ".decomposed",
+    "depth_points": ".stages",
     "depth_study": ".study",
     "energy_table": ".maps",
     "head_macs": ".decomposed",
@@ -39,6 +42,7 @@ _EXPORTS = {
     "relative_accuracy": ".relative",
     "run_decompose": ".pipeline",
     "save_decomposed": ".decomposed",
+    "stage_depth": ".stages",
     "sweep": ".relative",
     "sweep_grid": ".relative",
 }
@@ -59,6 +63,7 @@ __all__ = [
     "DecomposedHead",
     "InfluentialFeatures",
     "decompose",
+    "depth_points",
     "depth_study",
     "energy_table",
     "head_macs",
@@ -73,6 +78,7 @@ __all__ = [
     "retrain_config",
     "run_decompose",
     "save_decomposed",
+    "stage_depth",
     "sweep",
     "sweep_grid",
 ]

@@ -85,6 +85,32 @@ def depth_plot(rows: list[dict]):
     return fig
 
 
+def family_depth_plot(rows: list[dict]):
+    """r_A of a linear probe at each stage against depth, one line per family; a star at
+    the last point for the network's own head (:mod:`.stages`, paper 002 Figure 4)."""
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, family in enumerate(dict.fromkeys(r["family"] for r in rows)):
+        own = [r for r in rows if r["family"] == family]
+        colour = f"C{i}"
+        ax[0].plot([r["depth"] for r in own], [r["r_A"] for r in own], "o-", color=colour,
+                   label=family)  # fmt: skip
+        ax[1].plot([r["index"] for r in own], [r["r_A"] for r in own], "o-", color=colour)
+        last = own[-1]
+        if "r_A_head" in last:
+            ax[0].plot([last["depth"]], [last["r_A_head"]], "*", color=colour, markersize=12)
+            ax[1].plot([last["index"]], [last["r_A_head"]], "*", color=colour, markersize=12)
+    ax[0].set_xlabel("depth (conv + linear layers before the point)")
+    ax[1].set_xlabel("stage index (last: the head's input)")
+    for a in ax:
+        a.set_ylabel("r_A = A_d / A_f")
+        a.tick_params(labelsize=9)
+    ax[0].legend(fontsize=9)
+    fig.suptitle("r_A against depth (dots: linear probe, stars: the network's own head)",
+                 fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
 def overlap_plot(matrix: torch.Tensor, classes: Sequence[str]):
     """Jaccard overlap of the influential sets between classes."""
     fig, ax = plt.subplots(figsize=(0.45 * len(classes) + 2.5, 0.45 * len(classes) + 1.8))
