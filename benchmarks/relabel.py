@@ -73,7 +73,7 @@ def part_eval(args, model, test, folder) -> None:
     metrics = ["deletion", "insertion"]
     boxes = masks = None
     if test.boxes is not None or test.masks is not None:
-        metrics += ["bbox_score", "pointing_game"]
+        metrics += ["bbox-score", "pointing-game"]
         boxes = None if test.boxes is None else test.boxes[: args.n]
         masks = None if test.masks is None else test.masks[: args.n]
     params = {**PARAMS, "relabel": {"vae": str(folder)}}
