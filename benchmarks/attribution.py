@@ -397,7 +397,7 @@ def main() -> None:
         timed = [measure(case, model, x, target, explain, args.repeats) for _ in range(args.rounds)]
         ours = min(t["ours"] for t in timed)
         floor = min(t["floor"] for t in timed)
-        captum = {label: min(t[label] for t in timed) for label in case.captum}
+        captum = {label: min(t[label] for t in timed) for label in case.captum if label in timed[0]}
         best_label = min(captum, key=captum.get) if captum else "-"
         theirs = captum.get(best_label)
         theirs_s = f"{theirs:.5f} ({best_label})" if theirs is not None else "-"
@@ -431,7 +431,10 @@ def measure(case: Case, model, x, target, explain, repeats: int) -> dict[str, fl
     for label, fn in case.captum.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            times[label] = best_time(lambda fn=fn: fn(model, x, target), repeats) / n
+            try:
+                times[label] = best_time(lambda fn=fn: fn(model, x, target), repeats) / n
+            except RuntimeError as exc:  # e.g. Captum's DeepLift on a reused ReLU module
+                print(f"  Captum {case.method} ({label}) refused: {str(exc)[:120]}", flush=True)
     together = case.passes if case.side_by_side is None else case.side_by_side
     times["pass"] = floor_cost(model, x, case.kind, n * together, repeats)
     floor = case.passes * times["pass"]
