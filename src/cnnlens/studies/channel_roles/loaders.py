@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ...loading.registry import arch_name, register
 
-ARCH_NAMES = ("attribute-net", "plain-attribute-cnn")  # training.KINDS' values
+# training.KINDS' values, but resnet18 (a cnnlens.nets architecture: the classifier loader)
+ARCH_NAMES = ("attribute-net", "plain-attribute-cnn")
 
 
 def _load(folder, *, device=None):
