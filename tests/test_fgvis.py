@@ -23,11 +23,18 @@ def _small_net(seed: int = 0, act=nn.ReLU) -> nn.Module:
     ).eval()  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def trained(trained_shapes):
-    """The session's ResNet-20 trained on ``shapes`` and 8 of its test images."""
-    x, y = trained_shapes.test.tensors(range(8))
-    return trained_shapes.model.eval(), x, y
+def _region_net() -> nn.Module:
+    """Class 0's logit reads only a 10 x 10 square of the image, through a ReLU: where its
+    evidence lies is known by construction (no training, so the same on every CPU)."""
+    conv = nn.Conv2d(3, 1, 1, bias=False)
+    head = nn.Linear(32 * 32, 2)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        weight = torch.zeros(2, 32, 32)
+        weight[0, 4:14, 6:16] = 0.05
+        head.weight.copy_(weight.flatten(1))
+        head.bias.copy_(torch.tensor([-1.0, 0.0]))
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), head).eval()
 
 
 def _kept_score(model, x, keep, target):
@@ -35,11 +42,11 @@ def _kept_score(model, x, keep, target):
         return torch.softmax(model(x * keep), 1).gather(1, target[:, None])[:, 0]
 
 
-def test_preserving_mask_keeps_the_score_better_than_random_masks_of_its_area(trained):
-    model, x, _y = trained
+def test_preserving_mask_keeps_the_score_better_than_random_masks_of_its_area():
+    model = _region_net()
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     fp = model_fingerprint(model)
-    with torch.no_grad():
-        target = model(x).argmax(1)
+    target = torch.zeros(8, dtype=torch.long)
     e = cnnlens.explain(model, x, "fgvis", target=target, iterations=100)
     assert same_fingerprint(fp, model_fingerprint(model))
     assert e.maps.shape == (len(x), 1, 32, 32) and 0 <= e.maps.min() and e.maps.max() <= 1
@@ -56,8 +63,8 @@ def test_preserving_mask_keeps_the_score_better_than_random_masks_of_its_area(tr
             for _ in range(10)
         ]
     ).mean(0)  # fmt: skip
-    assert ours.mean() > random.mean() + 0.1, (ours.mean(), random.mean())
-    assert (ours > random).float().mean() >= 0.75
+    assert ours.mean() > random.mean() + 0.3, (ours.mean(), random.mean())
+    assert bool((ours > random).all())
 
 
 def _relu_outputs(model, x):
