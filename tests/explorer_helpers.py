@@ -9,6 +9,12 @@ left unfinished, as in a job still running.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +177,49 @@ def squared_spec(root: Path):
             "input": ",".join(map(str, test.image_shape)), "mean": list(test.mean),
             "std": list(test.std)}  # fmt: skip
     return ModelSpec.from_fields("explorer_helpers:Squared", card)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def served(app):
+    """The explorer ``app`` served by uvicorn on a free local port, in a thread; yields its URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server's own start-up, not the page: pages are awaited by tests
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """Debian's chromium driven by Playwright (skips the test where either is missing)."""
+    import pytest
+
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the browser tests need playwright"
+    )
+    if CHROMIUM is None:
+        pytest.skip(
+            "no chromium on this machine: install Debian's chromium (make browser) to run the "
+            "explorer's browser tests"
+        )
+    with sync_api.sync_playwright() as p:
+        # Chromium's own sandbox cannot start as root (CI containers): only then is it off
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield chromium
+        chromium.close()

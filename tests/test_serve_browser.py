@@ -6,11 +6,6 @@ limits from the browser's side."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -20,53 +15,37 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 
 from PIL import Image  # noqa: E402
 
-from explorer_helpers import SECRET, make_run, make_store, png_bytes  # noqa: E402
+from explorer_helpers import (  # noqa: E402
+    SECRET,
+    chromium_browser,
+    make_run,
+    make_store,
+    png_bytes,
+    served,
+)
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LIMIT_MB = 0.2
 TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory):
-    import uvicorn
-
     from cnnlens.server import create_app
 
     root = tmp_path_factory.mktemp("explorer-browser")
     store = make_store(root, make_run(root))
     (store / "leak.txt").symlink_to(root / "secret.txt")
     app = create_app(store, max_upload_mb=LIMIT_MB)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)  # the server's own start-up, not the page: pages are awaited below
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.skip(
-            "no chromium on this machine: install Debian's chromium (make browser) to run the "
-            "explorer's browser tests"
-        )
-    with sync_api.sync_playwright() as p:
-        # Chromium's own sandbox cannot start as root (CI containers): only then is it off
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -5,13 +5,8 @@ crops; on a model LRP has no rule for, the view says why."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -21,33 +16,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 
 from PIL import Image  # noqa: E402
 
-from explorer_helpers import make_run, squared_spec  # noqa: E402
+from explorer_helpers import chromium_browser, make_run, served, squared_spec  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TIMEOUT_MS = 60_000
-
-
-@contextlib.contextmanager
-def _served(app):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)  # the server's own start-up, not the page: pages are awaited below
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +32,7 @@ def root(tmp_path_factory):
 def run_url(root):
     from cnnlens.server import create_app
 
-    with _served(create_app(make_run(root), images=12)) as url:
+    with served(create_app(make_run(root), images=12)) as url:
         yield url
 
 
@@ -68,23 +41,14 @@ def squared_url(root):
     from cnnlens.server import create_app
 
     app = create_app(None, model=squared_spec(root), data="shapes", images=6)
-    with _served(app) as url:
+    with served(app) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.skip(
-            "no chromium on this machine: install Debian's chromium (make browser) to run the "
-            "explorer's browser tests"
-        )
-    with sync_api.sync_playwright() as p:
-        # Chromium's own sandbox cannot start as root (CI containers): only then is it off
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _open(browser, url: str):
